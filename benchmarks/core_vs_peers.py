@@ -1,0 +1,237 @@
+"""flowzoo.core side by side with torchcfm, facebookresearch/flow_matching and torchdiffeq.
+
+Everything runs in one process on the same data, network, initial weights, seed and number of
+steps, so the table shows ratios, not machine-dependent absolute times.
+
+Install the peers first (their own dependencies would pull a CUDA build of torch):
+
+    .venv/bin/pip install --no-deps -c constraints.txt torchcfm==1.0.7 flow_matching==1.0.10
+
+Run (about 3 minutes on 2 CPU cores; ``--quick`` for a smoke run):
+
+    .venv/bin/python benchmarks/core_vs_peers.py
+
+Sections:
+1. 8 Gaussians -> moons: W2 at 1, 2, 4 and 100 Euler steps, and training steps/s, for flowzoo I-CFM and
+   OT-CFM, torchcfm's ConditionalFlowMatcher and ExactOptimalTransportConditionalFlowMatcher, and
+   flow_matching's AffineProbPath(CondOTScheduler) (sampled with its ODESolver).
+2. Exact minibatch OT: flowzoo's ExactOTCoupling vs torchcfm's OTPlanSampler at batch 256/1024/4096
+   for d = 2 and d = 3072, with the fraction of unique sources each keeps.
+3. ODE sampling throughput: flowzoo's integrate vs torchdiffeq.odeint (and flow_matching's ODESolver).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import numpy as np
+import torch
+
+from flowzoo.core.couplings import ExactOTCoupling
+from flowzoo.core.data import sample_toy
+from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.nets import MLPVelocity
+from flowzoo.core.objectives import FlowMatchingLoss
+from flowzoo.core.solvers import integrate
+
+
+def _peers():
+    try:
+        from flow_matching.path import AffineProbPath
+        from flow_matching.path.scheduler import CondOTScheduler
+        from flow_matching.solver import ODESolver
+        from torchcfm.conditional_flow_matching import (
+            ConditionalFlowMatcher,
+            ExactOptimalTransportConditionalFlowMatcher,
+        )
+        from torchcfm.optimal_transport import OTPlanSampler
+    except ImportError as err:
+        raise SystemExit(f"peers missing ({err}). Install them with:\n"
+                         "  .venv/bin/pip install --no-deps -c constraints.txt torchcfm==1.0.7 flow_matching==1.0.10")
+    return dict(AffineProbPath=AffineProbPath, CondOTScheduler=CondOTScheduler, ODESolver=ODESolver,
+                CFM=ConditionalFlowMatcher, OTCFM=ExactOptimalTransportConditionalFlowMatcher,
+                OTPlanSampler=OTPlanSampler)
+
+
+# --------------------------------------------------------------------------------------------
+# 1. training quality and speed
+# --------------------------------------------------------------------------------------------
+
+def _make_step(name: str, peers: dict):
+    """Return step(model, x0, x1) -> loss tensor for one library's way of building the target."""
+    if name.startswith("flowzoo"):
+        objective = FlowMatchingLoss(coupling=ExactOTCoupling() if "OT" in name else None)
+
+        def step(model, x0, x1):
+            return objective(model, {"x0": x0, "x1": x1})[0]
+        return step
+    if name.startswith("torchcfm"):
+        matcher = peers["OTCFM"](sigma=0.0) if "OT" in name else peers["CFM"](sigma=0.0)
+
+        def step(model, x0, x1):
+            t, xt, ut = matcher.sample_location_and_conditional_flow(x0, x1)
+            return ((model(xt, t) - ut) ** 2).mean()
+        return step
+    path = peers["AffineProbPath"](scheduler=peers["CondOTScheduler"]())
+
+    def step(model, x0, x1):
+        t = torch.rand(x0.shape[0])
+        sample = path.sample(t=t, x_0=x0, x_1=x1)
+        return ((model(sample.x_t, sample.t) - sample.dx_t) ** 2).mean()
+    return step
+
+
+def bench_training(args, peers) -> list[dict]:
+    torch.manual_seed(args.seed)
+    base = MLPVelocity(2, hidden=256, depth=3)
+    gen = torch.Generator().manual_seed(args.seed)
+    batches = [(sample_toy("8gaussians", args.batch, generator=gen), sample_toy("moons", args.batch, generator=gen))
+               for _ in range(args.steps)]
+    eval_x0 = sample_toy("8gaussians", args.eval_samples, seed=1234)
+    eval_x1 = sample_toy("moons", args.eval_samples, seed=4321)
+    rows = []
+    for name in ("flowzoo I-CFM", "torchcfm CFM", "flow_matching CondOT", "flowzoo OT-CFM", "torchcfm OT-CFM"):
+        model = copy.deepcopy(base)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        step = _make_step(name, peers)
+        torch.manual_seed(args.seed)
+        started = time.perf_counter()
+        for x0, x1 in batches:
+            loss = step(model, x0, x1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        seconds = time.perf_counter() - started
+        row = {"method": name, "steps/s": args.steps / seconds}
+        model.eval()
+        for n in (1, 2, 4, 100):
+            if name.startswith("flow_matching"):
+                solver = peers["ODESolver"](velocity_model=model)
+                with torch.no_grad():
+                    x = solver.sample(x_init=eval_x0, step_size=1.0 / n, method="euler")
+            else:
+                x = integrate(model, eval_x0, method="euler", steps=n).x
+            row[f"W2@{n}"] = wasserstein2(x, eval_x1)
+        rows.append(row)
+        print(f"  trained {name}: {row['steps/s']:.0f} steps/s, W2@100 {row['W2@100']:.3f}", flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# 2. exact OT coupling time and unique sources
+# --------------------------------------------------------------------------------------------
+
+def _median_time(fn, reps: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(reps):
+        started = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - started)
+    return float(np.median(times)), out
+
+
+def bench_ot(args, peers) -> list[dict]:
+    sampler = peers["OTPlanSampler"](method="exact")
+    ours = ExactOTCoupling()
+    rows = []
+    sizes = (256, 1024) if args.quick else (256, 1024, 4096)
+    for dim in (2, 3072):
+        for n in sizes:
+            gen = torch.Generator().manual_seed(n + dim)
+            x0, x1 = torch.randn(n, dim, generator=gen), torch.randn(n, dim, generator=gen)
+            reps = 5 if n <= 1024 else 1
+            t_ours, pairing = _median_time(lambda: ours(x0, x1), reps)
+            np.random.seed(0)
+
+            def peer():
+                pi = sampler.get_map(x0, x1)
+                return sampler.sample_map(pi, n, replace=True)
+            t_peer, (i, _) = _median_time(peer, reps)
+            rows.append({"d": dim, "batch": n, "flowzoo ms": 1e3 * t_ours, "torchcfm ms": 1e3 * t_peer,
+                         "speed-up": t_peer / t_ours,
+                         "flowzoo unique src": len(set(pairing.index0.tolist())) / n,
+                         "torchcfm unique src": len(set(np.asarray(i).tolist())) / n})
+            print(f"  OT d={dim} n={n}: {rows[-1]['speed-up']:.2f}x", flush=True)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# 3. ODE sampling throughput
+# --------------------------------------------------------------------------------------------
+
+def bench_sampling(args, peers) -> list[dict]:
+    import torchdiffeq
+
+    torch.manual_seed(args.seed)
+    model = MLPVelocity(2, hidden=256, depth=3).eval()
+    x = torch.randn(args.sample_batch, 2)
+    rows = []
+    for method, steps in (("euler", 100), ("rk4", 25), ("dopri5", None)):
+        grid = torch.linspace(0, 1, (steps or 1) + 1)
+
+        def ours():
+            return integrate(model, x, method=method, steps=steps, atol=1e-5, rtol=1e-5).x
+
+        def func(t, y):
+            return model(y, t.expand(y.shape[0]))
+
+        def peer():
+            with torch.no_grad():
+                if steps is None:
+                    return torchdiffeq.odeint(func, x, torch.tensor([0.0, 1.0]), method=method, atol=1e-5, rtol=1e-5)[-1]
+                return torchdiffeq.odeint(func, x, grid, method=method)[-1]
+        ours()
+        peer()
+        t_ours, a = _median_time(ours, 3)
+        t_peer, b = _median_time(peer, 3)
+        rows.append({"solver": method, "steps": steps or "adaptive", "flowzoo samples/s": len(x) / t_ours,
+                     "torchdiffeq samples/s": len(x) / t_peer, "ratio": t_peer / t_ours,
+                     "max |diff|": float((a - b).abs().max())})
+    return rows
+
+
+def _table(rows: list[dict], floatfmt: str = "{:.3f}") -> str:
+    keys = list(rows[0])
+    cells = [[k for k in keys]] + [[floatfmt.format(r[k]) if isinstance(r[k], float) else str(r[k]) for k in keys]
+                                   for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
+    lines = ["| " + " | ".join(c[i].rjust(widths[i]) for i in range(len(keys))) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--eval-samples", type=int, default=1500)
+    parser.add_argument("--sample-batch", type=int, default=4096)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="300 steps and no batch-4096 OT (smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps = 300
+    torch.set_num_threads(args.threads)
+    peers = _peers()
+    print("1. training: 8gaussians -> moons", flush=True)
+    training = bench_training(args, peers)
+    fastest_peer = max(r["steps/s"] for r in training if not r["method"].startswith("flowzoo"))
+    for r in training:
+        r["step time / fastest peer"] = fastest_peer / r["steps/s"]
+    print("2. exact OT", flush=True)
+    ot_rows = bench_ot(args, peers)
+    print("3. sampling", flush=True)
+    sampling = bench_sampling(args, peers)
+    print("\n## Training (same MLP 3x256, init, batches, Adam 1e-3, %d steps, batch %d)\n" % (args.steps, args.batch))
+    print(_table(training))
+    print("\n## Exact minibatch OT (median ms; unique sources kept)\n")
+    print(_table(ot_rows, "{:.2f}"))
+    print("\n## ODE sampling throughput (%d samples)\n" % args.sample_batch)
+    print(_table(sampling, "{:.1f}"))
+
+
+if __name__ == "__main__":
+    main()

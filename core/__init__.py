@@ -1,0 +1,26 @@
+"""flowzoo.core: flow matching done well, with few dependencies.
+
+Time runs from t = 0 (source: noise or a prior population) to t = 1 (data). A velocity model is
+called ``model(x, t, **cond)`` with ``t`` of shape (B,) and returns a tensor shaped like ``x``.
+
+Modules:
+    paths        probability paths and stochastic interpolants, prediction-type conversions
+    couplings    how (x0, x1) pairs are formed: independent, exact OT, Sinkhorn, conditional OT, SB, W-CFM
+    objectives   losses ``loss(model, batch) -> (scalar, metrics)``
+    timesamplers training-time distributions
+    solvers      ODE/SDE integrators, time grids, NFE counting, log-likelihood
+    guidance     classifier-free guidance wrapper
+    nets         small backbones with time embeddings
+    metrics      W1/W2, sliced W, MMD, energy distance, straightness, coupling cost
+    data         toy distributions
+    training     the Trainer (EMA, checkpoints with exact resume, logging, DDP)
+    config       dataclass configs from YAML and the command line
+    errors       FlowzooError and its subclasses
+
+Submodules are imported on demand (``from flowzoo.core.paths import AffinePath``), so importing
+``flowzoo.core`` stays cheap.
+"""
+
+__all__ = ["paths", "couplings", "objectives", "timesamplers", "solvers", "guidance", "nets", "metrics",
+           "data", "training", "config", "errors", "plotting"]
+__version__ = "0.1.0"

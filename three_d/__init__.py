@@ -1,0 +1,3 @@
+"""flowzoo.three_d: domain package (see the issues for what it will hold)."""
+
+__all__: list[str] = []
