@@ -7,7 +7,7 @@ Install the peers first (their own dependencies would pull a CUDA build of torch
 
     .venv/bin/pip install --no-deps -c constraints.txt torchcfm==1.0.7 flow_matching==1.0.10
 
-Run (about 3 minutes on 2 CPU cores; ``--quick`` for a smoke run):
+Run (about 4 minutes on 2 CPU cores; ``--quick`` for a smoke run):
 
     .venv/bin/python benchmarks/core_vs_peers.py
 
@@ -84,6 +84,8 @@ def _make_step(name: str, peers: dict):
 
 
 def bench_training(args, peers) -> list[dict]:
+    """Train every method on the same batches; steps are interleaved (one step of each in turn, the
+    order rotating) so that a slow-down of the shared machine hits all of them alike."""
     torch.manual_seed(args.seed)
     base = MLPVelocity(2, hidden=256, depth=3)
     gen = torch.Generator().manual_seed(args.seed)
@@ -91,21 +93,34 @@ def bench_training(args, peers) -> list[dict]:
                for _ in range(args.steps)]
     eval_x0 = sample_toy("8gaussians", args.eval_samples, seed=1234)
     eval_x1 = sample_toy("moons", args.eval_samples, seed=4321)
-    rows = []
-    for name in ("flowzoo I-CFM", "torchcfm CFM", "flow_matching CondOT", "flowzoo OT-CFM", "torchcfm OT-CFM"):
+    names = ("flowzoo I-CFM", "torchcfm CFM", "flow_matching CondOT", "flowzoo OT-CFM", "torchcfm OT-CFM")
+    runs = {}
+    for name in names:
         model = copy.deepcopy(base)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        step = _make_step(name, peers)
-        torch.manual_seed(args.seed)
-        started = time.perf_counter()
-        for x0, x1 in batches:
-            loss = step(model, x0, x1)
-            opt.zero_grad(set_to_none=True)
+        # Each method draws its times and noise from its own stream, seeded alike.
+        runs[name] = dict(model=model, opt=torch.optim.Adam(model.parameters(), lr=1e-3),
+                          step=_make_step(name, peers), rng=torch.Generator().manual_seed(args.seed),
+                          np_rng=np.random.RandomState(args.seed), seconds=0.0)
+    order = list(runs)
+    for step_index, (x0, x1) in enumerate(batches):
+        # Rotate who goes first, so that no method always inherits the others' cache state.
+        rotation = step_index % len(order)
+        for name in order[rotation:] + order[:rotation]:
+            run = runs[name]
+            torch.random.set_rng_state(run["rng"].get_state())
+            np.random.set_state(run["np_rng"].get_state())
+            started = time.perf_counter()
+            loss = run["step"](run["model"], x0, x1)
+            run["opt"].zero_grad(set_to_none=True)
             loss.backward()
-            opt.step()
-        seconds = time.perf_counter() - started
-        row = {"method": name, "steps/s": args.steps / seconds}
-        model.eval()
+            run["opt"].step()
+            run["seconds"] += time.perf_counter() - started
+            run["rng"].set_state(torch.random.get_rng_state())
+            run["np_rng"].set_state(np.random.get_state())
+    rows = []
+    for name, run in runs.items():
+        model = run["model"].eval()
+        row = {"method": name, "steps/s": args.steps / run["seconds"]}
         for n in (1, 2, 4, 100):
             if name.startswith("flow_matching"):
                 solver = peers["ODESolver"](velocity_model=model)
@@ -115,7 +130,7 @@ def bench_training(args, peers) -> list[dict]:
                 x = integrate(model, eval_x0, method="euler", steps=n).x
             row[f"W2@{n}"] = wasserstein2(x, eval_x1)
         rows.append(row)
-        print(f"  trained {name}: {row['steps/s']:.0f} steps/s, W2@100 {row['W2@100']:.3f}", flush=True)
+        print(f"  {name}: {row['steps/s']:.0f} steps/s, W2@100 {row['W2@100']:.3f}", flush=True)
     return rows
 
 
@@ -123,13 +138,15 @@ def bench_training(args, peers) -> list[dict]:
 # 2. exact OT coupling time and unique sources
 # --------------------------------------------------------------------------------------------
 
-def _median_time(fn, reps: int) -> tuple[float, object]:
-    times, out = [], None
+def _interleaved_min_times(fns, reps: int) -> tuple[list[float], list[object]]:
+    """Minimum wall time of each function over ``reps`` rounds, the functions alternating in each round."""
+    best, outs = [float("inf")] * len(fns), [None] * len(fns)
     for _ in range(reps):
-        started = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - started)
-    return float(np.median(times)), out
+        for k, fn in enumerate(fns):
+            started = time.perf_counter()
+            outs[k] = fn()
+            best[k] = min(best[k], time.perf_counter() - started)
+    return best, outs
 
 
 def bench_ot(args, peers) -> list[dict]:
@@ -141,14 +158,13 @@ def bench_ot(args, peers) -> list[dict]:
         for n in sizes:
             gen = torch.Generator().manual_seed(n + dim)
             x0, x1 = torch.randn(n, dim, generator=gen), torch.randn(n, dim, generator=gen)
-            reps = 5 if n <= 1024 else 1
-            t_ours, pairing = _median_time(lambda: ours(x0, x1), reps)
+            reps = 15 if n <= 1024 else 2
             np.random.seed(0)
 
             def peer():
                 pi = sampler.get_map(x0, x1)
                 return sampler.sample_map(pi, n, replace=True)
-            t_peer, (i, _) = _median_time(peer, reps)
+            (t_ours, t_peer), (pairing, (i, _)) = _interleaved_min_times([lambda: ours(x0, x1), peer], reps)
             rows.append({"d": dim, "batch": n, "flowzoo ms": 1e3 * t_ours, "torchcfm ms": 1e3 * t_peer,
                          "speed-up": t_peer / t_ours,
                          "flowzoo unique src": len(set(pairing.index0.tolist())) / n,
@@ -182,10 +198,7 @@ def bench_sampling(args, peers) -> list[dict]:
                 if steps is None:
                     return torchdiffeq.odeint(func, x, torch.tensor([0.0, 1.0]), method=method, atol=1e-5, rtol=1e-5)[-1]
                 return torchdiffeq.odeint(func, x, grid, method=method)[-1]
-        ours()
-        peer()
-        t_ours, a = _median_time(ours, 3)
-        t_peer, b = _median_time(peer, 3)
+        (t_ours, t_peer), (a, b) = _interleaved_min_times([ours, peer], 4)
         rows.append({"solver": method, "steps": steps or "adaptive", "flowzoo samples/s": len(x) / t_ours,
                      "torchdiffeq samples/s": len(x) / t_peer, "ratio": t_peer / t_ours,
                      "max |diff|": float((a - b).abs().max())})
@@ -227,7 +240,7 @@ def main() -> None:
     sampling = bench_sampling(args, peers)
     print("\n## Training (same MLP 3x256, init, batches, Adam 1e-3, %d steps, batch %d)\n" % (args.steps, args.batch))
     print(_table(training))
-    print("\n## Exact minibatch OT (median ms; unique sources kept)\n")
+    print("\n## Exact minibatch OT (best of interleaved runs, ms; fraction of unique sources kept)\n")
     print(_table(ot_rows, "{:.2f}"))
     print("\n## ODE sampling throughput (%d samples)\n" % args.sample_batch)
     print(_table(sampling, "{:.1f}"))

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -59,20 +60,24 @@ def _per_sample_weight(w: object, batch: int, name: str) -> Tensor:
     return w
 
 
-def _unpack_batch(batch: object, generator: torch.Generator | None) -> _Batch:
-    """Validate a batch mapping and split it into source, data, weights and conditioning."""
+def _unpack_batch(batch: object, generator: torch.Generator | None, finite: bool = True) -> _Batch:
+    """Validate a batch mapping and split it into source, data, weights and conditioning.
+
+    ``finite=False`` defers the NaN/Inf scan of x0/x1 to :func:`_raise_if_batch_not_finite`, which a caller runs
+    only when its loss came out non-finite: the same error for bad input, no extra kernels otherwise.
+    """
     if not isinstance(batch, Mapping):
         raise DTypeError(expected('a batch mapping with key "x1" (and optional "x0", "weight", conditioning)',
                                   type(batch).__name__, 'pass {"x1": data}'))
     if "x1" not in batch:
         raise ConfigError(expected('the data under batch["x1"]', f"keys {sorted(map(str, batch))}",
                                    'rename the data key to "x1" (the source, if any, to "x0")'))
-    x1 = check_tensor(batch["x1"], 'batch["x1"]')
+    x1 = check_tensor(batch["x1"], 'batch["x1"]', finite=finite)
     n = x1.shape[0]
     if batch.get("x0") is None:
         x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
     else:
-        x0 = check_tensor(batch["x0"], 'batch["x0"]')
+        x0 = check_tensor(batch["x0"], 'batch["x0"]', finite=finite)
         check_same_shape(x0, x1, ('batch["x0"]', 'batch["x1"]'))
     weight = None if batch.get("weight") is None else _per_sample_weight(batch["weight"], n, 'batch["weight"]')
     cond: dict[str, Tensor] = {}
@@ -88,10 +93,17 @@ def _unpack_batch(batch: object, generator: torch.Generator | None) -> _Batch:
         if value.dim() == 0 or value.shape[0] != n:
             raise ShapeError(expected(f'conditioning batch["{key}"] with the batch size {n} first',
                                       f"shape {tuple(value.shape)}", "give one condition per sample"))
-        if value.is_floating_point():
+        if value.is_floating_point():  # a model may ignore a condition, so scan it now
             check_finite(value, f'batch["{key}"]')
         cond[key] = value
     return _Batch(x0, x1, weight, cond)
+
+
+def _raise_if_batch_not_finite(batch: Mapping[str, object]) -> None:
+    """Raise NonFiniteError naming the first batch entry that holds NaN/Inf (none: the model diverged)."""
+    for key, value in batch.items():
+        if isinstance(value, Tensor) and value.is_floating_point():
+            check_finite(value, f'batch["{key}"]')
 
 
 def _check_time_sampler(time_sampler: object):
@@ -104,6 +116,14 @@ def _check_time_sampler(time_sampler: object):
 
 def _sample_time(time_sampler, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
     return time_sampler.sample(n, device=like.device, generator=generator).to(like.dtype)
+
+
+def _sample_path(path, x0: Tensor, x1: Tensor, t: Tensor, generator: torch.Generator | None) -> PathSample:
+    """Sample the path; the batch is validated already, so skip the path's own checks when it allows."""
+    if isinstance(path, StochasticInterpolant):
+        return path.sample_unchecked(x0, x1, t, generator=generator)
+    unchecked = getattr(path, "sample_unchecked", None)
+    return unchecked(x0, x1, t) if unchecked is not None else path.sample(x0, x1, t)
 
 
 def _call_model(model: Model, x: Tensor, t: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
@@ -146,14 +166,14 @@ class FlowMatchingLoss:
             sample's condition) used for dropped samples. Keys absent from it are never dropped (e.g. masks).
 
     Calling ``loss(model, batch, generator=None)`` returns ``(loss, metrics)``; metrics hold ``loss``,
-    ``mse`` (unweighted), ``t_mean`` and, when used, ``weight_mean`` and ``cond_dropped``.
+    ``mse`` (unweighted) and ``weight_mean`` when weights are used, and ``cond_dropped`` with condition dropout.
 
     Example:
         >>> labels = {"x1": torch.randn(4, 2), "y": torch.tensor([0, 1, 2, 1])}
         >>> objective = FlowMatchingLoss(cond_dropout=0.1, null_cond={"y": 3})
         >>> loss, metrics = objective(lambda x, t, y: torch.zeros_like(x), labels)
         >>> sorted(metrics)
-        ['cond_dropped', 'loss', 'mse', 't_mean']
+        ['cond_dropped', 'loss']
     """
 
     def __init__(self, path=None, coupling: Callable | None = None, time_sampler=None,
@@ -232,29 +252,35 @@ class FlowMatchingLoss:
 
     def __call__(self, model: Model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator)
+        data = _unpack_batch(batch, generator, finite=self.coupling is not None)
         if self.coupling is not None:
             data = self._couple(data)
         n = data.x1.shape[0]
         t = _sample_time(self.time_sampler, n, data.x1, generator)
-        if isinstance(self.path, StochasticInterpolant):
-            sample = self.path.sample(data.x0, data.x1, t, generator=generator)
-        else:
-            sample = self.path.sample(data.x0, data.x1, t)
+        sample = _sample_path(self.path, data.x0, data.x1, t, generator)
         cond, dropped = data.cond, None
         if self.cond_dropout > 0:
             cond, dropped = self._drop_conditions(cond, n, data.x1, generator)
         prediction = _call_model(model, sample.x_t, sample.t, cond)
-        per_sample = _per_sample_mean((prediction - sample.dx_t) ** 2)
-        loss = _reduce(per_sample, data.weight)
-        names, values = ["loss", "mse", "t_mean"], [loss.detach(), per_sample.detach().mean(), t.mean()]
-        if data.weight is not None:
-            names.append("weight_mean")
-            values.append(data.weight.mean())
+        squared_error = (prediction - sample.dx_t) ** 2
+        if data.weight is None:  # every sample has the same size, so the mean of means is the mean
+            loss = squared_error.mean()
+            names, values = ["loss"], [loss.detach()]
+        else:
+            per_sample = _per_sample_mean(squared_error)
+            loss = _reduce(per_sample, data.weight)
+            names = ["loss", "mse", "weight_mean"]
+            values = [loss.detach(), per_sample.detach().mean(), data.weight.mean()]
         if dropped is not None:
             names.append("cond_dropped")
             values.append(dropped.to(t.dtype).mean())
-        return loss, dict(zip(names, torch.stack([v.to(torch.float64) for v in values]).tolist()))
+        if len(values) == 1:
+            metrics = {"loss": values[0].item()}
+        else:
+            metrics = dict(zip(names, torch.stack([v.to(torch.float64) for v in values]).tolist()))
+        if not math.isfinite(metrics["loss"]):
+            _raise_if_batch_not_finite(batch)
+        return loss, metrics
 
 
 class _InterpolantLoss:

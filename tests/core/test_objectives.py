@@ -100,8 +100,7 @@ def test_flow_matching_loss_equals_hand_computation_and_backpropagates():
     loss, metrics = objective(model, {"x0": x0, "x1": x1})
     expected = _hand_per_sample(model, x0, x1, t.double()).mean()
     torch.testing.assert_close(loss, expected)
-    assert metrics["loss"] == pytest.approx(expected.item()) and metrics["mse"] == pytest.approx(expected.item())
-    assert metrics["t_mean"] == pytest.approx(t.mean().item())
+    assert metrics["loss"] == pytest.approx(expected.item())
     loss.backward()
     hand_grad = torch.autograd.grad(expected, model.weight)[0]
     torch.testing.assert_close(model.weight.grad, hand_grad)
