@@ -33,6 +33,7 @@ from flowzoo.core.plotting import plot_samples_2d
 from flowzoo.core.solvers import integrate
 from flowzoo.core.timesamplers import get_time_sampler
 from flowzoo.core.training import Trainer, TrainerConfig
+from flowzoo.core.training.distributed import is_main_process
 
 __all__ = ["ToyFlowConfig", "build_toy_run", "run", "main"]
 
@@ -128,17 +129,17 @@ def run(cfg: ToyFlowConfig) -> dict[str, float]:
     result = trainer.fit()
     metrics = dict(result.eval_metrics)
     metrics["train_seconds"] = result.seconds
-    out = Path(cfg.trainer.out_dir)
-    (out / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
+    if is_main_process():  # under torchrun only rank 0 evaluates and writes
+        (Path(cfg.trainer.out_dir) / "final_metrics.json").write_text(json.dumps(metrics, indent=2))
     return metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(ToyFlowConfig, sys.argv[1:] if argv is None else list(argv), prog="flowzoo train core")
     metrics = run(cfg)
-    out = Path(cfg.trainer.out_dir)
-    print(json.dumps(metrics, indent=2))
-    print(f"outputs in {out.resolve()} (checkpoints/, eval/, metrics.csv, final_metrics.json)")
+    if is_main_process():
+        print(json.dumps(metrics, indent=2))
+        print(f"outputs in {Path(cfg.trainer.out_dir).resolve()} (checkpoints/, eval/, metrics.csv, final_metrics.json)")
     return 0
 
 

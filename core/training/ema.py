@@ -48,6 +48,10 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 class EMA:
     """A shadow copy of ``model`` updated as ``shadow = decay * shadow + (1 - decay) * param``.
 
+    With ``step`` given to :meth:`update`, the decay warms up as ``min(decay, (1 + step) / (10 + step))``
+    (the TensorFlow / timm convention), so that a short run's EMA is not stuck at the initial weights:
+    with a constant 0.999 the shadow still holds 90 % of the random initialisation after 100 updates.
+
     Args:
         model: the trained module (wrappers such as DDP are unwrapped).
         decay: the EMA decay :math:`\\mu` in (0, 1).
@@ -61,14 +65,15 @@ class EMA:
         self.module.requires_grad_(False)
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        """Move the shadow towards ``model``'s current weights by one EMA step."""
+    def update(self, model: nn.Module, step: int | None = None) -> None:
+        """Move the shadow towards ``model``'s weights; ``step`` (0-based update index) enables the warm-up."""
+        decay = self.decay if step is None else min(self.decay, (1.0 + step) / (10.0 + step))
         source = unwrap_model(model)
         shadow_params = dict(self.module.named_parameters())
         for name, param in source.named_parameters():
             target = shadow_params[name]
             if param.dtype.is_floating_point:
-                target.lerp_(param.detach(), 1.0 - self.decay)
+                target.lerp_(param.detach(), 1.0 - decay)
             else:
                 target.copy_(param)
         shadow_buffers = dict(self.module.named_buffers())

@@ -342,7 +342,7 @@ class Trainer:
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
         if self.ema is not None:
-            self.ema.update(self.model)
+            self.ema.update(self.model, self.step)
         metrics = {k: v for k, v in metrics.items() if k not in ("loss", "lr", "grad_norm")}
         return {"loss": loss_value, **metrics, "lr": lr, "grad_norm": grad_norm_value}
 

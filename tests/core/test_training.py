@@ -400,3 +400,20 @@ def test_unsupported_autocast_is_refused_before_the_run(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="bf16 or fp32"):
         Trainer(new_model(), fm_loss, sample_batch, make_config(tmp_path, precision="fp16")).fit()
     assert not (tmp_path / "run").exists()
+
+
+def test_ema_warm_up_follows_the_step():
+    net = nn.Linear(2, 2)
+    ema = EMA(net, decay=0.999)
+    before = ema.module.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    ema.update(net, step=0)  # decay min(0.999, 1/10) = 0.1: the shadow moves 90 % of the way
+    expected = 0.1 * before + 0.9 * net.weight.detach()
+    assert torch.allclose(ema.module.weight, expected, atol=1e-6)
+    late = EMA(net, decay=0.999)
+    late_before = late.module.weight.detach().clone()
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    late.update(net, step=10**6)  # long after warm-up: the configured decay
+    assert torch.allclose(late.module.weight, 0.999 * late_before + 0.001 * net.weight.detach(), atol=1e-6)
