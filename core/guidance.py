@@ -24,7 +24,7 @@ from torch import nn
 from flowzoo.core._validation import as_time, broadcast_time
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 
-__all__ = ["GuidanceSchedule", "ConstantGuidance", "ClassifierFreeGuidance"]
+__all__ = ["GuidanceSchedule", "ConstantGuidance", "RatioAwareGuidance", "ClassifierFreeGuidance"]
 
 
 class GuidanceSchedule(Protocol):
@@ -52,6 +52,71 @@ def _check_scale(scale: object) -> float:
         raise ConfigError(expected("a finite guidance scale", repr(scale),
                                    "pass e.g. scale=3.0 (1.0 = conditional, 0.0 = unconditional)"))
     return float(scale)
+
+class RatioAwareGuidance:
+    r"""RAAG, ratio-aware adaptive guidance (Zhu et al., arXiv 2508.03442): one scale per sample from the ratio
+    of the guidance direction to the unconditional velocity.
+
+    .. math::  \rho = \frac{\|v_c - v_u\|}{\max(\|v_u\|, \varepsilon)}, \qquad
+               w(\rho) = 1 + (w_{\max} - 1)\,e^{-\alpha\rho},
+
+    norms taken per sample over all non-batch dimensions. A large ratio (early steps near the noise end, where
+    :math:`v_c - v_u` carries the class-mean shift) gives :math:`w \approx 1`; a small ratio later gives
+    :math:`w \to w_{\max}`. Use it as ``ClassifierFreeGuidance(model, RatioAwareGuidance(18.0, 12.0), null)``.
+
+    The ratio is computed on velocities (the paper targets flow / velocity models); it does not depend on the
+    time convention, so flowzoo's t (0 = noise) needs no mapping, and ``t`` is ignored.
+
+    Squared or not: the ratio's definition is ambiguous between sources -- the ComfyUI port
+    (``RAAG_ModelPatch``) uses the plain norm ratio above, secondary summaries of the paper write the squared
+    ratio :math:`\rho^2`. Both give the same ordering but a different effective :math:`\alpha` (the paper's
+    example ``w_max = 18, alpha = 12`` was tuned for one of them). The default ``squared=False`` implements the
+    plain ratio; ``squared=True`` uses :math:`\rho^2` in the exponent.
+
+    Args:
+        max_scale: :math:`w_{\max}`, the scale reached as :math:`\rho \to 0`.
+        alpha: decay rate :math:`\alpha \ge 0` (0 gives the constant scale ``max_scale``).
+        eps: floor on :math:`\|v_u\|` so that a vanishing unconditional velocity gives a large, finite ratio.
+        squared: use :math:`\rho^2` instead of :math:`\rho`.
+
+    Example:
+        >>> schedule = RatioAwareGuidance(max_scale=5.0, alpha=1.0)
+        >>> v_u = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+        >>> v_c = torch.tensor([[1.0, 0.0], [1.0, 2.0]])             # ratios 0 and 2
+        >>> [round(w, 4) for w in schedule(torch.zeros(2), v_c, v_u).tolist()]
+        [5.0, 1.5413]
+    """
+
+    def __init__(self, max_scale: float, alpha: float, eps: float = 1e-8, squared: bool = False):
+        self.max_scale = _check_scale(max_scale)
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0.0 <= alpha < math.inf):
+            raise ConfigError(expected("alpha as a finite number >= 0", repr(alpha), "pass e.g. alpha=12.0"))
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < math.inf):
+            raise ConfigError(expected("eps as a finite number > 0", repr(eps), "keep the default 1e-8"))
+        if not isinstance(squared, bool):
+            raise ConfigError(expected("squared as a bool", repr(squared), "pass squared=False or True"))
+        self.alpha, self.eps, self.squared = float(alpha), float(eps), squared
+
+    def ratio(self, v_cond: torch.Tensor, v_uncond: torch.Tensor) -> torch.Tensor:
+        """The per-sample ratio :math:`\rho` (B,) (squared when ``squared=True``)."""
+        if not isinstance(v_cond, torch.Tensor) or not isinstance(v_uncond, torch.Tensor) \
+                or v_cond.shape != v_uncond.shape or v_cond.dim() < 1:
+            raise ShapeError(expected("v_cond and v_uncond as tensors of the same shape (B, ...)",
+                                      f"{tuple(getattr(v_cond, 'shape', ()))} and "
+                                      f"{tuple(getattr(v_uncond, 'shape', ()))}", "pass both velocities"))
+        batch = v_cond.shape[0]
+        diff = (v_cond - v_uncond).reshape(batch, -1).norm(dim=1)
+        rho = diff / v_uncond.reshape(batch, -1).norm(dim=1).clamp_min(self.eps)
+        return rho * rho if self.squared else rho
+
+    def __call__(self, t: torch.Tensor, v_cond: torch.Tensor, v_uncond: torch.Tensor) -> torch.Tensor:
+        rho = self.ratio(v_cond, v_uncond)
+        return 1.0 + (self.max_scale - 1.0) * torch.exp(-self.alpha * rho)
+
+    def __repr__(self) -> str:
+        return (f"RatioAwareGuidance(max_scale={self.max_scale}, alpha={self.alpha}, eps={self.eps}, "
+                f"squared={self.squared})")
+
 
 
 class ClassifierFreeGuidance(nn.Module):
