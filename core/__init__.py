@@ -17,10 +17,27 @@ Modules:
     config       dataclass configs from YAML and the command line
     errors       FlowzooError and its subclasses
 
+Few-step generation and generic methods:
+    flowmap                 two-time (flow-map) models u(x, s, t), their samplers, a Gaussian oracle
+    meanflow                MeanFlow (JVP or finite differences), CFG in the target, MeanFlow distillation
+    splitmeanflow           SplitMeanFlow interval-splitting consistency
+    consistency_midtraining CMT: chord velocities of a teacher's trajectory
+    reflow                  rectified flow: paired noise/endpoint stores on disk, k-rectification, distillation
+    rectified_diffusion     re-training a VP eps-prediction model on its own paired noise
+    distillation            MDT-dist velocity matching and velocity distillation
+    boss                    Bellman-optimal step sizes and straightening
+    flowturbo               pseudo-corrector sampler and velocity refiner
+    mle_finetune            MLE of reconstructions through the deployed solver
+    pfgmpp                  PFGM++ perturbation kernel, prior and sampler
+    transition_matching     difference transition matching (DTM)
+    diagnostics             non-conservativeness of a learned field (Jacobian asymmetry, loop integrals)
+
 Submodules are imported on demand (``from flowzoo.core.paths import AffinePath``), so importing
 ``flowzoo.core`` stays cheap.
 """
 
 __all__ = ["paths", "couplings", "objectives", "timesamplers", "solvers", "guidance", "nets", "metrics",
-           "data", "training", "config", "errors", "plotting"]
+           "data", "training", "config", "errors", "plotting", "flowmap", "meanflow", "splitmeanflow",
+           "consistency_midtraining", "reflow", "rectified_diffusion", "distillation", "boss", "flowturbo",
+           "mle_finetune", "pfgmpp", "transition_matching", "diagnostics"]
 __version__ = "0.1.0"
