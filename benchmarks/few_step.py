@@ -1,0 +1,430 @@
+"""Few-step generation in flowzoo.core: quality against NFE and cost, one table per dataset.
+
+Every method on a dataset uses the same network family (MLP 3x256 in 2-D, 4x512 on digits; flow maps add a
+second time embedding), the same seed, batches, optimiser (Adam, cosine decay to 5 %) and number of steps.
+Methods that start from the flow-matching (FM) teacher (2-rectified flow and MFD, fine-tuned at half the
+learning rate; FlowTurbo's small refiner) are trained after it, on the same data batches (2-RF on its pairs);
+their step count is their own (the teacher's is not added). Training steps are interleaved -- one step of
+each method in turn, the order rotating -- within each of the two phases (from scratch; from the teacher),
+and sampling times are the best of interleaved repeats, so the machine's load hits all methods alike.
+
+Datasets (``--datasets``): ``checkerboard`` (N(0, I) -> checkerboard), ``moons`` (8 Gaussians -> moons),
+``digits`` (N(0, I) -> scikit-learn's 8x8 digits scaled to [-1, 1]). Quality is W2 (exact EMD, POT) against
+fresh data in 2-D, and a Fréchet distance on a small digit classifier's features on digits
+(``benchmarks/digits_features.py``; the classifier is trained once and cached in ``benchmarks/.cache/``).
+
+Rows: FM with Euler 1/2/4/100 steps and BOSS grids at K = 2, 4; 2-rectified flow (1, 2 steps; path
+straightness before/after); MeanFlow and SplitMeanFlow (1, 2 NFE); MeanFlow distillation (MFD) from the FM
+teacher (1 NFE); FlowTurbo's Heun/pseudo-corrector/refiner schedule against Heun at similar NFE. After each
+table, the issue's targets with PASS/FAIL as measured.
+
+Run (about 12 minutes on 2 idle CPU cores, twice that on a busy machine; ``--quick``, 300 steps per method:
+about 2 minutes):
+
+    .venv/bin/python benchmarks/few_step.py
+    .venv/bin/python benchmarks/few_step.py --quick --datasets checkerboard moons
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from flowzoo.core.boss import bellman_steps, boss_cost_matrix  # noqa: E402
+from flowzoo.core.data import sample_toy  # noqa: E402
+from flowzoo.core.flowmap import MLPFlowMap, TwoTimeSampler, flowmap_sample  # noqa: E402
+from flowzoo.core.flowturbo import RefinerLoss, VelocityRefiner, flowturbo_sample  # noqa: E402
+from flowzoo.core.meanflow import MeanFlowLoss  # noqa: E402
+from flowzoo.core.metrics import path_straightness, wasserstein2  # noqa: E402
+from flowzoo.core.nets import MLPVelocity  # noqa: E402
+from flowzoo.core.objectives import FlowMatchingLoss  # noqa: E402
+from flowzoo.core.reflow import generate_pairs, reflow_objective  # noqa: E402
+from flowzoo.core.solvers import integrate  # noqa: E402
+from flowzoo.core.splitmeanflow import SplitMeanFlowLoss  # noqa: E402
+
+DATASETS = ("checkerboard", "moons", "digits")
+
+
+# --------------------------------------------------------------------------------------------
+# datasets
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Dataset:
+    name: str
+    title: str
+    dim: int
+    hidden: int
+    depth: int
+    refiner_hidden: int
+    source: Callable[[int, torch.Generator], torch.Tensor]
+    target: Callable[[int, torch.Generator], torch.Tensor]
+    metric: str                                  # column name of the quality figure
+    evaluate: Callable[[torch.Tensor], dict] = None
+    floor: dict = field(default_factory=dict)    # the metric of real data against the reference
+    floor_note: str = ""
+
+
+def make_dataset(name: str, args) -> Dataset:
+    if name in ("checkerboard", "moons"):
+        src = "normal" if name == "checkerboard" else "8gaussians"
+        title = "N(0, I) -> checkerboard" if name == "checkerboard" else "8 Gaussians -> moons"
+        ds = Dataset(name, title, 2, 256, 3, 64,
+                     source=lambda n, g: sample_toy(src, n, generator=g),
+                     target=lambda n, g: sample_toy(name, n, generator=g), metric="W2")
+        reference = sample_toy(name, args.eval_samples, seed=4321)
+        ds.evaluate = lambda x: {"W2": wasserstein2(x, reference)}
+        ds.floor = ds.evaluate(sample_toy(name, args.eval_samples, seed=999))
+        ds.floor_note = "fresh data: the metric's noise floor"
+        return ds
+    from digits_features import DigitsEvaluator, load_digits_scaled
+
+    data, _ = load_digits_scaled()
+    evaluator = DigitsEvaluator.load()
+    ds = Dataset(name, "N(0, I) -> 8x8 digits (64-D, [-1, 1])", 64, 512, 4, 128,
+                 source=lambda n, g: torch.randn(n, 64, generator=g),
+                 target=lambda n, g: data[torch.randint(0, len(data), (n,), generator=g)], metric="FD")
+    ds.evaluate = lambda x: {"FD": evaluator.fd(x), "label KL": evaluator.label_kl(x)}
+    pick = torch.randperm(len(data), generator=torch.Generator().manual_seed(999))[:args.eval_samples]
+    ds.floor = ds.evaluate(data[pick])
+    ds.floor_note = f"{args.eval_samples} real digits (a subset of the reference: optimistic floor)"
+    print(f"  digits classifier: test accuracy {evaluator.accuracy:.3f}", flush=True)
+    return ds
+
+
+# --------------------------------------------------------------------------------------------
+# interleaved training
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    name: str
+    model: torch.nn.Module
+    objective: Callable
+    steps: int
+    lr: float
+    seed: int
+    batches: Callable[[int], dict] | None = None   # own batch source (e.g. reflow pairs); None: shared data batch
+    seconds: float = 0.0
+    done: int = 0
+    last: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr)
+        self.sched = torch.optim.lr_scheduler.CosineAnnealingLR(self.opt, self.steps, eta_min=0.05 * self.lr)
+        self.gen = torch.Generator().manual_seed(self.seed)
+
+    @property
+    def ms_per_step(self) -> float:
+        return 1e3 * self.seconds / max(self.done, 1)
+
+
+def train_interleaved(runs: list[Run], data_batch: Callable[[int], dict], desc: str) -> None:
+    """One step of each run in turn (the order rotating), each on the same data batch of that step."""
+    bars = [tqdm(total=r.steps, desc=f"{desc} {r.name}", position=i, leave=True, mininterval=2.0,
+                 file=sys.stderr) for i, r in enumerate(runs)]
+    for step in range(max(r.steps for r in runs)):
+        batch = data_batch(step)
+        rotation = step % len(runs)
+        for k in list(range(rotation, len(runs))) + list(range(rotation)):
+            run = runs[k]
+            if run.done >= run.steps:
+                continue
+            b = batch if run.batches is None else run.batches(step)
+            run.model.train()
+            started = time.perf_counter()
+            loss, metrics = run.objective(run.model, b, generator=run.gen)
+            run.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            run.opt.step()
+            run.sched.step()
+            run.seconds += time.perf_counter() - started
+            run.done += 1
+            run.last = metrics
+            bars[k].update(1)
+            if run.done % 50 == 0:
+                bars[k].set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+    for bar in bars:
+        bar.close()
+    for run in runs:
+        run.model.eval()
+        if not math.isfinite(run.last.get("loss", float("nan"))):
+            print(f"  WARNING: {run.name} ended with a non-finite loss", flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# evaluation
+# --------------------------------------------------------------------------------------------
+
+def interleaved_min_times(fns: list[Callable], reps: int) -> tuple[list[float], list[object]]:
+    best, outs = [float("inf")] * len(fns), [None] * len(fns)
+    for _ in range(reps):
+        for k, fn in enumerate(fns):
+            started = time.perf_counter()
+            with torch.no_grad():
+                outs[k] = fn()
+            best[k] = min(best[k], time.perf_counter() - started)
+    return best, outs
+
+
+@dataclass
+class Sampler:
+    method: str
+    sampler: str
+    fn: Callable[[], object]          # returns an object with .x and .nfe
+    train_ms: float | None = None
+    notes: str = ""
+
+
+@dataclass
+class Trained:
+    """What the two training phases produce (models inside the runs) and their side costs."""
+    fm: Run
+    mf: Run
+    smf: Run
+    rf: Run
+    mfd: Run
+    refiner: Run
+    n_pairs: int
+    pair_seconds: float
+
+
+def train_all(ds: Dataset, args) -> Trained:
+    """Phase 1 trains FM, MeanFlow and SplitMeanFlow from scratch; phase 2 the methods that need the FM teacher."""
+    batch_size = args.batch if ds.dim == 2 else args.digits_batch
+
+    def stream() -> Callable[[int], dict]:
+        """The data batches, the same sequence in both phases (called once per step, in order)."""
+        gen = torch.Generator().manual_seed(args.seed + 17)
+        return lambda step: {"x0": ds.source(batch_size, gen), "x1": ds.target(batch_size, gen)}
+
+    def net(cls) -> torch.nn.Module:
+        torch.manual_seed(args.seed)
+        return cls(ds.dim, hidden=ds.hidden, depth=ds.depth)
+
+    steps, lr, seed = args.steps, args.lr, args.seed
+    fm = Run("FM", net(MLPVelocity), FlowMatchingLoss(), steps, lr, seed)
+    mf = Run("MeanFlow", net(MLPFlowMap), MeanFlowLoss(derivative="jvp", **meanflow_settings()), steps, lr, seed)
+    smf = Run("SplitMeanFlow", net(MLPFlowMap), SplitMeanFlowLoss(boundary_fraction=0.5), steps, lr, seed)
+    print(f"  phase 1: FM, MeanFlow, SplitMeanFlow ({steps} steps, batch {batch_size})", flush=True)
+    train_interleaved([fm, mf, smf], stream(), ds.name)
+    teacher = fm.model
+
+    # 2-rectified flow: pairs from the teacher's ODE, then fine-tune a copy of the teacher on them (the
+    # RectifiedFlow README fine-tunes 2-RF from 1-RF) with U-shaped t (rfpp, arXiv 2405.20320).
+    n_pairs = args.pairs if ds.dim == 2 else args.pairs // 4
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="flowzoo-fewstep-") as tmp:
+        pairs = generate_pairs(teacher, lambda n, generator=None: ds.source(n, generator), n_pairs,
+                               out_dir=Path(tmp) / "pairs", method="rk4", steps=args.pair_steps,
+                               seed=seed + 5, progress=False).tensors()
+    pair_seconds = time.perf_counter() - started
+    pair_gen = torch.Generator().manual_seed(seed + 6)
+
+    def pair_batch(step: int) -> dict:
+        idx = torch.randint(0, n_pairs, (batch_size,), generator=pair_gen)
+        return {"x0": pairs["x0"][idx], "x1": pairs["x1"][idx]}
+    rf = Run("2-RF", copy.deepcopy(teacher), reflow_objective(), steps, 0.5 * lr, seed, batches=pair_batch)
+
+    # MFD (MF-RAE, arXiv 2511.13019): MeanFlow with the teacher's velocity and a finite-difference derivative.
+    # Warm start from the teacher: copy the shared layers and zero the gap embedding's output layer, so that
+    # the student starts as u(x, s, t) = v_teacher(x, s).
+    student = net(MLPFlowMap)
+    student.load_state_dict(teacher.state_dict(), strict=False)
+    torch.nn.init.zeros_(student.gap_embedding[-1].weight)
+    torch.nn.init.zeros_(student.gap_embedding[-1].bias)
+    mfd = Run("MFD", student, MeanFlowLoss(derivative="finite_difference", teacher=teacher, **meanflow_settings()),
+              steps, 0.5 * lr, seed)
+
+    torch.manual_seed(seed)
+    refiner = Run("FlowTurbo refiner", VelocityRefiner(ds.dim, hidden=ds.refiner_hidden, depth=2),
+                  RefinerLoss(teacher), steps, lr, seed)
+    teacher.requires_grad_(False)
+    print("  phase 2 (from the FM teacher): 2-RF, MFD, FlowTurbo refiner", flush=True)
+    train_interleaved([rf, mfd, refiner], stream(), ds.name)
+    return Trained(fm, mf, smf, rf, mfd, refiner, n_pairs, pair_seconds)
+
+
+def meanflow_settings() -> dict:
+    """MeanFlow's ImageNet time sampler (logit-normal(-0.4, 1) in its own time, 25 % of pairs with s != t),
+    translated to flowzoo time (t = 1 - t_MF, so the mean reads +0.4), and adaptive weight p = 0.5 (the
+    paper ablates p in {0, 0.5, 1}). A one-seed check on checkerboard at 2000 steps gave 1-NFE W2 0.55 with
+    p = 0.5, 0.81 with p = 1, and 1.71 with TwoTimeSampler's default mean of -0.4."""
+    return {"time_sampler": TwoTimeSampler(mean=0.4, std=1.0, distinct_fraction=0.25), "adaptive_p": 0.5}
+
+
+def samplers_of(ds: Dataset, tr: Trained, x0: torch.Tensor, args) -> list[Sampler]:
+    teacher = tr.fm.model
+    out = [Sampler("FM", f"Euler {n}", lambda n=n: integrate(teacher, x0, method="euler", steps=n), tr.fm.ms_per_step)
+           for n in (1, 2, 4, 100)]
+    started = time.perf_counter()
+    cost, fine = boss_cost_matrix(teacher, ds.source(args.boss_trajectories, torch.Generator().manual_seed(77)),
+                                  fine_steps=100)
+    boss_seconds = time.perf_counter() - started
+    for k in (2, 4):
+        grid = fine[bellman_steps(cost, k)].clone()
+        out.append(Sampler("FM", f"BOSS Euler {k}", lambda g=grid: integrate(teacher, x0, method="euler", time_grid=g),
+                           notes=f"grid [{', '.join(f'{g:.2f}' for g in grid.tolist())}]; "
+                                 f"DP on {args.boss_trajectories} paths, {boss_seconds:.1f} s"))
+    rf = tr.rf.model
+    for n in (1, 2, 100):
+        out.append(Sampler("2-RF", f"Euler {n}", lambda n=n: integrate(rf, x0, method="euler", steps=n),
+                           tr.rf.ms_per_step, notes=f"{tr.n_pairs} rk4-{args.pair_steps} pairs "
+                           f"({tr.pair_seconds:.1f} s); fine-tuned from FM, U-shaped t" if n < 100 else ""))
+    for run, label, nfes in ((tr.mf, "from scratch, JVP, p=0.5", (1, 2)), (tr.smf, "from scratch, boundary 0.5", (1, 2)),
+                             (tr.mfd, "finite diff., teacher v, warm start", (1,))):
+        for n in nfes:
+            out.append(Sampler(run.name, f"flow map {n}", lambda n=n, m=run.model: flowmap_sample(m, x0, steps=n),
+                               run.ms_per_step, notes=label))
+    h, p, r = args.turbo
+    refiner = tr.refiner.model
+    out.append(Sampler("FlowTurbo", f"H{h}/P{p}/R{r}",
+                       lambda: flowturbo_sample(teacher, x0, heun_steps=h, pseudo_steps=p, refiner_steps=r,
+                                                refiner=refiner), tr.refiner.ms_per_step,
+                       notes=f"refiner {refiner.flops()} MACs vs predictor {_macs(teacher)}"))
+    out.append(Sampler("FlowTurbo", f"H{h}/P{p + r}/R0",
+                       lambda: flowturbo_sample(teacher, x0, heun_steps=h, pseudo_steps=p + r, refiner_steps=0),
+                       notes="pseudo-corrector only"))
+    out += [Sampler("FM", f"Heun {n}", lambda n=n: integrate(teacher, x0, method="heun", steps=n)) for n in (3, 4)]
+    return out
+
+
+def run_benchmark(ds: Dataset, args) -> tuple[list[dict], list[tuple[str, bool, str]]]:
+    tr = train_all(ds, args)
+    x0 = ds.source(args.eval_samples, torch.Generator().manual_seed(1234))
+    samplers = samplers_of(ds, tr, x0, args)
+    times, outs = interleaved_min_times([s.fn for s in samplers], args.time_reps)
+    rows = []
+    for s, seconds, out in zip(samplers, times, outs):
+        nfe = str(out.nfe) + (f" (+{out.refiner_calls} r)" if getattr(out, "refiner_calls", 0) else "")
+        rows.append({"method": s.method, "sampler": s.sampler, "NFE": nfe, **ds.evaluate(out.x),
+                     "ms/sample": 1e3 * seconds / len(x0), "train ms/step": "-" if s.train_ms is None else s.train_ms,
+                     "straightness": "-", "notes": s.notes})
+    rows.append({"method": "data", "sampler": "real sample", "NFE": "-", **ds.floor, "ms/sample": "-",
+                 "train ms/step": "-", "straightness": "-", "notes": ds.floor_note})
+    straight_x0 = x0[:args.straightness_samples]
+    s_before = path_straightness(tr.fm.model, straight_x0, steps=100)
+    s_after = path_straightness(tr.rf.model, straight_x0, steps=100)
+    _find(rows, "FM", "Euler 100")["straightness"] = s_before
+    _find(rows, "2-RF", "Euler 100")["straightness"] = s_after
+    return rows, targets(ds, rows, tr, s_before, s_after)
+
+
+def _macs(model: torch.nn.Module) -> int:
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def _find(rows: list[dict], method: str, sampler: str) -> dict:
+    return next(r for r in rows if r["method"] == method and r["sampler"] == sampler)
+
+
+def targets(ds: Dataset, rows: list[dict], tr: Trained, s_before: float,
+            s_after: float) -> list[tuple[str, bool, str]]:
+    """The issue's targets, measured: (what, passed, numbers)."""
+    key = ds.metric
+    fm100, fm1 = _find(rows, "FM", "Euler 100")[key], _find(rows, "FM", "Euler 1")[key]
+    out = []
+    if ds.dim == 2:
+        for name in ("MeanFlow", "SplitMeanFlow"):
+            value = _find(rows, name, "flow map 1")[key]
+            out.append((f"{name} 1-NFE {key} <= 1.3x FM Euler-100", value <= 1.3 * fm100,
+                        f"{value:.3f} vs {fm100:.3f} (ratio {value / fm100:.2f})"))
+    out.append((f"FM 1 step far worse (>= 2x FM Euler-100 {key})", fm1 >= 2 * fm100,
+                f"{fm1:.3f} vs {fm100:.3f} (ratio {fm1 / fm100:.2f})"))
+    ratio = s_before / max(s_after, 1e-12)
+    out.append(("reflow cuts straightness >= 5x", ratio >= 5, f"{s_before:.4f} -> {s_after:.4f} ({ratio:.2f}x)"))
+    for k in (2, 4):
+        boss, uniform = _find(rows, "FM", f"BOSS Euler {k}")[key], _find(rows, "FM", f"Euler {k}")[key]
+        out.append((f"BOSS beats uniform Euler at K={k}", boss < uniform, f"{boss:.3f} vs {uniform:.3f}"))
+    ratio = tr.mf.ms_per_step / tr.fm.ms_per_step
+    out.append(("MeanFlow training step <= 2x FM step (CPU)", ratio <= 2.0,
+                f"{tr.mf.ms_per_step:.2f} ms vs {tr.fm.ms_per_step:.2f} ms (ratio {ratio:.2f})"))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# output
+# --------------------------------------------------------------------------------------------
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        if value == 0 or 1e-2 <= abs(value) < 1e4:
+            return f"{value:.3f}"
+        return f"{value:.3g}"
+    return str(value)
+
+
+def table(rows: list[dict]) -> str:
+    keys = list(rows[0])
+    cells = [keys] + [[_fmt(r.get(k, "")) for k in keys] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(keys))]
+    lines = ["| " + " | ".join(c[i].ljust(widths[i]) if i in (0, 1, len(keys) - 1) else c[i].rjust(widths[i])
+                               for i in range(len(keys))) + " |" for c in cells]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
+    parser.add_argument("--steps", type=int, default=None, help="training steps per method (default 6000 2-D, "
+                        "3000 digits; --quick 300)")
+    parser.add_argument("--batch", type=int, default=512, help="batch size in 2-D")
+    parser.add_argument("--digits-batch", type=int, default=256)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--eval-samples", type=int, default=None, help="default 1500 (2-D) / 1000 (digits)")
+    parser.add_argument("--pairs", type=int, default=20000, help="reflow pairs in 2-D (a quarter on digits)")
+    parser.add_argument("--pair-steps", type=int, default=25, help="rk4 steps per reflow pair (4 NFE each)")
+    parser.add_argument("--boss-trajectories", type=int, default=256)
+    parser.add_argument("--straightness-samples", type=int, default=500)
+    parser.add_argument("--turbo", type=int, nargs=3, default=(1, 5, 3), metavar=("H", "P", "R"),
+                        help="FlowTurbo Heun / pseudo-corrector / refiner steps (uniform grid, h <= 0.12)")
+    parser.add_argument("--time-reps", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="300 training steps, fewer pairs (smoke run)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    all_targets = []
+    started = time.perf_counter()
+    for name in args.datasets:
+        a = copy.copy(args)
+        if a.steps is None:
+            a.steps = 300 if args.quick else (6000 if name != "digits" else 3000)
+        if a.eval_samples is None:
+            a.eval_samples = 1500 if name != "digits" else 1000
+        if args.quick:
+            a.pairs = min(a.pairs, 4000)
+            a.time_reps = 1
+        t0 = time.perf_counter()
+        print(f"\n# {name}", flush=True)
+        ds = make_dataset(name, a)
+        rows, tgts = run_benchmark(ds, a)
+        print(f"\n## {ds.title}: {a.steps} steps/method, MLP {ds.depth}x{ds.hidden}, seed {a.seed}, "
+              f"{a.eval_samples} samples ({time.perf_counter() - t0:.0f} s)\n")
+        print(table(rows))
+        print(f"\n### Targets ({ds.name})\n")
+        for what, ok, detail in tgts:
+            mark = "PASS" if ok else "FAIL"
+            print(f"- {mark}  {what}: {detail}")
+        all_targets += [(name, what, ok) for what, ok, _ in tgts]
+        sys.stdout.flush()
+    passed = sum(ok for _, _, ok in all_targets)
+    print(f"\n{passed}/{len(all_targets)} targets pass. Total {time.perf_counter() - started:.0f} s on "
+          f"{args.threads} thread(s).")
+
+
+if __name__ == "__main__":
+    main()
