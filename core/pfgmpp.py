@@ -43,6 +43,7 @@ from torch import nn
 
 from flowzoo.core._validation import broadcast_time, check_tensor
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.core.objectives import _per_sample_weight, _reduce
 from flowzoo.core.solvers import ODEResult
 
 __all__ = ["sample_perturbation", "sample_prior", "sample_radius", "PFGMPPLoss", "EDMPrecond", "edm_sigma_grid",
@@ -227,13 +228,8 @@ class PFGMPPLoss:
                                       getattr(out, "shape", type(out).__name__), "return D(x, sigma) shaped like x"))
         weight = (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
         per_sample = weight * (out - y).pow(2).flatten(1).mean(1)
-        if batch.get("weight") is not None:
-            w = check_tensor(batch["weight"], 'batch["weight"]')
-            if w.shape != (n,):
-                raise ShapeError(expected(f'batch["weight"] of shape ({n},)', f"shape {tuple(w.shape)}",
-                                          "one weight per sample"))
-            per_sample = per_sample * w
-        loss = per_sample.mean()
+        weight = batch.get("weight")
+        loss = _reduce(per_sample, None if weight is None else _per_sample_weight(weight, n, 'batch["weight"]'))
         if not bool(torch.isfinite(loss)):
             raise NonFiniteError(expected("a finite loss", loss.item(), "lower the learning rate or check the data"))
         return loss, {"loss": loss.item(), "sigma_mean": sigma.mean().item()}

@@ -22,6 +22,7 @@ from flowzoo.core.metrics import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.solvers import integrate
+from toy_training import train_fm_moons
 
 
 def _brute_force(cost: torch.Tensor, num_steps: int) -> float:
@@ -95,17 +96,7 @@ def test_bad_inputs_raise():
 # ----------------------------------------------------------------------------------------- trained model
 
 def _train(steps: int = 1500, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = MLPVelocity(2, hidden=64, depth=3)
-    objective, opt = FlowMatchingLoss(), torch.optim.Adam(model.parameters(), lr=2e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        batch = {"x0": sample_toy("8gaussians", 256, generator=gen), "x1": sample_toy("moons", 256, generator=gen)}
-        loss, _ = objective(model, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval().requires_grad_(False)
+    return train_fm_moons(steps, seed).requires_grad_(False)
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,7 @@ from flowzoo.core.mle_finetune import SolverReconstructionLoss, coupled_pairs
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.solvers import integrate
+from toy_training import train_fm_moons
 
 
 class _Linear(torch.nn.Module):
@@ -79,17 +80,7 @@ def test_bad_inputs_raise():
 # ----------------------------------------------------------------------------------------- learning
 
 def _train(steps: int, seed: int = 0) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = MLPVelocity(2, hidden=64, depth=3)
-    objective, opt = FlowMatchingLoss(), torch.optim.Adam(model.parameters(), lr=2e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        batch = {"x0": sample_toy("8gaussians", 256, generator=gen), "x1": sample_toy("moons", 256, generator=gen)}
-        loss, _ = objective(model, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_fm_moons(steps, seed)
 
 
 def _finetune(model, pair_fn, steps: int, seed: int = 3) -> torch.nn.Module:
