@@ -7,6 +7,7 @@ Modules:
     paths        probability paths and stochastic interpolants, prediction-type conversions
     couplings    how (x0, x1) pairs are formed: independent, exact OT, Sinkhorn, conditional OT, SB, W-CFM
     objectives   losses ``loss(model, batch) -> (scalar, metrics)``
+    batching     the batch convention shared by every objective (unpacking, checks, weights)
     timesamplers training-time distributions
     solvers      ODE/SDE integrators, time grids, NFE counting, log-likelihood
     guidance     classifier-free guidance wrapper
@@ -36,7 +37,7 @@ Submodules are imported on demand (``from flowzoo.core.paths import AffinePath``
 ``flowzoo.core`` stays cheap.
 """
 
-__all__ = ["paths", "couplings", "objectives", "timesamplers", "solvers", "guidance", "nets", "metrics",
+__all__ = ["paths", "couplings", "objectives", "batching", "timesamplers", "solvers", "guidance", "nets", "metrics",
            "data", "training", "config", "errors", "plotting", "flowmap", "meanflow", "splitmeanflow",
            "consistency_midtraining", "reflow", "rectified_diffusion", "distillation", "boss", "flowturbo",
            "mle_finetune", "pfgmpp", "transition_matching", "diagnostics"]

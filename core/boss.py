@@ -44,7 +44,7 @@ import torch
 
 from flowzoo.core._validation import as_time, check_tensor
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.objectives import _call_model, _per_sample_mean, _reduce, _unpack_batch
+from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, unpack_batch
 from flowzoo.core.solvers import FIXED_STEP_METHODS, integrate, uniform_grid
 
 __all__ = [
@@ -91,7 +91,7 @@ def boss_cost_matrix(model: Model, x0: Tensor, *, fine_steps: int = 100,
     grid = uniform_grid(fine_steps, dtype=x.dtype, device=x.device)
     states, velocities = [x], []
     for i in range(fine_steps):
-        v = _call_model(model, x, as_time(grid[i], x.shape[0], x), dict(cond or {}))
+        v = call_model(model, x, as_time(grid[i], x.shape[0], x), dict(cond or {}))
         velocities.append(v)
         x = x + (grid[i + 1] - grid[i]) * v
         states.append(x)
@@ -239,7 +239,7 @@ class BossStraighteningLoss:
 
     def __call__(self, model: Model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator)
+        data = unpack_batch(batch, generator)
         grid = self.grid.to(data.x0.device, data.x0.dtype)
         states = boss_redress_states(self.teacher, data.x0, grid, fine_steps=self.fine_steps,
                                      method=self.method, cond=data.cond or None)
@@ -249,6 +249,6 @@ class BossStraighteningLoss:
         start, end = states[k, rows], states[k + 1, rows]
         tau, tau_next = grid[k], grid[k + 1]
         target = (end - start) / (tau_next - tau).reshape(n, *([1] * (start.dim() - 1)))
-        prediction = _call_model(model, start, tau, data.cond)
-        loss = _reduce(_per_sample_mean((prediction - target) ** 2), data.weight)
+        prediction = call_model(model, start, tau, data.cond)
+        loss = reduce_weighted(per_sample_mean((prediction - target) ** 2), data.weight)
         return loss, {"loss": float(loss.detach())}

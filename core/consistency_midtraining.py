@@ -37,7 +37,7 @@ import torch
 
 from flowzoo.core._validation import broadcast_time, check_tensor
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.objectives import _per_sample_mean, _raise_if_batch_not_finite, _reduce, _unpack_batch
+from flowzoo.core.batching import per_sample_mean, raise_if_batch_not_finite, reduce_weighted, unpack_batch
 from flowzoo.core.solvers import FIXED_STEP_METHODS, integrate, uniform_grid
 
 __all__ = ["teacher_trajectory", "TrajectoryBank", "ConsistencyMidTrainingLoss"]
@@ -187,7 +187,7 @@ class ConsistencyMidTrainingLoss:
 
     def _trajectories(self, batch: Mapping[str, Tensor], generator: torch.Generator | None):
         if self.bank is None:
-            data = _unpack_batch(batch, generator)
+            data = unpack_batch(batch, generator)
             result = teacher_trajectory(self.teacher, data.x0, self.steps, solver=self.solver,
                                         time_grid=self.time_grid, cond=data.cond)
             return result.trajectory, result.times, data.cond, data.weight
@@ -218,9 +218,9 @@ class ConsistencyMidTrainingLoss:
             got = f"shape {tuple(prediction.shape)}" if isinstance(prediction, Tensor) else type(prediction).__name__
             raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x_i.shape)}", got,
                                       "make model(x, s, t, **cond) return the average velocity with x's shape"))
-        per_sample = _per_sample_mean((prediction - target.detach()) ** 2)
+        per_sample = per_sample_mean((prediction - target.detach()) ** 2)
         w = None if weight is None else weight.repeat_interleave(k)
-        loss = _reduce(per_sample, w)
+        loss = reduce_weighted(per_sample, w)
         values = [loss.detach(), (t - s).mean()]
         names = ["loss", "gap_mean"]
         if w is not None:
@@ -228,5 +228,5 @@ class ConsistencyMidTrainingLoss:
             values += [per_sample.detach().mean(), w.mean()]
         metrics = dict(zip(names, torch.stack([v.double().cpu() for v in values]).tolist()))
         if not math.isfinite(metrics["loss"]) and isinstance(batch, Mapping):
-            _raise_if_batch_not_finite(batch)
+            raise_if_batch_not_finite(batch)
         return loss, metrics

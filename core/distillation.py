@@ -47,8 +47,8 @@ import torch
 from flowzoo.core._validation import broadcast_time
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.guidance import ClassifierFreeGuidance
-from flowzoo.core.objectives import (_call_model, _check_time_sampler, _per_sample_mean, _raise_if_batch_not_finite,
-                                     _reduce, _sample_time, _unpack_batch)
+from flowzoo.core.batching import (call_model, check_time_sampler, per_sample_mean, raise_if_batch_not_finite,
+                                   reduce_weighted, sample_time, unpack_batch)
 from flowzoo.core.timesamplers import LogitNormalTime
 
 __all__ = ["FlowMapToData", "VelocityMatchingLoss", "VelocityDistillationLoss", "MDTDistillationLoss",
@@ -72,7 +72,7 @@ class FlowMapToData(torch.nn.Module):
 
 def one_step_sample(student: Callable[..., Tensor], z: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
     """The student's one-step sample :math:`z + u_\\theta(z, 0)`."""
-    return z + _call_model(student, z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device), dict(cond or {}))
+    return z + call_model(student, z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device), dict(cond or {}))
 
 
 def _positive(value: object, name: str, upper: float | None = None) -> float:
@@ -112,25 +112,25 @@ class VelocityMatchingLoss:
                                            'pass e.g. null_cond={"y": num_classes}'))
             teacher = ClassifierFreeGuidance(teacher, teacher_guidance, null_cond)
         self.teacher = teacher
-        self.time_sampler = _check_time_sampler(LogitNormalTime(-1.0, 1.0) if time_sampler is None else time_sampler)
+        self.time_sampler = check_time_sampler(LogitNormalTime(-1.0, 1.0) if time_sampler is None else time_sampler)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(delta={self.delta}, normalize_eps={self.normalize_eps}, "
                 f"time_sampler={self.time_sampler!r})")
 
     def sample_time(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-        return _sample_time(self.time_sampler, n, like, generator).clamp(0.0, 1.0 - self.delta)
+        return sample_time(self.time_sampler, n, like, generator).clamp(0.0, 1.0 - self.delta)
 
     @torch.no_grad()
     def target(self, student: Callable[..., Tensor], x_s: Tensor, s: Tensor, cond: Mapping[str, Tensor],
                u_now: Tensor | None = None) -> Tensor:
         r"""The VM target :math:`v_T(x_s, s) + (1 - s)\,du` at (x_s, s), without gradient."""
-        v = _call_model(self.teacher, x_s, s, cond)
+        v = call_model(self.teacher, x_s, s, cond)
         s_next = s + self.delta
         x_next = x_s + self.delta * v
         if u_now is None:
-            u_now = _call_model(student, x_s, s, cond)
-        du = (_call_model(student, x_next, s_next, cond) - u_now.detach()) / self.delta
+            u_now = call_model(student, x_s, s, cond)
+        du = (call_model(student, x_next, s_next, cond) - u_now.detach()) / self.delta
         if self.normalize_eps is not None:
             norm = du.flatten(1).norm(dim=1)
             du = du / broadcast_time(norm + self.normalize_eps, du)
@@ -138,16 +138,16 @@ class VelocityMatchingLoss:
 
     def __call__(self, student: Callable[..., Tensor], batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator)
+        data = unpack_batch(batch, generator)
         n = data.x1.shape[0]
         s = self.sample_time(n, data.x1, generator)
         x_s = data.x0 + broadcast_time(s, data.x1) * (data.x1 - data.x0)
-        u = _call_model(student, x_s, s, data.cond)
+        u = call_model(student, x_s, s, data.cond)
         u_tgt = self.target(student, x_s, s, data.cond, u_now=u)
-        loss = _reduce(_per_sample_mean((u - u_tgt) ** 2), data.weight)
+        loss = reduce_weighted(per_sample_mean((u - u_tgt) ** 2), data.weight)
         value = loss.item()
         if not math.isfinite(value):
-            _raise_if_batch_not_finite(batch)
+            raise_if_batch_not_finite(batch)
         return loss, {"loss": value}
 
 
@@ -171,22 +171,22 @@ class VelocityDistillationLoss:
         return f"{type(self).__name__}(vm={self.vm!r})"
 
     def __call__(self, student, batch, *, generator: torch.Generator | None = None):
-        data = _unpack_batch(batch, generator)
+        data = unpack_batch(batch, generator)
         x1 = data.x1
         n = x1.shape[0]
         z = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-        u_fake = _call_model(student, z, torch.zeros(n, dtype=x1.dtype, device=x1.device), data.cond)
+        u_fake = call_model(student, z, torch.zeros(n, dtype=x1.dtype, device=x1.device), data.cond)
         fake = (z + u_fake).detach()
         s = self.vm.sample_time(n, x1, generator)
         noise = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         x_s = noise + broadcast_time(s, x1) * (fake - noise)
         with torch.no_grad():
-            u = _call_model(student, x_s, s, data.cond)
+            u = call_model(student, x_s, s, data.cond)
             residual = u - self.vm.target(student, x_s, s, data.cond, u_now=u)
-        loss = _reduce(_per_sample_mean((residual + u_fake - u_fake.detach()) ** 2), data.weight)
+        loss = reduce_weighted(per_sample_mean((residual + u_fake - u_fake.detach()) ** 2), data.weight)
         value = loss.item()
         if not math.isfinite(value):
-            _raise_if_batch_not_finite(batch)
+            raise_if_batch_not_finite(batch)
         return loss, {"loss": value}
 
 

@@ -44,7 +44,7 @@ from torch import nn
 from flowzoo.core._validation import as_time, check_tensor
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
 from flowzoo.core.nets import SinusoidalTimeEmbedding
-from flowzoo.core.objectives import _call_model, _per_sample_mean, _reduce, _sample_path, _unpack_batch
+from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, sample_path, unpack_batch
 from flowzoo.core.paths import CondOTPath
 from flowzoo.core.solvers import uniform_grid
 
@@ -68,7 +68,7 @@ def pseudo_corrector_step(model: Model, x: Tensor, t: Tensor, t_next: Tensor, d:
     """
     h = t_next - t
     x_pred = x + h * d
-    d_next = _call_model(model, x_pred, as_time(t_next, x.shape[0], x), dict(cond or {}))
+    d_next = call_model(model, x_pred, as_time(t_next, x.shape[0], x), dict(cond or {}))
     return x + 0.5 * h * (d + d_next), d_next, 1
 
 
@@ -159,25 +159,25 @@ class RefinerLoss:
             raise ConfigError(expected("a callable teacher", type(teacher).__name__, "pass the predictor"))
         if isinstance(max_dt, bool) or not isinstance(max_dt, (int, float)) or not 0 < max_dt < 1:
             raise ConfigError(expected("max_dt in (0, 1)", repr(max_dt), "use the paper's 0.12"))
-        from flowzoo.core.objectives import _check_time_sampler
+        from flowzoo.core.batching import check_time_sampler
 
         self.teacher, self.max_dt = teacher, float(max_dt)
         self.path = CondOTPath() if path is None else path
-        self.time_sampler = _check_time_sampler(time_sampler)
+        self.time_sampler = check_time_sampler(time_sampler)
 
     def __call__(self, refiner: Model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator)
+        data = unpack_batch(batch, generator)
         x1, n = data.x1, data.x1.shape[0]
         dt = float(torch.rand((), generator=generator)) * self.max_dt
         t = self.time_sampler.sample(n, device=x1.device, generator=generator).to(x1.dtype) * (1.0 - dt)
-        x_t = _sample_path(self.path, data.x0, x1, t, generator).x_t
+        x_t = sample_path(self.path, data.x0, x1, t, generator).x_t
         with torch.no_grad():
-            v_t = _call_model(self.teacher, x_t, t, data.cond)
+            v_t = call_model(self.teacher, x_t, t, data.cond)
             x_next = x_t + dt * v_t
-            target = _call_model(self.teacher, x_next, t + dt, data.cond)
+            target = call_model(self.teacher, x_next, t + dt, data.cond)
         prediction = v_t + refiner(x_next, t + dt, v_t, **data.cond)
-        loss = _reduce(_per_sample_mean((prediction - target) ** 2), data.weight)
+        loss = reduce_weighted(per_sample_mean((prediction - target) ** 2), data.weight)
         return loss, {"loss": float(loss.detach()), "dt": dt}
 
 
@@ -231,12 +231,12 @@ def flowturbo_sample(predictor: Model, x: Tensor, *, heun_steps: int, pseudo_ste
         for i in range(total):
             t, t_next = grid[i], grid[i + 1]
             if i >= heun_steps and d is None:  # nothing to reuse yet
-                d = _call_model(predictor, x, as_time(t, x.shape[0], x), cond)
+                d = call_model(predictor, x, as_time(t, x.shape[0], x), cond)
                 nfe += 1
             if i < heun_steps:
                 h = t_next - t
-                k1 = _call_model(predictor, x, as_time(t, x.shape[0], x), cond)
-                d = _call_model(predictor, x + h * k1, as_time(t_next, x.shape[0], x), cond)
+                k1 = call_model(predictor, x, as_time(t, x.shape[0], x), cond)
+                d = call_model(predictor, x + h * k1, as_time(t_next, x.shape[0], x), cond)
                 x, nfe = x + 0.5 * h * (k1 + d), nfe + 2
             elif i < heun_steps + pseudo_steps:
                 x, d, calls = pseudo_corrector_step(predictor, x, t, t_next, d, cond)

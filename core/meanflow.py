@@ -36,8 +36,9 @@ from torch.autograd import forward_ad as fwAD
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.flowmap import TwoTimeSampler
-from flowzoo.core.objectives import (FlowMatchingLoss, _per_sample_mean, _raise_if_batch_not_finite, _reduce,
-                                     _sample_path, _unpack_batch)
+from flowzoo.core.batching import (per_sample_mean, raise_if_batch_not_finite, reduce_weighted, sample_path,
+                                   unpack_batch)
+from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import CondOTPath
 
 __all__ = ["MeanFlowLoss", "DERIVATIVES"]
@@ -263,11 +264,11 @@ class MeanFlowLoss:
 
     def __call__(self, model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator, finite=False)
+        data = unpack_batch(batch, generator, finite=False)
         n = data.x1.shape[0]
         s, t = self.time_sampler.sample(n, device=data.x1.device, generator=generator)
         s, t = s.to(data.x1.dtype), t.to(data.x1.dtype)
-        sample = _sample_path(self.path, data.x0, data.x1, s, generator)
+        sample = sample_path(self.path, data.x0, data.x1, s, generator)
         x, v = sample.x_t, sample.dx_t
         cond, dropped = data.cond, None
         if self.cond_dropout > 0:
@@ -288,11 +289,11 @@ class MeanFlowLoss:
             raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x.shape)}",
                                       getattr(u_pred, "shape", type(u_pred).__name__),
                                       "make model(x, s, t, **cond) return the average velocity"))
-        per_sample = _per_sample_mean((u_pred - u_target.to(u_pred.dtype)) ** 2)
+        per_sample = per_sample_mean((u_pred - u_target.to(u_pred.dtype)) ** 2)
         weighted = per_sample
         if self.adaptive_p > 0:
             weighted = per_sample / (per_sample.detach() + self.adaptive_c) ** self.adaptive_p
-        loss = _reduce(weighted, data.weight)
+        loss = reduce_weighted(weighted, data.weight)
         values = [loss.detach(), per_sample.detach().mean(), (s < t).to(x.dtype).mean()]
         names = ["loss", "mse", "distinct"]
         if dropped is not None:
@@ -300,7 +301,7 @@ class MeanFlowLoss:
             values.append(dropped.to(x.dtype).mean())
         metrics = dict(zip(names, torch.stack([v.to(torch.float64) for v in values]).tolist()))
         if not math.isfinite(metrics["loss"]):
-            _raise_if_batch_not_finite(batch)
+            raise_if_batch_not_finite(batch)
         return loss, metrics
 
 

@@ -34,7 +34,8 @@ from typing import Any
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.objectives import FlowMatchingLoss, _per_sample_mean, _reduce, _unpack_batch
+from flowzoo.core.batching import per_sample_mean, reduce_weighted, unpack_batch
+from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.solvers import FIXED_STEP_METHODS, integrate
 
 __all__ = ["coupled_pairs", "SolverReconstructionLoss"]
@@ -93,10 +94,10 @@ class SolverReconstructionLoss:
             raise ConfigError(expected('coupled pairs in batch["x0"] and batch["x1"]',
                                        "no x0" if isinstance(batch, Mapping) else type(batch).__name__,
                                        "build the batch with coupled_pairs(model, x0) or from reflow pairs"))
-        data = _unpack_batch(batch, generator)
+        data = unpack_batch(batch, generator)
         x1_hat = integrate(model, data.x0, method=self.method, steps=self.steps, cond=data.cond or None,
                            enable_grad=True).x
-        reconstruction = _reduce(_per_sample_mean((x1_hat - data.x1) ** 2), data.weight)
+        reconstruction = reduce_weighted(per_sample_mean((x1_hat - data.x1) ** 2), data.weight)
         loss = reconstruction
         metrics = {"reconstruction": float(reconstruction.detach())}
         if self.anchor_weight > 0:

@@ -25,125 +25,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import torch
 
-from flowzoo.core._validation import check_finite, check_same_shape, check_tensor
-from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
+from flowzoo.core._validation import check_same_shape
+from flowzoo.core.batching import (Batch, Model, Tensor, call_model, check_time_sampler, per_sample_mean,
+                                   per_sample_weight, raise_if_batch_not_finite, reduce_weighted, sample_path,
+                                   sample_time, unpack_batch)
+from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.paths import CondOTPath, PathSample, StochasticInterpolant
-from flowzoo.core.timesamplers import UniformTime
 
 __all__ = ["FlowMatchingLoss", "InterpolantDriftLoss", "InterpolantDenoiserLoss", "InterpolantScoreLoss"]
-
-Tensor = torch.Tensor
-Model = Callable[..., Tensor]
-RESERVED_KEYS = ("x0", "x1", "weight")
-
-
-@dataclass
-class _Batch:
-    x0: Tensor
-    x1: Tensor
-    weight: Tensor | None
-    cond: dict[str, Tensor]
-
-
-def _per_sample_weight(w: object, batch: int, name: str) -> Tensor:
-    w = check_tensor(w, name)
-    if w.shape != (batch,):
-        raise ShapeError(expected(f"{name} of shape ({batch},), one weight per sample", f"shape {tuple(w.shape)}",
-                                  "pass a 1-D weight tensor as long as the batch"))
-    if bool((w < 0).any()):
-        raise ConfigError(expected(f"non-negative {name}", f"minimum {w.min().item():.4g}",
-                                   "weights scale each sample's loss; use 0 to drop a sample"))
-    return w
-
-
-def _unpack_batch(batch: object, generator: torch.Generator | None, finite: bool = True) -> _Batch:
-    """Validate a batch mapping and split it into source, data, weights and conditioning.
-
-    ``finite=False`` defers the NaN/Inf scan of x0/x1 to :func:`_raise_if_batch_not_finite`, which a caller runs
-    only when its loss came out non-finite: the same error for bad input, no extra kernels otherwise.
-    """
-    if not isinstance(batch, Mapping):
-        raise DTypeError(expected('a batch mapping with key "x1" (and optional "x0", "weight", conditioning)',
-                                  type(batch).__name__, 'pass {"x1": data}'))
-    if "x1" not in batch:
-        raise ConfigError(expected('the data under batch["x1"]', f"keys {sorted(map(str, batch))}",
-                                   'rename the data key to "x1" (the source, if any, to "x0")'))
-    x1 = check_tensor(batch["x1"], 'batch["x1"]', finite=finite)
-    n = x1.shape[0]
-    if batch.get("x0") is None:
-        x0 = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
-    else:
-        x0 = check_tensor(batch["x0"], 'batch["x0"]', finite=finite)
-        check_same_shape(x0, x1, ('batch["x0"]', 'batch["x1"]'))
-    weight = None if batch.get("weight") is None else _per_sample_weight(batch["weight"], n, 'batch["weight"]')
-    cond: dict[str, Tensor] = {}
-    for key, value in batch.items():
-        if key in RESERVED_KEYS:
-            continue
-        if not isinstance(key, str):
-            raise DTypeError(expected("string keys (passed to the model as keyword arguments)", repr(key),
-                                      "rename the key"))
-        if not isinstance(value, Tensor):
-            raise DTypeError(expected(f'conditioning batch["{key}"] as a tensor', type(value).__name__,
-                                      "convert it with torch.as_tensor, or keep it out of the batch"))
-        if value.dim() == 0 or value.shape[0] != n:
-            raise ShapeError(expected(f'conditioning batch["{key}"] with the batch size {n} first',
-                                      f"shape {tuple(value.shape)}", "give one condition per sample"))
-        if value.is_floating_point():  # a model may ignore a condition, so scan it now
-            check_finite(value, f'batch["{key}"]')
-        cond[key] = value
-    return _Batch(x0, x1, weight, cond)
-
-
-def _raise_if_batch_not_finite(batch: Mapping[str, object]) -> None:
-    """Raise NonFiniteError naming the first batch entry that holds NaN/Inf (none: the model diverged)."""
-    for key, value in batch.items():
-        if isinstance(value, Tensor) and value.is_floating_point():
-            check_finite(value, f'batch["{key}"]')
-
-
-def _check_time_sampler(time_sampler: object):
-    time_sampler = UniformTime() if time_sampler is None else time_sampler
-    if not callable(getattr(time_sampler, "sample", None)):
-        raise ConfigError(expected("a time sampler with .sample(n, device=None, generator=None)",
-                                   type(time_sampler).__name__, "use e.g. flowzoo.core.timesamplers.UniformTime()"))
-    return time_sampler
-
-
-def _sample_time(time_sampler, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return time_sampler.sample(n, device=like.device, generator=generator).to(like.dtype)
-
-
-def _sample_path(path, x0: Tensor, x1: Tensor, t: Tensor, generator: torch.Generator | None) -> PathSample:
-    """Sample the path; the batch is validated already, so skip the path's own checks when it allows."""
-    if isinstance(path, StochasticInterpolant):
-        return path.sample_unchecked(x0, x1, t, generator=generator)
-    unchecked = getattr(path, "sample_unchecked", None)
-    return unchecked(x0, x1, t) if unchecked is not None else path.sample(x0, x1, t)
-
-
-def _call_model(model: Model, x: Tensor, t: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
-    out = model(x, t, **cond)
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-        raise ShapeError(expected(f"the model to return a tensor shaped like x_t {tuple(x.shape)}", got,
-                                  "make model(x, t, **cond) return one output per input entry"))
-    return out
-
-
-def _per_sample_mean(values: Tensor) -> Tensor:
-    return values.reshape(values.shape[0], -1).mean(dim=1)
-
-
-def _reduce(per_sample: Tensor, weight: Tensor | None) -> Tensor:
-    if weight is None:
-        return per_sample.mean()
-    return (weight * per_sample).sum() / per_sample.shape[0]
-
 
 class FlowMatchingLoss:
     r"""Conditional flow matching: :math:`E_{t, (x_0, x_1)}\, w\, \|v_\theta(x_t, t, c) - \dot x_t\|^2`.
@@ -186,7 +78,7 @@ class FlowMatchingLoss:
             raise ConfigError(expected("a coupling callable (x0, x1, cond0=None, cond1=None) -> Pairing",
                                        type(coupling).__name__, "use flowzoo.core.couplings.get_coupling(name)"))
         self.coupling = coupling
-        self.time_sampler = _check_time_sampler(time_sampler)
+        self.time_sampler = check_time_sampler(time_sampler)
         if isinstance(cond_dropout, bool) or not isinstance(cond_dropout, (int, float)) \
                 or not 0.0 <= cond_dropout <= 1.0:
             raise ConfigError(expected("cond_dropout in [0, 1]", repr(cond_dropout), "use e.g. 0.1"))
@@ -208,7 +100,7 @@ class FlowMatchingLoss:
         return (f"FlowMatchingLoss(path={self.path!r}, coupling={self.coupling!r}, "
                 f"time_sampler={self.time_sampler!r}, cond_dropout={self.cond_dropout})")
 
-    def _couple(self, data: _Batch) -> _Batch:
+    def _couple(self, data: Batch) -> Batch:
         n = data.x1.shape[0]
         pairing = self.coupling(data.x0, data.x1, cond0=None, cond1=data.cond or None)
         x0, x1 = pairing.x0, pairing.x1
@@ -225,9 +117,9 @@ class FlowMatchingLoss:
                                       "return index1 so that conditioning and weights can follow the data"))
         pair_weight = getattr(pairing, "weight", None)
         if pair_weight is not None:
-            pair_weight = _per_sample_weight(pair_weight, x1.shape[0], "Pairing.weight")
+            pair_weight = per_sample_weight(pair_weight, x1.shape[0], "Pairing.weight")
             weight = pair_weight if weight is None else weight * pair_weight
-        return _Batch(x0, x1, weight, cond)
+        return Batch(x0, x1, weight, cond)
 
     def _drop_conditions(self, cond: dict[str, Tensor], n: int, like: Tensor,
                          generator: torch.Generator | None) -> tuple[dict[str, Tensor], Tensor]:
@@ -252,23 +144,23 @@ class FlowMatchingLoss:
 
     def __call__(self, model: Model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator, finite=self.coupling is not None)
+        data = unpack_batch(batch, generator, finite=self.coupling is not None)
         if self.coupling is not None:
             data = self._couple(data)
         n = data.x1.shape[0]
-        t = _sample_time(self.time_sampler, n, data.x1, generator)
-        sample = _sample_path(self.path, data.x0, data.x1, t, generator)
+        t = sample_time(self.time_sampler, n, data.x1, generator)
+        sample = sample_path(self.path, data.x0, data.x1, t, generator)
         cond, dropped = data.cond, None
         if self.cond_dropout > 0:
             cond, dropped = self._drop_conditions(cond, n, data.x1, generator)
-        prediction = _call_model(model, sample.x_t, sample.t, cond)
+        prediction = call_model(model, sample.x_t, sample.t, cond)
         squared_error = (prediction - sample.dx_t) ** 2
         if data.weight is None:  # every sample has the same size, so the mean of means is the mean
             loss = squared_error.mean()
             names, values = ["loss"], [loss.detach()]
         else:
-            per_sample = _per_sample_mean(squared_error)
-            loss = _reduce(per_sample, data.weight)
+            per_sample = per_sample_mean(squared_error)
+            loss = reduce_weighted(per_sample, data.weight)
             names = ["loss", "mse", "weight_mean"]
             values = [loss.detach(), per_sample.detach().mean(), data.weight.mean()]
         if dropped is not None:
@@ -279,7 +171,7 @@ class FlowMatchingLoss:
         else:
             metrics = dict(zip(names, torch.stack([v.to(torch.float64) for v in values]).tolist()))
         if not math.isfinite(metrics["loss"]):
-            _raise_if_batch_not_finite(batch)
+            raise_if_batch_not_finite(batch)
         return loss, metrics
 
 
@@ -297,7 +189,7 @@ class _InterpolantLoss:
                                        "use e.g. StochasticInterpolant(LinearScheduler(), BrownianGamma())"))
         self.interpolant = interpolant
         self.antithetic = bool(antithetic)
-        self.time_sampler = _check_time_sampler(time_sampler)
+        self.time_sampler = check_time_sampler(time_sampler)
         clip = self._auto_time_clip() if time_clip is None else time_clip
         if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not 0.0 <= clip < 0.5:
             raise ConfigError(expected("time_clip in [0, 0.5)", repr(time_clip), "use e.g. 1e-3"))
@@ -315,16 +207,16 @@ class _InterpolantLoss:
 
     def __call__(self, model: Model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator)
+        data = unpack_batch(batch, generator)
         n = data.x1.shape[0]
-        t = _sample_time(self.time_sampler, n, data.x1, generator)
+        t = sample_time(self.time_sampler, n, data.x1, generator)
         if self.time_clip > 0:
             t = t.clamp(self.time_clip, 1 - self.time_clip)
         sample = self.interpolant.sample(data.x0, data.x1, t, generator=generator)
         samples = [sample, self.interpolant.antithetic(sample)] if self.antithetic else [sample]
-        per_sample = sum(self._per_sample(_call_model(model, s.x_t, s.t, data.cond), s) for s in samples)
+        per_sample = sum(self._per_sample(call_model(model, s.x_t, s.t, data.cond), s) for s in samples)
         per_sample = per_sample / len(samples)
-        loss = _reduce(per_sample, data.weight)
+        loss = reduce_weighted(per_sample, data.weight)
         loss_value, t_mean = torch.stack([loss.detach().double(), t.mean().double()]).tolist()
         return loss, {"loss": loss_value, "t_mean": t_mean}
 
@@ -351,7 +243,7 @@ class InterpolantDriftLoss(_InterpolantLoss):
         return 1e-3 if getattr(self.interpolant.gamma, "singular_derivative", True) else 0.0
 
     def _per_sample(self, prediction, sample):
-        return _per_sample_mean(0.5 * prediction ** 2 - prediction * sample.dx_t)
+        return per_sample_mean(0.5 * prediction ** 2 - prediction * sample.dx_t)
 
 
 class InterpolantDenoiserLoss(_InterpolantLoss):
@@ -367,7 +259,7 @@ class InterpolantDenoiserLoss(_InterpolantLoss):
     """
 
     def _per_sample(self, prediction, sample):
-        return _per_sample_mean(0.5 * prediction ** 2 - prediction * sample.z)
+        return per_sample_mean(0.5 * prediction ** 2 - prediction * sample.z)
 
 
 class InterpolantScoreLoss(_InterpolantLoss):
@@ -386,5 +278,5 @@ class InterpolantScoreLoss(_InterpolantLoss):
     def _per_sample(self, prediction, sample):
         gamma = self.interpolant.gamma(sample.t).gamma
         scaled_z = sample.z / gamma.reshape(-1, *([1] * (sample.z.dim() - 1)))
-        return _per_sample_mean(0.5 * prediction ** 2 + prediction * scaled_z)
+        return per_sample_mean(0.5 * prediction ** 2 + prediction * scaled_z)
 

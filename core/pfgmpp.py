@@ -43,7 +43,7 @@ from torch import nn
 
 from flowzoo.core._validation import broadcast_time, check_tensor
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
-from flowzoo.core.objectives import _per_sample_weight, _reduce
+from flowzoo.core.batching import per_sample_weight, reduce_weighted
 from flowzoo.core.solvers import ODEResult
 
 __all__ = ["sample_perturbation", "sample_prior", "sample_radius", "PFGMPPLoss", "EDMPrecond", "edm_sigma_grid",
@@ -229,7 +229,7 @@ class PFGMPPLoss:
         weight = (sigma ** 2 + self.sigma_data ** 2) / (sigma * self.sigma_data) ** 2
         per_sample = weight * (out - y).pow(2).flatten(1).mean(1)
         weight = batch.get("weight")
-        loss = _reduce(per_sample, None if weight is None else _per_sample_weight(weight, n, 'batch["weight"]'))
+        loss = reduce_weighted(per_sample, None if weight is None else per_sample_weight(weight, n, 'batch["weight"]'))
         if not bool(torch.isfinite(loss)):
             raise NonFiniteError(expected("a finite loss", loss.item(), "lower the learning rate or check the data"))
         return loss, {"loss": loss.item(), "sigma_mean": sigma.mean().item()}

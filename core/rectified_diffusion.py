@@ -31,8 +31,8 @@ import torch
 
 from flowzoo.core._validation import check_tensor
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.objectives import (_call_model, _check_time_sampler, _per_sample_mean, _raise_if_batch_not_finite,
-                                     _reduce, _sample_time, _unpack_batch)
+from flowzoo.core.batching import (call_model, check_time_sampler, per_sample_mean, raise_if_batch_not_finite,
+                                   reduce_weighted, sample_time, unpack_batch)
 from flowzoo.core.paths import AffinePath, VPScheduler
 from flowzoo.core.solvers import uniform_grid
 
@@ -55,29 +55,29 @@ class EpsilonPredictionLoss:
 
     def __init__(self, scheduler=None, time_sampler=None):
         self.path = AffinePath(VPScheduler() if scheduler is None else scheduler)
-        self.time_sampler = _check_time_sampler(time_sampler)
+        self.time_sampler = check_time_sampler(time_sampler)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(path={self.path!r}, time_sampler={self.time_sampler!r})"
 
     def _per_sample(self, eps_hat: Tensor, x_t: Tensor, t: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
-        return _per_sample_mean((eps_hat - x0) ** 2)
+        return per_sample_mean((eps_hat - x0) ** 2)
 
     def __call__(self, model: Callable[..., Tensor], batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         data = self._unpack(batch, generator)
-        t = _sample_time(self.time_sampler, data.x1.shape[0], data.x1, generator)
+        t = sample_time(self.time_sampler, data.x1.shape[0], data.x1, generator)
         a, b, _, _ = self.path.coefficients(t, data.x1)
         x_t = a * data.x0 + b * data.x1
-        eps_hat = _call_model(model, x_t, t, data.cond)
-        loss = _reduce(self._per_sample(eps_hat, x_t, t, data.x0, data.x1), data.weight)
+        eps_hat = call_model(model, x_t, t, data.cond)
+        loss = reduce_weighted(self._per_sample(eps_hat, x_t, t, data.x0, data.x1), data.weight)
         value = loss.item()
         if not math.isfinite(value):
-            _raise_if_batch_not_finite(batch)
+            raise_if_batch_not_finite(batch)
         return loss, {"loss": value}
 
     def _unpack(self, batch, generator):
-        return _unpack_batch(batch, generator)
+        return unpack_batch(batch, generator)
 
 
 class RectifiedDiffusionLoss(EpsilonPredictionLoss):
@@ -101,15 +101,15 @@ class RectifiedDiffusionLoss(EpsilonPredictionLoss):
         if not isinstance(batch, Mapping) or batch.get("x0") is None:
             raise ConfigError(expected('a batch with the paired noise under "x0"', type(batch).__name__,
                                        "rectified diffusion trains on generated pairs (reflow.PairStore)"))
-        return _unpack_batch(batch, generator)
+        return unpack_batch(batch, generator)
 
     def _per_sample(self, eps_hat, x_t, t, x0, x1):
         if self.loss == "mse":
-            return _per_sample_mean((eps_hat - x0) ** 2)
+            return per_sample_mean((eps_hat - x0) ** 2)
         a, b, _, _ = self.path.coefficients(t, x1)
         x1_hat = (x_t - a * eps_hat) / b
         c = self.huber_c
-        return _per_sample_mean(torch.sqrt((x1_hat - x1) ** 2 + c * c) - c)
+        return per_sample_mean(torch.sqrt((x1_hat - x1) ** 2 + c * c) - c)
 
 
 class EpsilonAsVelocity(torch.nn.Module):

@@ -38,7 +38,8 @@ from safetensors.torch import load_file, save
 
 from flowzoo.core._validation import check_tensor
 from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
-from flowzoo.core.objectives import (FlowMatchingLoss, _call_model, _per_sample_mean, _reduce, _unpack_batch)
+from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, unpack_batch
+from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.solvers import integrate, uniform_grid
 from flowzoo.core.timesamplers import UShapedTime
 
@@ -347,12 +348,12 @@ class DistillationLoss:
         if not isinstance(batch, Mapping) or batch.get("x0") is None:
             raise ConfigError(expected('a batch with the paired noise under "x0"', type(batch).__name__,
                                        "distillation needs the stored pairs; use a PairStore"))
-        data = _unpack_batch(batch, generator)
+        data = unpack_batch(batch, generator)
         grid = uniform_grid(self.steps, dtype=data.x1.dtype, device=data.x1.device)
         x = data.x0
         n = x.shape[0]
         for t, t_next in zip(grid[:-1], grid[1:]):
-            x = x + (t_next - t) * _call_model(model, x, t.expand(n), data.cond)
-        per_sample = _per_sample_mean((x - data.x1) ** 2)
-        loss = _reduce(per_sample, data.weight)
+            x = x + (t_next - t) * call_model(model, x, t.expand(n), data.cond)
+        per_sample = per_sample_mean((x - data.x1) ** 2)
+        loss = reduce_weighted(per_sample, data.weight)
         return loss, {"loss": loss.item()}

@@ -40,8 +40,9 @@ import torch
 
 from flowzoo.core._validation import broadcast_time
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.objectives import (FlowMatchingLoss, _per_sample_mean, _raise_if_batch_not_finite, _reduce,
-                                     _sample_path, _unpack_batch)
+from flowzoo.core.batching import (per_sample_mean, raise_if_batch_not_finite, reduce_weighted, sample_path,
+                                   unpack_batch)
+from flowzoo.core.objectives import FlowMatchingLoss
 
 __all__ = ["SplitMeanFlowLoss", "interval_split_target"]
 
@@ -169,13 +170,13 @@ class SplitMeanFlowLoss:
 
     def __call__(self, model: FlowMap, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = _unpack_batch(batch, generator, finite=True)
+        data = unpack_batch(batch, generator, finite=True)
         n, like = data.x1.shape[0], data.x1
         s, t = self._sample_times(n, like, generator)
         boundary = (torch.rand(n, generator=generator, device=like.device) < self.boundary_fraction) | (s == t)
         lam = torch.rand(n, generator=generator, device=like.device).to(like.dtype)
         t = torch.where(boundary, s, t)
-        sample = _sample_path(self.path, data.x0, data.x1, s, generator)
+        sample = sample_path(self.path, data.x0, data.x1, s, generator)
         x_s = sample.x_t
         cond, dropped = data.cond, None
         if self.cond_dropout > 0:
@@ -198,8 +199,8 @@ class SplitMeanFlowLoss:
                 target[idx] = self._split_target(model, x_s[idx], s[idx], t[idx], lam[idx], sub).to(target.dtype)
 
         prediction = _call_flowmap(model, x_s, s, t, cond)
-        per_sample = _per_sample_mean((prediction - target) ** 2)
-        loss = _reduce(per_sample, data.weight)
+        per_sample = per_sample_mean((prediction - target) ** 2)
+        loss = reduce_weighted(per_sample, data.weight)
         detached = per_sample.detach()
         is_b = boundary.to(detached.dtype)
         n_b = is_b.sum()
@@ -215,5 +216,5 @@ class SplitMeanFlowLoss:
         stacked = torch.stack([v.to(device="cpu", dtype=torch.float64) for v in values.values()]).tolist()
         metrics = dict(zip(values, stacked))
         if not math.isfinite(metrics["loss"]):
-            _raise_if_batch_not_finite(batch)
+            raise_if_batch_not_finite(batch)
         return loss, metrics

@@ -38,7 +38,7 @@ from torch import nn
 from flowzoo.core._validation import as_time, broadcast_time, check_same_shape, check_tensor
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
 from flowzoo.core.nets import SinusoidalTimeEmbedding
-from flowzoo.core.objectives import _per_sample_weight, _reduce
+from flowzoo.core.batching import per_sample_weight, reduce_weighted
 
 __all__ = ["DTMModel", "DTMLoss", "DTMResult", "dtm_sample"]
 
@@ -166,7 +166,7 @@ class DTMLoss:
         out = model.head(y_s, s, features.repeat_interleave(m, dim=0))
         per_sample = (out - (y - y0)).pow(2).flatten(1).mean(1).reshape(n, m).mean(1)
         weight = batch.get("weight")
-        loss = _reduce(per_sample, None if weight is None else _per_sample_weight(weight, n, 'batch["weight"]'))
+        loss = reduce_weighted(per_sample, None if weight is None else per_sample_weight(weight, n, 'batch["weight"]'))
         if not bool(torch.isfinite(loss)):
             raise NonFiniteError(expected("a finite loss", loss.item(), "lower the learning rate or check the data"))
         return loss, {"loss": loss.item()}

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 CORE_MODULES = ["paths", "couplings", "objectives", "timesamplers", "solvers", "guidance", "nets",
                 "metrics", "data", "errors", "config", "training", "train", "cli", "plotting", "likelihood", "sde",
-                "flowmap", "meanflow", "splitmeanflow", "consistency_midtraining", "reflow", "rectified_diffusion",
+                "batching", "flowmap", "meanflow", "splitmeanflow", "consistency_midtraining", "reflow", "rectified_diffusion",
                 "distillation", "boss", "flowturbo", "mle_finetune", "pfgmpp", "transition_matching", "diagnostics"]
 DOMAIN_DEPENDENCIES = ["matplotlib", "tensorboard", "sklearn", "skimage", "gymnasium", "mujoco", "metaworld",
                        "scanpy", "anndata", "open3d", "torch_geometric", "lap"]
