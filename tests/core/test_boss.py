@@ -19,8 +19,6 @@ from flowzoo.core.boss import (BossStraighteningLoss, bellman_steps, boss_cost_m
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import FlowzooError
 from flowzoo.core.metrics import wasserstein2
-from flowzoo.core.nets import MLPVelocity
-from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.solvers import integrate
 from toy_training import train_fm_moons
 

@@ -13,6 +13,7 @@ from flowzoo.core.metrics import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.solvers import integrate
+from toy_training import fit, moons_pool, pool_batches
 
 MEAN, STD = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), 0.3
 
@@ -128,28 +129,16 @@ def test_guided_conditional_teacher_runs():
 def _train_teacher(steps):
     torch.manual_seed(0)
     teacher = MLPVelocity(2, hidden=64, depth=2, time_dim=16)
-    opt = torch.optim.Adam(teacher.parameters(), 2e-3)
     g = torch.Generator().manual_seed(0)
-    data = sample_toy("moons", 20000, seed=1)
-    for _ in range(steps):
-        loss, _ = FlowMatchingLoss()(teacher, {"x1": data[torch.randint(0, 20000, (256,), generator=g)]},
-                                     generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return teacher.eval().requires_grad_(False), data
+    data = moons_pool()
+    fit(teacher, FlowMatchingLoss(), steps, pool_batches(data, g), generator=g)
+    return teacher.requires_grad_(False), data
 
 
 def _distil(teacher, data, objective, steps):
     student = copy.deepcopy(teacher).train().requires_grad_(True)  # initialised from the teacher (the paper)
-    opt = torch.optim.Adam(student.parameters(), 1e-3)
     g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        loss, _ = objective(student, {"x1": data[torch.randint(0, 20000, (256,), generator=g)]}, generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return student.eval()
+    return fit(student, objective, steps, pool_batches(data, g), lr=1e-3, generator=g)
 
 
 def test_mdt_distillation_improves_one_step_sampling():

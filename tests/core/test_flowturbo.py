@@ -17,8 +17,6 @@ from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import FlowzooError
 from flowzoo.core.flowturbo import RefinerLoss, VelocityRefiner, flowturbo_sample, pseudo_corrector_step
 from flowzoo.core.metrics import wasserstein2
-from flowzoo.core.nets import MLPVelocity
-from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.solvers import integrate
 from toy_training import train_fm_moons
 

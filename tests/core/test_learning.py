@@ -18,24 +18,15 @@ from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import AffinePath, LinearScheduler, SchedulerOutput
 from flowzoo.core.solvers import integrate
+from toy_training import train_fm_moons
 
 STEPS = 2000
 BATCH = 256
 
 
 def _train(coupling, seed: int = 0, objective=None) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    model = MLPVelocity(2, hidden=128, depth=3)
-    objective = objective or FlowMatchingLoss(coupling=coupling)
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(STEPS):
-        batch = {"x0": sample_toy("8gaussians", BATCH, generator=gen), "x1": sample_toy("moons", BATCH, generator=gen)}
-        loss, _ = objective(model, batch)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_fm_moons(STEPS, seed, hidden=128, batch=BATCH,
+                          objective=objective or FlowMatchingLoss(coupling=coupling))
 
 
 @pytest.fixture(scope="module")

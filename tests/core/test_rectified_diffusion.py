@@ -12,6 +12,7 @@ from flowzoo.core.rectified_diffusion import (EpsilonAsVelocity, EpsilonPredicti
                                               ddim_sample, x1_prediction_variance)
 from flowzoo.core.reflow import generate_pairs, rectify
 from flowzoo.core.solvers import integrate
+from toy_training import fit, moons_pool, pool_batches
 
 SCHED = VPScheduler(0.1, 10.0)  # beta(0) = 0.08: a milder 1/beta at the noise end than the default 0.0066
 PATH = AffinePath(SCHED)
@@ -54,16 +55,8 @@ def test_bad_inputs_raise():
 def _train_eps(steps):
     torch.manual_seed(0)
     net = MLPVelocity(2, hidden=64, depth=2, time_dim=16)
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
     g = torch.Generator().manual_seed(0)
-    data = sample_toy("moons", 20000, seed=1)
-    loss_fn = EpsilonPredictionLoss(SCHED)
-    for _ in range(steps):
-        loss, _ = loss_fn(net, {"x1": data[torch.randint(0, 20000, (256,), generator=g)]}, generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+    return fit(net, EpsilonPredictionLoss(SCHED), steps, pool_batches(moons_pool(), g), generator=g)
 
 
 def test_rectified_diffusion_makes_the_eps_model_first_order(tmp_path):

@@ -15,21 +15,14 @@ from flowzoo.core.reflow import MANIFEST_NAME, DistillationLoss, PairStore, gene
 from flowzoo.core.solvers import integrate
 from flowzoo.core.timesamplers import UShapedTime
 import flowzoo.core.reflow as reflow_module
+from toy_training import fit, moons_pool, pool_batches
 
 
 def _train_fm(steps, seed=0, hidden=64):
     torch.manual_seed(seed)
     net = MLPVelocity(2, hidden=hidden, depth=2, time_dim=16)
-    opt = torch.optim.Adam(net.parameters(), 2e-3)
     g = torch.Generator().manual_seed(seed)
-    data = sample_toy("moons", 20000, seed=1)
-    loss_fn = FlowMatchingLoss()
-    for _ in range(steps):
-        loss, _ = loss_fn(net, {"x1": data[torch.randint(0, 20000, (256,), generator=g)]}, generator=g)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return net.eval()
+    return fit(net, FlowMatchingLoss(), steps, pool_batches(moons_pool(), g), generator=g)
 
 
 def _rotation(x, t):
