@@ -163,11 +163,13 @@ class MeanFlowLoss:
         self.fd_delta = _number(fd_delta, "fd_delta", low=0.0, high=0.5, strict_low=True)
         self.guidance_scale = _number(guidance_scale, "guidance_scale")
         self.guidance_kappa = _number(guidance_kappa, "guidance_kappa")
-        if self.guided and self._conditioning.cond_dropout == 0:
-            raise ConfigError(expected("cond_dropout > 0 and null_cond with a guided target",
+        if self.uses_null_branch and self._conditioning.cond_dropout == 0:
+            raise ConfigError(expected("cond_dropout > 0 and null_cond with a guided target whose "
+                                       "unconditional weight 1 - omega - kappa is not 0",
                                        f"guidance_scale={guidance_scale}, guidance_kappa={guidance_kappa}, "
                                        f"cond_dropout={cond_dropout}",
-                                       "pass e.g. cond_dropout=0.1, null_cond={'y': num_classes}"))
+                                       "pass e.g. cond_dropout=0.1, null_cond={'y': num_classes}, or "
+                                       "guidance_kappa = 1 - guidance_scale for MP1's conditional-only target"))
         if teacher is not None and not callable(teacher):
             raise ConfigError(expected("a callable teacher velocity model(x, t, **cond)", type(teacher).__name__,
                                        "pass the trained flow-matching network"))
@@ -184,6 +186,14 @@ class MeanFlowLoss:
     @property
     def guided(self) -> bool:
         return self.guidance_scale != 1.0 or self.guidance_kappa != 0.0
+
+    @property
+    def uses_null_branch(self) -> bool:
+        """Whether the guided target needs the unconditional prediction (weight 1 − ω − κ ≠ 0).
+
+        MP1's released code uses ω v + (1 − ω) u(x, s, s | c): κ = 1 − ω, no null branch and no condition
+        dropout (research notes §1, "CFG" caveat)."""
+        return self.guided and abs(1.0 - self.guidance_scale - self.guidance_kappa) > 1e-12
 
     def __repr__(self) -> str:
         return (f"MeanFlowLoss(path={self.path!r}, time_sampler={self.time_sampler!r}, p={self.adaptive_p}, "
@@ -214,14 +224,16 @@ class MeanFlowLoss:
             return v
         omega, kappa = self.guidance_scale, self.guidance_kappa
         with torch.no_grad():
-            null = self._null(cond)
-            if kappa != 0.0:
+            if not self.uses_null_branch:
+                v_g = omega * v + kappa * _functional(model, cond)(x, s, s)
+            elif kappa != 0.0:
+                null = self._null(cond)
                 joint = {k: torch.cat([null[k], cond[k]]) for k in cond}
                 u = _functional(model, joint)(torch.cat([x, x]), torch.cat([s, s]), torch.cat([s, s]))
                 u_null, u_cond = u.chunk(2)
                 v_g = omega * v + (1 - omega - kappa) * u_null + kappa * u_cond
             else:
-                v_g = omega * v + (1 - omega) * _functional(model, null)(x, s, s)
+                v_g = omega * v + (1 - omega) * _functional(model, self._null(cond))(x, s, s)
         if dropped is not None:
             v_g = torch.where(dropped.reshape(-1, *([1] * (v.dim() - 1))), v, v_g)
         return v_g

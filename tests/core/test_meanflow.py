@@ -206,6 +206,18 @@ def test_guided_velocity_formula_and_reduction():
     assert torch.allclose(no_kappa.guided_velocity(model, x, s, v, cond, None), 3.0 * v - 2.0 * 9.0)
 
 
+def test_mp1_conditional_only_guidance_needs_no_dropout():
+    model, v = _labelled_model(), torch.ones(4, 2)
+    x, s = torch.zeros(4, 2), torch.rand(4)
+    cond = {"y": torch.tensor([1, 2, 3, 4])}
+    mp1 = MeanFlowLoss(guidance_scale=2.0, guidance_kappa=-1.0)  # kappa = 1 - omega: MP1's released target
+    assert mp1.guided and not mp1.uses_null_branch
+    v_g = mp1.guided_velocity(model, x, s, v, cond, None)
+    assert torch.allclose(v_g, 2.0 * v - 1.0 * cond["y"].float()[:, None])
+    with pytest.raises(ConfigError, match="1 - guidance_scale"):
+        MeanFlowLoss(guidance_scale=2.0, guidance_kappa=0.5)
+
+
 def test_guidance_at_omega_one_equals_unguided_loss():
     torch.manual_seed(0)
     net = MLPFlowMap(2, hidden=16, depth=2, num_classes=3)
