@@ -1,0 +1,513 @@
+r"""Run a chunking flow policy at a fixed rate, on a gymnasium environment or on a real robot.
+
+A chunking policy (Diffusion Policy, DP3, MP1) maps the last ``n_obs_steps`` observations to a chunk of
+``horizon`` future actions. :class:`ControlLoop` turns such a policy into a fixed-rate controller:
+
+* **Observation history.** :class:`ObservationHistory` keeps the last ``n_obs_steps`` frames; at the start of
+  a run the first frame is repeated, as in the training windows (robotics.md window convention).
+* **Chunk alignment.** A chunk predicted from the observation of control step ``k`` holds the actions of steps
+  ``k .. k + horizon - 1`` (its *origin* is k). Inference takes time, so a chunk that arrives at step
+  ``k + d`` is used from index ``d`` on: its stale actions are skipped, never replayed late.
+* **Receding horizon.** A new chunk is planned every ``replan_every`` steps (default ``n_action_steps``).
+  With ``background=True`` the inference runs in a worker thread while the current chunk executes and is
+  requested ``lead`` steps early, ``lead = max(1, ceil(latency / period))`` from a running latency estimate,
+  so that it is ready when the executing plan runs out.
+* **Temporal ensembling** (ACT: Zhao et al., "Learning Fine-Grained Bimanual Manipulation with Low-Cost
+  Hardware", arXiv 2304.13705, §3.3). Every chunk that covers step j proposes an action for it; they are
+  averaged with weights :math:`w_i = \exp(-m\,i)`, where i = 0 is the *oldest* proposal and m is
+  ``temporal_ensemble`` (ACT: m > 0 favours older predictions, which smooths the motion).
+* **Deadlines and safety.** Each inference has a latency budget (``budget_ms``, default one control period);
+  a chunk over budget is a *missed deadline*, counted. The loop never waits for inference: a step with no
+  planned action sends the *hold action* (the last safe action sent, or ``hold_action`` if given, e.g. a
+  zero-velocity command) and counts it. Actions are clipped to ``[action_low, action_high]``; a NaN or Inf
+  proposal is never sent (blocked, counted, hold action instead).
+* **Timing.** Ticks are scheduled on ``time.monotonic`` at ``start + k / rate_hz``; the loop sleeps until each
+  tick, measures its jitter and the read-to-send latency of every cycle. A cycle that overruns past its next
+  tick is counted; when the loop falls more than one period behind it re-anchors the schedule instead of
+  firing a burst of catch-up ticks.
+
+The first chunk is computed before the clock starts (the robot is still), so the first tick has an action.
+An exception raised by the policy in the worker thread stops the loop and is re-raised in the caller, with
+the thread joined first.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from flowzoo.core.errors import ConfigError, ShapeError, expected
+
+__all__ = ["ChunkPolicy", "ObservationHistory", "ActionPlan", "ControlLoop", "ControlReport",
+           "batch_observations", "latency_summary"]
+
+
+@runtime_checkable
+class ChunkPolicy(Protocol):
+    """What the controller and the evaluation need from a policy (``flowzoo.robotics.policy.FlowPolicy`` fits).
+
+    ``spec`` is an EnvSpec (``obs_shapes``, ``action_dim``, ``action_low``, ``action_high``, ...) and ``config``
+    carries ``n_obs_steps`` and ``n_action_steps``. ``predict_action_chunk`` takes raw observations batched as
+    ``{key: (B, n_obs_steps, ...)}`` and returns ``(B, horizon, action_dim)`` actions in environment units.
+    """
+
+    spec: Any
+    config: Any
+
+    def predict_action_chunk(self, obs: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
+    """Mean, p50, p90, p99 and max of a list of durations in ms (NaN everywhere when empty)."""
+    if len(values_ms) == 0:
+        return {name: float("nan") for name in ("mean", "p50", "p90", "p99", "max")}
+    values = np.asarray(values_ms, dtype=np.float64)
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "max": float(values.max())}
+
+
+class ObservationHistory:
+    """The last ``n_obs_steps`` observations, oldest first, padded at the start by repeating the first frame.
+
+    Args:
+        n_obs_steps: frames the policy sees.
+        shapes: expected shape of each key of one observation (``spec.obs_shapes``); when given, a missing key
+            or a wrong shape raises :class:`ShapeError`, and an observation that is a bare array is accepted
+            if there is exactly one key (it is stored under that key).
+    """
+
+    def __init__(self, n_obs_steps: int, shapes: Mapping[str, Sequence[int]] | None = None) -> None:
+        if isinstance(n_obs_steps, bool) or not isinstance(n_obs_steps, int) or n_obs_steps < 1:
+            raise ConfigError(expected("n_obs_steps as an int >= 1", repr(n_obs_steps), "check policy.config"))
+        self.n_obs_steps = n_obs_steps
+        self.shapes = None if shapes is None else {k: tuple(int(d) for d in v) for k, v in shapes.items()}
+        self._frames: list[dict[str, np.ndarray]] = []
+
+    def reset(self) -> None:
+        self._frames.clear()
+
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def push(self, obs: Mapping[str, Any] | np.ndarray | torch.Tensor) -> None:
+        """Append one observation (a copy, as float32); the oldest frame drops out once the buffer is full."""
+        if not isinstance(obs, Mapping):
+            if self.shapes is None or len(self.shapes) != 1:
+                raise ShapeError(expected("an observation dict {key: array}", type(obs).__name__,
+                                          "return a dict such as {'state': array} from the environment"))
+            obs = {next(iter(self.shapes)): obs}
+        frame: dict[str, np.ndarray] = {}
+        keys = self.shapes if self.shapes is not None else obs
+        for key in keys:
+            if key not in obs:
+                raise ShapeError(expected(f"observation key {key!r}", sorted(obs),
+                                          "give the observation keys the policy was trained with"))
+            value = obs[key]
+            value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            if self.shapes is not None and value.shape != self.shapes[key]:
+                raise ShapeError(expected(f"observation {key!r} of shape {self.shapes[key]}", value.shape,
+                                          "check the observation mode and the number of points"))
+            frame[key] = np.array(value, dtype=np.float32, copy=True)
+        self._frames.append(frame)
+        del self._frames[:-self.n_obs_steps]
+
+    def stacked(self) -> dict[str, np.ndarray]:
+        """``{key: (n_obs_steps, ...)}``: oldest first, the first frame repeated until the buffer is full."""
+        if not self._frames:
+            raise ShapeError(expected("at least one observation before stacking", "an empty history",
+                                      "push the first observation first"))
+        frames = [self._frames[0]] * (self.n_obs_steps - len(self._frames)) + self._frames
+        return {key: np.stack([f[key] for f in frames]) for key in frames[0]}
+
+
+def batch_observations(stacked: Sequence[Mapping[str, np.ndarray]],
+                       device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    """Stack per-robot histories ``{key: (n_obs_steps, ...)}`` into the policy's ``{key: (B, n_obs_steps, ...)}``."""
+    keys = list(stacked[0])
+    return {key: torch.from_numpy(np.stack([s[key] for s in stacked])).to(device) for key in keys}
+
+
+class ActionPlan:
+    """The chunks that still cover future steps, and the action each step gets from them.
+
+    Args:
+        temporal_ensemble: None uses the newest chunk that covers the step; a float m averages every covering
+            chunk with weights ``exp(-m * i)``, i = 0 the oldest (ACT).
+    """
+
+    def __init__(self, temporal_ensemble: float | None = None) -> None:
+        self.temporal_ensemble = temporal_ensemble
+        self._chunks: list[tuple[int, np.ndarray]] = []
+        self._newest_origin: int | None = None
+
+    @property
+    def newest_origin(self) -> int | None:
+        """Origin of the newest chunk ever added (kept after the chunk has run out)."""
+        return self._newest_origin
+
+    def add(self, origin: int, chunk: np.ndarray) -> None:
+        """Add the chunk predicted from the observation of step ``origin`` (row i is for step origin + i)."""
+        self._chunks.append((origin, np.asarray(chunk, dtype=np.float64)))
+        self._chunks.sort(key=lambda item: item[0])
+        self._newest_origin = origin if self._newest_origin is None else max(self._newest_origin, origin)
+
+    def action_for(self, step: int) -> tuple[np.ndarray | None, bool]:
+        """The planned action for ``step`` (None if no chunk covers it) and whether a non-finite row was dropped."""
+        self._chunks = [(o, c) for o, c in self._chunks if o + len(c) > step]
+        rows = [c[step - o] for o, c in self._chunks if o <= step]  # oldest first
+        finite = [r for r in rows if np.all(np.isfinite(r))]
+        dropped = len(finite) < len(rows)
+        if not finite:
+            return None, dropped
+        if self.temporal_ensemble is None:
+            return finite[-1].copy(), dropped
+        weights = np.exp(-self.temporal_ensemble * np.arange(len(finite)))
+        return (weights[:, None] * np.stack(finite)).sum(0) / weights.sum(), dropped
+
+
+class _InferenceWorker:
+    """One background thread running one inference at a time; results and errors come back through a queue."""
+
+    def __init__(self, infer: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
+        self._infer = infer
+        self._requests: queue.Queue = queue.Queue(maxsize=1)
+        self._results: queue.Queue = queue.Queue()
+        self.busy = False
+        self._thread = threading.Thread(target=self._serve, name="flowzoo-policy-inference", daemon=True)
+        self._thread.start()
+
+    def submit(self, origin: int, stacked: dict[str, np.ndarray]) -> None:
+        self.busy = True
+        self._requests.put_nowait((origin, stacked))
+
+    def poll(self) -> list[tuple[int, np.ndarray, float]]:
+        """Finished chunks as (origin, chunk, latency in s); re-raises an exception from the policy."""
+        done = []
+        while True:
+            try:
+                item = self._results.get_nowait()
+            except queue.Empty:
+                return done
+            self.busy = False
+            if isinstance(item, BaseException):
+                if hasattr(item, "add_note"):
+                    item.add_note("(raised by the policy in the control loop's inference thread)")
+                raise item
+            done.append(item)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def close(self, timeout_s: float) -> bool:
+        """Stop the thread after its current inference; True when it has been joined."""
+        try:
+            self._requests.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
+        self._thread.join(timeout_s)
+        return not self._thread.is_alive()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            origin, stacked = request
+            started = time.perf_counter()
+            try:
+                chunk = self._infer(stacked)
+            except BaseException as err:  # surfaced in the control thread by poll()
+                self._results.put(err)
+                return
+            self._results.put((origin, chunk, time.perf_counter() - started))
+
+
+@dataclass
+class ControlReport:
+    """What happened during one run of :class:`ControlLoop` (durations in ms, percentiles as dicts)."""
+
+    steps: int
+    duration_s: float
+    target_rate_hz: float
+    achieved_rate_hz: float
+    budget_ms: float
+    cycle_ms: dict[str, float]
+    jitter_ms: dict[str, float]
+    inference_ms: dict[str, float]
+    inference_ms_per_chunk: list[float]
+    first_chunk_ms: float
+    chunks: int
+    missed_deadlines: int
+    held_actions: int
+    non_finite_blocked: int
+    clipped_actions: int
+    overruns: int
+    stop_reason: str
+    inference_thread_joined: bool = True
+    episode_return: float | None = None
+    success: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def table(self) -> str:
+        """A two-column markdown table of the headline numbers."""
+        rows = [("steps", self.steps), ("rate (target / achieved, Hz)",
+                                         f"{self.target_rate_hz:.1f} / {self.achieved_rate_hz:.1f}"),
+                ("cycle ms p50 / p99", f"{self.cycle_ms['p50']:.2f} / {self.cycle_ms['p99']:.2f}"),
+                ("jitter ms p50 / p99", f"{self.jitter_ms['p50']:.2f} / {self.jitter_ms['p99']:.2f}"),
+                ("inference ms p50 / max (budget)",
+                 f"{self.inference_ms['p50']:.2f} / {self.inference_ms['max']:.2f} ({self.budget_ms:.1f})"),
+                ("chunks", self.chunks), ("missed deadlines", self.missed_deadlines),
+                ("held actions", self.held_actions), ("non-finite blocked", self.non_finite_blocked),
+                ("clipped actions", self.clipped_actions), ("overruns", self.overruns),
+                ("stop reason", self.stop_reason)]
+        if self.success is not None:
+            rows += [("return", f"{self.episode_return:.2f}"), ("success", self.success)]
+        return "\n".join(["| quantity | value |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows])
+
+
+def _positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(expected(f"{name} as a finite number > 0", repr(value), f"pass a positive {name}"))
+    return float(value)
+
+
+def _limit(value: Any, default: Any, dim: int, name: str) -> np.ndarray:
+    array = np.asarray(default if value is None else value, dtype=np.float64).reshape(-1)
+    if array.size == 1:
+        array = np.full(dim, float(array[0]))
+    if array.shape != (dim,) or not np.all(np.isfinite(array)):
+        raise ConfigError(expected(f"{name} as {dim} finite numbers", array.tolist(), f"pass {name} per dimension"))
+    return array
+
+
+class ControlLoop:
+    """Run ``policy`` at ``rate_hz`` against a gymnasium environment (:meth:`run_env`) or a robot (:meth:`run`).
+
+    Args:
+        policy: any :class:`ChunkPolicy`.
+        rate_hz: control rate.
+        budget_ms: inference latency budget per chunk; default one control period.
+        action_low, action_high: limits the actions are clipped to (scalars or per dimension); default
+            ``policy.spec.action_low`` / ``action_high``.
+        temporal_ensemble: None, or the ACT weight exponent m (see the module docstring).
+        replan_every: steps between plans (receding horizon); default ``policy.config.n_action_steps``.
+        background: run inference in a worker thread while the current chunk executes; False runs it inline
+            (the tick overruns when inference is slower than a period).
+        hold_action: the action sent when no safe planned action exists; default the last safe action sent
+            (zeros before the first one).
+        shutdown_timeout_s: how long to wait for the worker's last inference when the loop stops.
+        progress: show a tqdm bar of control steps (held actions and missed deadlines in its postfix).
+
+    Example:
+        >>> loop = ControlLoop(policy, rate_hz=20)                                  # doctest: +SKIP
+        >>> report = loop.run(robot.read, robot.send, duration_s=30.0)              # doctest: +SKIP
+        >>> print(report.table())                                                  # doctest: +SKIP
+    """
+
+    def __init__(self, policy: ChunkPolicy, *, rate_hz: float, budget_ms: float | None = None,
+                 action_low: Any = None, action_high: Any = None, temporal_ensemble: float | None = None,
+                 replan_every: int | None = None, background: bool = True, hold_action: Any = None,
+                 shutdown_timeout_s: float = 30.0, progress: bool = True) -> None:
+        if not callable(getattr(policy, "predict_action_chunk", None)):
+            raise ConfigError(expected("a policy with predict_action_chunk(obs) -> (B, horizon, action_dim)",
+                                       type(policy).__name__, "pass a flowzoo FlowPolicy or an object like it"))
+        self.policy = policy
+        self.rate_hz = _positive(rate_hz, "rate_hz")
+        self.period_s = 1.0 / self.rate_hz
+        self.budget_ms = 1000.0 * self.period_s if budget_ms is None else _positive(budget_ms, "budget_ms")
+        spec = policy.spec
+        self.action_dim = int(spec.action_dim)
+        self.action_low = _limit(action_low, spec.action_low, self.action_dim, "action_low")
+        self.action_high = _limit(action_high, spec.action_high, self.action_dim, "action_high")
+        if np.any(self.action_low > self.action_high):
+            raise ConfigError(expected("action_low <= action_high", (self.action_low.tolist(),
+                                       self.action_high.tolist()), "swap or fix the limits"))
+        if temporal_ensemble is not None and (isinstance(temporal_ensemble, bool) or not isinstance(
+                temporal_ensemble, (int, float)) or not math.isfinite(temporal_ensemble)):
+            raise ConfigError(expected("temporal_ensemble as None or a finite float m", repr(temporal_ensemble),
+                                       "use e.g. 0.01 (ACT) or None"))
+        self.temporal_ensemble = None if temporal_ensemble is None else float(temporal_ensemble)
+        self.n_obs_steps = int(policy.config.n_obs_steps)
+        self.replan_every = int(policy.config.n_action_steps if replan_every is None else replan_every)
+        if self.replan_every < 1:
+            raise ConfigError(expected("replan_every >= 1", self.replan_every, "replan at least every step"))
+        self.background = bool(background)
+        self.hold_action = None if hold_action is None else np.clip(
+            _limit(hold_action, None, self.action_dim, "hold_action"), self.action_low, self.action_high)
+        self.shutdown_timeout_s = _positive(shutdown_timeout_s, "shutdown_timeout_s")
+        self.progress = bool(progress)
+        self.obs_shapes = dict(getattr(spec, "obs_shapes", None) or {}) or None
+        params = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
+        self.device = params[0].device if params else torch.device("cpu")
+
+    # ----------------------------------------------------------------------------------------------- entry points
+    def run_env(self, env: Any, max_steps: int | None = None, seed: int | None = None) -> ControlReport:
+        """One episode on a gymnasium environment, stepped at ``rate_hz``.
+
+        Stops at termination, truncation or ``max_steps`` (default ``policy.spec.max_episode_steps``). The
+        report adds the episode return and success (max over the episode of ``info["success"]``).
+        """
+        obs, _ = env.reset(seed=seed)
+        episode = {"obs": obs, "done": False, "return": 0.0, "success": False, "reason": "max_steps"}
+
+        def send(action: np.ndarray) -> None:
+            obs, reward, terminated, truncated, info = env.step(action.astype(np.float32))
+            episode["obs"] = obs
+            episode["return"] += float(reward)
+            episode["success"] = episode["success"] or bool(info.get("success", False))
+            if terminated or truncated:
+                episode["done"] = True
+                episode["reason"] = "terminated" if terminated else "truncated"
+
+        limit = max_steps if max_steps is not None else (getattr(self.policy.spec, "max_episode_steps", 0) or None)
+        report = self._loop(lambda: episode["obs"], send, limit, None, lambda: bool(episode["done"]))
+        report.stop_reason = episode["reason"] if episode["done"] else report.stop_reason
+        report.episode_return = float(episode["return"])
+        report.success = bool(episode["success"])
+        return report
+
+    def run(self, read_observation: Callable[[], Any], send_action: Callable[[np.ndarray], Any], *,
+            max_steps: int | None = None, duration_s: float | None = None,
+            should_stop: Callable[[], bool] | None = None) -> ControlReport:
+        """Drive a robot given as callbacks until ``max_steps``, ``duration_s`` or ``should_stop()``.
+
+        Args:
+            read_observation: returns the current observation ``{key: array}`` (one frame, no history).
+            send_action: receives a finite float64 action within the limits.
+        """
+        if max_steps is None and duration_s is None and should_stop is None:
+            raise ConfigError(expected("max_steps, duration_s or should_stop", "none of them",
+                                       "say when the loop ends, e.g. duration_s=10"))
+        if duration_s is not None:
+            duration_s = _positive(duration_s, "duration_s")
+        return self._loop(read_observation, send_action, max_steps, duration_s, should_stop or (lambda: False))
+
+    # ------------------------------------------------------------------------------------------------- the loop
+    def _infer(self, stacked: dict[str, np.ndarray]) -> np.ndarray:
+        with torch.inference_mode():
+            chunk = self.policy.predict_action_chunk(batch_observations([stacked], self.device))
+        chunk = torch.as_tensor(chunk).detach().to("cpu", torch.float64).numpy()
+        if chunk.ndim != 3 or chunk.shape[0] != 1 or chunk.shape[2] != self.action_dim:
+            raise ShapeError(expected(f"predict_action_chunk output (1, horizon, {self.action_dim})", chunk.shape,
+                                      "return (B, horizon, action_dim) actions"))
+        return chunk[0]
+
+    def _safe(self, action: np.ndarray | None, counts: dict[str, int], last_safe: np.ndarray) -> np.ndarray:
+        if action is not None and not np.all(np.isfinite(action)):  # e.g. an ensemble that overflowed
+            counts["non_finite_blocked"] += 1
+            action = None
+        if action is None:
+            counts["held_actions"] += 1
+            return (last_safe if self.hold_action is None else self.hold_action).copy()
+        clipped = np.clip(action, self.action_low, self.action_high)
+        counts["clipped_actions"] += int(np.any(clipped != action))
+        return clipped
+
+    def _loop(self, read: Callable[[], Any], send: Callable[[np.ndarray], Any], max_steps: int | None,
+              duration_s: float | None, should_stop: Callable[[], bool]) -> ControlReport:
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
+            raise ConfigError(expected("max_steps as an int >= 1", repr(max_steps), "run at least one step"))
+        if callable(getattr(self.policy, "reset", None)):
+            self.policy.reset()
+        history = ObservationHistory(self.n_obs_steps, self.obs_shapes)
+        plan = ActionPlan(self.temporal_ensemble)
+        counts = dict.fromkeys(("missed_deadlines", "held_actions", "non_finite_blocked", "clipped_actions",
+                                "overruns"), 0)
+        cycle_ms: list[float] = []
+        jitter_ms: list[float] = []
+        inference_ms: list[float] = []
+        last_safe = np.clip(np.zeros(self.action_dim), self.action_low, self.action_high)
+
+        def record(origin: int, chunk: np.ndarray, latency_s: float) -> None:
+            if len(chunk) < self.replan_every:
+                raise ConfigError(expected(f"chunks of at least replan_every={self.replan_every} actions",
+                                           len(chunk), "lower replan_every or raise the policy's horizon"))
+            plan.add(origin, chunk)
+            inference_ms.append(1000.0 * latency_s)
+            counts["missed_deadlines"] += int(1000.0 * latency_s > self.budget_ms)
+
+        history.push(read())
+        started = time.perf_counter()
+        record(0, self._infer(history.stacked()), time.perf_counter() - started)
+        first_chunk_ms = inference_ms[0]
+        counts["missed_deadlines"] = 0  # the first chunk is computed before the clock starts: no deadline
+        estimate_s = first_chunk_ms / 1000.0
+        worker = _InferenceWorker(self._infer) if self.background else None
+        joined, step, reason = True, 0, "max_steps"
+        bar = tqdm(total=max_steps, disable=not self.progress, desc="control", unit="step", mininterval=0.5)
+        start = next_tick = time.monotonic()
+        ticks: list[float] = []
+        try:
+            while True:
+                if max_steps is not None and step >= max_steps:
+                    break
+                if duration_s is not None and time.monotonic() - start >= duration_s:
+                    reason = "duration"
+                    break
+                if should_stop():
+                    reason = "stopped"
+                    break
+                now = time.monotonic()
+                if now < next_tick:
+                    time.sleep(next_tick - now)
+                tick = time.monotonic()
+                ticks.append(tick)
+                jitter_ms.append(1000.0 * (tick - next_tick))
+                if step > 0:
+                    history.push(read())
+                if worker is not None:
+                    for origin, chunk, latency_s in worker.poll():
+                        record(origin, chunk, latency_s)
+                        estimate_s = 0.7 * estimate_s + 0.3 * latency_s
+                elif step >= plan.newest_origin + self.replan_every:
+                    started = time.perf_counter()
+                    record(step, self._infer(history.stacked()), time.perf_counter() - started)
+                proposal, dropped = plan.action_for(step)
+                counts["non_finite_blocked"] += int(dropped)
+                action = self._safe(proposal, counts, last_safe)
+                send(action.copy())
+                last_safe = action
+                cycle_ms.append(1000.0 * (time.monotonic() - tick))
+                if worker is not None and not worker.busy:
+                    lead = max(1, math.ceil(estimate_s / self.period_s))
+                    if step >= plan.newest_origin + self.replan_every - lead:
+                        worker.submit(step, history.stacked())
+                step += 1
+                bar.update(1)
+                if step % 50 == 0:
+                    bar.set_postfix(held=counts["held_actions"], missed=counts["missed_deadlines"], refresh=False)
+                next_tick += self.period_s
+                now = time.monotonic()
+                if now > next_tick:
+                    counts["overruns"] += 1
+                    if now > next_tick + self.period_s:  # fell behind: re-anchor rather than burst
+                        next_tick = now
+            if worker is not None:
+                joined = worker.close(self.shutdown_timeout_s)
+                for origin, chunk, latency_s in worker.poll():  # the last chunk, and an error it raised
+                    record(origin, chunk, latency_s)
+        finally:
+            bar.close()
+            if worker is not None and worker.alive:
+                joined = worker.close(self.shutdown_timeout_s)
+        span = ticks[-1] - ticks[0] if len(ticks) > 1 else 0.0
+        return ControlReport(
+            steps=step, duration_s=time.monotonic() - start, target_rate_hz=self.rate_hz,
+            achieved_rate_hz=(len(ticks) - 1) / span if span > 0 else float("nan"), budget_ms=self.budget_ms,
+            cycle_ms=latency_summary(cycle_ms), jitter_ms=latency_summary(jitter_ms),
+            inference_ms=latency_summary(inference_ms), inference_ms_per_chunk=inference_ms,
+            first_chunk_ms=first_chunk_ms, chunks=len(inference_ms), stop_reason=reason,
+            inference_thread_joined=joined, **counts)

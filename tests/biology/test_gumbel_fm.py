@@ -1,0 +1,189 @@
+"""flowzoo.biology.gumbel_fm: the interpolant's exact velocity, the logit score, simplex samplers, learning."""
+
+import math
+
+import pytest
+import torch
+
+from flowzoo.biology.gumbel_fm import (GumbelSoftmaxFM, GumbelSoftmaxPath, GumbelSoftmaxScoreMatching,
+                                       LinearSimplexFM, SimplexVelocity, build_method, logit_log_density,
+                                       logit_score)
+from flowzoo.biology.hmm import kmer_js_divergence, mean_pairwise_hamming, planted_motif_hmm
+from flowzoo.biology.seq_nets import ConvSequenceNet, TransformerSequenceNet
+from flowzoo.biology.sequences import one_hot
+from flowzoo.core.errors import ConfigError, DTypeError, ShapeError
+
+torch.set_num_threads(1)
+
+
+def _x1_and_noise(b=3, length=5, k=4, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x1 = one_hot(torch.randint(0, k, (b, length), generator=gen), k, torch.float64)
+    gumbel = -torch.log(-torch.log(torch.rand(x1.shape, generator=gen, dtype=torch.float64)))
+    return x1, gumbel, torch.rand(b, generator=gen, dtype=torch.float64)
+
+
+def test_exact_velocity_is_the_time_derivative_of_the_interpolant():
+    path = GumbelSoftmaxPath()
+    x1, gumbel, t = _x1_and_noise()
+    h = 1e-6
+    derivative = (torch.softmax(path.logits(x1, gumbel, t + h), -1)
+                  - torch.softmax(path.logits(x1, gumbel, t - h), -1)) / (2 * h)
+    z = path.logits(x1, gumbel, t)
+    x = torch.softmax(z, -1)
+    assert torch.allclose(path.exact_velocity(x, z), derivative, atol=1e-8)
+    # Eq. 13 drops the noise: it differs for noisy points and is exact when g = 0.
+    assert (path.conditional_velocity(x, x1, t) - derivative).abs().max() > 1e-2
+    z0 = path.logits(x1, torch.zeros_like(gumbel), t)
+    x0 = torch.softmax(z0, -1)
+    assert torch.allclose(path.conditional_velocity(x0, x1, t), path.exact_velocity(x0, z0), atol=1e-12)
+    # Hand value: tau(0.5) = 10 e^-1.5; u_i = (lambda / tau) x_i (delta_ik - x_k).
+    x = torch.tensor([[[0.5, 0.3, 0.2]]], dtype=torch.float64)
+    e0 = torch.tensor([[[1.0, 0.0, 0.0]]], dtype=torch.float64)
+    rate = 3.0 / (10 * math.exp(-1.5))
+    expected = rate * torch.tensor([0.5 * 0.5, 0.3 * -0.5, 0.2 * -0.5], dtype=torch.float64)
+    assert torch.allclose(path.conditional_velocity(x, e0, torch.tensor([0.5], dtype=torch.float64))[0, 0], expected)
+
+
+def test_marginal_velocity_is_tangent_and_the_temperature_schedule():
+    path = GumbelSoftmaxPath(tau_max=10, decay=3, beta=2)
+    assert float(path.temperature(torch.tensor(1.0))) == pytest.approx(10 * math.exp(-3))
+    x = torch.softmax(torch.randn(4, 6, 5, dtype=torch.float64), -1)
+    x_hat = torch.softmax(torch.randn(4, 6, 5, dtype=torch.float64), -1)
+    velocity = GumbelSoftmaxFM(path).velocity_from_denoiser(x, x_hat, torch.rand(4, dtype=torch.float64))
+    assert velocity.sum(-1).abs().max() < 1e-12
+
+
+def test_logit_score_matches_autograd_and_density_normalises():
+    path = GumbelSoftmaxPath()
+    x1, gumbel, t = _x1_and_noise(k=6)
+    y = torch.log_softmax(path.logits(x1, gumbel, t), -1).requires_grad_(True)
+    temperature = (path.beta * path.temperature(t))[:, None].expand(y.shape[:2])
+    log_p = logit_log_density(y, path.beta * x1, temperature)
+    (grad,) = torch.autograd.grad(log_p.sum(), y)
+    score = logit_score(y.detach(), path.beta * x1, temperature)
+    assert torch.allclose(grad, score, atol=1e-10) and score.sum(-1).abs().max() < 1e-10
+    # K = 2: the density of y1 - y2 (a logistic density) integrates to one.
+    y1 = torch.linspace(-60, -1e-13, 200_001, dtype=torch.float64)
+    y2 = torch.log1p(-torch.exp(y1))
+    density = logit_log_density(torch.stack([y1, y2], -1), torch.tensor([0.7, 0.0], dtype=torch.float64),
+                                torch.full_like(y1, 1.3)).exp()
+    assert float(torch.trapezoid(density, y1 - y2)) == pytest.approx(1.0, abs=2e-3)
+
+
+def test_score_mixture_reduces_to_the_conditional_score_for_a_certain_posterior():
+    method = GumbelSoftmaxScoreMatching()
+    x1, gumbel, t = _x1_and_noise(k=5)
+    z = method.path.logits(x1, gumbel, t)
+    x = torch.softmax(z, -1)
+    temperature = (method.path.beta * method.path.temperature(t))[:, None, None]
+    mixture = method.mixture_weights(x, x1, t)
+    assert torch.allclose(temperature * (5 * mixture - 1),
+                          logit_score(x.log(), method.path.beta * x1, temperature[..., 0]), atol=1e-9)
+    # A mixture over letters is the posterior-weighted mixture of the conditional scores.
+    pi = torch.softmax(torch.randn(x.shape, dtype=torch.float64), -1)
+    by_letter = torch.stack([method.mixture_weights(x, one_hot(torch.full(x.shape[:2], j), 5, torch.float64), t)
+                             for j in range(5)], -1)
+    assert torch.allclose(method.mixture_weights(x, pi, t), (by_letter * pi[..., None, :]).sum(-1), atol=1e-12)
+    net = ConvSequenceNet(5, hidden=8, depth=1).double()
+    score = method.score(net, x, t)
+    assert score.shape == x.shape and score.sum(-1).abs().max() < 1e-9
+
+
+def test_linear_simplex_velocity_points_at_the_prediction():
+    method = LinearSimplexFM()
+    x0 = torch.tensor([[[0.2, 0.3, 0.5]]])
+    x1 = torch.tensor([[[0.0, 1.0, 0.0]]])
+    t = torch.tensor([0.25])
+    x_t = 0.75 * x0 + 0.25 * x1
+    assert torch.allclose(method.velocity_from_denoiser(x_t, x1, t), x1 - x0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,step", [("gumbel_fm", "euler"), ("gumbel_fm", "logit"), ("gumbel_score", "euler"),
+                                       ("linear_fm", "euler")])
+def test_samples_stay_on_the_simplex(name, step):
+    torch.manual_seed(0)
+    net = ConvSequenceNet(20, hidden=16, depth=1)
+    method = build_method(name, 20, step=step)
+    out = method.sample(net, 8, 12, 20, steps=25, generator=torch.Generator().manual_seed(0))
+    assert out.x.min() >= 0 and torch.allclose(out.x.sum(-1), torch.ones(8, 12), atol=1e-5)
+    assert out.tokens.shape == (8, 12) and torch.equal(out.tokens, out.x.argmax(-1))
+    velocity = SimplexVelocity(net, method)(out.x, torch.full((8,), 0.5))
+    assert velocity.shape == out.x.shape
+
+
+def _fit(method, net, data, steps, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        batch = {"x1": one_hot(data[torch.randint(0, len(data), (64,), generator=gen)], 4)}
+        loss, metrics = method(net, batch, generator=gen)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert set(metrics) == {"loss"}
+    return net.eval()
+
+
+@pytest.mark.parametrize("name", ["gumbel_fm", "gumbel_score", "linear_fm"])
+def test_learning_on_a_tiny_hmm(name):
+    hmm = planted_motif_hmm(4, seed=0)
+    data = hmm.sample(2000, 16, generator=torch.Generator().manual_seed(0))
+    reference = hmm.sample(400, 16, generator=torch.Generator().manual_seed(1))
+    uniform = torch.randint(0, 4, (400, 16), generator=torch.Generator().manual_seed(3))
+    method = build_method(name, 4)
+
+    def evaluate(tokens):
+        return hmm.nll_per_token(tokens), kmer_js_divergence(tokens, hmm, 4), mean_pairwise_hamming(tokens)
+
+    def sample(net):
+        return method.sample(net, 400, 16, 4, steps=30, generator=torch.Generator().manual_seed(2)).tokens
+
+    true, random_letters = evaluate(reference), evaluate(uniform)
+    torch.manual_seed(0)
+    untrained = evaluate(sample(ConvSequenceNet(4, hidden=32, depth=2).eval()))
+    torch.manual_seed(0)
+    trained = evaluate(sample(_fit(method, ConvSequenceNet(4, hidden=32, depth=2), data, 200)))
+
+    def close_to_the_data(m):
+        return (abs(m[0] - true[0]) < 0.5 * abs(random_letters[0] - true[0])  # NLL: uniform letters are 0.48 off
+                and m[1] < 0.5 * random_letters[1]                          # 3-mer statistics
+                and abs(m[2] - true[2]) < 0.1)                               # diversity: no collapse
+
+    assert close_to_the_data(trained), (trained, true, random_letters)
+    # An untrained denoiser collapses onto a few letters: a low NLL but wrong statistics and no diversity.
+    assert not close_to_the_data(untrained), untrained
+    if name == "gumbel_fm":
+        assert trained[1] < 0.02 and abs(trained[0] - true[0]) < 0.12
+
+
+def test_transformer_backbone_trains_a_step():
+    net = TransformerSequenceNet(4, max_length=16, hidden=16, depth=1, heads=2)
+    loss, _ = GumbelSoftmaxFM()(net, {"x1": one_hot(torch.randint(0, 4, (8, 16)), 4)})
+    loss.backward()
+    assert math.isfinite(float(loss.detach()))
+
+
+def test_bad_inputs():
+    net = ConvSequenceNet(4, hidden=8, depth=1)
+    method = GumbelSoftmaxFM()
+    with pytest.raises(ConfigError, match='"x1"'):
+        method(net, {"x0": torch.zeros(2, 3, 4)})
+    with pytest.raises(DTypeError, match="alphabet_size"):
+        method(net, {"x1": torch.zeros(2, 3, dtype=torch.long)})
+    from_indices, _ = GumbelSoftmaxFM(alphabet_size=4)(net, {"x1": torch.zeros(2, 3, dtype=torch.long)})
+    assert math.isfinite(float(from_indices.detach()))
+    with pytest.raises(ShapeError, match="one-hot"):
+        method(net, {"x1": torch.full((2, 3, 4), 0.25)})
+    with pytest.raises(ShapeError):
+        GumbelSoftmaxFM(alphabet_size=5)(net, {"x1": one_hot(torch.zeros(2, 3, dtype=torch.long), 4)})
+    with pytest.raises(ShapeError, match="logits shaped like x"):
+        method(lambda x, t: x[..., :2], {"x1": one_hot(torch.zeros(2, 3, dtype=torch.long), 4)})
+    with pytest.raises(ConfigError):
+        GumbelSoftmaxPath(tau_max=0.0)
+    with pytest.raises(ConfigError):
+        build_method("dirichlet_fm")
+    with pytest.raises(ConfigError):
+        method.sample(net, 2, 3, 4, steps=0)
+    with pytest.raises(ShapeError):
+        net(torch.zeros(2, 3, 5), torch.zeros(2))
