@@ -1,0 +1,392 @@
+r"""Meta Flow Matching: predict how an unseen population of cells responds to a treatment.
+
+Atanackovic, Zhang, Amos, Blanchette, Lee, Bengio, Tong, Neklyudov, "Meta Flow Matching: Integrating Vector
+Fields on the Wasserstein Manifold", ICLR 2025, arXiv 2408.14608.
+
+Given pairs of populations (p0^i, p1^i) -- a patient's control cells and the same patient's treated cells --
+MFM learns a velocity field conditioned on an embedding of the whole initial population (the paper's Eq. 17;
+plain FM is its Eq. 6, the per-population CGFM its Eq. 9):
+
+.. math::  \min_{\omega, \theta}\; \mathbb{E}_{i}\, \mathbb{E}_{t,\, (x_0, x_1) \sim \pi(p_0^i, p_1^i)}
+           \big\| v_\omega(x_t, t \mid \varphi_\theta(p_0^i), c^i) - (x_1 - x_0) \big\|^2,
+           \qquad x_t = (1 - t) x_0 + t x_1,
+
+with π the independent coupling inside each pair (the default; exact minibatch OT optional), φ_θ the
+population encoder (:mod:`flowzoo.biology.nets`) and c the treatment. The paper writes the loss as
+‖v‖² − 2⟨v, x1 − x0⟩, which differs from the squared error by a constant. Time runs as everywhere in
+flowzoo and in the paper's code: t = 0 is the control population, t = 1 the treated one. Prediction integrates
+dx/dt = v(x, t | φ(p0)) from the control cells of a new population.
+
+Training is joint by default (encoder and flow updated together). ``alternating=True`` follows the paper's
+code: odd updates train the flow on detached embeddings, even updates train the encoder (counted per call of
+the objective, so a resumed run restarts the alternation at the flow).
+
+Baselines, in the same model class with another conditioner (``method``):
+
+* ``"fm"``: flow matching on the pooled pairs, conditioned on the treatment only;
+* ``"per_population_fm"``: one learned embedding per training population (the paper's CGFM). It cannot
+  represent a population it was not trained on: :func:`predict_population` raises for an unseen population
+  unless ``allow_unseen=True``, which maps it to the null row. That row is trained on a random
+  ``population_dropout`` fraction of the batches' populations, so an unseen population gets the pooled
+  (FM-like) prediction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from flowzoo.biology.metrics import population_distances
+from flowzoo.biology.nets import ConditionedVelocity, DeepSetsEncoder, GCNPopulationEncoder, PopulationFlow
+from flowzoo.biology.populations import PopulationPair, PopulationSet, read_adata, representation
+from flowzoo.core.couplings import ExactOTCoupling
+from flowzoo.core.errors import ConfigError, NonFiniteError, expected
+from flowzoo.core.objectives import FlowMatchingLoss
+from flowzoo.core.plotting import plot_samples_2d
+from flowzoo.core.solvers import integrate
+from flowzoo.core.training import Trainer, TrainerConfig, TrainResult
+
+__all__ = ["METHODS", "MetaFMOptions", "build_model", "PopulationBatchSampler", "MetaFlowMatchingLoss",
+           "fit", "predict_population", "evaluate_pairs", "predict", "plot_prediction"]
+
+METHODS = ("meta_fm", "fm", "per_population_fm")
+_CONDITIONING = {"meta_fm": "encoder", "fm": "none", "per_population_fm": "population"}
+
+
+def _h(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class MetaFMOptions:
+    """Model and batch options of Meta Flow Matching and its baselines (``--model.<name>``)."""
+
+    method: Literal["meta_fm", "fm", "per_population_fm"] = field(
+        default="meta_fm", metadata=_h("meta_fm, or a baseline: fm (no population) / per_population_fm (CGFM)"))
+    encoder: Literal["gcn", "deepsets"] = field(default="gcn", metadata=_h("population encoder of meta_fm"))
+    knn_k: int = field(default=10, metadata=_h("neighbours per cell in the encoder's kNN graph"))
+    encoder_hidden: int = field(default=64, metadata=_h("width of the encoder layers"))
+    encoder_layers: int = field(default=3, metadata=_h("GCN (or DeepSets) layers"))
+    embed_dim: int = field(default=64, metadata=_h("size of the population embedding"))
+    hidden: int = field(default=256, metadata=_h("width of the flow MLP"))
+    depth: int = field(default=4, metadata=_h("hidden layers of the flow MLP"))
+    time_dim: int = field(default=64, metadata=_h("size of the sinusoidal time embedding"))
+    populations_per_batch: int = field(default=8, metadata=_h("population pairs per update"))
+    cells_per_population: int = field(default=128, metadata=_h("cells drawn from each population per update"))
+    coupling: Literal["independent", "exact_ot"] = field(default="independent",
+                                                         metadata=_h("pairing of cells inside a population pair"))
+    alternating: bool = field(default=False, metadata=_h("alternate flow / encoder updates as the paper's code"))
+    population_dropout: float = field(default=0.1, metadata=_h("per_population_fm: share trained as the null row"))
+
+
+def build_model(options: MetaFMOptions, *, dim: int, treatments: Sequence[str], train_populations: Sequence[str],
+                cond_dim: int = 0) -> PopulationFlow:
+    """The network of ``options.method`` for cells with ``dim`` features.
+
+    The returned model carries ``treatments`` and ``train_populations`` (names, in index order) for prediction.
+    """
+    if options.method not in METHODS:
+        raise ConfigError(expected(f"method in {METHODS}", repr(options.method), "use meta_fm"))
+    conditioning = _CONDITIONING[options.method]
+    encoder = None
+    if conditioning == "encoder":
+        kind = GCNPopulationEncoder if options.encoder == "gcn" else DeepSetsEncoder
+        extra = {"knn_k": options.knn_k} if options.encoder == "gcn" else {}
+        encoder = kind(dim, cond_dim, options.encoder_hidden, options.encoder_layers, options.embed_dim, **extra)
+    velocity = ConditionedVelocity(dim, 0 if conditioning == "none" else options.embed_dim, max(len(treatments), 1),
+                                   options.hidden, options.depth, options.time_dim)
+    model = PopulationFlow(velocity, conditioning, encoder, len(train_populations))
+    model.treatments, model.train_populations = list(treatments), list(train_populations)
+    return model
+
+
+def _draw(cells: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n row indices: without replacement when the population has enough cells."""
+    if cells.shape[0] >= n:
+        return torch.randperm(cells.shape[0], generator=generator)[:n]
+    return torch.randint(cells.shape[0], (n,), generator=generator)
+
+
+class PopulationBatchSampler:
+    """``sample_batch(generator) -> batch`` for the Trainer: P population pairs, N cells from each side.
+
+    The batch holds ``source`` and ``target`` (P, N, d), ``treatment`` and ``population`` (P,) indices, and
+    ``source_cond`` (P, N, c) when the pairs carry per-cell conditions.
+    """
+
+    def __init__(self, pairs: Sequence[PopulationPair], treatments: Sequence[str], populations: Sequence[str],
+                 populations_per_batch: int, cells_per_population: int):
+        if not pairs:
+            raise ConfigError(expected("at least one training pair", "none", "check the split"))
+        self.pairs = list(pairs)
+        self.treatment = torch.tensor([list(treatments).index(p.treatment) for p in self.pairs])
+        self.population = torch.tensor([list(populations).index(p.population) for p in self.pairs])
+        self.per_batch, self.cells = populations_per_batch, cells_per_population
+
+    def __call__(self, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        count = len(self.pairs)
+        chosen = (torch.randperm(count, generator=generator)[:self.per_batch] if count >= self.per_batch
+                  else torch.randint(count, (self.per_batch,), generator=generator))
+        sources, targets, conds = [], [], []
+        for i in chosen.tolist():
+            pair = self.pairs[i]
+            rows = _draw(pair.source, self.cells, generator)
+            sources.append(pair.source[rows])
+            targets.append(pair.target[_draw(pair.target, self.cells, generator)])
+            if pair.source_cond is not None:
+                conds.append(pair.source_cond[rows])
+        batch = {"source": torch.stack(sources), "target": torch.stack(targets),
+                 "treatment": self.treatment[chosen], "population": self.population[chosen]}
+        if conds:
+            batch["source_cond"] = torch.stack(conds)
+        return batch
+
+
+class MetaFlowMatchingLoss:
+    """The MFM objective (Eq. 17): CFM inside each population pair, conditioned on the pair's embedding.
+
+    Args:
+        coupling: ``"independent"`` (the paper's default) or ``"exact_ot"`` (minibatch OT inside each pair).
+        alternating: alternate flow-only and encoder-only updates (see the module doc).
+        population_dropout: for the per-population model, the probability that a population is replaced by
+            the null row.
+        time_sampler: distribution of t (default uniform), passed to :class:`FlowMatchingLoss`.
+
+    Called as ``loss(model, batch, generator=None)`` with a :class:`PopulationBatchSampler` batch and a
+    :class:`~flowzoo.biology.nets.PopulationFlow`.
+    """
+
+    def __init__(self, coupling: str = "independent", alternating: bool = False, population_dropout: float = 0.1,
+                 time_sampler=None):
+        if coupling not in ("independent", "exact_ot"):
+            raise ConfigError(expected("coupling 'independent' or 'exact_ot'", repr(coupling), "use 'independent'"))
+        if not 0.0 <= population_dropout < 1.0:
+            raise ConfigError(expected("population_dropout in [0, 1)", population_dropout, "use 0.1"))
+        self.ot = ExactOTCoupling() if coupling == "exact_ot" else None
+        self.alternating, self.population_dropout = alternating, population_dropout
+        self.flow_matching = FlowMatchingLoss(time_sampler=time_sampler)
+        self.calls = 0
+
+    def __call__(self, model: Any, batch: dict[str, torch.Tensor], *,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        net = getattr(model, "module", model)  # DDP wraps the model
+        source, target = batch["source"], batch["target"]
+        if source.dim() != 3 or target.shape != source.shape:
+            raise ConfigError(expected("batch source and target of equal shape (P, N, d)",
+                                       f"{tuple(source.shape)} and {tuple(target.shape)}",
+                                       "build batches with PopulationBatchSampler"))
+        pops, cells = source.shape[:2]
+        encoder_phase = self.alternating and net.conditioning == "encoder" and self.calls % 2 == 1
+        self.calls += 1
+        population = batch.get("population")
+        if net.conditioning == "population" and self.population_dropout > 0:
+            dropped = torch.rand(pops, generator=generator, device=source.device) < self.population_dropout
+            population = torch.where(dropped, torch.full_like(population, net.null_population), population)
+        frozen = list(net.velocity.parameters()) if encoder_phase else []
+        for p in frozen:  # the graph is recorded without the flow, so only the encoder receives gradients
+            p.requires_grad_(False)
+        try:
+            flow_phase = self.alternating and net.conditioning == "encoder" and not encoder_phase
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not flow_phase):
+                embedding = net.condition(source, batch.get("source_cond"), population)
+            if self.ot is not None:
+                pairings = [self.ot(s, t) for s, t in zip(source, target)]
+                source = torch.stack([pairing.x0 for pairing in pairings])
+                target = torch.stack([pairing.x1 for pairing in pairings])
+            flat = {"x0": source.reshape(pops * cells, -1), "x1": target.reshape(pops * cells, -1),
+                    "treatment": batch["treatment"].repeat_interleave(cells)}
+            if embedding is not None:
+                flat["embedding"] = embedding.repeat_interleave(cells, dim=0)
+            loss, metrics = self.flow_matching(model, flat, generator=generator)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        if self.alternating:
+            metrics["encoder_phase"] = float(encoder_phase)
+        return loss, metrics
+
+
+def fit(popset: PopulationSet, options: MetaFMOptions, trainer: TrainerConfig, *, run_config: Any = None,
+        eval_split: str = "validation", eval_steps: int = 50,
+        eval_pairs: int = 8) -> tuple[PopulationFlow, TrainResult]:
+    """Train ``options.method`` on the training pairs of ``popset`` through the core Trainer.
+
+    Evaluation (every ``trainer.eval_every`` updates and at the end, EMA weights) predicts up to ``eval_pairs``
+    pairs of ``eval_split`` (0: no evaluation) with ``eval_steps`` Euler steps and logs their mean W1, W2,
+    MMD, mean-marker MSE and r2; a PNG of the first pair goes to the evaluation folder. Returns the model (EMA weights loaded when EMA is
+    on) and the Trainer's result.
+    """
+    train_pairs = popset.split("train")
+    train_populations = sorted({pair.population for pair in train_pairs})
+    cond_dim = len(popset.cell_conditions)
+    torch.manual_seed(trainer.seed)
+    model = build_model(options, dim=popset.dim, treatments=popset.treatments, train_populations=train_populations,
+                        cond_dim=cond_dim)
+    model.cell_conditions = list(popset.cell_conditions)
+    sampler = PopulationBatchSampler(train_pairs, popset.treatments, train_populations,
+                                     options.populations_per_batch, options.cells_per_population)
+    objective = MetaFlowMatchingLoss(options.coupling, options.alternating, options.population_dropout)
+    held = (popset.split(eval_split) or train_pairs)[:max(eval_pairs, 0)]
+
+    def evaluate(eval_model: torch.nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
+        metrics = evaluate_pairs(eval_model, held, steps=eval_steps, allow_unseen=True)
+        pair = held[0]
+        predicted = predict_population(eval_model, pair.source, treatment=pair.treatment, source_cond=pair.source_cond,
+                                       population=pair.population, steps=eval_steps, allow_unseen=True)
+        plot_prediction(pair.source, predicted, pair.target, Path(eval_dir) / "prediction.png",
+                        title=f"{options.method}: {pair.population} ({pair.treatment}), step {step}")
+        return {k: v for k, v in metrics.items() if np.isfinite(v)}
+
+    result = Trainer(model, objective, sampler, trainer, evaluate=evaluate if held else None,
+                     run_config=run_config).fit()
+    if result.checkpoint is not None:
+        from flowzoo.core.training import read_checkpoint
+
+        saved = read_checkpoint(result.checkpoint)
+        model.load_state_dict(saved.ema if saved.ema is not None else saved.model)
+    return model.eval(), result
+
+
+def _index(names: Sequence[str], name: str | int, what: str, fix: str) -> int:
+    if isinstance(name, int) and not isinstance(name, bool):
+        if not 0 <= name < max(len(names), 1):
+            raise ConfigError(expected(f"a {what} index in [0, {len(names)})", name, fix))
+        return name
+    if name not in names:
+        raise ConfigError(expected(f"a {what} the model was trained on, one of {list(names)[:20]}", repr(name), fix))
+    return list(names).index(name)
+
+
+@torch.no_grad()
+def predict_population(model: PopulationFlow, source: torch.Tensor, *, treatment: str | int | None = None,
+                       source_cond: torch.Tensor | None = None, population: str | int | None = None,
+                       steps: int = 100, method: str = "euler", allow_unseen: bool = False) -> torch.Tensor:
+    """Integrate the control cells ``source`` (n, d) to their predicted treated state (n, d).
+
+    Args:
+        treatment: name or index (default: the only treatment the model knows).
+        source_cond: per-cell conditions (n, c) when the encoder uses them.
+        population: the population's name, needed by the per-population baseline; a name it was not trained
+            on raises ConfigError unless ``allow_unseen`` maps it to the null row.
+        steps, method: the ODE solver (:func:`flowzoo.core.solvers.integrate`).
+    """
+    if not isinstance(source, torch.Tensor) or source.dim() != 2:
+        raise ConfigError(expected("source cells as an (n, d) tensor", getattr(source, "shape", type(source)),
+                                   "pass one population's control cells"))
+    if not bool(torch.isfinite(source).all()):
+        raise NonFiniteError(expected("finite control cells", f"{int((~torch.isfinite(source)).sum())} NaN/Inf",
+                                      "impute or drop those cells"))
+    treatments = getattr(model, "treatments", [])
+    if treatment is None:
+        if len(treatments) > 1:
+            raise ConfigError(expected("a treatment name", "None", f"pass one of {treatments}"))
+        treatment = 0
+    tindex = _index(treatments, treatment, "treatment", f"pass one of {treatments}")
+    device = next(model.parameters()).device
+    source = source.to(device, torch.float32)
+    population_index = None
+    if model.conditioning == "population":
+        known = getattr(model, "train_populations", [])
+        if population in known or (isinstance(population, int) and not isinstance(population, bool)):
+            population_index = _index(known, population, "training population", "")
+        elif allow_unseen:
+            population_index = model.null_population
+        else:
+            raise ConfigError(expected("a population seen in training (the per-population baseline cannot "
+                                       "represent a new one)", repr(population),
+                                       "use method meta_fm for new populations, or allow_unseen=True for the "
+                                       "null-population fallback"))
+        population_index = torch.tensor([population_index], device=device)
+    cond = None if source_cond is None else source_cond.to(device, torch.float32)[None]
+    embedding = model.condition(source[None], cond, population_index)
+    n = source.shape[0]
+    flow_cond = {"treatment": torch.full((n,), tindex, device=device, dtype=torch.long)}
+    if embedding is not None:
+        flow_cond["embedding"] = embedding.expand(n, -1)
+    return integrate(model, source, method=method, steps=steps, cond=flow_cond).x
+
+
+def evaluate_pairs(model: PopulationFlow, pairs: Sequence[PopulationPair], *, steps: int = 100,
+                   allow_unseen: bool = True) -> dict[str, float]:
+    """Mean of :func:`~flowzoo.biology.metrics.population_distances` over pairs (prediction vs observed)."""
+    rows = []
+    for pair in pairs:
+        predicted = predict_population(model, pair.source, treatment=pair.treatment, source_cond=pair.source_cond,
+                                       population=pair.population, steps=steps, allow_unseen=allow_unseen)
+        rows.append(population_distances(predicted.cpu(), pair.target))
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]} if rows else {}
+
+
+def predict(model: PopulationFlow, adata: Any, *, population_key: str, condition_key: str,
+            control_value: str = "control", rep: str = "X", treatment: str | None = None,
+            cell_condition_key: str | None = None, key_added: str = "X_meta_fm", steps: int = 100,
+            method: str = "euler", allow_unseen: bool = False) -> Any:
+    """Predict every control population of ``adata`` under ``treatment``; return an annotated COPY.
+
+    The input (an AnnData or an ``.h5ad`` path, read only) is never modified. In the copy, each control
+    cell's predicted treated state is stored in ``.obsm[key_added]`` (n_obs, d) when ``rep`` is an ``.obsm``
+    key, or in ``.layers[key_added]`` (n_obs, n_vars) when ``rep`` is ``"X"`` or a layer; rows of other cells
+    are NaN. ``.uns[key_added]`` records the treatment, the representation and the populations predicted.
+    """
+    original = read_adata(adata)
+    copy = original.copy()
+    for key in (population_key, condition_key, cell_condition_key):
+        if key is not None and key not in copy.obs.columns:
+            raise ConfigError(expected(f"the .obs column {key!r}", f"columns {list(copy.obs.columns)}",
+                                       "name an existing column"))
+    matrix, _ = representation(copy, rep)
+    if matrix.shape[1] != model.velocity.dim:
+        raise ConfigError(expected(f"{model.velocity.dim} features in rep {rep!r} (as in training)",
+                                   f"{matrix.shape[1]}", "pass the representation the model was trained on"))
+    populations = copy.obs[population_key].astype(str).to_numpy()
+    control = copy.obs[condition_key].astype(str).to_numpy() == str(control_value)
+    if not control.any():
+        raise ConfigError(expected(f"control cells ({condition_key} == {control_value!r})", "none",
+                                   "check condition_key and control_value"))
+    onehot = None
+    if cell_condition_key is not None:
+        categories = getattr(model, "cell_conditions", None) or sorted(set(copy.obs[cell_condition_key].astype(str)))
+        labels = copy.obs[cell_condition_key].astype(str).to_numpy()
+        onehot = np.stack([labels == c for c in categories], axis=1).astype(np.float32)
+    out = np.full(matrix.shape, np.nan, dtype=np.float32)
+    names = sorted(set(populations[control]))
+    for name in names:
+        rows = np.flatnonzero(control & (populations == name))
+        bad = int((~np.isfinite(matrix[rows])).sum())
+        if bad:
+            raise NonFiniteError(expected(f"finite values in rep {rep!r}", f"{bad} NaN/Inf in population {name!r}",
+                                          "impute or drop those cells"))
+        cond = None if onehot is None else torch.from_numpy(onehot[rows])
+        out[rows] = predict_population(model, torch.from_numpy(matrix[rows]), treatment=treatment, source_cond=cond,
+                                       population=name, steps=steps, method=method,
+                                       allow_unseen=allow_unseen).cpu().numpy()
+    if rep in copy.obsm:
+        copy.obsm[key_added] = out
+    else:
+        copy.layers[key_added] = out
+    treatments = getattr(model, "treatments", [])
+    copy.uns[key_added] = {"treatment": str(treatment if treatment is not None else (treatments or [""])[0]),
+                           "rep": rep, "populations": names, "steps": steps, "method": method}
+    return copy
+
+
+def _project(reference: torch.Tensor, *sets: torch.Tensor) -> list[torch.Tensor]:
+    if reference.shape[1] == 2:
+        return [s.float() for s in sets]
+    mean = reference.float().mean(0)
+    _, _, v = torch.pca_lowrank(reference.float() - mean, q=2, center=False)
+    return [(s.float() - mean) @ v[:, :2] for s in sets]
+
+
+def plot_prediction(source: torch.Tensor, predicted: torch.Tensor, observed: torch.Tensor, path: str | Path, *,
+                    title: str | None = None) -> Path:
+    """PNG with three panels (control, predicted, observed treated) on the observed cells' first 2 PCs."""
+    src, pred, obs = _project(observed.detach().cpu(), source.detach().cpu(), predicted.detach().cpu(),
+                              observed.detach().cpu())
+    return plot_samples_2d({"control": src, "predicted": pred, "observed treated": obs}, path, reference=obs,
+                           title=title)

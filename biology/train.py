@@ -1,0 +1,178 @@
+"""Training entrypoint of flowzoo.biology: ``python -m flowzoo.biology.train <method> [options]``.
+
+* ``meta_fm``: Meta Flow Matching (or, with ``--model.method fm | per_population_fm``, its baselines) on the
+  control -> treated population pairs of an AnnData file::
+
+      python -m flowzoo.biology.train meta_fm --adata screen.h5ad --population-key patient \\
+          --condition-key condition --control control --out runs/mfm
+
+  The run directory receives the Trainer's checkpoints (weights, EMA, ``config.yaml``), ``populations.json``
+  (the split, the treatments and training populations in index order), ``final_metrics.json`` (W1, W2, MMD,
+  mean-marker MSE, r2 on the test populations) and ``prediction_test.png``. ``--help`` lists every option;
+  options may be spelled with dashes or underscores (``--population-key`` = ``--population_key``).
+* ``gumbel_fm``: sequence models, handed to :func:`flowzoo.biology.sequence_cli.train_main` (the rest of the
+  command line, without the word ``gumbel_fm``).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowzoo.biology.meta_fm import MetaFMOptions, build_model, evaluate_pairs, fit, plot_prediction, predict_population
+from flowzoo.biology.nets import PopulationFlow
+from flowzoo.biology.populations import load_populations
+from flowzoo.core.config import config_from_dict, parse_config
+from flowzoo.core.errors import CheckpointError, ConfigError, expected
+from flowzoo.core.training import TrainerConfig, atomic_write_bytes, read_checkpoint
+
+__all__ = ["MetaFMConfig", "run_meta_fm", "load_trained", "normalize_option_names", "meta_fm_main", "main",
+           "POPULATIONS_FILE"]
+
+POPULATIONS_FILE = "populations.json"
+
+
+def _h(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+def _default_trainer() -> TrainerConfig:
+    return TrainerConfig(steps=3000, batch_size=1, lr=1e-3, warmup_steps=100, ema_decay=0.999, eval_every=1000,
+                         checkpoint_every=1000, out_dir="runs/meta_fm")
+
+
+@dataclass
+class MetaFMConfig:
+    """Meta Flow Matching on an AnnData file's control -> treated population pairs.
+
+    A batch is model.populations_per_batch populations x model.cells_per_population cells; trainer.batch_size
+    is not used.
+    """
+
+    adata: str = field(metadata=_h("the .h5ad file (read only)"))
+    population_key: str = field(default="population", metadata=_h(".obs column naming each cell's population"))
+    condition_key: str = field(default="condition", metadata=_h(".obs column with control / treated"))
+    control: str = field(default="control", metadata=_h("condition value of the control cells"))
+    treated: str | None = field(default=None, metadata=_h("condition value of treated cells (none: all others)"))
+    treatment_key: str | None = field(default=None, metadata=_h(".obs column naming the treatment (none: condition)"))
+    rep: str = field(default="X", metadata=_h("X, an .obsm key (e.g. X_pca) or a .layers key"))
+    cell_condition_key: str | None = field(default=None, metadata=_h(".obs column of per-cell encoder channels"))
+    split_key: str | None = field(default=None, metadata=_h(".obs column with train/validation/test per population"))
+    val_fraction: float = field(default=0.15, metadata=_h("validation populations (seeded split)"))
+    test_fraction: float = field(default=0.15, metadata=_h("held-out test populations (seeded split)"))
+    split_seed: int = field(default=0, metadata=_h("seed of the population split"))
+    out: str | None = field(default=None, metadata=_h("run directory (sets trainer.out_dir)"))
+    eval_steps: int = field(default=50, metadata=_h("Euler steps when evaluating"))
+    eval_pairs: int = field(default=8, metadata=_h("validation pairs evaluated during training"))
+    model: MetaFMOptions = field(default_factory=MetaFMOptions)
+    trainer: TrainerConfig = field(default_factory=_default_trainer)
+
+
+def normalize_option_names(argv: Sequence[str]) -> list[str]:
+    """``--population-key v`` -> ``--population_key v`` (values are left alone)."""
+    out = []
+    for token in argv:
+        if token.startswith("--") and len(token) > 2:
+            name, sep, value = token[2:].partition("=")
+            token = "--" + name.replace("-", "_") + sep + value
+        out.append(token)
+    return out
+
+
+def run_meta_fm(cfg: MetaFMConfig) -> dict[str, float]:
+    """Load the pairs, train, evaluate on the test populations and write the run directory's files."""
+    if cfg.out:
+        cfg.trainer.out_dir = cfg.out
+    gcn = cfg.model.method == "meta_fm" and cfg.model.encoder == "gcn"
+    popset = load_populations(cfg.adata, population_key=cfg.population_key, condition_key=cfg.condition_key,
+                              control_value=cfg.control, treated_value=cfg.treated, treatment_key=cfg.treatment_key,
+                              rep=cfg.rep, cell_condition_key=cfg.cell_condition_key, split_key=cfg.split_key,
+                              val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
+                              min_cells=cfg.model.knn_k + 1 if gcn else 2)
+    if not popset.split("train"):
+        raise ConfigError(expected("at least one training population", "none after the split",
+                                   "lower val_fraction / test_fraction or fix the split column"))
+    model, result = fit(popset, cfg.model, cfg.trainer, run_config=cfg, eval_steps=cfg.eval_steps,
+                        eval_pairs=cfg.eval_pairs)
+    out_dir = Path(cfg.trainer.out_dir)
+    meta = {"method": cfg.model.method, "dim": popset.dim, "rep": popset.rep, "treatments": popset.treatments,
+            "train_populations": model.train_populations, "cell_conditions": popset.cell_conditions,
+            "feature_names": popset.feature_names,
+            "splits": {name: popset.populations(name) for name in ("train", "validation", "test")}}
+    atomic_write_bytes(out_dir / POPULATIONS_FILE, json.dumps(meta, indent=1).encode("utf-8"))
+    test = popset.split("test")
+    metrics: dict[str, Any] = {"train_seconds": result.seconds, "steps": result.step}
+    if test:
+        metrics.update({f"test_{k}": v for k, v in evaluate_pairs(model, test, steps=cfg.eval_steps).items()})
+        pair = test[0]
+        predicted = predict_population(model, pair.source, treatment=pair.treatment, source_cond=pair.source_cond,
+                                       population=pair.population, steps=cfg.eval_steps, allow_unseen=True)
+        plot_prediction(pair.source, predicted, pair.target, out_dir / "prediction_test.png",
+                        title=f"{cfg.model.method}: held-out {pair.population} ({pair.treatment})")
+    clean = {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in metrics.items()}
+    atomic_write_bytes(out_dir / "final_metrics.json", json.dumps(clean, indent=2).encode("utf-8"))
+    return metrics
+
+
+def load_trained(path: str | Path) -> tuple[PopulationFlow, MetaFMConfig, dict[str, Any]]:
+    """Rebuild a trained model from a run directory (or one of its checkpoints); EMA weights when present.
+
+    Returns ``(model in eval mode, the run's MetaFMConfig, the populations.json metadata)``.
+    """
+    checkpoint = read_checkpoint(path)
+    candidates = [Path(path) / POPULATIONS_FILE, checkpoint.path.parent.parent / POPULATIONS_FILE]
+    found = next((c for c in candidates if c.is_file()), None)
+    if found is None or checkpoint.config is None:
+        missing = "no config.yaml" if checkpoint.config is None else f"no {POPULATIONS_FILE}"
+        raise CheckpointError(expected(f"{POPULATIONS_FILE} and config.yaml of a meta_fm run", f"{path} ({missing})",
+                                       "pass the --out directory of `python -m flowzoo.biology.train meta_fm`"))
+    meta = json.loads(found.read_text())
+    cfg = config_from_dict(MetaFMConfig, checkpoint.config)
+    model = build_model(cfg.model, dim=meta["dim"], treatments=meta["treatments"],
+                        train_populations=meta["train_populations"], cond_dim=len(meta["cell_conditions"]))
+    model.cell_conditions = list(meta["cell_conditions"])
+    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    return model.eval(), cfg, meta
+
+
+def meta_fm_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flowzoo.biology.train meta_fm ...``: train and print the test metrics as JSON."""
+    argv = normalize_option_names(sys.argv[1:] if argv is None else argv)
+    cfg = parse_config(MetaFMConfig, argv, prog="python -m flowzoo.biology.train meta_fm")
+    metrics = run_meta_fm(cfg)
+    print(json.dumps({k: v for k, v in metrics.items()}, indent=2, default=str))
+    print(f"outputs in {Path(cfg.trainer.out_dir).resolve()} (checkpoints/, {POPULATIONS_FILE}, final_metrics.json)")
+    return 0
+
+
+_USAGE = ("usage: python -m flowzoo.biology.train meta_fm --adata file.h5ad --population-key KEY "
+          "--condition-key KEY [--control VALUE] --out DIR\n"
+          "       python -m flowzoo.biology.train gumbel_fm --fasta seqs.fa --out DIR\n"
+          "Run either with --help to list its options.")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Dispatch on the method: ``meta_fm`` here, ``gumbel_fm`` to :mod:`flowzoo.biology.sequence_cli`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_USAGE)
+        return 0
+    method, rest = argv[0], argv[1:]
+    if method == "meta_fm":
+        return meta_fm_main(rest)
+    if method == "gumbel_fm":
+        from flowzoo.biology.sequence_cli import train_main
+
+        return int(train_main(rest) or 0)
+    print(f"flowzoo.biology.train: expected a method, meta_fm or gumbel_fm; received {method!r}.\n{_USAGE}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
