@@ -1,3 +1,17 @@
-"""flowzoo.biology: domain package (see the issues for what it will hold)."""
+"""flowzoo.biology: single-cell populations (Meta Flow Matching) and biological sequences (Gumbel-softmax FM).
 
-__all__: list[str] = []
+Modules (imported on demand, so ``import flowzoo.biology`` loads neither scanpy nor torch-geometric):
+    populations   AnnData populations paired control -> treated, splits; letters and pbmc68k pseudo-patients
+    nets          kNN-GCN and DeepSets population encoders, the conditioned flow network
+    meta_fm       Meta Flow Matching and its baselines (FM, per-population FM), prediction into a copy of AnnData
+    metrics       W1, W2, multi-bandwidth MMD, mean-marker MSE, r2 of pairwise feature correlations
+    sequences     alphabets, FASTA I/O, one-hot encoding
+    hmm           planted-motif hidden Markov models with exact likelihoods and k-mer statistics
+    gumbel_fm     Gumbel-softmax FM, its score-matching variant, the linear-simplex FM baseline
+    stgflow       straight-through guidance from a classifier trained on clean sequences
+    seq_nets      sequence backbones (1-D convolutions, small transformer)
+    train, cli, sequence_cli   ``python -m flowzoo.biology.train meta_fm|gumbel_fm``, ``flowzoo biology predict|sample``
+"""
+
+__all__ = ["populations", "nets", "meta_fm", "metrics", "sequences", "hmm", "gumbel_fm", "stgflow", "seq_nets",
+           "train", "cli", "sequence_cli"]

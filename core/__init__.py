@@ -32,6 +32,7 @@ Few-step generation and generic methods:
     pfgmpp                  PFGM++ perturbation kernel, prior and sampler
     transition_matching     difference transition matching (DTM)
     diagnostics             non-conservativeness of a learned field (Jacobian asymmetry, loop integrals)
+    dispersive              dispersive regularisers (MP1, DM1, Diffuse-and-Disperse) and collapse diagnostics
 
 Submodules are imported on demand (``from flowzoo.core.paths import AffinePath``), so importing
 ``flowzoo.core`` stays cheap.
@@ -40,5 +41,5 @@ Submodules are imported on demand (``from flowzoo.core.paths import AffinePath``
 __all__ = ["paths", "couplings", "objectives", "batching", "timesamplers", "solvers", "guidance", "nets", "metrics",
            "data", "training", "config", "errors", "plotting", "flowmap", "meanflow", "splitmeanflow",
            "consistency_midtraining", "reflow", "rectified_diffusion", "distillation", "boss", "flowturbo",
-           "mle_finetune", "pfgmpp", "transition_matching", "diagnostics"]
+           "mle_finetune", "pfgmpp", "transition_matching", "diagnostics", "dispersive"]
 __version__ = "0.1.0"

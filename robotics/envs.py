@@ -32,6 +32,7 @@ Other modules add tasks with :func:`register_task` (e.g. a 2-D toy); they then w
 
 from __future__ import annotations
 
+import importlib
 import sys
 import warnings
 from collections.abc import Callable, Mapping
@@ -166,6 +167,13 @@ class _RegisteredTask:
 
 
 _REGISTRY: dict[str, _RegisteredTask] = {}
+# flowzoo's own non-Meta-World tasks, registered when their module is first imported (lazily, from here).
+_BUILTIN_TASK_MODULES = {"toy-obstacle": "flowzoo.robotics.toy"}
+
+
+def _ensure_registered(task: str) -> None:
+    if task not in _REGISTRY and task in _BUILTIN_TASK_MODULES:
+        importlib.import_module(_BUILTIN_TASK_MODULES[task])
 
 
 def register_task(name: str, factory: Callable[..., Any],
@@ -214,6 +222,8 @@ def _metaworld_tasks() -> list[str]:
 
 def list_tasks() -> list[str]:
     """Every task :func:`make_env` accepts: Meta-World v3 tasks that have a scripted expert, then registered ones."""
+    for task in _BUILTIN_TASK_MODULES:
+        _ensure_registered(task)
     return _metaworld_tasks() + sorted(_REGISTRY)
 
 
@@ -400,6 +410,7 @@ def make_env(task: str, obs_mode: str = "state", *, seed: int = 0, num_points: i
     _check_options(obs_mode, num_points, render_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(expected("seed as an int", repr(seed), "pass e.g. seed=0"))
+    _ensure_registered(task)
     if task in _REGISTRY:
         return _REGISTRY[task].factory(obs_mode=obs_mode, seed=int(seed), num_points=num_points,
                                        render_size=render_size, max_episode_steps=max_episode_steps)
@@ -421,6 +432,7 @@ def make_env_like(spec: EnvSpec, *, seed: int = 0, max_episode_steps: int | None
         **options: other :func:`make_env` options (e.g. ``frame_size``).
     """
     kwargs: dict[str, Any] = dict(options)
+    _ensure_registered(spec.task)
     if spec.obs_mode == "pointcloud" and "point_cloud" in spec.obs_shapes:
         kwargs.setdefault("num_points", int(spec.obs_shapes["point_cloud"][0]))
         if spec.task not in _REGISTRY:
@@ -465,6 +477,7 @@ def expert_policy(task: str) -> Callable[[np.ndarray], np.ndarray]:
 
     For Meta-World ``raw_obs`` is the 39-d observation (``info["state"]`` of a flowzoo env).
     """
+    _ensure_registered(task)
     if task in _REGISTRY:
         expert = _REGISTRY[task].expert
         if expert is None:

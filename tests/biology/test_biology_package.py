@@ -6,3 +6,14 @@ import importlib
 def test_biology_imports_and_declares_all():
     module = importlib.import_module("flowzoo.biology")
     assert isinstance(module.__all__, list)
+
+
+def test_every_declared_module_imports_without_loading_heavy_dependencies():
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys, flowzoo.biology as b\n"
+            "[importlib.import_module('flowzoo.biology.' + m) for m in b.__all__]\n"
+            "print(sorted(m for m in ('scanpy', 'anndata', 'torch_geometric') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -6,3 +6,15 @@ import importlib
 def test_robotics_imports_and_declares_all():
     module = importlib.import_module("flowzoo.robotics")
     assert isinstance(module.__all__, list)
+
+
+
+def test_every_declared_module_imports_without_loading_simulators():
+    import subprocess
+    import sys
+
+    code = ("import importlib, sys, flowzoo.robotics as r\n"
+            "[importlib.import_module('flowzoo.robotics.' + m) for m in r.__all__]\n"
+            "print(sorted(m for m in ('metaworld', 'mujoco', 'gymnasium') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
