@@ -219,6 +219,12 @@ class BossStraighteningLoss:
     jump by jump (paper §3.3, Alg. 2). Conditioning keys are passed to teacher and student; ``"weight"``
     weights samples. Returns ``(loss, {"loss": ...})``.
 
+    Solving the teacher costs ``fine_steps`` teacher calls per training step. The paper generates its
+    redress data once (Alg. 2); to do the same, precompute a bank ``boss_redress_states(teacher, x0_bank,
+    grid).movedim(0, 1)`` of shape (N, len(grid), ...) and pass rows of it under the reserved batch key
+    ``"trajectory"`` (batch first, like every other key; ``"x0"`` / ``"x1"`` may then be left out): the
+    teacher is not called at all.
+
     Args:
         teacher: the frozen pretrained velocity model.
         grid: the chosen times (e.g. :func:`boss_time_grid`), increasing, inside [0, 1].
@@ -239,10 +245,16 @@ class BossStraighteningLoss:
 
     def __call__(self, model: Model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        trajectory = batch.get("trajectory") if isinstance(batch, Mapping) else None
+        if trajectory is not None:
+            batch = self._trajectory_batch(batch, trajectory)
         data = unpack_batch(batch, generator)
         grid = self.grid.to(data.x0.device, data.x0.dtype)
-        states = boss_redress_states(self.teacher, data.x0, grid, fine_steps=self.fine_steps,
-                                     method=self.method, cond=data.cond or None)
+        if trajectory is not None:
+            states = trajectory.to(data.x0.dtype).movedim(1, 0)
+        else:
+            states = boss_redress_states(self.teacher, data.x0, grid, fine_steps=self.fine_steps,
+                                         method=self.method, cond=data.cond or None)
         n = data.x0.shape[0]
         k = torch.randint(0, len(grid) - 1, (n,), generator=generator, device="cpu").to(data.x0.device)
         rows = torch.arange(n, device=data.x0.device)
@@ -252,3 +264,15 @@ class BossStraighteningLoss:
         prediction = call_model(model, start, tau, data.cond)
         loss = reduce_weighted(per_sample_mean((prediction - target) ** 2), data.weight)
         return loss, {"loss": float(loss.detach())}
+
+    def _trajectory_batch(self, batch: Mapping[str, Tensor], trajectory: object) -> dict[str, Tensor]:
+        """Check a precomputed ``"trajectory"`` (B, len(grid), ...) and return the batch without it."""
+        trajectory = check_tensor(trajectory, 'batch["trajectory"]', min_dim=3)
+        if trajectory.shape[1] != len(self.grid):
+            raise ShapeError(expected(f'batch["trajectory"] of shape (B, {len(self.grid)}, ...): one teacher state '
+                                      "per grid time, batch first", f"shape {tuple(trajectory.shape)}",
+                                      "pass rows of boss_redress_states(teacher, x0, grid).movedim(0, 1)"))
+        rest = {k: v for k, v in batch.items() if k != "trajectory"}
+        rest.setdefault("x0", trajectory[:, 0])
+        rest.setdefault("x1", trajectory[:, -1])
+        return rest

@@ -112,7 +112,11 @@ class SplitMeanFlowLoss:
             into (s, t); default :class:`~flowzoo.core.timesamplers.UniformTime`. A two-time sampler whose
             ``sample`` returns ``(s, t)`` (:class:`~flowzoo.core.flowmap.TwoTimeSampler`) is used as is; its
             s = t samples become boundary samples on top of ``boundary_fraction`` (pass
-            ``distinct_fraction=1.0`` to let ``boundary_fraction`` alone decide).
+            ``distinct_fraction=1.0`` to let ``boundary_fraction`` alone decide). For 1- and 2-step sampling,
+            ``TwoTimeSampler(distinct_fraction=1.0, interval="uniform_gap")`` trains the long intervals those
+            samplers jump across ten times more often than two sorted uniform draws (P(t − s > 0.9) = 0.1 vs
+            0.01); the target of a long interval is bootstrapped from shorter ones, so it converges faster.
+            On 8 Gaussians → moons (``benchmarks/few_step.py``, 6000 steps) 1-NFE W2 0.557 vs 0.669.
         boundary_fraction: probability per sample of the boundary (flow-matching) term, in [0, 1]; the
             unofficial ports use 0.5. 0 leaves the map unanchored (see the module docstring).
         teacher: optional velocity model ``teacher(x, t, **cond)`` giving the boundary target (distillation).

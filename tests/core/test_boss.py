@@ -181,3 +181,32 @@ def test_redress_finetune_straightens_the_boss_steps(setup):
         after = _mse(integrate(student, x0, time_grid=grid).x, target)
     print(f"redress K=2: mse to the fine solve {before:.4f} -> {after:.4f}")
     assert after < 0.5 * before
+
+
+def test_precomputed_trajectory_batch_gives_the_same_loss_without_calling_the_teacher(setup):
+    """A redress bank (paper Alg. 2: redress data generated once) must give exactly the on-the-fly loss."""
+    teacher = setup["model"]
+    grid = setup["grid"][bellman_steps(setup["cost"], 3)]
+    x0 = setup["x0"][:64]
+    objective = BossStraighteningLoss(teacher, grid, fine_steps=100)
+    on_the_fly, _ = objective(teacher, {"x0": x0, "x1": torch.zeros_like(x0)},
+                              generator=torch.Generator().manual_seed(3))
+    bank = boss_redress_states(teacher, x0, grid, fine_steps=100).movedim(0, 1)
+    calls = []
+
+    def counting_teacher(x, t):
+        calls.append(1)
+        return teacher(x, t)
+
+    banked = BossStraighteningLoss(counting_teacher, grid, fine_steps=100)
+    from_bank, _ = banked(teacher, {"trajectory": bank}, generator=torch.Generator().manual_seed(3))
+    assert float(from_bank) == pytest.approx(float(on_the_fly), rel=1e-6)
+    assert not calls
+
+
+def test_trajectory_batch_with_the_wrong_number_of_times_raises():
+    objective = BossStraighteningLoss(lambda x, t: x, [0.0, 0.5, 1.0])
+    with pytest.raises(FlowzooError, match="trajectory"):
+        objective(lambda x, t: x, {"trajectory": torch.zeros(4, 2, 2)})       # 2 times for a 3-time grid
+    with pytest.raises(FlowzooError):
+        objective(lambda x, t: x, {"trajectory": torch.zeros(4, 3)})          # no feature dimension

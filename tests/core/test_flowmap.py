@@ -173,10 +173,25 @@ def test_two_time_sampler_mean_and_determinism():
     assert a[0].mean() > 0.7  # positive mean: mass towards the data end
 
 
+def test_two_time_sampler_uniform_gap_spreads_interval_lengths_evenly():
+    """interval="uniform_gap": d = t - s ~ U(0, 1) and s ~ U(0, 1 - d), so P(d > a) = 1 - a and E[s] = 1/4."""
+    g = torch.Generator().manual_seed(2)
+    s, t = TwoTimeSampler(distinct_fraction=1.0, interval="uniform_gap").sample(40_000, generator=g)
+    gap = t - s
+    assert bool((s >= 0).all() and (t <= 1).all() and (gap > 0).all())
+    for a in (0.25, 0.5, 0.9):
+        assert abs((gap > a).float().mean().item() - (1 - a)) < 0.01
+    assert abs(s.mean().item() - 0.25) < 0.01                          # E[(1 - d) U] = 1/2 * 1/2
+    sorted_pairs = TwoTimeSampler(mean=0.0, std=1.0, distinct_fraction=1.0).sample(40_000, generator=g)
+    assert (sorted_pairs[1] - sorted_pairs[0] > 0.9).float().mean() < 0.01   # the long jumps the option adds
+    s2, t2 = TwoTimeSampler(distinct_fraction=0.5, interval="uniform_gap").sample(20_000, generator=g)
+    assert abs((s2 < t2).float().mean().item() - 0.5) < 0.015
+
+
 # ------------------------------------------------------------------------------------------ bad inputs
 
 @pytest.mark.parametrize("kwargs", [dict(std=0.0), dict(std=-1.0), dict(mean=float("nan")),
-                                    dict(distinct_fraction=1.5), dict(mean="a")])
+                                    dict(distinct_fraction=1.5), dict(mean="a"), dict(interval="sorted")])
 def test_two_time_sampler_rejects_bad_config(kwargs):
     with pytest.raises(ConfigError):
         TwoTimeSampler(**kwargs)
