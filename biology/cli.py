@@ -10,9 +10,7 @@ The ``.obs`` keys default to the ones the model was trained with.
 
 from __future__ import annotations
 
-import os
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ import torch
 
 from flowzoo.core.config import parse_config
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.training import atomic_write_with
 
 __all__ = ["PredictConfig", "predict_main", "commands"]
 
@@ -48,16 +47,7 @@ class PredictConfig:
 
 
 def _write_h5ad_atomically(adata, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    try:
-        adata.write_h5ad(temporary)
-        with open(temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    atomic_write_with(path, adata.write_h5ad, suffix=".h5ad")
 
 
 def predict_main(argv: Sequence[str] | None = None) -> int:

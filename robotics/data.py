@@ -44,7 +44,7 @@ from torch.utils.data import Dataset
 
 from flowzoo.core.errors import (CheckpointError, ConfigError, EmptyInputError, NonFiniteError, ShapeError,
                                  expected)
-from flowzoo.core.training import atomic_write_bytes
+from flowzoo.core.training import atomic_write_bytes, fsync_directory
 from flowzoo.robotics.envs import EnvSpec
 
 __all__ = ["DemoFileError", "Normalizer", "DemoDataset", "WindowDataset", "check_output_path", "NORMALIZED_KEYS",
@@ -375,21 +375,8 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync_directory(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms that cannot open directories still rename atomically
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _swap_into_place(staging: Path, final: Path) -> None:
-    _fsync_directory(staging)
+    fsync_directory(staging)
     if final.exists():
         trash = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
         os.replace(final, trash)
@@ -401,7 +388,7 @@ def _swap_into_place(staging: Path, final: Path) -> None:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         os.replace(staging, final)
-    _fsync_directory(final.parent)
+    fsync_directory(final.parent)
 
 
 # ------------------------------------------------------------------------------------------------ windows

@@ -26,9 +26,7 @@ last checkpoint's success, in separate columns, never blended; :meth:`SuccessTra
 from __future__ import annotations
 
 import json
-import os
 import time
-import uuid
 import warnings
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -42,7 +40,7 @@ import torch
 from flowzoo.core.config import parse_config
 from flowzoo.core.errors import ConfigError, MissingDependencyError, ShapeError, expected
 from flowzoo.core.plotting import require_matplotlib
-from flowzoo.core.training import atomic_write_bytes
+from flowzoo.core.training import atomic_write_bytes, atomic_write_with
 from flowzoo.robotics.controller import ChunkPolicy, ObservationHistory, batch_observations
 
 __all__ = ["EpisodeRecord", "EvalResult", "evaluate_policy", "BestKRecorder", "SuccessTracker", "write_video",
@@ -431,20 +429,10 @@ def write_video(frames: Sequence[np.ndarray], path: str | Path, *, fps: int = 30
             path = path.with_suffix(".gif")
     if path.suffix.lower() not in (".mp4", ".gif"):
         raise ConfigError(expected("a video path ending in .mp4 or .gif", str(path), "rename the output file"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        if path.suffix.lower() == ".gif":
-            iio.imwrite(tmp, stack, extension=".gif", duration=1000.0 / fps, loop=0)
-        else:
-            iio.imwrite(tmp, stack, extension=".mp4", fps=fps)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    if path.suffix.lower() == ".gif":
+        return atomic_write_with(path, lambda tmp: iio.imwrite(tmp, stack, extension=".gif", duration=1000.0 / fps,
+                                                               loop=0), suffix=".gif")
+    return atomic_write_with(path, lambda tmp: iio.imwrite(tmp, stack, extension=".mp4", fps=fps), suffix=".mp4")
 
 
 class BestKRecorder:
@@ -561,17 +549,10 @@ class SuccessTracker:
                title=title or "success over training")
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}.png")
         try:
-            fig.savefig(tmp, format="png", dpi=120)
-            os.replace(tmp, path)
+            return atomic_write_with(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=120), suffix=".png")
         finally:
             plt.close(fig)
-            if tmp.exists():
-                tmp.unlink()
-        return path
 
 
 @dataclass

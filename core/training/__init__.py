@@ -10,6 +10,8 @@ and DDP under ``torchrun`` with no change to the entrypoint. Configure it with :
 from flowzoo.core.training.checkpoint import (
     Checkpoint,
     atomic_write_bytes,
+    atomic_write_with,
+    fsync_directory,
     latest_checkpoint,
     list_checkpoints,
     read_checkpoint,
@@ -44,6 +46,8 @@ __all__ = [
     "RunLogger",
     "Checkpoint",
     "atomic_write_bytes",
+    "atomic_write_with",
+    "fsync_directory",
     "write_checkpoint",
     "read_checkpoint",
     "verify_checkpoint",

@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ from flowzoo.core.errors import CheckpointError, expected
 __all__ = [
     "Checkpoint",
     "atomic_write_bytes",
+    "atomic_write_with",
+    "fsync_directory",
     "checkpoint_name",
     "list_checkpoints",
     "latest_checkpoint",
@@ -59,7 +61,8 @@ _STEP_DIR = re.compile(r"^step_(\d{7,})$")
 _STAGING_PREFIX = ".staging-"
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_directory(path: str | Path) -> None:
+    """Flush a directory entry (after a rename into it) where the platform allows it."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:  # e.g. Windows: directories cannot be opened; rename is still atomic there
@@ -74,19 +77,27 @@ def _fsync_dir(path: Path) -> None:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part."""
+    atomic_write_with(path, lambda tmp: tmp.write_bytes(data))
+
+
+def atomic_write_with(path: str | Path, write: Callable[[Path], Any], *, suffix: str = "") -> Path:
+    """Atomically create ``path`` with a writer that needs a file name (``adata.write_h5ad``, ``imageio.imwrite``):
+    ``write(temporary)`` writes a hidden file beside ``path`` (ending in ``suffix``, for writers that pick the
+    format from it), which is fsynced and renamed over ``path``; on any error the temporary file is removed and
+    ``path`` is untouched."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{suffix}")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
+        write(tmp)
+        with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
-    _fsync_dir(path.parent)
+    fsync_directory(path.parent)
+    return path
 
 
 def checkpoint_name(step: int) -> str:
@@ -182,7 +193,7 @@ def write_checkpoint(root: str | Path, step: int, files: Mapping[str, bytes], *,
             entries[file_name] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
         manifest = {"format": FORMAT, "version": 1, "step": step, "files": entries}
         atomic_write_bytes(staging / MANIFEST, json.dumps(manifest, indent=2).encode("utf-8"))
-        _fsync_dir(staging)
+        fsync_directory(staging)
         final = root / name
         if final.exists():  # re-running a step after resuming from an older checkpoint
             trash = root / f"{_STAGING_PREFIX}old-{name}-{uuid.uuid4().hex[:8]}"
@@ -191,7 +202,7 @@ def write_checkpoint(root: str | Path, step: int, files: Mapping[str, bytes], *,
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(staging, final)
-        _fsync_dir(root)
+        fsync_directory(root)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
