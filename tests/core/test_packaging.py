@@ -70,3 +70,12 @@ def test_unknown_command_is_rejected_with_help():
     out = subprocess.run([sys.executable, "-m", "flowzoo.core.cli", "nonsense"], capture_output=True, text=True)
     assert out.returncode == 2
     assert "unknown command" in out.stdout
+
+
+def test_test_files_have_unique_basenames():
+    """pytest's default import mode puts every test folder on sys.path: two test_x.py files would collide."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in (Path(__file__).resolve().parents[1]).rglob("test_*.py"))
+    assert [name for name, count in names.items() if count > 1] == []
