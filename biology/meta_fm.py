@@ -76,6 +76,8 @@ class MetaFMOptions:
     hidden: int = field(default=256, metadata=_h("width of the flow MLP"))
     depth: int = field(default=4, metadata=_h("hidden layers of the flow MLP"))
     time_dim: int = field(default=64, metadata=_h("size of the sinusoidal time embedding"))
+    fourier_features: int = field(default=0, metadata=_h("random Fourier features of x in the flow MLP (0: none)"))
+    fourier_scale: float = field(default=1.0, metadata=_h("std of the Fourier frequencies (per unit of x)"))
     populations_per_batch: int = field(default=8, metadata=_h("population pairs per update"))
     cells_per_population: int = field(default=128, metadata=_h("cells drawn from each population per update"))
     coupling: Literal["independent", "exact_ot"] = field(default="independent",
@@ -99,9 +101,12 @@ def build_model(options: MetaFMOptions, *, dim: int, treatments: Sequence[str], 
         extra = {"knn_k": options.knn_k} if options.encoder == "gcn" else {}
         encoder = kind(dim, cond_dim, options.encoder_hidden, options.encoder_layers, options.embed_dim, **extra)
     velocity = ConditionedVelocity(dim, 0 if conditioning == "none" else options.embed_dim, max(len(treatments), 1),
-                                   options.hidden, options.depth, options.time_dim)
+                                   options.hidden, options.depth, options.time_dim, options.fourier_features,
+                                   options.fourier_scale)
     model = PopulationFlow(velocity, conditioning, encoder, len(train_populations))
     model.treatments, model.train_populations = list(treatments), list(train_populations)
+    # the encoder is trained on populations of exactly this many cells; prediction embeds subsets of this size
+    model.context_cells = int(options.cells_per_population)
     return model
 
 
@@ -265,7 +270,8 @@ def _index(names: Sequence[str], name: str | int, what: str, fix: str) -> int:
 @torch.no_grad()
 def predict_population(model: PopulationFlow, source: torch.Tensor, *, treatment: str | int | None = None,
                        source_cond: torch.Tensor | None = None, population: str | int | None = None,
-                       steps: int = 100, method: str = "euler", allow_unseen: bool = False) -> torch.Tensor:
+                       steps: int = 100, method: str = "euler", allow_unseen: bool = False,
+                       context_cells: int | None = None) -> torch.Tensor:
     """Integrate the control cells ``source`` (n, d) to their predicted treated state (n, d).
 
     Args:
@@ -274,6 +280,11 @@ def predict_population(model: PopulationFlow, source: torch.Tensor, *, treatment
         population: the population's name, needed by the per-population baseline; a name it was not trained
             on raises ConfigError unless ``allow_unseen`` maps it to the null row.
         steps, method: the ODE solver (:func:`flowzoo.core.solvers.integrate`).
+        context_cells: how many cells the population encoder sees at once. A kNN graph over more cells than
+            in training is denser, so its embedding drifts from the ones the flow was trained on; a larger
+            population is therefore embedded as the mean (re-normalised) of ``ceil(n / context_cells)`` seeded
+            random subsets of ``context_cells`` cells. None: the training value (``model.context_cells``,
+            set by :func:`build_model`); 0: embed all cells at once.
     """
     if not isinstance(source, torch.Tensor) or source.dim() != 2:
         raise ConfigError(expected("source cells as an (n, d) tensor", getattr(source, "shape", type(source)),
@@ -302,13 +313,29 @@ def predict_population(model: PopulationFlow, source: torch.Tensor, *, treatment
                                        "use method meta_fm for new populations, or allow_unseen=True for the "
                                        "null-population fallback"))
         population_index = torch.tensor([population_index], device=device)
-    cond = None if source_cond is None else source_cond.to(device, torch.float32)[None]
-    embedding = model.condition(source[None], cond, population_index)
+    cond = None if source_cond is None else source_cond.to(device, torch.float32)
+    context = getattr(model, "context_cells", 0) if context_cells is None else context_cells
+    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
+        raise ConfigError(expected("context_cells as an int >= 0 (0: all cells)", repr(context_cells),
+                                   "pass e.g. the training cells_per_population"))
+    embedding = _embed(model, source, cond, population_index, context)
     n = source.shape[0]
     flow_cond = {"treatment": torch.full((n,), tindex, device=device, dtype=torch.long)}
     if embedding is not None:
         flow_cond["embedding"] = embedding.expand(n, -1)
     return integrate(model, source, method=method, steps=steps, cond=flow_cond).x
+
+
+def _embed(model: PopulationFlow, source: torch.Tensor, cond: torch.Tensor | None,
+           population_index: torch.Tensor | None, context: int) -> torch.Tensor | None:
+    n = source.shape[0]
+    if model.conditioning != "encoder" or context == 0 or n <= context:
+        return model.condition(source[None], None if cond is None else cond[None], population_index)
+    generator = torch.Generator().manual_seed(0)  # the same subsets every call: predictions are reproducible
+    subsets = torch.stack([torch.randperm(n, generator=generator)[:context] for _ in range(-(-n // context))])
+    subsets = subsets.to(source.device)
+    embedded = model.condition(source[subsets], None if cond is None else cond[subsets], None)
+    return torch.nn.functional.normalize(embedded.mean(0, keepdim=True), dim=1)
 
 
 def evaluate_pairs(model: PopulationFlow, pairs: Sequence[PopulationPair], *, steps: int = 100,
