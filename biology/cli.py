@@ -17,33 +17,31 @@ from pathlib import Path
 
 import torch
 
-from flowzoo.core.config import parse_config
+from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.training import atomic_write_with
 
 __all__ = ["PredictConfig", "predict_main", "commands"]
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
 class PredictConfig:
     """Predict treated populations from control populations with a trained Meta FM run."""
 
-    checkpoint: str = field(metadata=_h("run directory (or checkpoint) of `python -m flowzoo.biology.train meta_fm`"))
-    adata: str = field(metadata=_h("the .h5ad with the control populations (read only)"))
-    out: str = field(metadata=_h("the .h5ad to write (a new file; never the input)"))
-    treatment: str | None = field(default=None, metadata=_h("treatment to predict (none: the model's only one)"))
-    population_key: str | None = field(default=None, metadata=_h(".obs population column (none: as in training)"))
-    condition_key: str | None = field(default=None, metadata=_h(".obs condition column (none: as in training)"))
-    control: str | None = field(default=None, metadata=_h("control value (none: as in training)"))
-    key_added: str = field(default="X_meta_fm", metadata=_h(".obsm / .layers key of the prediction"))
-    steps: int = field(default=100, metadata=_h("ODE steps"))
-    method: str = field(default="euler", metadata=_h("ODE method: euler, midpoint, heun, rk4, dopri5"))
-    allow_unseen: bool = field(default=False, metadata=_h("per_population_fm: map new populations to the null row"))
-    plot: str | None = field(default=None, metadata=_h("PNG of the first population: control, predicted, observed"))
+    checkpoint: str = field(metadata=option_help("run directory (or checkpoint) of `python -m flowzoo.biology.train meta_fm`"))
+    adata: str = field(metadata=option_help("the .h5ad with the control populations (read only)"))
+    out: str = field(metadata=option_help("the .h5ad to write (a new file; never the input)"))
+    treatment: str | None = field(default=None, metadata=option_help("treatment to predict (none: the model's only one)"))
+    population_key: str | None = field(default=None, metadata=option_help(".obs population column (none: as in training)"))
+    condition_key: str | None = field(default=None, metadata=option_help(".obs condition column (none: as in training)"))
+    control: str | None = field(default=None, metadata=option_help("control value (none: as in training)"))
+    key_added: str = field(default="X_meta_fm", metadata=option_help(".obsm / .layers key of the prediction"))
+    steps: int = field(default=100, metadata=option_help("ODE steps"))
+    method: str = field(default="euler", metadata=option_help("ODE method: euler, midpoint, heun, rk4, dopri5"))
+    allow_unseen: bool = field(default=False, metadata=option_help("per_population_fm: map new populations to the null row"))
+    plot: str | None = field(default=None, metadata=option_help("PNG of the first population: control, predicted, observed"))
 
 
 def _write_h5ad_atomically(adata, path: Path) -> None:

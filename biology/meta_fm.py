@@ -44,6 +44,7 @@ import torch
 from flowzoo.biology.metrics import population_distances
 from flowzoo.biology.nets import ConditionedVelocity, DeepSetsEncoder, GCNPopulationEncoder, PopulationFlow
 from flowzoo.biology.populations import PopulationPair, PopulationSet, read_adata, representation
+from flowzoo.core.config import option_help
 from flowzoo.core.couplings import ExactOTCoupling
 from flowzoo.core.errors import ConfigError, NonFiniteError, expected
 from flowzoo.core.objectives import FlowMatchingLoss
@@ -58,8 +59,6 @@ METHODS = ("meta_fm", "fm", "per_population_fm")
 _CONDITIONING = {"meta_fm": "encoder", "fm": "none", "per_population_fm": "population"}
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
@@ -67,23 +66,23 @@ class MetaFMOptions:
     """Model and batch options of Meta Flow Matching and its baselines (``--model.<name>``)."""
 
     method: Literal["meta_fm", "fm", "per_population_fm"] = field(
-        default="meta_fm", metadata=_h("meta_fm, or a baseline: fm (no population) / per_population_fm (CGFM)"))
-    encoder: Literal["gcn", "deepsets"] = field(default="gcn", metadata=_h("population encoder of meta_fm"))
-    knn_k: int = field(default=10, metadata=_h("neighbours per cell in the encoder's kNN graph"))
-    encoder_hidden: int = field(default=64, metadata=_h("width of the encoder layers"))
-    encoder_layers: int = field(default=3, metadata=_h("GCN (or DeepSets) layers"))
-    embed_dim: int = field(default=64, metadata=_h("size of the population embedding"))
-    hidden: int = field(default=256, metadata=_h("width of the flow MLP"))
-    depth: int = field(default=4, metadata=_h("hidden layers of the flow MLP"))
-    time_dim: int = field(default=64, metadata=_h("size of the sinusoidal time embedding"))
-    fourier_features: int = field(default=0, metadata=_h("random Fourier features of x in the flow MLP (0: none)"))
-    fourier_scale: float = field(default=1.0, metadata=_h("std of the Fourier frequencies (per unit of x)"))
-    populations_per_batch: int = field(default=8, metadata=_h("population pairs per update"))
-    cells_per_population: int = field(default=128, metadata=_h("cells drawn from each population per update"))
+        default="meta_fm", metadata=option_help("meta_fm, or a baseline: fm (no population) / per_population_fm (CGFM)"))
+    encoder: Literal["gcn", "deepsets"] = field(default="gcn", metadata=option_help("population encoder of meta_fm"))
+    knn_k: int = field(default=10, metadata=option_help("neighbours per cell in the encoder's kNN graph"))
+    encoder_hidden: int = field(default=64, metadata=option_help("width of the encoder layers"))
+    encoder_layers: int = field(default=3, metadata=option_help("GCN (or DeepSets) layers"))
+    embed_dim: int = field(default=64, metadata=option_help("size of the population embedding"))
+    hidden: int = field(default=256, metadata=option_help("width of the flow MLP"))
+    depth: int = field(default=4, metadata=option_help("hidden layers of the flow MLP"))
+    time_dim: int = field(default=64, metadata=option_help("size of the sinusoidal time embedding"))
+    fourier_features: int = field(default=0, metadata=option_help("random Fourier features of x in the flow MLP (0: none)"))
+    fourier_scale: float = field(default=1.0, metadata=option_help("std of the Fourier frequencies (per unit of x)"))
+    populations_per_batch: int = field(default=8, metadata=option_help("population pairs per update"))
+    cells_per_population: int = field(default=128, metadata=option_help("cells drawn from each population per update"))
     coupling: Literal["independent", "exact_ot"] = field(default="independent",
-                                                         metadata=_h("pairing of cells inside a population pair"))
-    alternating: bool = field(default=False, metadata=_h("alternate flow / encoder updates as the paper's code"))
-    population_dropout: float = field(default=0.1, metadata=_h("per_population_fm: share trained as the null row"))
+                                                         metadata=option_help("pairing of cells inside a population pair"))
+    alternating: bool = field(default=False, metadata=option_help("alternate flow / encoder updates as the paper's code"))
+    population_dropout: float = field(default=0.1, metadata=option_help("per_population_fm: share trained as the null row"))
 
 
 def build_model(options: MetaFMOptions, *, dim: int, treatments: Sequence[str], train_populations: Sequence[str],

@@ -28,7 +28,7 @@ from typing import Literal
 import safetensors.torch
 import torch
 
-from flowzoo.core.config import parse_config
+from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import Trainer, TrainerConfig, atomic_write_bytes, unwrap_model
 from flowzoo.biology.gumbel_fm import build_method
@@ -55,8 +55,6 @@ __all__ = [
 MODEL_FILE, GUIDE_FILE = "sequence_model", "guide"
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 def _default_trainer() -> TrainerConfig:
@@ -68,19 +66,19 @@ def _default_trainer() -> TrainerConfig:
 class SequenceTrainConfig:
     """Train a flow on the simplex on the sequences of a FASTA file (all of one length)."""
 
-    fasta: str = field(default="", metadata=_h("training sequences (FASTA, equal lengths)"))
-    alphabet: str = field(default="dna", metadata=_h("dna, protein, base64, or the letters themselves"))
+    fasta: str = field(default="", metadata=option_help("training sequences (FASTA, equal lengths)"))
+    alphabet: str = field(default="dna", metadata=option_help("dna, protein, base64, or the letters themselves"))
     out: str = field(default="runs/gumbel_fm",
-                     metadata=_h("run directory: checkpoints and the exported model (sets trainer.out_dir)"))
-    method: Literal["gumbel_fm", "gumbel_score", "linear_fm"] = field(default="gumbel_fm", metadata=_h("flow"))
-    net: Literal["conv", "transformer"] = field(default="conv", metadata=_h("backbone"))
-    hidden: int = field(default=128, metadata=_h("backbone width"))
-    depth: int = field(default=4, metadata=_h("backbone blocks / layers"))
-    tau_max: float = field(default=10.0, metadata=_h("Gumbel-softmax temperature at t = 0"))
-    decay: float = field(default=3.0, metadata=_h("temperature decay rate lambda"))
-    beta: float = field(default=2.0, metadata=_h("Gumbel noise scale beta"))
-    step: Literal["euler", "logit"] = field(default="euler", metadata=_h("simplex Euler step kind"))
-    sample_steps: int = field(default=100, metadata=_h("default sampling steps stored with the model"))
+                     metadata=option_help("run directory: checkpoints and the exported model (sets trainer.out_dir)"))
+    method: Literal["gumbel_fm", "gumbel_score", "linear_fm"] = field(default="gumbel_fm", metadata=option_help("flow"))
+    net: Literal["conv", "transformer"] = field(default="conv", metadata=option_help("backbone"))
+    hidden: int = field(default=128, metadata=option_help("backbone width"))
+    depth: int = field(default=4, metadata=option_help("backbone blocks / layers"))
+    tau_max: float = field(default=10.0, metadata=option_help("Gumbel-softmax temperature at t = 0"))
+    decay: float = field(default=3.0, metadata=option_help("temperature decay rate lambda"))
+    beta: float = field(default=2.0, metadata=option_help("Gumbel noise scale beta"))
+    step: Literal["euler", "logit"] = field(default="euler", metadata=option_help("simplex Euler step kind"))
+    sample_steps: int = field(default=100, metadata=option_help("default sampling steps stored with the model"))
     trainer: TrainerConfig = field(default_factory=_default_trainer)
 
 
@@ -88,36 +86,36 @@ class SequenceTrainConfig:
 class GuideTrainConfig:
     """Train a clean-sequence classifier for straight-through guidance."""
 
-    fasta: str = field(default="", metadata=_h("labelled sequences (FASTA, equal lengths)"))
-    alphabet: str = field(default="dna", metadata=_h("dna, protein, base64, or the letters themselves"))
-    out: str = field(default="runs/guide", metadata=_h("output directory of guide.safetensors / guide.json"))
-    motif: str = field(default="", metadata=_h("label = 1 if the sequence holds this motif (else read headers)"))
-    label_key: str = field(default="label", metadata=_h("header token key=value giving the class label"))
-    target_class: int = field(default=1, metadata=_h("class that guidance raises by default"))
-    hidden: int = field(default=64, metadata=_h("classifier channels"))
-    kernel_size: int = field(default=7, metadata=_h("odd convolution width"))
-    steps: int = field(default=500, metadata=_h("training steps"))
-    batch_size: int = field(default=128, metadata=_h("batch size"))
-    lr: float = field(default=2e-3, metadata=_h("learning rate"))
-    seed: int = field(default=0, metadata=_h("seed"))
-    progress: bool = field(default=True, metadata=_h("show a progress bar"))
+    fasta: str = field(default="", metadata=option_help("labelled sequences (FASTA, equal lengths)"))
+    alphabet: str = field(default="dna", metadata=option_help("dna, protein, base64, or the letters themselves"))
+    out: str = field(default="runs/guide", metadata=option_help("output directory of guide.safetensors / guide.json"))
+    motif: str = field(default="", metadata=option_help("label = 1 if the sequence holds this motif (else read headers)"))
+    label_key: str = field(default="label", metadata=option_help("header token key=value giving the class label"))
+    target_class: int = field(default=1, metadata=option_help("class that guidance raises by default"))
+    hidden: int = field(default=64, metadata=option_help("classifier channels"))
+    kernel_size: int = field(default=7, metadata=option_help("odd convolution width"))
+    steps: int = field(default=500, metadata=option_help("training steps"))
+    batch_size: int = field(default=128, metadata=option_help("batch size"))
+    lr: float = field(default=2e-3, metadata=option_help("learning rate"))
+    seed: int = field(default=0, metadata=option_help("seed"))
+    progress: bool = field(default=True, metadata=option_help("show a progress bar"))
 
 
 @dataclass
 class SampleConfig:
     """Sample sequences from a trained model, optionally with straight-through guidance."""
 
-    checkpoint: str = field(default="", metadata=_h("run directory written by train (or its sequence_model.json)"))
-    n: int = field(default=100, metadata=_h("number of sequences"))
-    out: str = field(default="samples.fa", metadata=_h("output FASTA"))
-    steps: int = field(default=0, metadata=_h("Euler steps (0: the model's default)"))
-    guide: str = field(default="", metadata=_h("guide directory (or guide.json) from train ... guide"))
-    guide_strength: float = field(default=1.0, metadata=_h("guidance strength gamma"))
-    guide_samples: int = field(default=16, metadata=_h("sequences drawn per step for the straight-through gradient"))
-    target_class: int = field(default=-1, metadata=_h("class to raise (-1: the guide's default)"))
-    batch_size: int = field(default=500, metadata=_h("sequences per sampling batch"))
-    seed: int = field(default=0, metadata=_h("seed"))
-    progress: bool = field(default=True, metadata=_h("show a progress bar"))
+    checkpoint: str = field(default="", metadata=option_help("run directory written by train (or its sequence_model.json)"))
+    n: int = field(default=100, metadata=option_help("number of sequences"))
+    out: str = field(default="samples.fa", metadata=option_help("output FASTA"))
+    steps: int = field(default=0, metadata=option_help("Euler steps (0: the model's default)"))
+    guide: str = field(default="", metadata=option_help("guide directory (or guide.json) from train ... guide"))
+    guide_strength: float = field(default=1.0, metadata=option_help("guidance strength gamma"))
+    guide_samples: int = field(default=16, metadata=option_help("sequences drawn per step for the straight-through gradient"))
+    target_class: int = field(default=-1, metadata=option_help("class to raise (-1: the guide's default)"))
+    batch_size: int = field(default=500, metadata=option_help("sequences per sampling batch"))
+    seed: int = field(default=0, metadata=option_help("seed"))
+    progress: bool = field(default=True, metadata=option_help("show a progress bar"))
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -28,7 +28,7 @@ import numpy as np
 from flowzoo.biology.meta_fm import MetaFMOptions, build_model, evaluate_pairs, fit, plot_prediction, predict_population
 from flowzoo.biology.nets import PopulationFlow
 from flowzoo.biology.populations import load_populations
-from flowzoo.core.config import config_from_dict, parse_config
+from flowzoo.core.config import config_from_dict, option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import TrainerConfig, atomic_write_bytes, read_checkpoint
 
@@ -38,8 +38,6 @@ __all__ = ["MetaFMConfig", "run_meta_fm", "load_trained", "normalize_option_name
 POPULATIONS_FILE = "populations.json"
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 def _default_trainer() -> TrainerConfig:
@@ -55,21 +53,21 @@ class MetaFMConfig:
     is not used.
     """
 
-    adata: str = field(metadata=_h("the .h5ad file (read only)"))
-    population_key: str = field(default="population", metadata=_h(".obs column naming each cell's population"))
-    condition_key: str = field(default="condition", metadata=_h(".obs column with control / treated"))
-    control: str = field(default="control", metadata=_h("condition value of the control cells"))
-    treated: str | None = field(default=None, metadata=_h("condition value of treated cells (none: all others)"))
-    treatment_key: str | None = field(default=None, metadata=_h(".obs column naming the treatment (none: condition)"))
-    rep: str = field(default="X", metadata=_h("X, an .obsm key (e.g. X_pca) or a .layers key"))
-    cell_condition_key: str | None = field(default=None, metadata=_h(".obs column of per-cell encoder channels"))
-    split_key: str | None = field(default=None, metadata=_h(".obs column with train/validation/test per population"))
-    val_fraction: float = field(default=0.15, metadata=_h("validation populations (seeded split)"))
-    test_fraction: float = field(default=0.15, metadata=_h("held-out test populations (seeded split)"))
-    split_seed: int = field(default=0, metadata=_h("seed of the population split"))
-    out: str | None = field(default=None, metadata=_h("run directory (sets trainer.out_dir)"))
-    eval_steps: int = field(default=50, metadata=_h("Euler steps when evaluating"))
-    eval_pairs: int = field(default=8, metadata=_h("validation pairs evaluated during training"))
+    adata: str = field(metadata=option_help("the .h5ad file (read only)"))
+    population_key: str = field(default="population", metadata=option_help(".obs column naming each cell's population"))
+    condition_key: str = field(default="condition", metadata=option_help(".obs column with control / treated"))
+    control: str = field(default="control", metadata=option_help("condition value of the control cells"))
+    treated: str | None = field(default=None, metadata=option_help("condition value of treated cells (none: all others)"))
+    treatment_key: str | None = field(default=None, metadata=option_help(".obs column naming the treatment (none: condition)"))
+    rep: str = field(default="X", metadata=option_help("X, an .obsm key (e.g. X_pca) or a .layers key"))
+    cell_condition_key: str | None = field(default=None, metadata=option_help(".obs column of per-cell encoder channels"))
+    split_key: str | None = field(default=None, metadata=option_help(".obs column with train/validation/test per population"))
+    val_fraction: float = field(default=0.15, metadata=option_help("validation populations (seeded split)"))
+    test_fraction: float = field(default=0.15, metadata=option_help("held-out test populations (seeded split)"))
+    split_seed: int = field(default=0, metadata=option_help("seed of the population split"))
+    out: str | None = field(default=None, metadata=option_help("run directory (sets trainer.out_dir)"))
+    eval_steps: int = field(default=50, metadata=option_help("Euler steps when evaluating"))
+    eval_pairs: int = field(default=8, metadata=option_help("validation pairs evaluated during training"))
     model: MetaFMOptions = field(default_factory=MetaFMOptions)
     trainer: TrainerConfig = field(default_factory=_default_trainer)
 

@@ -56,6 +56,7 @@ from flowzoo.core._config_types import (
 from flowzoo.core.errors import ConfigError, expected
 
 __all__ = [
+    "option_help",
     "parse_config",
     "config_to_dict",
     "config_from_dict",
@@ -66,6 +67,11 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+def option_help(text: str) -> dict[str, str]:
+    """Field metadata giving an option its ``--help`` line: ``field(default=..., metadata=option_help("..."))``."""
+    return {"help": text}
 
 
 # ----------------------------------------------------------------------------- field table

@@ -37,6 +37,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from flowzoo.core._validation import check_tensor
+from flowzoo.core.training.checkpoint import atomic_write_bytes
 from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
 from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, unpack_batch
 from flowzoo.core.objectives import FlowMatchingLoss
@@ -50,27 +51,9 @@ MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` so that a crash leaves either the old file or the whole new one."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:  # make the rename itself durable (not possible on every platform)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-
-
 def _write_chunk(path: Path, tensors: dict[str, Tensor]) -> str:
     data = save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
-    _atomic_write(path, data)
+    atomic_write_bytes(path, data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -162,7 +145,7 @@ def generate_pairs(model: Callable[..., Tensor], source, n: int | None = None, *
     manifest = {"format": "flowzoo.reflow.pairs", "version": FORMAT_VERSION, "count": total,
                 "sample_shape": sample_shape, "dtype": str(dtype).replace("torch.", ""), "solver": method,
                 "steps": steps, "seed": seed, "cond_keys": sorted(cond), "chunks": chunks}
-    _atomic_write(out / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
+    atomic_write_bytes(out / MANIFEST_NAME, json.dumps(manifest, indent=1).encode())
     return PairStore(out)
 
 

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowzoo.core.config import config_from_dict, config_to_dict, validate_config
+from flowzoo.core.config import config_from_dict, config_to_dict, option_help, validate_config
 from flowzoo.core.dispersive import DISPERSIVE_KINDS, dispersive_loss
 from flowzoo.core.errors import (CheckpointError, ConfigError, DTypeError, FlowzooError, NonFiniteError, ShapeError,
                                  expected)
@@ -80,8 +80,6 @@ _METHOD_DEFAULTS: dict[str, tuple[str | None, str, float, str, int, float]] = {
 }
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
@@ -89,35 +87,35 @@ class PolicyConfig:
     """Options of a :class:`FlowPolicy`. Fields set to ``"auto"`` / None take the method's default on creation
     (the resolved values are what a checkpoint stores)."""
 
-    method: Literal["fm", "meanflow", "mp1", "dm1"] = field(default="fm", metadata=_h("training method"))
-    n_obs_steps: int = field(default=2, metadata=_h("observation history length"))
-    horizon: int = field(default=4, metadata=_h("actions per predicted chunk"))
-    n_action_steps: int = field(default=4, metadata=_h("actions of each chunk executed before replanning"))
-    sample_steps: int | None = field(default=None, metadata=_h("sampling steps (NFE); none: 10 for fm, 1 otherwise"))
-    down_dims: tuple[int, ...] = field(default=(64, 128, 256), metadata=_h("U-Net channels per level"))
-    kernel_size: int = field(default=5, metadata=_h("U-Net temporal kernel"))
-    n_groups: int = field(default=8, metadata=_h("GroupNorm groups"))
-    time_dim: int = field(default=64, metadata=_h("time embedding size"))
-    time_scale: float = field(default=1.0, metadata=_h("time multiplier of the sinusoidal embedding (MP1: 1)"))
-    point_dim: int = field(default=64, metadata=_h("point-cloud feature size per step"))
-    state_dim: int = field(default=64, metadata=_h("state feature size per key and step"))
-    state_hidden: tuple[int, ...] = field(default=(64,), metadata=_h("hidden widths of the state MLPs"))
-    dispersive: str | None = field(default=_AUTO, metadata=_h(f"dispersive loss kind {DISPERSIVE_KINDS} or none"))
-    dispersive_weight: float = field(default=0.5, metadata=_h("weight of the dispersive loss"))
-    dispersive_temperature: float | None = field(default=None, metadata=_h("tau; none: the kind's default"))
-    dispersive_target: str = field(default=_AUTO, metadata=_h(f"features for the dispersive loss {DISPERSIVE_TARGETS}"))
-    guidance: str = field(default=_AUTO, metadata=_h("none | cfg (condition dropout) | mp1 (MP1's target)"))
-    guidance_scale: float | None = field(default=None, metadata=_h("omega; none: 2 for mp1, else 1"))
-    cond_dropout: float = field(default=0.0, metadata=_h("probability of training with the null condition (cfg)"))
-    null_cond: Literal["learned", "zeros"] = field(default="learned", metadata=_h("null observation features for cfg"))
-    time_mean: float = field(default=MP1_TIME_MEAN, metadata=_h("logit-normal mean of MeanFlow times (flowzoo time)"))
-    time_std: float = field(default=1.0, metadata=_h("logit-normal std of MeanFlow times"))
-    distinct_fraction: float = field(default=0.5, metadata=_h("fraction of MeanFlow pairs with s < t"))
-    adaptive_p: float | None = field(default=None, metadata=_h("MeanFlow adaptive-weight power p (0: plain MSE); "
+    method: Literal["fm", "meanflow", "mp1", "dm1"] = field(default="fm", metadata=option_help("training method"))
+    n_obs_steps: int = field(default=2, metadata=option_help("observation history length"))
+    horizon: int = field(default=4, metadata=option_help("actions per predicted chunk"))
+    n_action_steps: int = field(default=4, metadata=option_help("actions of each chunk executed before replanning"))
+    sample_steps: int | None = field(default=None, metadata=option_help("sampling steps (NFE); none: 10 for fm, 1 otherwise"))
+    down_dims: tuple[int, ...] = field(default=(64, 128, 256), metadata=option_help("U-Net channels per level"))
+    kernel_size: int = field(default=5, metadata=option_help("U-Net temporal kernel"))
+    n_groups: int = field(default=8, metadata=option_help("GroupNorm groups"))
+    time_dim: int = field(default=64, metadata=option_help("time embedding size"))
+    time_scale: float = field(default=1.0, metadata=option_help("time multiplier of the sinusoidal embedding (MP1: 1)"))
+    point_dim: int = field(default=64, metadata=option_help("point-cloud feature size per step"))
+    state_dim: int = field(default=64, metadata=option_help("state feature size per key and step"))
+    state_hidden: tuple[int, ...] = field(default=(64,), metadata=option_help("hidden widths of the state MLPs"))
+    dispersive: str | None = field(default=_AUTO, metadata=option_help(f"dispersive loss kind {DISPERSIVE_KINDS} or none"))
+    dispersive_weight: float = field(default=0.5, metadata=option_help("weight of the dispersive loss"))
+    dispersive_temperature: float | None = field(default=None, metadata=option_help("tau; none: the kind's default"))
+    dispersive_target: str = field(default=_AUTO, metadata=option_help(f"features for the dispersive loss {DISPERSIVE_TARGETS}"))
+    guidance: str = field(default=_AUTO, metadata=option_help("none | cfg (condition dropout) | mp1 (MP1's target)"))
+    guidance_scale: float | None = field(default=None, metadata=option_help("omega; none: 2 for mp1, else 1"))
+    cond_dropout: float = field(default=0.0, metadata=option_help("probability of training with the null condition (cfg)"))
+    null_cond: Literal["learned", "zeros"] = field(default="learned", metadata=option_help("null observation features for cfg"))
+    time_mean: float = field(default=MP1_TIME_MEAN, metadata=option_help("logit-normal mean of MeanFlow times (flowzoo time)"))
+    time_std: float = field(default=1.0, metadata=option_help("logit-normal std of MeanFlow times"))
+    distinct_fraction: float = field(default=0.5, metadata=option_help("fraction of MeanFlow pairs with s < t"))
+    adaptive_p: float | None = field(default=None, metadata=option_help("MeanFlow adaptive-weight power p (0: plain MSE); "
                                                                 "none: 0 for dm1, else 0.5 (MP1)"))
-    adaptive_c: float = field(default=1e-3, metadata=_h("MeanFlow adaptive-weight offset c"))
-    derivative: Literal["jvp", "finite_difference"] = field(default="jvp", metadata=_h("MeanFlow du/ds"))
-    clip_sample: bool = field(default=True, metadata=_h("clamp the normalised chunk to [-1, 1] before un-normalising"))
+    adaptive_c: float = field(default=1e-3, metadata=option_help("MeanFlow adaptive-weight offset c"))
+    derivative: Literal["jvp", "finite_difference"] = field(default="jvp", metadata=option_help("MeanFlow du/ds"))
+    clip_sample: bool = field(default=True, metadata=option_help("clamp the normalised chunk to [-1, 1] before un-normalising"))
 
     def __post_init__(self) -> None:
         if isinstance(self.down_dims, list):

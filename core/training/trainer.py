@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from flowzoo.core.config import validate_config
+from flowzoo.core.config import option_help, validate_config
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, TrainingDivergedError, expected
 from flowzoo.core.training import distributed as ddp
 from flowzoo.core.training.data_stream import SamplerStream, as_batch, derive_seed, make_stream
@@ -53,38 +53,36 @@ Evaluate = Callable[[nn.Module, int, Path], Mapping[str, float]]
 Callback = Callable[["Trainer", int, Mapping[str, float]], None]
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
 
 
 @dataclass
 class TrainerConfig:
     """Options of the training engine (``--trainer.<name>`` in an entrypoint)."""
 
-    steps: int = field(default=1000, metadata=_h("total optimiser updates of the run"))
-    batch_size: int = field(default=256, metadata=_h("samples per update and per process"))
-    lr: float = field(default=1e-3, metadata=_h("peak AdamW learning rate"))
-    weight_decay: float = field(default=0.0, metadata=_h("AdamW weight decay (matrices only; biases and norms are not decayed)"))
-    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=_h("AdamW betas"))
-    warmup_steps: int = field(default=0, metadata=_h("linear learning-rate warm-up updates"))
-    min_lr_ratio: float = field(default=0.0, metadata=_h("cosine decay floor as a fraction of lr (1: constant)"))
-    grad_clip: float = field(default=1.0, metadata=_h("clip the global gradient norm to this (0: no clipping)"))
-    ema_decay: float = field(default=0.999, metadata=_h("EMA decay of the weights used for evaluation (0: no EMA)"))
-    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata=_h("autocast precision; fp16 adds loss scaling"))
-    num_workers: int = field(default=0, metadata=_h("DataLoader workers for a Dataset (ignored for callables)"))
-    log_every: int = field(default=50, metadata=_h("log training metrics every this many updates"))
-    eval_every: int = field(default=0, metadata=_h("evaluate every this many updates (0: only at the end)"))
-    checkpoint_every: int = field(default=1000, metadata=_h("checkpoint every this many updates (0: only at the end)"))
-    keep_checkpoints: int = field(default=3, metadata=_h("newest checkpoints kept (0: keep all)"))
-    out_dir: str = field(default="runs/flowzoo", metadata=_h("run directory: checkpoints, logs, evaluations"))
-    seed: int = field(default=0, metadata=_h("seed of every random stream of the run"))
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=_h("auto: CUDA when available"))
-    progress: bool = field(default=True, metadata=_h("show a progress bar (rank 0)"))
-    tensorboard: bool = field(default=True, metadata=_h("write TensorBoard scalars when tensorboard is installed"))
-    resume: bool | str = field(default=False, metadata=_h("true: continue the latest checkpoint in out_dir; or a checkpoint path"))
-    overwrite: bool = field(default=False, metadata=_h("start a fresh run even if out_dir holds checkpoints (deletes them)"))
-    max_steps: int | None = field(default=None, metadata=_h("stop (with a checkpoint) after this update without changing the schedule"))
-    ddp_find_unused_parameters: bool = field(default=False, metadata=_h("DDP: allow parameters without gradient"))
+    steps: int = field(default=1000, metadata=option_help("total optimiser updates of the run"))
+    batch_size: int = field(default=256, metadata=option_help("samples per update and per process"))
+    lr: float = field(default=1e-3, metadata=option_help("peak AdamW learning rate"))
+    weight_decay: float = field(default=0.0, metadata=option_help("AdamW weight decay (matrices only; biases and norms are not decayed)"))
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=option_help("AdamW betas"))
+    warmup_steps: int = field(default=0, metadata=option_help("linear learning-rate warm-up updates"))
+    min_lr_ratio: float = field(default=0.0, metadata=option_help("cosine decay floor as a fraction of lr (1: constant)"))
+    grad_clip: float = field(default=1.0, metadata=option_help("clip the global gradient norm to this (0: no clipping)"))
+    ema_decay: float = field(default=0.999, metadata=option_help("EMA decay of the weights used for evaluation (0: no EMA)"))
+    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata=option_help("autocast precision; fp16 adds loss scaling"))
+    num_workers: int = field(default=0, metadata=option_help("DataLoader workers for a Dataset (ignored for callables)"))
+    log_every: int = field(default=50, metadata=option_help("log training metrics every this many updates"))
+    eval_every: int = field(default=0, metadata=option_help("evaluate every this many updates (0: only at the end)"))
+    checkpoint_every: int = field(default=1000, metadata=option_help("checkpoint every this many updates (0: only at the end)"))
+    keep_checkpoints: int = field(default=3, metadata=option_help("newest checkpoints kept (0: keep all)"))
+    out_dir: str = field(default="runs/flowzoo", metadata=option_help("run directory: checkpoints, logs, evaluations"))
+    seed: int = field(default=0, metadata=option_help("seed of every random stream of the run"))
+    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=option_help("auto: CUDA when available"))
+    progress: bool = field(default=True, metadata=option_help("show a progress bar (rank 0)"))
+    tensorboard: bool = field(default=True, metadata=option_help("write TensorBoard scalars when tensorboard is installed"))
+    resume: bool | str = field(default=False, metadata=option_help("true: continue the latest checkpoint in out_dir; or a checkpoint path"))
+    overwrite: bool = field(default=False, metadata=option_help("start a fresh run even if out_dir holds checkpoints (deletes them)"))
+    max_steps: int | None = field(default=None, metadata=option_help("stop (with a checkpoint) after this update without changing the schedule"))
+    ddp_find_unused_parameters: bool = field(default=False, metadata=option_help("DDP: allow parameters without gradient"))
 
     def __post_init__(self) -> None:
         validate_config(self)
