@@ -1,21 +1,36 @@
 """flowzoo.robotics: robot policies trained by flow matching, evaluated in simulation, run in a control loop.
 
 Modules (imported on demand, so ``import flowzoo.robotics`` loads neither MuJoCo nor Meta-World):
-    envs        Meta-World v3 tasks behind one observation convention, EnvSpec, scripted experts, task registry
-    pointcloud  depth rendering, back-projection, workspace crop, farthest point sampling
-    data        demonstration datasets on disk, the normaliser, (observation history, action chunk) windows
-    collect     scripted-expert collection (``flowzoo robotics collect``)
-    nets        DP3-style point encoder, state encoder, conditional 1-D temporal U-Net with FiLM
-    policy      FlowPolicy (fm / meanflow / mp1 / dm1), save/load with spec and normaliser
-    mp1         MP1: MeanFlow on action chunks, dispersive loss, both guidance forms
-    dm1         DM1: dispersive variants on the same policy, representation health
-    toy         2-D bimodal obstacle task (one-step collapse vs MP1)
-    export      torch.export of a policy for deployment
-    controller  fixed-rate control loop: history, chunk queue, background inference, deadlines, safety
-    evaluate    simulated evaluation: success / return / latency, best-K vs last, video (``flowzoo robotics evaluate``)
-    afm, afm_sim, mppi   Action Flow Matching under drifting dynamics, its simulators, MPPI and dynamics ensembles
-    train       ``python -m flowzoo.robotics.train <fm|meanflow|mp1|dm1> --task ... --obs state|pointcloud``
+    spec            EnvSpec (what a policy was trained for), env_spec, observation modes and their checks
+    envs            one observation convention for every task, task registry, make_env, scripted experts
+    metaworld_env   Meta-World v3 MT1 tasks behind that convention (seeded variations, point clouds, frames)
+    pointcloud      depth rendering, back-projection, workspace crop, farthest point sampling
+    normalizer      per-dimension min/max scaling of actions and low-dimensional observations to [-1, 1]
+    data            demonstration datasets on disk, (observation history, action chunk) windows
+    collect         scripted-expert collection (``flowzoo robotics collect``)
+    nets            DP3-style point encoder, state encoder, conditional 1-D temporal U-Net with FiLM
+    policy          FlowPolicy (fm / meanflow / mp1 / dm1), save/load with spec and normaliser
+    mp1             MP1: MeanFlow on action chunks, dispersive loss, both guidance forms
+    dm1             DM1: dispersive variants on the same policy, representation health
+    toy             2-D bimodal obstacle task (one-step collapse vs MP1)
+    export          torch.export of a policy for deployment
+    chunking        ChunkPolicy protocol, observation history, action plan with ACT temporal ensembling
+    inference_worker  background policy inference for the control loop
+    controller      fixed-rate control loop: chunk alignment, deadlines, safety, timing report
+    rollout         batched, crash-guarded episode rollouts in a vector env; EvalResult
+    tracking        success over training (best-K beside last, plot) and rollout videos
+    evaluate        simulated evaluation: success / return / latency (``flowzoo robotics evaluate``)
+    afm             Action Flow Matching under drifting dynamics: the flow, its lifted path and training
+    afm_regimes     dynamics regimes and analytic AFM pre-training pairs
+    afm_controller  MPPI + AFM with regime detection and online learning
+    afm_waypoints   waypoint missions and drift schedules shared by the AFM simulators
+    afm_sim         the AFM simulators: unicycle (here) and MuJoCo point mass (afm_point_mass)
+    afm_point_mass  MuJoCo planar point mass with drifting mass, friction and gain
+    mppi            MPPI planner, learned dynamics and dynamics ensembles
+    train           ``python -m flowzoo.robotics.train <fm|meanflow|mp1|dm1> --task ... --obs state|pointcloud``
 """
 
-__all__ = ["envs", "pointcloud", "data", "collect", "nets", "policy", "mp1", "dm1", "toy", "export", "controller",
-           "evaluate", "afm", "afm_sim", "mppi", "train", "cli"]
+__all__ = ["spec", "envs", "metaworld_env", "pointcloud", "normalizer", "data", "collect", "nets", "policy", "mp1",
+           "dm1", "toy", "export", "chunking", "inference_worker", "controller", "rollout", "tracking", "evaluate",
+           "afm", "afm_regimes", "afm_controller", "afm_waypoints", "afm_sim", "afm_point_mass", "mppi", "train",
+           "cli"]

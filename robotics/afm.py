@@ -26,45 +26,36 @@ turns half a circle through the lift where it flips; a small tube of noise with 
 the learned field stable off the path. ``ActionFlowNet(lifted=False)`` trains the paper's plain flow on the
 core's :class:`~flowzoo.core.paths.CondOTPath`.
 
-Regime detection (the code's ``ActionFlowMatchingSamplingBasedController``): after each step the realised state
-is compared with the planner model's prediction for the planned action. If the error norm exceeds
-``threshold``, the next planned action is executed raw as a probe, and the probe's (state, action, error) becomes
-the new regime (an error under the threshold registers as zero: nominal dynamics). Unlike the code, a moderate
-error shortly after a registration waits ``probe_interval`` steps (see :class:`AFMController`).
+The rest of the method lives beside this module and is re-exported here:
 
-Online learning (the paper's continual setting): each transition (s, a_exec, s') is relabelled in hindsight —
-the nominal dynamics would have needed :math:`\hat a = f_{\rm nom}^{-1}(s, s')` to produce it, so
-:math:`(\hat a \to a_{\rm exec})` is a (planned → intended) pair for the current regime — and the flow takes a few
-Adam steps on recent pairs mixed with replayed pre-training data.
-The planner's own model stays fixed (updating it too would correct the drift twice).
-
-Offline pre-training data are generated analytically: for the unicycle with gains :math:`(g_v, g_\omega)`,
-:math:`a^\star = \mathrm{clip}(a_{\rm plan} / g)` (:func:`unicycle_afm_batch`); for the linear MuJoCo point
-mass, the least-squares action of the changed model that matches the nominal step (:func:`point_mass_afm_batch`).
+* :mod:`flowzoo.robotics.afm_controller` — :class:`AFMController`: MPPI planning on a fixed model, regime
+  detection by probing, and online learning on hindsight-relabelled transitions (the paper's continual setting).
+* :mod:`flowzoo.robotics.afm_regimes` — :class:`Regime` (the conditioning :math:`c`) and the analytic offline
+  pre-training pairs under random regimes: :func:`unicycle_afm_batch` (with :data:`PAPER_GAINS`),
+  :func:`point_mass_regime_maps` and :func:`point_mass_afm_batch`.
 """
 
 from __future__ import annotations
 
 import math
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import CondOTPath, PathSample
 from flowzoo.core.solvers import integrate
+from flowzoo.robotics.afm_controller import AFMController
+from flowzoo.robotics.afm_regimes import (PAPER_GAINS, REGIME_KEYS, Regime, point_mass_afm_batch,
+                                          point_mass_regime_maps, unicycle_afm_batch)
 
 __all__ = ["ActionFlowNet", "LiftedPath", "Regime", "ActionFlowMatching", "AFMController", "unicycle_afm_batch",
            "point_mass_afm_batch", "point_mass_regime_maps", "REGIME_KEYS", "PAPER_GAINS"]
 
 Tensor = torch.Tensor
-REGIME_KEYS = ("regime_state", "probe_action", "state_error")
 
 
 class ActionFlowNet(nn.Module):
@@ -166,132 +157,6 @@ class LiftedPath:
         return PathSample(x0=x0, x1=x1, t=t, x_t=x_t, dx_t=dx_t)
 
 
-@dataclass
-class Regime:
-    """A registered dynamics regime: probe state features, probe action and the state error it caused."""
-
-    state: Tensor
-    probe_action: Tensor
-    state_error: Tensor
-
-    @classmethod
-    def nominal(cls, regime_state_dim: int, action_dim: int, error_dim: int) -> "Regime":
-        """The regime of unchanged dynamics: zero error (any probe)."""
-        return cls(torch.zeros(regime_state_dim), torch.zeros(action_dim), torch.zeros(error_dim))
-
-    def batch(self, n: int) -> dict[str, Tensor]:
-        """Conditioning keyword arguments for ``n`` actions."""
-        return {"regime_state": self.state.expand(n, -1), "probe_action": self.probe_action.expand(n, -1),
-                "state_error": self.state_error.expand(n, -1)}
-
-
-def _uniform(generator: torch.Generator, n: int, low, high) -> Tensor:
-    low, high = torch.as_tensor(low, dtype=torch.float32), torch.as_tensor(high, dtype=torch.float32)
-    return low + (high - low) * torch.rand(n, low.shape[0], generator=generator)
-
-
-def _random_multipliers(generator: torch.Generator, shape: tuple[int, ...], low: float, high: float,
-                        keep_nominal: float, flip: float) -> Tensor:
-    magnitude = torch.exp(math.log(low) + (math.log(high) - math.log(low)) * torch.rand(shape, generator=generator))
-    sign = torch.where(torch.rand(shape, generator=generator) < flip, -1.0, 1.0)
-    return torch.where(torch.rand(shape, generator=generator) < keep_nominal, torch.ones(shape), magnitude * sign)
-
-
-def _registered(error: Tensor, threshold: float, planned: Tensor, intended: Tensor) -> tuple[Tensor, Tensor]:
-    """What the controller registers: an error under the threshold reads as nominal, so its target is the plan."""
-    small = torch.linalg.vector_norm(error, dim=-1, keepdim=True) < threshold
-    return torch.where(small, torch.zeros_like(error), error), torch.where(small, planned, intended)
-
-
-PAPER_GAINS = ((-1.0, 2.0), (-2.5, 1.0), (2.5, 0.05), (1.0, -1.0), (1.0, -0.5), (-1.0, 1.0), (-0.5, 1.0),
-               (2.0, 2.0), (-1.0, -1.0), (0.1, -1.5), (-0.5, 0.5))
-
-
-def unicycle_afm_batch(task, n: int, generator: torch.Generator, *, gains: Sequence[tuple[float, float]] | None = None,
-                       gain_low: float = 0.1, gain_high: float = 3.0, keep_nominal: float = 0.3,
-                       flip: float = 0.5) -> dict[str, Tensor]:
-    """Analytic AFM pairs for :class:`~flowzoo.robotics.afm_sim.UnicycleTask` under random gains.
-
-    With ``gains`` (e.g. :data:`PAPER_GAINS`, the paper's 11 pairs) a pair is drawn from them, or (1, 1) with
-    probability ``keep_nominal``. Otherwise each gain is 1 with probability ``keep_nominal``, else log-uniform in
-    [gain_low, gain_high] with its sign flipped with probability ``flip``. The probe executes a random action
-    from a random heading (its error is registered as :class:`AFMController` would); the intended
-    action is ``clip(planned / gain)``. Returns a FlowMatchingLoss batch (``x0`` planned, ``x1`` intended, regime).
-    """
-    if gains is None:
-        gains = _random_multipliers(generator, (n, 2), gain_low, gain_high, keep_nominal, flip)
-    else:
-        try:
-            table = torch.tensor([(1.0, 1.0), *gains], dtype=torch.float32)
-        except (TypeError, ValueError):
-            table = torch.zeros(0)
-        if table.dim() != 2 or table.shape[1] != 2 or not bool(torch.isfinite(table).all()):
-            raise ConfigError(expected("gains as (g_v, g_w) pairs", gains, "pass e.g. PAPER_GAINS"))
-        pick = torch.randint(1, len(table), (n,), generator=generator)
-        gains = table[torch.where(torch.rand(n, generator=generator) < keep_nominal, 0, pick)]
-    low, high = task.action_low, task.action_high
-    probe_states = torch.zeros(n, 3)
-    probe_states[:, 2] = (torch.rand(n, generator=generator) * 2 - 1) * math.pi
-    probe_actions = _uniform(generator, n, low, high)
-    error = task.state_error(task.nominal_step(probe_states, probe_actions),
-                             task.nominal_step(probe_states, probe_actions, gains))
-    planned = _uniform(generator, n, low, high)
-    intended = torch.maximum(torch.minimum(planned / gains, torch.as_tensor(high, dtype=torch.float32)),
-                             torch.as_tensor(low, dtype=torch.float32))
-    error, intended = _registered(error, task.misalignment_threshold, planned, intended)
-    return {"x0": planned, "x1": intended, "regime_state": task.regime_features(probe_states),
-            "probe_action": probe_actions, "state_error": task.regime_error(probe_states, error)}
-
-
-def point_mass_regime_maps(task, regimes: int, generator: torch.Generator, *, keep_nominal: float = 0.3,
-                           flip: float = 0.5) -> tuple[Tensor, Tensor]:
-    """Random mass/friction/gain regimes of a :class:`~flowzoo.robotics.afm_sim.PointMassTask` as linear maps.
-
-    Mass and friction multipliers are log-uniform in [0.5, 3], the gain's magnitude in [0.3, 2] with its sign
-    flipped with probability ``flip``; each is nominal with probability ``keep_nominal``. Returns the stacked
-    ``A`` (R, 4, 4) and ``B`` (R, 4, 2) of ``s' = A s + B a``, identified from the simulator.
-    """
-    multipliers = _random_multipliers(generator, (regimes, 3), 0.5, 3.0, keep_nominal, 0.0)
-    gain = _random_multipliers(generator, (regimes,), 0.3, 2.0, keep_nominal, flip)
-    maps = [task.linear_model(float(m), float(f), float(g)) for (m, f, _), g in zip(multipliers, gain)]
-    return (torch.as_tensor(np.stack([a for a, _ in maps]), dtype=torch.float32),
-            torch.as_tensor(np.stack([b for _, b in maps]), dtype=torch.float32))
-
-
-def point_mass_afm_batch(task, n: int, generator: torch.Generator, maps: tuple[Tensor, Tensor],
-                         speed: float = 1.0) -> dict[str, Tensor]:
-    """Analytic AFM pairs for :class:`~flowzoo.robotics.afm_sim.PointMassTask` over regimes from
-    :func:`point_mass_regime_maps`.
-
-    The intended action is the least-squares action of the changed map that reproduces the nominal step of the
-    planned action from a random state with speeds up to ``speed``, clipped to the limits; the probe is a random
-    action from another random state.
-    """
-    a_changed, b_changed = maps
-    regimes = a_changed.shape[0]
-    a_nominal, b_nominal = (torch.as_tensor(m, dtype=torch.float32) for m in task.linear_model())
-    which = torch.randint(0, regimes, (n,), generator=generator)
-    low, high = task.action_low, task.action_high
-
-    def random_states() -> Tensor:
-        states = torch.zeros(n, 4)
-        states[:, 2:] = (torch.rand(n, 2, generator=generator) * 2 - 1) * speed
-        return states
-
-    probe_states, probe_actions = random_states(), _uniform(generator, n, low, high)
-    realised = torch.einsum("nij,nj->ni", a_changed[which], probe_states) + \
-        torch.einsum("nij,nj->ni", b_changed[which], probe_actions)
-    error = realised - (probe_states @ a_nominal.T + probe_actions @ b_nominal.T)
-    states, planned = random_states(), _uniform(generator, n, low, high)
-    wanted = states @ a_nominal.T + planned @ b_nominal.T - torch.einsum("nij,nj->ni", a_changed[which], states)
-    intended = torch.einsum("nij,nj->ni", torch.linalg.pinv(b_changed)[which], wanted)
-    intended = torch.maximum(torch.minimum(intended, torch.as_tensor(high, dtype=torch.float32)),
-                             torch.as_tensor(low, dtype=torch.float32))
-    error, intended = _registered(error, task.misalignment_threshold, planned, intended)
-    return {"x0": planned, "x1": intended, "regime_state": task.regime_features(probe_states),
-            "probe_action": probe_actions, "state_error": task.regime_error(probe_states, error)}
-
-
 class ActionFlowMatching:
     """The AFM flow with its objective, optimiser, pre-training and online learning.
 
@@ -354,111 +219,3 @@ class ActionFlowMatching:
         out = integrate(self.net, self.lift_actions(x), method="midpoint", steps=self.steps,
                         cond=regime.batch(x.shape[0])).x[:, :self.net.action_dim]
         return out[0] if single else out
-
-
-class AFMController:
-    """MPPI planning on a fixed model + Action Flow Matching with regime detection and online learning.
-
-    Call :meth:`act` for the action to execute, then :meth:`observe` with the realised next state.
-
-    Args:
-        task: supplies ``action_low/high``, ``regime_features``, ``state_error``, ``nominal_inverse`` and
-            ``misalignment_threshold``. planner: an MPPI planner. dynamics: the planner's one-step model (its
-            prediction of the planned action's outcome is compared with reality). afm: a pre-trained
-            :class:`ActionFlowMatching`.
-        threshold: state-error norm that signals a new regime (default: the task's).
-        probe_interval: after a registration, an error between ``threshold`` and ``4 × threshold`` triggers the
-            next probe only once this many steps have passed. Why: when the flow's corrected action saturates at
-            the limits (a weakened actuator), some error persists; probing at every such step would alternate raw
-            and corrected actions. Abrupt changes (error above ``4 × threshold``) are probed at once.
-        online: keep training the flow on hindsight-relabelled transitions.
-        replay: ``sample_batch(generator)`` of pre-training data mixed into each online step (avoids forgetting).
-        online_steps, online_batch, buffer_size: Adam steps per transition, recent pairs per step, pairs kept.
-    """
-
-    def __init__(self, task, planner, dynamics: Callable[[Tensor, Tensor], Tensor], afm: ActionFlowMatching, *,
-                 threshold: float | None = None, probe_interval: int = 10, online: bool = True,
-                 replay: Callable[[torch.Generator], dict[str, Tensor]] | None = None, online_steps: int = 1,
-                 online_batch: int = 64, buffer_size: int = 512):
-        self.task, self.planner, self.dynamics, self.afm = task, planner, dynamics, afm
-        self.threshold = float(task.misalignment_threshold if threshold is None else threshold)
-        if not self.threshold > 0:
-            raise ConfigError(expected("threshold > 0", threshold, "pass a positive state-error norm"))
-        if isinstance(probe_interval, bool) or not isinstance(probe_interval, int) or probe_interval < 1:
-            raise ConfigError(expected("probe_interval as an integer >= 1", repr(probe_interval), "use e.g. 10"))
-        self.probe_interval = probe_interval
-        self.steps_since_regime = probe_interval
-        self.online, self.replay = bool(online), replay
-        self.online_steps, self.online_batch = int(online_steps), int(online_batch)
-        self.buffer: deque[tuple[Tensor, Tensor, Regime]] = deque(maxlen=int(buffer_size))
-        self.low = torch.as_tensor(task.action_low, dtype=torch.float32)
-        self.high = torch.as_tensor(task.action_high, dtype=torch.float32)
-        net = afm.net
-        self.regime = Regime.nominal(net.regime_state_dim, net.action_dim, net.error_dim)
-        self.probe_next, self.probes, self.regimes_registered = False, 0, 0
-        self._pending: dict[str, Tensor | bool] | None = None
-
-    def reset(self) -> None:
-        net = self.afm.net
-        self.regime = Regime.nominal(net.regime_state_dim, net.action_dim, net.error_dim)
-        self.probe_next, self._pending, self.steps_since_regime = False, None, self.probe_interval
-        self.planner.reset()
-
-    def act(self, state, goal) -> np.ndarray:
-        state = torch.as_tensor(np.asarray(state), dtype=torch.float32)
-        planned = self.planner.plan(state, goal)
-        probing = self.probe_next
-        # The nominal regime (no error seen) means no correction: execute the plan as it is.
-        nominal = not bool(self.regime.state_error.any())
-        executed = planned if probing or nominal else self.afm.transform(planned, self.regime)
-        executed = torch.maximum(torch.minimum(executed, self.high), self.low)
-        predicted = self.dynamics(state[None], planned[None])[0]
-        self._pending = {"state": state, "planned": planned, "executed": executed, "predicted": predicted,
-                         "probing": probing}
-        self.probe_next = False
-        return executed.numpy().astype(np.float64)
-
-    def observe(self, next_state) -> None:
-        """Compare the realised state with the prediction, register regimes and learn online."""
-        if self._pending is None:
-            raise ConfigError(expected("act() before observe()", "observe() without a pending action",
-                                       "call act(state, goal) first"))
-        pending, self._pending = self._pending, None
-        next_state = torch.as_tensor(np.asarray(next_state), dtype=torch.float32)
-        if next_state.shape != pending["state"].shape or not bool(torch.isfinite(next_state).all()):
-            raise ShapeError(expected(f"a finite next state of shape {tuple(pending['state'].shape)}",
-                                      tuple(next_state.shape), "pass the simulator's state after the action"))
-        error = self.task.state_error(pending["predicted"][None], next_state[None])[0]
-        size = float(torch.linalg.vector_norm(error))
-        misaligned = size > self.threshold
-        if pending["probing"]:
-            seen = self.task.regime_error(pending["state"][None], error[None])[0]
-            self.regime = Regime(self.task.regime_features(pending["state"][None])[0], pending["planned"],
-                                 seen if misaligned else torch.zeros_like(seen))
-            self.regimes_registered, self.steps_since_regime = self.regimes_registered + 1, 0
-        else:
-            self.steps_since_regime += 1
-            if misaligned and (size > 4 * self.threshold or self.steps_since_regime >= self.probe_interval):
-                self.probe_next, self.probes = True, self.probes + 1
-        # Learn only from transitions that the current regime describes: not from the step that revealed a change
-        # (its label is stale), and not under the nominal regime, which executes plans unchanged.
-        labelled = (pending["probing"] or not misaligned) and bool(self.regime.state_error.any())
-        if self.online and labelled:
-            relabelled = self.task.nominal_inverse(pending["state"][None], next_state[None])[0]
-            self.buffer.append((relabelled, pending["executed"], self.regime))
-            self._learn()
-
-    def _learn(self) -> None:
-        recent = list(self.buffer)[-self.online_batch:]
-        batch = {"x0": torch.stack([p for p, _, _ in recent]), "x1": torch.stack([e for _, e, _ in recent]),
-                 "regime_state": torch.stack([r.state for _, _, r in recent]),
-                 "probe_action": torch.stack([r.probe_action for _, _, r in recent]),
-                 "state_error": torch.stack([r.state_error for _, _, r in recent])}
-        if not all(bool(torch.isfinite(v).all()) for v in batch.values()):
-            raise NonFiniteError(expected("finite online pairs", "NaN or Inf", "check the simulator's states"))
-        for _ in range(self.online_steps):
-            step_batch = batch
-            if self.replay is not None:
-                extra = self.replay(self.afm.generator)
-                step_batch = {k: torch.cat([batch[k], extra[k]]) for k in batch}
-            self.afm.train_step(step_batch)

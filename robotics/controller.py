@@ -3,11 +3,13 @@ r"""Run a chunking flow policy at a fixed rate, on a gymnasium environment or on
 A chunking policy (Diffusion Policy, DP3, MP1) maps the last ``n_obs_steps`` observations to a chunk of
 ``horizon`` future actions. :class:`ControlLoop` turns such a policy into a fixed-rate controller:
 
-* **Observation history.** :class:`ObservationHistory` keeps the last ``n_obs_steps`` frames; at the start of
-  a run the first frame is repeated, as in the training windows (robotics.md window convention).
+* **Observation history.** :class:`~flowzoo.robotics.chunking.ObservationHistory` keeps the last
+  ``n_obs_steps`` frames; at the start of a run the first frame is repeated, as in the training windows
+  (robotics.md window convention).
 * **Chunk alignment.** A chunk predicted from the observation of control step ``k`` holds the actions of steps
   ``k .. k + horizon - 1`` (its *origin* is k). Inference takes time, so a chunk that arrives at step
-  ``k + d`` is used from index ``d`` on: its stale actions are skipped, never replayed late.
+  ``k + d`` is used from index ``d`` on: its stale actions are skipped, never replayed late
+  (:class:`~flowzoo.robotics.chunking.ActionPlan`).
 * **Receding horizon.** A new chunk is planned every ``replan_every`` steps (default ``n_action_steps``).
   With ``background=True`` the inference runs in a worker thread while the current chunk executes and is
   requested ``lead`` steps early, ``lead = max(1, ceil(latency / period))`` from a running latency estimate,
@@ -29,41 +31,29 @@ A chunking policy (Diffusion Policy, DP3, MP1) maps the last ``n_obs_steps`` obs
 The first chunk is computed before the clock starts (the robot is still), so the first tick has an action.
 An exception raised by the policy in the worker thread stops the loop and is re-raised in the caller, with
 the thread joined first.
+
+The shared parts (:class:`ChunkPolicy`, :class:`ObservationHistory`, :func:`batch_observations`,
+:class:`ActionPlan`) live in :mod:`flowzoo.robotics.chunking` and are re-exported here.
 """
 
 from __future__ import annotations
 
 import math
-import queue
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.robotics.chunking import ActionPlan, ChunkPolicy, ObservationHistory, batch_observations
+from flowzoo.robotics.inference_worker import InferenceWorker
 
 __all__ = ["ChunkPolicy", "ObservationHistory", "ActionPlan", "ControlLoop", "ControlReport",
            "batch_observations", "latency_summary"]
-
-
-@runtime_checkable
-class ChunkPolicy(Protocol):
-    """What the controller and the evaluation need from a policy (``flowzoo.robotics.policy.FlowPolicy`` fits).
-
-    ``spec`` is an EnvSpec (``obs_shapes``, ``action_dim``, ``action_low``, ``action_high``, ...) and ``config``
-    carries ``n_obs_steps`` and ``n_action_steps``. ``predict_action_chunk`` takes raw observations batched as
-    ``{key: (B, n_obs_steps, ...)}`` and returns ``(B, horizon, action_dim)`` actions in environment units.
-    """
-
-    spec: Any
-    config: Any
-
-    def predict_action_chunk(self, obs: dict[str, torch.Tensor]) -> torch.Tensor: ...
 
 
 def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
@@ -74,163 +64,6 @@ def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {"mean": float(values.mean()), "p50": float(p50), "p90": float(p90), "p99": float(p99),
             "max": float(values.max())}
-
-
-class ObservationHistory:
-    """The last ``n_obs_steps`` observations, oldest first, padded at the start by repeating the first frame.
-
-    Args:
-        n_obs_steps: frames the policy sees.
-        shapes: expected shape of each key of one observation (``spec.obs_shapes``); when given, a missing key
-            or a wrong shape raises :class:`ShapeError`, and an observation that is a bare array is accepted
-            if there is exactly one key (it is stored under that key).
-    """
-
-    def __init__(self, n_obs_steps: int, shapes: Mapping[str, Sequence[int]] | None = None) -> None:
-        if isinstance(n_obs_steps, bool) or not isinstance(n_obs_steps, int) or n_obs_steps < 1:
-            raise ConfigError(expected("n_obs_steps as an int >= 1", repr(n_obs_steps), "check policy.config"))
-        self.n_obs_steps = n_obs_steps
-        self.shapes = None if shapes is None else {k: tuple(int(d) for d in v) for k, v in shapes.items()}
-        self._frames: list[dict[str, np.ndarray]] = []
-
-    def reset(self) -> None:
-        self._frames.clear()
-
-    def __len__(self) -> int:
-        return len(self._frames)
-
-    def push(self, obs: Mapping[str, Any] | np.ndarray | torch.Tensor) -> None:
-        """Append one observation (a copy, as float32); the oldest frame drops out once the buffer is full."""
-        if not isinstance(obs, Mapping):
-            if self.shapes is None or len(self.shapes) != 1:
-                raise ShapeError(expected("an observation dict {key: array}", type(obs).__name__,
-                                          "return a dict such as {'state': array} from the environment"))
-            obs = {next(iter(self.shapes)): obs}
-        frame: dict[str, np.ndarray] = {}
-        keys = self.shapes if self.shapes is not None else obs
-        for key in keys:
-            if key not in obs:
-                raise ShapeError(expected(f"observation key {key!r}", sorted(obs),
-                                          "give the observation keys the policy was trained with"))
-            value = obs[key]
-            value = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-            if self.shapes is not None and value.shape != self.shapes[key]:
-                raise ShapeError(expected(f"observation {key!r} of shape {self.shapes[key]}", value.shape,
-                                          "check the observation mode and the number of points"))
-            frame[key] = np.array(value, dtype=np.float32, copy=True)
-        self._frames.append(frame)
-        del self._frames[:-self.n_obs_steps]
-
-    def stacked(self) -> dict[str, np.ndarray]:
-        """``{key: (n_obs_steps, ...)}``: oldest first, the first frame repeated until the buffer is full."""
-        if not self._frames:
-            raise ShapeError(expected("at least one observation before stacking", "an empty history",
-                                      "push the first observation first"))
-        frames = [self._frames[0]] * (self.n_obs_steps - len(self._frames)) + self._frames
-        return {key: np.stack([f[key] for f in frames]) for key in frames[0]}
-
-
-def batch_observations(stacked: Sequence[Mapping[str, np.ndarray]],
-                       device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
-    """Stack per-robot histories ``{key: (n_obs_steps, ...)}`` into the policy's ``{key: (B, n_obs_steps, ...)}``."""
-    keys = list(stacked[0])
-    return {key: torch.from_numpy(np.stack([s[key] for s in stacked])).to(device) for key in keys}
-
-
-class ActionPlan:
-    """The chunks that still cover future steps, and the action each step gets from them.
-
-    Args:
-        temporal_ensemble: None uses the newest chunk that covers the step; a float m averages every covering
-            chunk with weights ``exp(-m * i)``, i = 0 the oldest (ACT).
-    """
-
-    def __init__(self, temporal_ensemble: float | None = None) -> None:
-        self.temporal_ensemble = temporal_ensemble
-        self._chunks: list[tuple[int, np.ndarray]] = []
-        self._newest_origin: int | None = None
-
-    @property
-    def newest_origin(self) -> int | None:
-        """Origin of the newest chunk ever added (kept after the chunk has run out)."""
-        return self._newest_origin
-
-    def add(self, origin: int, chunk: np.ndarray) -> None:
-        """Add the chunk predicted from the observation of step ``origin`` (row i is for step origin + i)."""
-        self._chunks.append((origin, np.asarray(chunk, dtype=np.float64)))
-        self._chunks.sort(key=lambda item: item[0])
-        self._newest_origin = origin if self._newest_origin is None else max(self._newest_origin, origin)
-
-    def action_for(self, step: int) -> tuple[np.ndarray | None, bool]:
-        """The planned action for ``step`` (None if no chunk covers it) and whether a non-finite row was dropped."""
-        self._chunks = [(o, c) for o, c in self._chunks if o + len(c) > step]
-        rows = [c[step - o] for o, c in self._chunks if o <= step]  # oldest first
-        finite = [r for r in rows if np.all(np.isfinite(r))]
-        dropped = len(finite) < len(rows)
-        if not finite:
-            return None, dropped
-        if self.temporal_ensemble is None:
-            return finite[-1].copy(), dropped
-        weights = np.exp(-self.temporal_ensemble * np.arange(len(finite)))
-        return (weights[:, None] * np.stack(finite)).sum(0) / weights.sum(), dropped
-
-
-class _InferenceWorker:
-    """One background thread running one inference at a time; results and errors come back through a queue."""
-
-    def __init__(self, infer: Callable[[dict[str, np.ndarray]], np.ndarray]) -> None:
-        self._infer = infer
-        self._requests: queue.Queue = queue.Queue(maxsize=1)
-        self._results: queue.Queue = queue.Queue()
-        self.busy = False
-        self._thread = threading.Thread(target=self._serve, name="flowzoo-policy-inference", daemon=True)
-        self._thread.start()
-
-    def submit(self, origin: int, stacked: dict[str, np.ndarray]) -> None:
-        self.busy = True
-        self._requests.put_nowait((origin, stacked))
-
-    def poll(self) -> list[tuple[int, np.ndarray, float]]:
-        """Finished chunks as (origin, chunk, latency in s); re-raises an exception from the policy."""
-        done = []
-        while True:
-            try:
-                item = self._results.get_nowait()
-            except queue.Empty:
-                return done
-            self.busy = False
-            if isinstance(item, BaseException):
-                if hasattr(item, "add_note"):
-                    item.add_note("(raised by the policy in the control loop's inference thread)")
-                raise item
-            done.append(item)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def close(self, timeout_s: float) -> bool:
-        """Stop the thread after its current inference; True when it has been joined."""
-        try:
-            self._requests.put(None, timeout=timeout_s)
-        except queue.Full:
-            pass
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
-
-    def _serve(self) -> None:
-        while True:
-            request = self._requests.get()
-            if request is None:
-                return
-            origin, stacked = request
-            started = time.perf_counter()
-            try:
-                chunk = self._infer(stacked)
-            except BaseException as err:  # surfaced in the control thread by poll()
-                self._results.put(err)
-                return
-            self._results.put((origin, chunk, time.perf_counter() - started))
 
 
 @dataclass
@@ -445,7 +278,7 @@ class ControlLoop:
         first_chunk_ms = inference_ms[0]
         counts["missed_deadlines"] = 0  # the first chunk is computed before the clock starts: no deadline
         estimate_s = first_chunk_ms / 1000.0
-        worker = _InferenceWorker(self._infer) if self.background else None
+        worker = InferenceWorker(self._infer) if self.background else None
         joined, step, reason = True, 0, "max_steps"
         bar = tqdm(total=max_steps, disable=not self.progress, desc="control", unit="step", mininterval=0.5)
         start = next_tick = time.monotonic()

@@ -265,6 +265,33 @@ def test_exception_in_send_stops_the_worker():
     assert no_inference_threads()
 
 
+def test_inference_worker_returns_chunks_with_their_origin_and_reraises_policy_errors():
+    from flowzoo.robotics.inference_worker import InferenceWorker
+
+    def infer(stacked):
+        if stacked["state"][0, 0] < 0:
+            raise ValueError("negative state")
+        return stacked["state"] * 2.0
+
+    worker = InferenceWorker(infer)
+    worker.submit(7, {"state": np.ones((2, 3))})
+    with pytest.raises(ConfigError, match="one pending inference request"):
+        worker.submit(8, {"state": np.ones((2, 3))})
+    deadline = time.monotonic() + 10.0
+    done = []
+    while not done and time.monotonic() < deadline:
+        done = worker.poll()
+        time.sleep(0.001)
+    (origin, chunk, latency_s), = done
+    assert origin == 7 and np.array_equal(chunk, np.full((2, 3), 2.0)) and latency_s >= 0 and not worker.busy
+    worker.submit(8, {"state": -np.ones((2, 3))})
+    with pytest.raises(ValueError, match="negative state"):
+        while time.monotonic() < deadline:
+            worker.poll()
+            time.sleep(0.001)
+    assert worker.close(5.0) and no_inference_threads()
+
+
 # ------------------------------------------------------------------------------------------------------ bad input
 def test_bad_configuration_is_refused():
     with pytest.raises(ConfigError, match="rate_hz"):

@@ -127,6 +127,22 @@ def test_bad_task_and_options_are_clear_errors():
         expert_policy("nope-v3")
 
 
+def test_observation_options_are_checked_before_any_simulator_is_made():
+    from flowzoo.robotics.metaworld_env import make_metaworld_env
+    from flowzoo.robotics.spec import check_obs_options
+
+    check_obs_options("pointcloud", 512, None)
+    for bad, word in (({"obs_mode": "rgb"}, "obs_mode"), ({"num_points": True}, "num_points"),
+                      ({"render_size": 4}, "render_size")):
+        options = {"obs_mode": "state", "num_points": 8, "render_size": None, **bad}
+        with pytest.raises(ConfigError, match=word):
+            check_obs_options(**options)
+        with pytest.raises(ConfigError, match=word):
+            make_metaworld_env("reach-v3", **options)
+    with pytest.raises(ConfigError, match="seed"):
+        make_metaworld_env("reach-v3", seed="0")
+
+
 def test_registered_tasks_plug_into_make_env(monkeypatch):
     import gymnasium as gym
     from gymnasium import spaces

@@ -1,5 +1,5 @@
 """evaluate_policy bookkeeping on a fake environment with known outcomes, crashes, spec checks, video, the
-best-K / last tracker and its plot, the command line, and one short Meta-World reach-v3 run with the expert."""
+command line, and one short Meta-World reach-v3 run with the expert (the best-K / last tracker: test_tracking.py)."""
 
 import json
 import sys
@@ -12,8 +12,7 @@ import torch
 
 from flowzoo.core.errors import ConfigError, ShapeError
 from flowzoo.robotics.envs import EnvSpec
-from flowzoo.robotics.evaluate import (BestKRecorder, EvalResult, SuccessTracker, evaluate_policy, main,
-                                       write_video)
+from flowzoo.robotics.evaluate import evaluate_policy, main, write_video
 
 gym = pytest.importorskip("gymnasium")
 torch.set_num_threads(1)
@@ -156,6 +155,27 @@ def test_spec_mismatch_is_a_clear_error():
         evaluate_policy(ChunkPolicy(), CountingEnv, episodes=0, progress=False)
 
 
+def test_rollouts_run_directly_on_a_guarded_vector_env_and_refuse_a_plain_one():
+    from flowzoo.robotics.rollout import guarded_vector_env, run_episodes
+
+    vector = guarded_vector_env([CountingEnv(), CountingEnv()])
+    try:
+        result, frames = run_episodes(ChunkPolicy(), vector, "counting", 3, 100, 20, 0, False, False)
+    finally:
+        vector.close()
+    assert [r.length for r in result.episodes] == [expected_episode(100 + k)["length"] for k in range(3)]
+    assert frames == []
+    plain = gym.vector.SyncVectorEnv([CountingEnv], autoreset_mode=gym.vector.AutoresetMode.DISABLED,
+                                     observation_mode="different")
+    try:
+        with pytest.raises(ConfigError, match="guarded_vector_env"):
+            run_episodes(ChunkPolicy(), plain, "counting", 3, 100, 20, 0, False, False)
+        with pytest.raises(ConfigError, match="max_steps"):
+            run_episodes(ChunkPolicy(), plain, "counting", 3, 100, 0, 0, False, False)
+    finally:
+        plain.close()
+
+
 def test_wrong_policy_output_is_refused():
     policy = ChunkPolicy()
     policy.predict_action_chunk = lambda obs: torch.zeros(obs["state"].shape[0], 4, 3)
@@ -175,37 +195,6 @@ def test_video_of_the_first_episodes_is_written(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left behind
     with pytest.raises(ShapeError):
         write_video([np.zeros((4, 4), dtype=np.uint8)], tmp_path / "bad.gif")
-
-
-def test_best_k_and_last_are_reported_side_by_side(tmp_path):
-    tracker = SuccessTracker(ks=(3, 5))
-    tracker.record(0, 0.1)
-    assert tracker.summary()["best_3_complete"] is False and tracker.best_k(3) == pytest.approx(0.1)
-    rates = [0.5, 0.9, 0.85, 0.3, 0.95, 0.2]
-    for step, rate in enumerate(rates, start=1):
-        tracker.record(100 * step, rate)
-    summary = tracker.summary()
-    assert summary["last"] == 0.2
-    assert summary["best_3_mean"] == pytest.approx((0.95 + 0.9 + 0.85) / 3)
-    assert summary["best_5_mean"] == pytest.approx((0.95 + 0.9 + 0.85 + 0.5 + 0.3) / 5)
-    assert summary["best_5_complete"] and summary["evaluations"] == 7
-    table = tracker.table()
-    assert "last checkpoint" in table and "best-3 mean" in table and "| 0.200 |" in table
-    tracker.record(800, EvalResult("t", 0, [], 0.4, 0, 0, 0, 0.0, 0.0, 0.0, 1.0, None, 0.0))
-    assert tracker.last == 0.4
-    restored = SuccessTracker.from_dict(json.loads(tracker.save(tmp_path / "tracker.json").read_text()))
-    assert restored.summary() == tracker.summary()
-    png = tracker.plot(tmp_path / "success.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 1000
-    recorder = BestKRecorder(2)
-    assert np.isnan(recorder.value)
-    for bad in (1.5, float("nan"), True):
-        with pytest.raises(ConfigError):
-            tracker.record(900, bad)
-    with pytest.raises(ConfigError, match="training order"):
-        tracker.record(5, 0.5)
-    with pytest.raises(ConfigError):
-        BestKRecorder(0)
 
 
 def register_counting_task(name):
@@ -304,11 +293,3 @@ def test_main_with_a_saved_flow_policy_on_metaworld(tmp_path, capsys, reach_spec
     saved = json.loads(out.read_text())
     assert saved["task"] == "reach-v3" and saved["nfe"] == 1 and [e["length"] for e in saved["episodes"]] == [4, 4]
     assert "| reach-v3 | 2 |" in capsys.readouterr().out
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    import flowzoo.robotics.evaluate as evaluate
-
-    assert doctest.testmod(evaluate).failed == 0
