@@ -23,6 +23,25 @@ adaptive weighting of §4.3):
 
 where v is the conditional velocity :math:`\dot x_s` of the path (x1 − x0 for the linear path), or a teacher's
 velocity (MeanFlow distillation, MF-RAE §3.3, arXiv 2511.13019).
+
+**iMF** (``formulation="imf"``; Geng, Lu, Wu, Shechtman, Kolter, He, "Improved Mean Flows: On the Challenges of
+Fastforward Generative Models", arXiv 2512.02012, §4; official JAX ``imf.py``). The identity solved for v is a
+*compound velocity* built from the flow map alone, regressed onto the conditional velocity (a "v-loss"):
+
+.. math::  V_\theta = u_\theta(x_s, s, t) - (t - s)\,\mathrm{sg}\Big(\frac{du_\theta}{ds}\Big),\quad
+           \frac{d}{ds} = v_\theta\cdot\nabla_x + \partial_s,\quad v_\theta = \mathrm{sg}\,u_\theta(x_s, s, s),\quad
+           \mathcal L = E\, w\,\|V_\theta - v_c\|^2 .
+
+*Sign in flowzoo time*: the paper writes :math:`V = u + (t - r)\,\mathrm{sg}(du/dt)` (t = 1 noise, state at the
+later time); with the mapping above (:math:`u_{\rm MF} = -u`, :math:`d/dt_{\rm MF} = -d/ds`,
+:math:`t_{\rm MF} - r_{\rm MF} = t - s`) :math:`V_{\rm MF} = -u + (t - s)\,du/ds = -V_\theta` and its target
+:math:`e - x = -v_c`, so the loss is the same and the sign here is **minus**. The change that matters is the
+*tangent*: the network's own instantaneous velocity :math:`u_\theta(x_s, s, s)` (the boundary condition
+u(x, s, s) = v; the paper's optional auxiliary v-head is not used) instead of the conditional velocity
+:math:`v_c`. With :math:`v_c` as tangent, :math:`\|V - v_c\|^2` *is* the MeanFlow loss (same value, same
+gradient): there the target's noise :math:`v_c - E[v_c | x_s]` enters multiplied by
+:math:`I + (t - s)\,\partial_x u`, here it enters once, as in flow matching. At the exact solution
+:math:`V = v(x_s, s)`, the marginal velocity, for every t (tested on the Gaussian oracle).
 """
 
 from __future__ import annotations
@@ -41,10 +60,11 @@ from flowzoo.core.batching import (per_sample_mean, raise_if_batch_not_finite, r
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import CondOTPath
 
-__all__ = ["MeanFlowLoss", "DERIVATIVES"]
+__all__ = ["MeanFlowLoss", "DERIVATIVES", "FORMULATIONS"]
 
 Tensor = torch.Tensor
 DERIVATIVES = ("jvp", "finite_difference")
+FORMULATIONS = ("meanflow", "imf")
 
 
 def _number(value: object, name: str, *, low: float | None = None, high: float | None = None,
@@ -88,20 +108,25 @@ class MeanFlowLoss:
     Batches follow :class:`~flowzoo.core.objectives.FlowMatchingLoss` (``x1``, optional ``x0``, ``weight``,
     conditioning keys passed to the model); x may have any shape (B, ...). One step:
 
-    1. (s, t) from ``time_sampler``; :math:`x_s` and :math:`v = \dot x_s` from ``path`` at time s.
+    1. (x0, x1) paired by ``coupling`` if given; (s, t) from ``time_sampler``; :math:`x_s` and
+       :math:`v = \dot x_s` from ``path`` at time s.
     2. MFD: with a ``teacher`` (a velocity model ``teacher(x, t, **cond)``) :math:`v = v_\phi(x_s, s)` replaces
        the conditional velocity in the target *and* the tangent (MF-RAE ``training_losses_mfd``).
     3. CFG baked into the target (paper §4.2; JAX ``guidance_fn``), without gradient:
        :math:`v_g = \omega v + (1 - \omega - \kappa)\,u_\theta(x_s, s, s \mid \varnothing) + \kappa\,u_\theta(x_s, s, s
        \mid c)`; samples whose condition was dropped keep :math:`v`. ``guidance_scale`` is ω, ``guidance_kappa``
        κ; ω = 1, κ = 0 is no guidance. Needs ``cond_dropout > 0`` so that the null branch is trained.
-    4. :math:`du/ds` along the tangent :math:`(v_g, 1, 0)` on (x, s, t): exact, by forward-mode AD
+    4. :math:`du/ds` along the tangent :math:`(v_g, 1, 0)` on (x, s, t) -- with ``formulation="imf"`` along
+       :math:`(v_\theta, 1, 0)`, :math:`v_\theta = u_\theta(x_s, s, s \mid c)` (no gradient; with guidance the
+       model's own *guided* velocity, the field its flow map must integrate) -- exact, by forward-mode AD
        (``derivative="jvp"``), or a central finite difference
        :math:`[u(x + \delta v_g, s + \delta, t) - u(x - \delta v_g, s - \delta, t)]/2\delta` batched in one 2B
        forward, one-sided where s ± δ leaves [0, 1] (MF-RAE, ``fd_delta`` δ = 5e-3).
     5. :math:`u_{\rm tgt} = v_g + (t - s)\,du/ds`, all under ``no_grad`` (the stop-gradient of Eq. 9, on the
        whole target), then :math:`u_{\rm pred}` by a normal forward with gradient, and
-       :math:`\ell = \mathrm{mean}(\Delta^2)` per sample, :math:`w = (\ell + c)^{-p}` detached.
+       :math:`\ell = \mathrm{mean}(\Delta^2)` per sample, :math:`w = (\ell + c)^{-p}` detached. iMF's residual
+       :math:`V_\theta - v_g = u_{\rm pred} - (t - s)\,\mathrm{sg}(du/ds) - v_g` is the same :math:`\Delta`, so
+       both formulations share this code; they differ only in the tangent.
 
     Why the target has its own pass: the JVP runs under ``no_grad`` (no graph for the forward-mode pass), and
     the gradient comes from an ordinary forward. A model may provide its own forward mode,
@@ -109,7 +134,10 @@ class MeanFlowLoss:
     than generic forward-mode AD for small nets); otherwise dual tensors are used. Measured on 1 CPU thread
     (MLPFlowMap 3x256, batch 256, 2-D): a step costs ≈2.0x a flow-matching step of MLPVelocity 3x256 (1.8x
     FM on the same flow map); 2.7x with generic dual tensors, 3.5x with one ``torch.func.jvp`` whose primal
-    carries the gradient, 1.9x with finite differences. Separate passes are also what DDP needs:
+    carries the gradient, 1.9x with finite differences. The target passes run only on the samples with
+    t > s (where s = t the target is v_g), so the flow-matching fraction costs no JVP; iMF adds one forward
+    without gradient on those samples (``benchmarks/few_step.py``, batch 512, 75 % of pairs s < t: MeanFlow
+    1.64x and iMF 1.92x an FM step). Separate passes are also what DDP needs:
     forward-mode AD bypasses DDP's hooks, so the JVP runs on ``model.module`` (unwrapped here) while the
     gradient flows, and is all-reduced, through the normal DDP forward. Autocast is disabled around the target
     (py-meanflow); models with active dropout get the same random state in both passes. Avoid BatchNorm in
@@ -128,6 +156,12 @@ class MeanFlowLoss:
         guidance_scale, guidance_kappa: ω and κ of the guided target.
         cond_dropout, null_cond: condition dropout as in :class:`FlowMatchingLoss`.
         teacher: optional velocity model for MeanFlow distillation (called without gradient).
+        formulation: ``"meanflow"`` (tangent = the target velocity v_g) or ``"imf"`` (tangent = the model's
+            own velocity u(x, s, s): one more forward without gradient, shared with the guidance pass where
+            that needs u(x, s, s | c)). With a teacher, iMF's tangent is still the student's own velocity.
+        coupling: how the batch's (x0, x1) are paired, as in :class:`FlowMatchingLoss` (e.g.
+            ``flowzoo.core.couplings.ExactOTCoupling()``: minibatch OT straightens the paths a one-step map
+            must jump along); None keeps the pairs as they come.
 
     Metrics: ``loss``, ``mse`` (unweighted mean of ℓ), ``distinct`` (fraction of s < t), and
     ``cond_dropped`` with condition dropout.
@@ -146,10 +180,12 @@ class MeanFlowLoss:
     def __init__(self, path=None, time_sampler=None, adaptive_p: float = 1.0, adaptive_c: float = 1e-3,
                  derivative: str = "jvp", fd_delta: float = 5e-3, guidance_scale: float = 1.0,
                  guidance_kappa: float = 0.0, cond_dropout: float = 0.0, null_cond: Mapping[str, object] | None = None,
-                 teacher: Callable[..., Tensor] | None = None):
+                 teacher: Callable[..., Tensor] | None = None, formulation: str = "meanflow",
+                 coupling: Callable | None = None):
         self.path = CondOTPath() if path is None else path
-        # Reuse FlowMatchingLoss's validation and condition dropout (same batch conventions).
-        self._conditioning = FlowMatchingLoss(path=self.path, cond_dropout=cond_dropout, null_cond=null_cond)
+        # Reuse FlowMatchingLoss's validation, coupling and condition dropout (same batch conventions).
+        self._conditioning = FlowMatchingLoss(path=self.path, coupling=coupling, cond_dropout=cond_dropout,
+                                              null_cond=null_cond)
         self.time_sampler = TwoTimeSampler() if time_sampler is None else time_sampler
         if not callable(getattr(self.time_sampler, "sample", None)):
             raise ConfigError(expected("a two-time sampler with .sample(n, device, generator) -> (s, t)",
@@ -174,6 +210,14 @@ class MeanFlowLoss:
             raise ConfigError(expected("a callable teacher velocity model(x, t, **cond)", type(teacher).__name__,
                                        "pass the trained flow-matching network"))
         self.teacher = teacher
+        if formulation not in FORMULATIONS:
+            raise ConfigError(expected(f"formulation in {list(FORMULATIONS)}", repr(formulation),
+                                       "use 'meanflow' (Geng et al. 2025) or 'imf' (improved MeanFlow's v-loss)"))
+        self.formulation = formulation
+
+    @property
+    def coupling(self) -> Callable | None:
+        return self._conditioning.coupling
 
     @property
     def cond_dropout(self) -> float:
@@ -198,7 +242,8 @@ class MeanFlowLoss:
     def __repr__(self) -> str:
         return (f"MeanFlowLoss(path={self.path!r}, time_sampler={self.time_sampler!r}, p={self.adaptive_p}, "
                 f"c={self.adaptive_c}, derivative={self.derivative!r}, omega={self.guidance_scale}, "
-                f"kappa={self.guidance_kappa}, cond_dropout={self.cond_dropout}, teacher={self.teacher is not None})")
+                f"kappa={self.guidance_kappa}, cond_dropout={self.cond_dropout}, teacher={self.teacher is not None}, "
+                f"formulation={self.formulation!r}, coupling={self.coupling!r})")
 
     # ----------------------------------------------------------------------------------------- pieces
 
@@ -217,15 +262,24 @@ class MeanFlowLoss:
             out[key] = torch.as_tensor(fill, dtype=value.dtype, device=value.device).expand_as(value)
         return out
 
+    def own_velocity(self, model, x: Tensor, s: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
+        r"""The model's own velocity :math:`v_\theta = u_\theta(x, s, s \mid c)`, iMF's tangent; no gradient."""
+        with torch.set_grad_enabled(not self._stop_gradient and torch.is_grad_enabled()):
+            return _functional(model, dict(cond or {}))(x, s, s)
+
     def guided_velocity(self, model, x: Tensor, s: Tensor, v: Tensor, cond: Mapping[str, Tensor],
-                        dropped: Tensor | None) -> Tensor:
-        """The guided velocity :math:`v_g` of step 3 (no gradient); dropped samples keep ``v``."""
+                        dropped: Tensor | None, own: Tensor | None = None) -> Tensor:
+        r"""The guided velocity :math:`v_g` of step 3 (no gradient); dropped samples keep ``v``.
+
+        ``own``: :math:`u_\theta(x, s, s \mid c)` if already computed (iMF's tangent), which saves a forward."""
         if not self.guided:
             return v
         omega, kappa = self.guidance_scale, self.guidance_kappa
         with torch.no_grad():
             if not self.uses_null_branch:
-                v_g = omega * v + kappa * _functional(model, cond)(x, s, s)
+                v_g = omega * v + kappa * (_functional(model, cond)(x, s, s) if own is None else own)
+            elif kappa != 0.0 and own is not None:
+                v_g = omega * v + (1 - omega - kappa) * _functional(model, self._null(cond))(x, s, s) + kappa * own
             elif kappa != 0.0:
                 null = self._null(cond)
                 joint = {k: torch.cat([null[k], cond[k]]) for k in cond}
@@ -265,18 +319,53 @@ class MeanFlowLoss:
         return (u_up - u_down) / (up + down).reshape(shape)
 
     def target(self, model, x: Tensor, s: Tensor, t: Tensor, v: Tensor,
-               cond: Mapping[str, Tensor] | None = None) -> Tensor:
-        """:math:`u_{\\rm tgt} = v + (t - s)\\, du_\\theta/ds` along (v, 1, 0) (no guidance); no gradient."""
+               cond: Mapping[str, Tensor] | None = None, tangent: Tensor | None = None) -> Tensor:
+        r""":math:`u_{\rm tgt} = v + (t - s)\, du_\theta/ds` along (tangent, 1, 0); tangent ``v`` by default
+        (MeanFlow; no guidance), the model's own velocity for iMF. No gradient."""
         cond = dict(cond or {})
         with torch.set_grad_enabled(not self._stop_gradient and torch.is_grad_enabled()), \
                 torch.autocast(device_type=x.device.type, enabled=False):
-            return self._combine(v, self._derivative(model, x, s, t, v, cond), s, t)
+            du_ds = self._derivative(model, x, s, t, v if tangent is None else tangent, cond)
+            return self._combine(v, du_ds, s, t)
+
+    def compound_velocity(self, model, x: Tensor, s: Tensor, t: Tensor,
+                          cond: Mapping[str, Tensor] | None = None) -> Tensor:
+        r"""iMF's :math:`V_\theta = u_\theta(x, s, t) - (t - s)\,\mathrm{sg}(du_\theta/ds)` along the model's own
+        velocity (module docstring); gradient only through :math:`u_\theta(x, s, t)`. At the exact flow map it
+        is the marginal velocity v(x, s) for every t."""
+        cond = dict(cond or {})
+        own = self.own_velocity(model, x, s, cond)
+        gap_du_ds = self.target(model, x, s, t, torch.zeros_like(x), cond, tangent=own)  # 0 + (t - s) du/ds
+        return _functional(model, cond)(x, s, t) - gap_du_ds
+
+    def _target_on_gaps(self, model, x: Tensor, s: Tensor, t: Tensor, v: Tensor, cond: Mapping[str, Tensor],
+                        own: Tensor | None, subset: bool) -> Tensor:
+        """The target, with the derivative passes run only where t > s (the (t − s) du/ds term is 0 elsewhere):
+        the flow-matching fraction of the batch costs no JVP (``subset=False``: whole batch, for dropout masks)."""
+        gap = t > s
+        if not subset or bool(gap.all()):
+            if self.formulation == "imf" and own is None:
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    own = self.own_velocity(model, x, s, cond)
+            return self.target(model, x, s, t, v, cond, tangent=own)
+        u_target = v.clone()
+        index = gap.nonzero()[:, 0]
+        if index.numel() > 0:
+            x_g, s_g, t_g, cond_g = x[index], s[index], t[index], {k: c[index] for k, c in cond.items()}
+            tangent = None
+            if self.formulation == "imf":
+                with torch.autocast(device_type=x.device.type, enabled=False):
+                    tangent = own[index] if own is not None else self.own_velocity(model, x_g, s_g, cond_g)
+            u_target[index] = self.target(model, x_g, s_g, t_g, v[index], cond_g, tangent=tangent).to(v.dtype)
+        return u_target
 
     # ----------------------------------------------------------------------------------------- the loss
 
     def __call__(self, model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = unpack_batch(batch, generator, finite=False)
+        data = unpack_batch(batch, generator, finite=self.coupling is not None)
+        if self.coupling is not None:
+            data = self._conditioning._couple(data)
         n = data.x1.shape[0]
         s, t = self.time_sampler.sample(n, device=data.x1.device, generator=generator)
         s, t = s.to(data.x1.dtype), t.to(data.x1.dtype)
@@ -291,11 +380,18 @@ class MeanFlowLoss:
             if not isinstance(v, Tensor) or v.shape != x.shape:
                 raise ShapeError(expected(f"the teacher to return a velocity shaped like x {tuple(x.shape)}",
                                           getattr(v, "shape", type(v).__name__), "pass a velocity model"))
-        v = self.guided_velocity(model, x, s, v, cond, dropped)
+        # Active dropout: every pass (own velocity, guidance, target, prediction) draws the same mask.
         rng = _rng_state(x) if _has_active_dropout(model) else None
-        u_target = self.target(model, x, s, t, v, cond)
-        if rng is not None:
-            _set_rng_state(x, rng)
+        same_mask = (lambda: _set_rng_state(x, rng)) if rng is not None else (lambda: None)
+        own = None
+        if self.formulation == "imf" and (self.guided or rng is not None):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                own = self.own_velocity(model, x, s, cond)
+            same_mask()
+        v = self.guided_velocity(model, x, s, v, cond, dropped, own=own)
+        same_mask()
+        u_target = self._target_on_gaps(model, x, s, t, v, cond, own, subset=rng is None)
+        same_mask()
         u_pred = model(x, s, t, **cond)
         if not isinstance(u_pred, Tensor) or u_pred.shape != x.shape:
             raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x.shape)}",

@@ -261,7 +261,7 @@ def _flowmap_net():
 
 
 def test_meanflow_one_step_learns_moons_and_pure_fm_cannot(moons):
-    """Calibrated: MeanFlow 1-NFE W2 ≈ 0.53, the same net with distinct_fraction = 0 (pure FM) ≈ 1.5."""
+    """Calibrated: MeanFlow 1-NFE W2 0.66, the same net with distinct_fraction = 0 (pure FM) ≈ 1.5."""
     torch.set_num_threads(1)
     data, reference, noise = moons
     torch.manual_seed(0)
@@ -306,12 +306,147 @@ def test_meanflow_distillation_from_a_trained_fm_teacher(moons):
 SLOW_STEPS, SLOW_FACTOR, MFD_STEPS, MFD_FACTOR = 8000, 2.0, 1000, 2.0
 
 
+# ------------------------------------------------------------------------------------------ iMF (arXiv 2512.02012)
+
+@pytest.mark.parametrize("derivative, tolerance", [("jvp", 1e-10), ("finite_difference", 5e-3)])
+def test_imf_compound_velocity_is_the_marginal_velocity_at_the_oracle(derivative, tolerance):
+    """V = u(x, s, t) − (t − s) du/ds along the map's own velocity u(x, s, s) equals v(x, s) for every t."""
+    x, s, t = _points()
+    oracle = ORACLE if derivative == "jvp" else MILD
+    objective = MeanFlowLoss(formulation="imf", derivative=derivative)
+    compound = objective.compound_velocity(oracle, x, s, t)
+    assert torch.allclose(compound, oracle.velocity(x, s), atol=tolerance)
+    # Flipped: the paper's sign taken over without translating the time direction (V = u + (t − s) du/ds).
+    wrong = _WrongSign(formulation="imf", derivative=derivative).compound_velocity(oracle, x, s, t)
+    gap = (t - s)[:, None] > 0.1
+    assert ((wrong - oracle.velocity(x, s)).abs() > 1e-2)[gap.expand_as(x)].float().mean() > 0.5
+
+
+def test_imf_loss_at_the_oracle_is_flow_matching_noise_only():
+    """At the exact map the iMF residual V − v_c is v(x_s, s) − v_c: the flow-matching residual, for any t."""
+    oracle, batch = MILD, _mfd_batch(MILD, n=512, shape=(1,))
+    sampler = TwoTimeSampler(distinct_fraction=1.0)
+    imf = MeanFlowLoss(formulation="imf", time_sampler=sampler, adaptive_p=0.0)
+    imf_mse = imf(oracle, batch, generator=torch.Generator().manual_seed(0))[1]["mse"]
+    g = torch.Generator().manual_seed(0)
+    s, _ = sampler.sample(512, generator=g)
+    x_s = (1 - s[:, None]) * batch["x0"] + s[:, None] * batch["x1"]
+    expected = ((oracle.velocity(x_s, s.double()) - (batch["x1"] - batch["x0"])) ** 2).mean().item()
+    assert imf_mse == pytest.approx(expected, rel=1e-6)
+
+
+def test_imf_target_noise_is_not_amplified_by_the_jacobian():
+    """Same x_s, posterior draws of v_c: both targets unbiased; MeanFlow's noise is scaled by 1 + (t − s) ∂u/∂x.
+
+    Hand computation for N(0, 1) → N(1, 0.25) (1-D): ∂u/∂x = ((t + s)(1 + σ²) − 2) / (S_s (S_s + S_t)),
+    S_τ = sqrt((1 − τ)² + τ²σ²), so Var(MF target) / Var(iMF target) = (1 + (t − s) ∂u/∂x)².
+    """
+    oracle, sigma, s0, t0, x0_value = MILD, 0.5, 0.3, 0.9, 0.7
+    reps = 200_000
+    g = torch.Generator().manual_seed(0)
+    a, b = 1 - s0, s0
+    var_xs = a * a + b * b * sigma ** 2
+    post_mean = 1.0 + b * sigma ** 2 / var_xs * (x0_value - b)
+    post_var = sigma ** 2 - (b * sigma ** 2) ** 2 / var_xs
+    x1 = post_mean + post_var ** 0.5 * torch.randn(reps, 1, generator=g, dtype=F64)
+    x_s = torch.full((reps, 1), x0_value, dtype=F64)
+    v_c = x1 - (x_s - b * x1) / a
+    s, t = torch.full((reps,), s0, dtype=F64), torch.full((reps,), t0, dtype=F64)
+    mf = MeanFlowLoss().target(oracle, x_s, s, t, v_c)
+    imf_objective = MeanFlowLoss(formulation="imf")
+    imf = imf_objective.target(oracle, x_s, s, t, v_c, tangent=imf_objective.own_velocity(oracle, x_s, s))
+    exact = oracle(x_s[:1], s[:1], t[:1]).item()
+    assert abs(mf.mean().item() - exact) < 5e-3 and abs(imf.mean().item() - exact) < 5e-3
+    S = lambda tau: ((1 - tau) ** 2 + (tau * sigma) ** 2) ** 0.5  # noqa: E731
+    jacobian = ((t0 + s0) * (1 + sigma ** 2) - 2) / (S(s0) * (S(s0) + S(t0)))
+    assert mf.var().item() / imf.var().item() == pytest.approx((1 + (t0 - s0) * jacobian) ** 2, rel=1e-6)
+    assert imf.var().item() == pytest.approx(v_c.var().item(), rel=1e-12)
+
+
+def test_imf_stationary_at_the_truth_and_wrong_sign_is_not():
+    """The wrong sign moves the fixed point. A missing stop-gradient does not, unlike MeanFlow's (test above):
+    every θ-dependent term of V (tangent included) is a function of x_s alone, and E[V − v_c | x_s] = 0 at the
+    truth, so the extra gradient averages out; there the stop-gradient only saves a double backward (measured:
+    0.0009 without it, 0.0008 with it, MeanFlow 0.14)."""
+    sampler = TwoTimeSampler(distinct_fraction=1.0)
+    clean = _gradient_at_truth(MeanFlowLoss(formulation="imf", adaptive_p=0.0, time_sampler=sampler))
+    broken = _gradient_at_truth(_WrongSign(formulation="imf", adaptive_p=0.0, time_sampler=sampler))
+    assert clean < 0.02 and broken > 10 * clean and broken > 0.1
+    leaky = MeanFlowLoss(formulation="imf", adaptive_p=0.0, time_sampler=sampler)
+    leaky._stop_gradient = False
+    assert _gradient_at_truth(leaky) < 0.02
+
+
+class _CallCounter:
+    def __init__(self, model):
+        self.model, self.calls = model, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.model(*args, **kwargs)
+
+
+def test_imf_with_guidance_reuses_its_own_velocity():
+    """MP1's target (κ = 1 − ω) needs u(x, s, s | c), which is iMF's tangent: computed once, not twice."""
+    torch.manual_seed(0)
+    net = MLPFlowMap(2, hidden=16, depth=2, num_classes=3)
+    batch = {"x1": torch.randn(32, 2), "y": torch.randint(0, 3, (32,))}
+    counts = {}
+    for form in ("meanflow", "imf"):
+        model = _CallCounter(lambda x, s, t, y: net(x, s, t, y=y))  # generic forward mode: one call per pass
+        loss, _ = MeanFlowLoss(guidance_scale=2.0, guidance_kappa=-1.0, formulation=form)(
+            model, batch, generator=torch.Generator().manual_seed(0))
+        assert torch.isfinite(loss)
+        counts[form] = model.calls
+    assert counts == {"meanflow": 3, "imf": 3}  # guidance (or own) + JVP + gradient pass
+    unconditional = MLPFlowMap(2, hidden=16, depth=2)
+    plain = _CallCounter(lambda x, s, t: unconditional(x, s, t))
+    MeanFlowLoss(formulation="imf")(plain, {"x1": batch["x1"]})
+    assert plain.calls == 3  # own velocity + JVP + gradient pass
+
+
+def test_imf_one_step_learns_moons_and_the_wrong_sign_cannot(moons):
+    """Calibrated: iMF 1-NFE W2 0.745 (MeanFlow 0.659 in the same run); the untranslated sign 1.77."""
+    torch.set_num_threads(1)
+    data, reference, noise = moons
+    w2 = {}
+    for name, objective in (("imf", MeanFlowLoss(formulation="imf", time_sampler=MF_SAMPLER)),
+                            ("wrong sign", _WrongSign(formulation="imf", time_sampler=MF_SAMPLER))):
+        torch.manual_seed(0)
+        model = _train(_flowmap_net(), objective, data, LEARN_STEPS)
+        w2[name] = wasserstein2(flowmap_sample(model, noise, steps=1).x, reference)
+    assert w2["imf"] < 0.9, w2
+    assert w2["wrong sign"] > 1.8 * w2["imf"], w2
+
+
+def test_coupling_pairs_the_batch_before_the_objective():
+    """MeanFlowLoss(coupling=OT) on a batch equals the plain loss on the batch paired by hand."""
+    from flowzoo.core.couplings import ExactOTCoupling
+
+    torch.manual_seed(0)
+    net = MLPFlowMap(2, hidden=16, depth=2)
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(64, 2, generator=g), 2 * torch.randn(64, 2, generator=g)
+    pairing = ExactOTCoupling()(x0, x1)
+    for form in ("meanflow", "imf"):
+        coupled = MeanFlowLoss(formulation=form, coupling=ExactOTCoupling(), adaptive_p=0.0)(
+            net, {"x0": x0, "x1": x1}, generator=torch.Generator().manual_seed(1))
+        by_hand = MeanFlowLoss(formulation=form, adaptive_p=0.0)(net, {"x0": pairing.x0, "x1": pairing.x1},
+                                                                 generator=torch.Generator().manual_seed(1))
+        independent = MeanFlowLoss(formulation=form, adaptive_p=0.0)(net, {"x0": x0, "x1": x1},
+                                                                     generator=torch.Generator().manual_seed(1))
+        assert coupled[0].item() == pytest.approx(by_hand[0].item(), rel=1e-6)
+        assert abs(coupled[0].item() - independent[0].item()) > 0.05 * independent[0].item()
+
+
 # ------------------------------------------------------------------------------------------ bad inputs
 
 @pytest.mark.parametrize("kwargs", [dict(derivative="autograd"), dict(fd_delta=0.0), dict(fd_delta=1.0),
                                     dict(adaptive_p=-1.0), dict(adaptive_c=0.0), dict(guidance_scale=2.0),
                                     dict(guidance_kappa=0.5), dict(teacher="net"), dict(time_sampler=object()),
-                                    dict(cond_dropout=0.1), dict(guidance_scale=float("inf"))])
+                                    dict(cond_dropout=0.1), dict(guidance_scale=float("inf")),
+                                    dict(formulation="improved"), dict(formulation=None),
+                                    dict(coupling="ot")])
 def test_bad_config_raises(kwargs):
     with pytest.raises(ConfigError):
         MeanFlowLoss(**kwargs)
