@@ -116,6 +116,9 @@ def trained(tmp_path_factory):
     models = {}
     for name, options in {"gcn": MetaFMOptions(encoder="gcn", **small),
                           "deepsets": MetaFMOptions(encoder="deepsets", **small),
+                          "characteristic": MetaFMOptions(encoder="characteristic", readout=True,
+                                                          encoder_fourier_features=16, encoder_fourier_scale=0.3,
+                                                          context_cells=128, **small),
                           "fm": MetaFMOptions(method="fm", **small),
                           "cgfm": MetaFMOptions(method="per_population_fm", **small)}.items():
         models[name] = fit(popset, options, quiet_trainer(tmp, 400, name), eval_pairs=0)[0]
@@ -128,16 +131,18 @@ def test_meta_fm_beats_fm_on_unseen_populations(trained):
     w2 = {name: evaluate_pairs(model, held_out, steps=20)["w2"] for name, model in models.items()}
     assert w2["gcn"] < 0.7 * w2["fm"], w2
     assert w2["deepsets"] < 0.7 * w2["fm"], w2
+    assert w2["characteristic"] < 0.7 * w2["fm"], w2
 
     # A broken encoder -- the embedding zeroed at prediction -- loses the margin.
-    broken = models["deepsets"]
-    original = broken.condition
-    broken.condition = lambda *args, **kwargs: torch.zeros_like(original(*args, **kwargs))
-    try:
-        w2_broken = evaluate_pairs(broken, held_out, steps=20)["w2"]
-    finally:
-        del broken.condition
-    assert w2_broken > w2["deepsets"] / 0.7, (w2_broken, w2)
+    for name in ("deepsets", "characteristic"):
+        broken = models[name]
+        original = broken.condition
+        broken.condition = lambda *args, original=original, **kwargs: torch.zeros_like(original(*args, **kwargs))
+        try:
+            w2_broken = evaluate_pairs(broken, held_out, steps=20)["w2"]
+        finally:
+            del broken.condition
+        assert w2_broken > w2[name] / 0.7, (name, w2_broken, w2)
 
 
 def test_per_population_baseline_refuses_unseen_populations(trained):
@@ -233,3 +238,80 @@ def test_fourier_features_enter_the_flow_and_are_saved():
     assert net(torch.randn(5, 2), torch.rand(5)).shape == (5, 2)
     with pytest.raises(ConfigError, match="fourier"):
         ConditionedVelocity(2, 0, fourier_features=-1)
+
+
+def test_encoder_fourier_features_change_the_embedding_and_keep_invariance():
+    cells = torch.randn(2, 30, 2, generator=torch.Generator().manual_seed(1))
+    for kind in (GCNPopulationEncoder, DeepSetsEncoder):
+        extra = {"knn_k": 4} if kind is GCNPopulationEncoder else {}
+        torch.manual_seed(0)
+        plain = kind(2, hidden=16, **extra)
+        torch.manual_seed(0)
+        fourier = kind(2, hidden=16, fourier_features=8, fourier_scale=0.5, **extra)
+        assert fourier.frequencies.shape == (2, 8) and "frequencies" in fourier.state_dict()
+        assert plain.frequencies is None and "frequencies" not in plain.state_dict()
+        base = fourier(cells)
+        assert not torch.allclose(base, plain(cells), atol=1e-3)
+        assert torch.allclose(base, fourier(cells[:, torch.randperm(30)]), atol=1e-6)
+        with pytest.raises(ShapeError, match="2 features"):
+            fourier(torch.randn(1, 30, 3))
+
+
+def test_characteristic_encoder_and_readout_by_hand():
+    from flowzoo.biology.nets import CharacteristicEncoder, ConditionedVelocity, _read_out, fourier_encode
+
+    encoder = CharacteristicEncoder(2, features=5, scale=0.7)
+    y = torch.tensor([[0.3, -1.2]])
+    cells = torch.cat([y, -y])  # a symmetric population: its characteristic function is real, cos 2πB·y
+    phase = 2 * torch.pi * y @ encoder.frequencies
+    embedding = encoder(cells[None])
+    assert embedding.shape == (1, 10)
+    assert torch.allclose(embedding[0, :5], torch.cos(phase[0]), atol=1e-6)
+    assert torch.allclose(embedding[0, 5:], torch.zeros(5), atol=1e-6)
+    # read out at x, the single point y's characteristic function gives cos / sin of 2πB·(y - x)
+    single = encoder(y[None])
+    x = torch.tensor([[1.0, 0.5]])
+    read = _read_out(single, fourier_encode(x, encoder.frequencies))
+    shift = 2 * torch.pi * (y - x) @ encoder.frequencies
+    assert torch.allclose(read, torch.cat([torch.cos(shift), torch.sin(shift)], dim=1), atol=1e-5)
+    net = ConditionedVelocity(2, 10, hidden=16, depth=2, readout_frequencies=encoder.frequencies)
+    assert net.body[0].in_features == 2 + 64 + 10 + 10 and net(x, torch.rand(1), embedding=single).shape == (1, 2)
+    with pytest.raises(ConfigError, match="readout_frequencies"):
+        ConditionedVelocity(2, 8, readout_frequencies=encoder.frequencies)
+    with pytest.raises(ConfigError, match="per-cell condition"):
+        CharacteristicEncoder(2, features=5, cond_dim=3)
+    with pytest.raises(ConfigError, match="at least 1 frequency"):
+        build_model(MetaFMOptions(encoder="characteristic"), dim=2, treatments=["a"], train_populations=[])
+    with pytest.raises(ConfigError, match="readout only with encoder='characteristic'"):
+        build_model(MetaFMOptions(readout=True), dim=2, treatments=["a"], train_populations=[])
+
+
+def test_context_cells_feed_the_encoder():
+    popset = spread_populations(count=4, cells=40)
+    options = MetaFMOptions(encoder="characteristic", readout=True, encoder_fourier_features=4, hidden=16, depth=2,
+                            populations_per_batch=2, cells_per_population=8, context_cells=32)
+    model = build_model(options, dim=2, treatments=["treated"], train_populations=[])
+    assert model.context_cells == 0  # a characteristic function averages: prediction embeds every cell
+    sampler = PopulationBatchSampler(popset.pairs, ["treated"], [p.population for p in popset.pairs], 2, 8, 32)
+    batch = sampler(torch.Generator().manual_seed(0))
+    assert batch["source"].shape == (2, 8, 2) and batch["context"].shape == (2, 32, 2)
+    seen = []
+    original = model.condition
+    model.condition = lambda cells, *args: seen.append(cells.shape) or original(cells, *args)
+    MetaFlowMatchingLoss()(model, batch)
+    assert seen == [(2, 32, 2)]
+    with pytest.raises(ConfigError, match="context_cells"):
+        PopulationBatchSampler(popset.pairs, ["treated"], [p.population for p in popset.pairs], 2, 8, -1)
+
+
+def test_per_population_rows_read_out_start_small_and_move_with_a_gain():
+    options = MetaFMOptions(method="per_population_fm", encoder="characteristic", readout=True,
+                            encoder_fourier_features=4, hidden=8, depth=1)
+    model = build_model(options, dim=2, treatments=["a"], train_populations=["p", "q"])
+    assert model.population_table.weight.shape == (3, 8) and model.table_gain == 10.0
+    rows = model.condition(population=torch.tensor([0, 2]))
+    assert torch.allclose(rows, model.population_table.weight[[0, 2]] * 10.0)
+    assert float(rows.detach().abs().max()) < 0.1  # near zero: every population starts as the pooled FM
+    plain = build_model(MetaFMOptions(method="per_population_fm", embed_dim=4, hidden=8, depth=1), dim=2,
+                        treatments=["a"], train_populations=["p"])
+    assert plain.table_gain == 1.0
