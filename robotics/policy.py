@@ -32,6 +32,7 @@ corrupt, truncated or mismatched checkpoint with :class:`~flowzoo.core.errors.Ch
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -70,22 +71,33 @@ POLICY_FORMAT = "flowzoo-policy"
 _FORMAT_VERSION = 1
 _AUTO = "auto"
 
-# Per-method values of the "auto" fields: (dispersive, guidance, guidance_scale, target, sample_steps, adaptive_p);
-# they agree with mp1.MP1_DEFAULTS and dm1.DM1_DEFAULTS (tested).
-_METHOD_DEFAULTS: dict[str, tuple[str | None, str, float, str, int, float]] = {
-    "fm": (None, "none", 1.0, "down", 10, 0.5),
-    "meanflow": (None, "none", 1.0, "down", 1, 0.5),
-    "mp1": ("mp1", "mp1", 2.0, "down", 1, 0.5),
-    "dm1": ("infonce_l2", "none", 1.0, "embeddings", 1, 0.0),
+# Per-method values of the fields left "auto" (strings) or None (numbers); they agree with mp1.MP1_DEFAULTS and
+# dm1.DM1_DEFAULTS (tested). ``dispersive`` None is an explicit "no dispersive loss", hence its own "auto".
+_METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fm": dict(dispersive=None, guidance="none", guidance_scale=1.0, dispersive_target="down", sample_steps=10,
+               adaptive_p=0.5),
+    "meanflow": dict(dispersive=None, guidance="none", guidance_scale=1.0, dispersive_target="down", sample_steps=1,
+                     adaptive_p=0.5),
+    "mp1": dict(dispersive="mp1", guidance="mp1", guidance_scale=2.0, dispersive_target="down", sample_steps=1,
+                adaptive_p=0.5),
+    "dm1": dict(dispersive="infonce_l2", guidance="none", guidance_scale=1.0, dispersive_target="embeddings",
+                sample_steps=1, adaptive_p=0.0),
 }
-
-
+_UNSET: dict[str, Any] = dict(dispersive=_AUTO, guidance=_AUTO, dispersive_target=_AUTO, guidance_scale=None,
+                              sample_steps=None, adaptive_p=None)
 
 
 @dataclass
 class PolicyConfig:
-    """Options of a :class:`FlowPolicy`. Fields set to ``"auto"`` / None take the method's default on creation
-    (the resolved values are what a checkpoint stores)."""
+    """Options of a :class:`FlowPolicy`.
+
+    The method-dependent fields (``dispersive``, ``dispersive_target``, ``guidance``: ``"auto"``;
+    ``guidance_scale``, ``sample_steps``, ``adaptive_p``: None) stay unresolved in the config, so that changing
+    ``method`` later (``dataclasses.replace``, a ``--policy.method`` override) still yields that method's
+    defaults. :meth:`resolved` fills them in; a :class:`FlowPolicy` resolves its config when it is built, and its
+    ``policy.config`` and its checkpoints hold the resolved values. The config is validated on creation as if
+    resolved.
+    """
 
     method: Literal["fm", "meanflow", "mp1", "dm1"] = field(default="fm", metadata=option_help("training method"))
     n_obs_steps: int = field(default=2, metadata=option_help("observation history length"))
@@ -123,22 +135,27 @@ class PolicyConfig:
         if isinstance(self.state_hidden, list):
             self.state_hidden = tuple(self.state_hidden)
         validate_config(self)
+        self.resolved()  # refuse a bad combination now, not when the policy is built
+
+    def resolved(self) -> "PolicyConfig":
+        """A copy with every ``"auto"`` / None field replaced by ``method``'s default, checked.
+
+        Raises:
+            ConfigError: an unknown method or an invalid combination of options.
+        """
         if self.method not in METHODS:
             raise ConfigError(expected(f"method in {list(METHODS)}", repr(self.method), "pick one of them"))
-        dispersive, guidance, scale, target, steps, adaptive_p = _METHOD_DEFAULTS[self.method]
-        if self.dispersive == _AUTO:
-            self.dispersive = dispersive
-        if self.guidance == _AUTO:
-            self.guidance = guidance
-        if self.guidance_scale is None:
-            self.guidance_scale = scale
-        if self.dispersive_target == _AUTO:
-            self.dispersive_target = target
-        if self.sample_steps is None:
-            self.sample_steps = steps
-        if self.adaptive_p is None:
-            self.adaptive_p = adaptive_p
-        self._check()
+        out = copy.copy(self)  # no __post_init__: a resolved config must not resolve again
+        for name, value in _METHOD_DEFAULTS[self.method].items():
+            if getattr(out, name) == _UNSET[name]:
+                setattr(out, name, value)
+        out._check()
+        return out
+
+    @property
+    def is_resolved(self) -> bool:
+        """True when no method-dependent field is left "auto" / None (what :meth:`resolved` returns)."""
+        return all(getattr(self, name) != unset for name, unset in _UNSET.items())
 
     def _check(self) -> None:
         def need(ok: bool, name: str, want: str, fix: str) -> None:
@@ -199,10 +216,10 @@ class FlowPolicy(nn.Module):
             raise ConfigError(expected("a Normalizer with statistics for 'action'", repr(normalizer),
                                        "pass the dataset's normalizer (DemoDataset.normalizer)"))
         self.spec, self.normalizer = spec, normalizer
-        self.config = config if config is not None else PolicyConfig()
-        if not isinstance(self.config, PolicyConfig):
-            raise ConfigError(expected("config as a PolicyConfig", type(self.config).__name__,
-                                       "build PolicyConfig(...)"))
+        config = config if config is not None else PolicyConfig()
+        if not isinstance(config, PolicyConfig):
+            raise ConfigError(expected("config as a PolicyConfig", type(config).__name__, "build PolicyConfig(...)"))
+        self.config = config.resolved()
         c = self.config
         self.obs_encoder = ObservationEncoder(spec.obs_shapes, c.n_obs_steps, c.point_dim, c.state_dim, c.state_hidden)
         self.net = ConditionalUnet1D(spec.action_dim, self.obs_encoder.out_dim, c.down_dims, c.kernel_size,

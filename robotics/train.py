@@ -17,7 +17,13 @@ One run:
    :class:`~flowzoo.robotics.evaluate.SuccessTracker`, so the DP3/MP1 protocol (mean of the best K evaluations) and
    the last evaluation are reported side by side, with ``success.png``;
 4. the final policy is saved to ``<out_dir>/policy`` (weights, config, environment spec and normaliser), ready for
-   ``flowzoo robotics evaluate --checkpoint <out_dir>/policy``; a rollout video of the final policy is optional.
+   ``flowzoo robotics evaluate --checkpoint <out_dir>/policy``; a rollout video of the final policy is optional;
+   ``summary.json`` holds the success summary and the time spent training (``train_seconds``,
+   ``train_ms_per_step``) and evaluating (``eval_seconds``) separately.
+
+The method is the first argument; it sets ``--policy.method``, whose method-dependent options stay "auto" until the
+policy is built (:meth:`~flowzoo.robotics.policy.PolicyConfig.resolved`), so ``--policy.*`` options apply on top of
+that method's defaults (``dm1 --policy.dispersive hinge`` keeps DM1's other settings).
 
 Example:
     python -m flowzoo.robotics.train mp1 --task reach-v3 --obs state --episodes 10 \\
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -97,8 +104,10 @@ def _evaluator(cfg: RobotTrainConfig, out_dir: Path):
     from flowzoo.robotics.evaluate import SuccessTracker, evaluate_policy
 
     tracker = SuccessTracker()
+    timing = {"eval_seconds": 0.0}
 
     def evaluate(model: torch.nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
+        started = time.perf_counter()
         model.eval()
         result = evaluate_policy(model, cfg.task, episodes=cfg.eval_episodes, seed=cfg.eval_seed,
                                  num_envs=cfg.eval_envs, max_steps=cfg.eval_max_steps or None,
@@ -108,10 +117,11 @@ def _evaluator(cfg: RobotTrainConfig, out_dir: Path):
         tracker.record(step, result)
         tracker.save(out_dir / "success.json")
         tracker.plot(out_dir / "success.png", title=f"{cfg.policy.method} on {cfg.task} ({cfg.obs})")
+        timing["eval_seconds"] += time.perf_counter() - started
         return {"success": result.success_rate, "mean_return": result.mean_return,
                 "policy_ms_per_action": result.policy_ms_per_action}
 
-    return evaluate, tracker
+    return evaluate, tracker, timing
 
 
 def train_policy(cfg: RobotTrainConfig) -> dict[str, Any]:
@@ -123,14 +133,17 @@ def train_policy(cfg: RobotTrainConfig) -> dict[str, Any]:
     demos = load_or_collect_demos(cfg)
     policy = FlowPolicy(demos.spec, demos.normalizer, cfg.policy)
     windows = WindowDataset(demos, policy.config.n_obs_steps, policy.config.horizon)
-    evaluate, tracker = (None, None) if cfg.eval_episodes <= 0 else _evaluator(cfg, out_dir)
+    evaluate, tracker, timing = (None, None, {"eval_seconds": 0.0}) if cfg.eval_episodes <= 0 \
+        else _evaluator(cfg, out_dir)
     trainer = Trainer(policy, policy_objective, windows.sampler(cfg.trainer.batch_size), cfg.trainer,
                       evaluate=evaluate, run_config=cfg)
     result = trainer.fit()
     final = trainer.ema.module if trainer.ema is not None else policy
     summary: dict[str, Any] = {"task": cfg.task, "obs": cfg.obs, "method": cfg.policy.method, "nfe": final.nfe,
                                "episodes": demos.episodes, "windows": len(windows), "steps": result.step,
-                               "train_seconds": result.seconds, "train_ms_per_step": 1000 * result.seconds /
+                               "seconds": result.seconds, "train_seconds": result.seconds - timing["eval_seconds"],
+                               "eval_seconds": timing["eval_seconds"],
+                               "train_ms_per_step": 1000 * (result.seconds - timing["eval_seconds"]) /
                                max(result.step, 1), "final_metrics": result.metrics}
     if not is_main_process():
         return summary
@@ -147,31 +160,21 @@ def train_policy(cfg: RobotTrainConfig) -> dict[str, Any]:
     return summary
 
 
-def _config_class(method: str) -> type[RobotTrainConfig]:
-    """RobotTrainConfig whose default policy is ``method``'s, so that ``--policy.*`` overrides apply on top of the
-    method's own defaults (PolicyConfig resolves its "auto" fields when it is created)."""
-    if method not in METHODS:
-        raise ConfigError(expected(f"a method in {list(METHODS)} as the first argument", repr(method),
-                                   "e.g. python -m flowzoo.robotics.train mp1 --task reach-v3"))
-
-    @dataclass
-    class MethodTrainConfig(RobotTrainConfig):
-        policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(method=method))
-
-    MethodTrainConfig.__name__ = MethodTrainConfig.__qualname__ = "RobotTrainConfig"
-    MethodTrainConfig.__doc__ = RobotTrainConfig.__doc__
-    return MethodTrainConfig
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     method = "fm"
     if args and not args[0].startswith("-"):
         method, args = args[0], args[1:]
+    if method not in METHODS:
+        raise ConfigError(expected(f"a method in {list(METHODS)} as the first argument", repr(method),
+                                   "e.g. python -m flowzoo.robotics.train mp1 --task reach-v3"))
     if any(a == "--policy.method" or a.startswith("--policy.method=") for a in args):
         raise ConfigError(expected("the method as the first argument", "--policy.method",
                                    "write python -m flowzoo.robotics.train <fm|meanflow|mp1|dm1> ..."))
-    cfg = parse_config(_config_class(method), args, prog=f"python -m flowzoo.robotics.train {method}")
+    # The policy's method-dependent options stay "auto" until the policy is built, so the method can be set like
+    # any other option and every --policy.* override applies on top of that method's defaults.
+    cfg = parse_config(RobotTrainConfig, [*args, "--policy.method", method],
+                       prog=f"python -m flowzoo.robotics.train {method}")
     cfg = replace(cfg, trainer=replace(cfg.trainer, progress=cfg.trainer.progress and cfg.progress))
     summary = train_policy(cfg)
     if is_main_process():

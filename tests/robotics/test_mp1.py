@@ -79,8 +79,8 @@ def test_mp1_config_and_objective_wiring():
     for key in ("dispersive", "guidance", "guidance_scale", "adaptive_p", "distinct_fraction", "time_mean"):
         assert getattr(config, key) == MP1_DEFAULTS[key]
     # the method name alone resolves to the same settings as the presets
-    assert PolicyConfig(method="mp1", **SMALL) == config
-    assert PolicyConfig(method="dm1", **SMALL) == dm1_config(**SMALL)
+    assert PolicyConfig(method="mp1", **SMALL).resolved() == config.resolved()
+    assert PolicyConfig(method="dm1", **SMALL).resolved() == dm1_config(**SMALL).resolved()
     policy = FlowPolicy(SPEC, NORMALIZER, config)
     assert policy.objective.guidance_scale == 2.0 and policy.objective.guidance_kappa == -1.0
     assert policy.null_embedding is None and policy.nfe == 1
@@ -115,3 +115,40 @@ def test_dispersive_uses_the_down_blocks_of_the_gradient_pass():
     grad = policy.obs_encoder.encoders["state"].mlp[0].weight.grad
     assert grad is not None and float(grad.abs().sum()) > 0
     assert np.isfinite(loss.item())
+
+
+class _ConstantMap(torch.nn.Module):
+    """A flow map whose output is one learned vector: u(x, s, t) = c, so du/ds = 0 and the target is v̂ itself."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x, s, t):
+        return self.c.expand_as(x)
+
+
+def _fit_constant(objective, x1: torch.Tensor, steps: int = 400) -> tuple[torch.Tensor, float]:
+    model = _ConstantMap(x1.shape[1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    generator = torch.Generator().manual_seed(0)
+    losses = []
+    for step in range(steps):
+        loss, _ = objective(model, {"x1": x1}, generator=generator)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step >= steps - 100:
+            losses.append(loss.item())
+    return model.c.detach(), sum(losses) / len(losses)
+
+
+def test_mp1_guided_target_keeps_the_plain_minimiser_with_omega_times_the_noise():
+    # E[v] = E[x1 - x0] = mean of x1: both targets lead there; MP1's target v̂ = 2v - u has 2x the noise (4x loss).
+    spread = 0.1 * torch.randn(512, 2, generator=torch.Generator().manual_seed(1))
+    x1 = torch.tensor([[0.5, -1.0]]) + spread
+    plain, plain_loss = _fit_constant(meanflow_objective(adaptive_p=0.0), x1)
+    guided, guided_loss = _fit_constant(meanflow_objective(guidance="mp1", guidance_scale=2.0, adaptive_p=0.0), x1)
+    mean = x1.mean(0)
+    assert torch.allclose(plain, mean, atol=0.05) and torch.allclose(guided, mean, atol=0.05)
+    assert 3.0 < guided_loss / plain_loss < 5.0

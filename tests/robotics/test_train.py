@@ -40,3 +40,18 @@ def test_train_rejects_unknown_method_and_mismatched_demos(tmp_path):
     with pytest.raises(ConfigError, match="reach-v3"):
         main(["fm", "--task", "reach-v3", "--demos", str(out / "demos"), "--trainer.out_dir", str(tmp_path / "b"),
               "--progress", "false"])
+
+
+def test_policy_overrides_apply_on_top_of_the_method_defaults(tmp_path):
+    torch.set_num_threads(1)
+    out = tmp_path / "run"
+    main(["dm1", "--task", "toy-obstacle", "--episodes", "4", "--eval_episodes", "0", "--policy.down_dims", "16",
+          "--policy.dispersive", "hinge", "--trainer.steps", "2", "--trainer.batch_size", "8",
+          "--trainer.out_dir", str(out), "--progress", "false"])
+    config = load_policy(out / "policy").config
+    assert config.method == "dm1" and config.dispersive == "hinge"
+    assert config.dispersive_target == "embeddings" and config.adaptive_p == 0.0  # DM1's, not fm's
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["eval_seconds"] == 0.0 and summary["train_seconds"] > 0
+    with pytest.raises(ConfigError, match="first argument"):
+        main(["fm", "--policy.method", "mp1", "--task", "toy-obstacle"])
