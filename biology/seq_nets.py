@@ -3,8 +3,8 @@
 Both networks read a point of the product of simplices (one probability vector over the K letters per
 position), the time t (B,) in [0, 1], and return per-position logits (B, L, K) over the clean letter (the
 denoiser parameterisation of :mod:`flowzoo.biology.gumbel_fm`). The input features are the probabilities
-and their centred log-probabilities: on the Gumbel-softmax path the information sits in the logits, whose
-scale changes by a factor e^λ over time, so each position's features are layer-normalised.
+and their centred log-probabilities: on the Gumbel-softmax paths the information sits in the logits, whose
+scale grows by a factor of up to e^λ over time, so each position's features are layer-normalised.
 
 * :class:`ConvSequenceNet`: residual blocks of dilated 1-D convolutions with a time embedding added in
   every block (translation-equivariant, any length).

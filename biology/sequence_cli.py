@@ -77,6 +77,9 @@ class SequenceTrainConfig:
     tau_max: float = field(default=10.0, metadata=option_help("Gumbel-softmax temperature at t = 0"))
     decay: float = field(default=3.0, metadata=option_help("temperature decay rate lambda"))
     beta: float = field(default=2.0, metadata=option_help("Gumbel noise scale beta"))
+    noise: Literal["fixed", "tempered"] = field(
+        default="fixed", metadata=option_help("Gumbel-softmax noise schedule: fixed (Eq. 13 exact) or tempered "
+                                              "(the paper's Eq. 9 path)"))
     step: Literal["euler", "logit"] = field(default="euler", metadata=option_help("simplex Euler step kind"))
     sample_steps: int = field(default=100, metadata=option_help("default sampling steps stored with the model"))
     trainer: TrainerConfig = field(default_factory=_default_trainer)
@@ -165,7 +168,8 @@ def load_sequence_model(path: str | Path):
         raise CheckpointError(expected(f"weights matching {meta_path.name}", repr(error)[:200],
                                        "retrain; the weights and the JSON belong to different runs")) from error
     net.eval()
-    path_kw = meta.get("path", {})
+    # Checkpoints written before the noise schedule was stored were trained on the paper's (tempered) path.
+    path_kw = {"noise": "tempered", **meta.get("path", {})}
     method = build_method(meta["method"], alphabet.size, step=meta.get("step", "euler"), **path_kw)
     return net, method, alphabet, meta
 
@@ -206,7 +210,7 @@ def train_sequence_model(cfg: SequenceTrainConfig):
     if cfg.net == "transformer":
         net_kwargs["max_length"] = tokens.shape[1]
     net = build_sequence_net(cfg.net, alphabet.size, **net_kwargs)
-    path = {"tau_max": cfg.tau_max, "decay": cfg.decay, "beta": cfg.beta}
+    path = {"tau_max": cfg.tau_max, "decay": cfg.decay, "beta": cfg.beta, "noise": cfg.noise}
     method = build_method(cfg.method, alphabet.size, step=cfg.step, **path)
     data = one_hot(tokens, alphabet.size)
 

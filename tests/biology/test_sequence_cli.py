@@ -43,6 +43,21 @@ def test_train_writes_model_and_checkpoints(trained):
     assert net(torch.full((2, 12, 4), 0.25), torch.zeros(2)).shape == (2, 12, 4)
 
 
+def test_noise_schedule_is_stored_and_old_checkpoints_load_on_the_papers_path(trained, tmp_path):
+    import json
+    import shutil
+
+    _, method, _, meta = load_sequence_model(trained / "run")
+    assert meta["path"]["noise"] == "fixed" and method.path.noise == "fixed"
+    old = shutil.copytree(trained / "run", tmp_path / "old_run")
+    meta_file = old / "sequence_model.json"
+    stored = json.loads(meta_file.read_text())
+    del stored["path"]["noise"]  # what a checkpoint written before the fixed-noise path holds
+    meta_file.write_text(json.dumps(stored))
+    _, method, _, _ = load_sequence_model(old)
+    assert method.path.noise == "tempered"
+
+
 @pytest.mark.parametrize("guided", [False, True])
 def test_sample_writes_fasta(trained, guided):
     out = trained / f"out_{guided}.fa"
