@@ -91,7 +91,7 @@ def _run_episode(env, expert, rng: np.random.Generator, seed: int, action_noise:
 def collect_demos(task: str, episodes: int, obs_mode: str = "state", out: str | Path | None = None, *,
                   seed: int = 0, action_noise: float = 0.0, num_points: int = 512, render_size: int | None = None,
                   max_steps: int | None = None, extra_steps: int = 10, max_attempts: int | None = None,
-                  progress: bool = True) -> DemoDataset:
+                  goal_visible: bool = False, progress: bool = True) -> DemoDataset:
     """Run the task's scripted expert, keep ``episodes`` successful episodes, fit the normaliser, save.
 
     Args:
@@ -101,6 +101,8 @@ def collect_demos(task: str, episodes: int, obs_mode: str = "state", out: str | 
         out: dataset directory to write (None: only return the dataset). Checked before collecting.
         seed: seeds the episode seeds and the action noise.
         action_noise: standard deviation of Gaussian noise added to the expert's actions (env units).
+        goal_visible: pointcloud mode only: ``agent_pos`` also holds the goal position (see
+            :func:`~flowzoo.robotics.envs.make_env`; reach/push/pick-place's goal is not in the depth image).
         num_points: points per cloud (pointcloud mode).
         render_size: depth image size (None: automatic, see ``make_env``).
         max_steps: episode time limit (default: the task's, 500 for Meta-World).
@@ -128,7 +130,7 @@ def collect_demos(task: str, episodes: int, obs_mode: str = "state", out: str | 
         check_output_path(out)  # refuse a bad target before spending minutes collecting
     expert = expert_policy(task)
     env = make_env(task, obs_mode, seed=seed, num_points=num_points, render_size=render_size,
-                   max_episode_steps=max_steps)
+                   max_episode_steps=max_steps, goal_visible=goal_visible)
     spec = env_spec(env)
     low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
     rng = np.random.default_rng(seed)
@@ -169,7 +171,7 @@ def collect_demos(task: str, episodes: int, obs_mode: str = "state", out: str | 
     collection = {
         "task": task, "obs_mode": obs_mode, "seed": int(seed), "action_noise": float(action_noise),
         "num_points": num_points, "render_size": spec.extras.get("render_size"), "max_steps": spec.max_episode_steps,
-        "extra_steps": extra_steps, "requested": episodes, "kept": len(kept), "attempts": tried,
+        "extra_steps": extra_steps, "goal_visible": bool(goal_visible), "requested": episodes, "kept": len(kept), "attempts": tried,
         "failed": len(failed_seeds), "expert_success_rate": len(kept) / tried,
         "seconds_per_episode": elapsed / tried, "ms_per_step": 1000.0 * elapsed / max(steps_run, 1),
     }
@@ -196,6 +198,7 @@ class CollectConfig:
     max_steps: int | None = field(default=None, metadata={"help": "episode time limit; none = task default"})
     extra_steps: int = field(default=10, metadata={"help": "steps recorded after the first success"})
     max_attempts: int | None = field(default=None, metadata={"help": "episodes tried at most; none = 2*episodes+10"})
+    goal_visible: bool = field(default=False, metadata={"help": "pointcloud mode: append the goal xyz to agent_pos"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
 
 
@@ -204,7 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_config(CollectConfig, sys.argv[1:] if argv is None else list(argv), prog="flowzoo robotics collect")
     dataset = collect_demos(cfg.task, cfg.episodes, cfg.obs, cfg.out, seed=cfg.seed, action_noise=cfg.action_noise,
                             num_points=cfg.num_points, render_size=cfg.render_size, max_steps=cfg.max_steps,
-                            extra_steps=cfg.extra_steps, max_attempts=cfg.max_attempts, progress=cfg.progress)
+                            extra_steps=cfg.extra_steps, max_attempts=cfg.max_attempts, goal_visible=cfg.goal_visible,
+                            progress=cfg.progress)
     c = dataset.info["collection"]
     print(f"wrote {cfg.out}: {dataset.episodes} episodes, {dataset.num_steps} steps of {cfg.task} ({cfg.obs}); "
           f"expert success {c['kept']}/{c['attempts']}; {c['seconds_per_episode']:.2f} s/episode, "

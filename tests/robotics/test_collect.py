@@ -67,6 +67,14 @@ def test_collect_one_short_pointcloud_episode(tmp_path):
     np.testing.assert_array_equal(batch["obs"]["point_cloud"][0, 1].numpy(), demos.arrays["point_cloud"][0])
 
 
+def test_goal_visible_collection_appends_the_goal_to_agent_pos(tmp_path):
+    demos = collect_demos("reach-v3", 1, "pointcloud", tmp_path / "pc", seed=1, num_points=16, render_size=32,
+                          max_steps=80, extra_steps=0, goal_visible=True, progress=False)
+    assert demos.spec.obs_shapes["agent_pos"] == (7,) and demos.info["collection"]["goal_visible"] is True
+    goal = demos.arrays["agent_pos"][:, 4:7]
+    assert np.allclose(goal, goal[0]) and np.abs(goal[0]).max() > 0.01  # one fixed, non-zero goal per episode
+
+
 def test_action_noise_changes_the_actions_and_is_seeded():
     clean = collect_demos("reach-v3", 1, seed=2, progress=False, extra_steps=0)
     noisy = collect_demos("reach-v3", 1, seed=2, action_noise=0.2, progress=False, extra_steps=0)
