@@ -141,7 +141,8 @@ def train_all(ds: Dataset, args) -> Trained:
         tr.imf_ot = Run("MeanFlow-iMF + OT", net(MLPFlowMap),
                         MeanFlowLoss(derivative="jvp", coupling=ExactOTCoupling(), **imf_settings()), steps, lr, seed)
     if "splitmeanflow" in chosen:
-        tr.smf = Run("SplitMeanFlow", net(MLPFlowMap), SplitMeanFlowLoss(**splitmeanflow_settings()), steps, lr, seed)
+        tr.smf = Run("SplitMeanFlow", net(MLPFlowMap), SplitMeanFlowLoss(**splitmeanflow_settings(ds.dim)), steps,
+                     lr, seed)
     phase1 = [r for r in (tr.fm, tr.mf, tr.imf, tr.imf_ot, tr.smf) if r is not None]
     print(f"  phase 1: {', '.join(r.name for r in phase1)} ({steps} steps, batch {batch_size})", flush=True)
     train_interleaved(phase1, stream(), ds.name)
