@@ -10,6 +10,7 @@ Modules (imported on demand, so ``import flowzoo.robotics`` loads neither MuJoCo
     collect         scripted-expert collection (``flowzoo robotics collect``)
     nets            DP3-style point encoder, state encoder, conditional 1-D temporal U-Net with FiLM
     policy          FlowPolicy (fm / meanflow / mp1 / dm1), save/load with spec and normaliser
+    policy_config   PolicyConfig and each method's defaults (re-exported by policy)
     mp1             MP1: MeanFlow on action chunks, dispersive loss, both guidance forms
     dm1             DM1: dispersive variants on the same policy, representation health
     toy             2-D bimodal obstacle task (one-step collapse vs MP1)
@@ -30,7 +31,7 @@ Modules (imported on demand, so ``import flowzoo.robotics`` loads neither MuJoCo
     train           ``python -m flowzoo.robotics.train <fm|meanflow|mp1|dm1> --task ... --obs state|pointcloud``
 """
 
-__all__ = ["spec", "envs", "metaworld_env", "pointcloud", "normalizer", "data", "collect", "nets", "policy", "mp1",
-           "dm1", "toy", "export", "chunking", "inference_worker", "controller", "rollout", "tracking", "evaluate",
+__all__ = ["spec", "envs", "metaworld_env", "pointcloud", "normalizer", "data", "collect", "nets", "policy",
+           "policy_config", "mp1", "dm1", "toy", "export", "chunking", "inference_worker", "controller", "rollout", "tracking", "evaluate",
            "afm", "afm_regimes", "afm_controller", "afm_waypoints", "afm_sim", "afm_point_mass", "mppi", "train",
            "cli"]
