@@ -20,8 +20,7 @@ Point clouds. The goal of reach / push / pick-place is a marker site that no dep
 proprioceptive ``agent_pos`` alone those tasks are solved only by chance. Their point-cloud rows use
 ``goal_visible`` observations: ``agent_pos`` = hand xyz, gripper, goal xyz (7 values), as
 ``make_env(..., goal_visible=True)`` produces (evaluation rebuilds that environment from the policy's spec).
-The demonstrations are joined from the cached point-cloud and state collections of the same seed (same expert
-episodes: their seeds, lengths, actions and hand positions are checked to be identical).
+The demonstrations are collected that way (``collect_demos(..., goal_visible=True)``) and cached.
 
     python benchmarks/robotics_metaworld.py --quick     # 2 tasks, 1 seed, 5 state rows, 2 point-cloud rows on
                                                         # reach: 950 CPU-s measured, i.e. <= 8 min on 2 idle cores
@@ -51,11 +50,10 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from flowzoo.core.training import TrainerConfig
-from flowzoo.robotics.data import DemoDataset
+from flowzoo.robotics.collect import collect_demos
 from flowzoo.robotics.policy import PolicyConfig
 from flowzoo.robotics.train import RobotTrainConfig, load_or_collect_demos, train_policy
 
@@ -133,30 +131,12 @@ def demos_for(task: str, obs: str, seed: int, budget: Budget) -> Path:
 
 
 def goal_visible_demos_for(task: str, seed: int, budget: Budget) -> Path:
-    """Point-cloud demonstrations whose ``agent_pos`` also holds the goal (the ``goal_visible`` observation).
-
-    Joined from the point-cloud and the state collection of the same seed: the scripted expert is deterministic
-    and both collections reset the same episode seeds, so the episodes are the same; that is checked (episode
-    seeds, lengths, actions, hand position) before the state's goal, obs[36:39], is appended to ``agent_pos``.
-    """
-    path = CACHE / f"{task}_pointcloud-goal_{budget.episodes}ep_{budget.num_points}pts_seed{seed}"
-    if (path / "meta.json").exists():
-        return path
-    cloud = DemoDataset.load(demos_for(task, "pointcloud", seed, budget))
-    state = DemoDataset.load(demos_for(task, "state", seed, budget))
-    same = (cloud.info.get("episode_seeds") == state.info.get("episode_seeds")
-            and np.array_equal(cloud.episode_ends, state.episode_ends)
-            and np.allclose(cloud.arrays["action"], state.arrays["action"], atol=1e-6)
-            and np.allclose(cloud.arrays["agent_pos"], state.arrays["state"][:, :4], atol=1e-5))
-    if not same:
-        raise RuntimeError(f"the point-cloud and state demonstrations of {task} (seed {seed}) are not the same "
-                           f"episodes; delete {CACHE} and run again")
-    arrays = dict(cloud.arrays)
-    arrays["agent_pos"] = np.concatenate([cloud.arrays["agent_pos"], state.arrays["state"][:, 36:39]], axis=1)
-    spec = dataclasses.replace(cloud.spec, obs_shapes={**cloud.spec.obs_shapes, "agent_pos": (7,)},
-                               extras={**cloud.spec.extras, "goal_visible": True})
-    info = {**cloud.info, "goal_visible": "agent_pos[4:7] = goal xyz, joined from the state collection"}
-    DemoDataset(arrays, cloud.episode_ends, spec, info=info).save(path)
+    """Point-cloud demonstrations whose ``agent_pos`` also holds the goal (``collect_demos(goal_visible=True)``),
+    collected once and cached like :func:`demos_for`."""
+    path = CACHE / f"{task}_pointcloud-goalvisible_{budget.episodes}ep_{budget.num_points}pts_seed{seed}"
+    if not (path / "meta.json").exists():
+        collect_demos(task, budget.episodes, "pointcloud", path, seed=seed, num_points=budget.num_points,
+                      goal_visible=True, progress=False)
     return path
 
 
