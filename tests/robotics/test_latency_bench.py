@@ -1,0 +1,95 @@
+"""benchmarks/robotics_latency.py: every row present, times positive and finite, speed-up within its Amdahl bound.
+
+Behaviour, not speed: the networks are tiny and the repeats few, so only what holds on any machine is checked.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+import robotics_latency as bench  # noqa: E402
+from flowzoo.core.errors import ConfigError  # noqa: E402
+
+torch.set_num_threads(1)
+
+TINY = bench.NetworkSize("tiny", (8, 16), 16, time_dim=16)
+
+
+@pytest.fixture(scope="module")
+def rows() -> list[bench.LatencyRow]:
+    return bench.run_latency([TINY], bench.OBS_MODES, repeats=5)
+
+
+def test_every_row_is_measured_and_tabulated(rows):
+    assert [(r.size.name, r.obs) for r in rows] == [("tiny", "state"), ("tiny", "pointcloud")]
+    table = bench.format_table(rows).splitlines()
+    assert len(table) == 2 + len(rows)
+    columns = table[0].count("|")
+    assert all(line.count("|") == columns for line in table)
+    assert table[2].startswith("| state | tiny (8, 16) |")
+    assert table[3].startswith("| pointcloud | tiny (8, 16), 16 pts |")
+
+
+def test_times_are_positive_and_finite(rows):
+    for r in rows:
+        for name in ("encoder_ms", "unet_ms", "flowmap_ms", "fm_chunk_ms", "mp1_chunk_ms", "fm_chunk_inference_ms",
+                     "mp1_chunk_inference_ms", "fm_chunk_cold_ms", "mp1_chunk_cold_ms"):
+            value = getattr(r, name)
+            assert math.isfinite(value) and value > 0, (r.obs, name, value)
+        assert r.params_m > 0 and r.n_action_steps == 4 and r.repeats == 5
+
+
+def test_speedup_is_consistent_with_the_amdahl_bound(rows):
+    for r in rows:
+        assert r.amdahl_bound > 1
+        assert r.speedup > 1  # ten U-Net passes against one
+        # E + 10U over E + U can never exceed 10, and a one-pass sampler cannot beat it by much.
+        assert r.amdahl_bound <= bench.FM_STEPS
+        assert r.speedup <= 1.5 * r.amdahl_bound, (r.obs, r.speedup, r.amdahl_bound)
+
+
+def test_policies_sample_with_the_compared_number_of_passes():
+    fm, mp1 = bench.build_policy("fm", TINY, "pointcloud"), bench.build_policy("mp1", TINY, "pointcloud")
+    assert (fm.nfe, mp1.nfe) == (bench.FM_STEPS, 1)
+    assert fm.spec.obs_shapes == {"point_cloud": (16, 3), "agent_pos": (bench.AGENT_POS_DIM,)}
+    assert not fm.training and not mp1.training
+
+
+def test_time_interleaved_separates_cold_and_warm_calls():
+    calls: list[str] = []
+
+    def function(name: str):
+        def run() -> None:
+            if calls and calls[-1] != name:
+                time.sleep(0.003)  # "cold": another function ran just before
+            calls.append(name)
+        return run
+
+    timings = bench.time_interleaved({"a": function("a"), "b": function("b")}, repeats=3, calls_per_round=2,
+                                     warmup=1)
+    assert calls == ["a", "b"] + ["a", "a", "b", "b"] * 3  # one warm-up each, then per round a, a, b, b
+    for name in ("a", "b"):
+        assert 0 < timings.warm[name] < 2.0 < timings.cold[name]
+    single = bench.time_interleaved({"a": function("a")}, repeats=2, calls_per_round=1, warmup=0)
+    assert single.warm == single.cold
+
+
+def test_main_prints_one_table_and_the_targets(capsys):
+    assert bench.main(["--sizes", "benchmark", "--obs", "state", "--repeats", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| state | benchmark (32, 64) |" in out
+    assert "Target (state, benchmark): MP1 >= 8x faster per action than FM-10" in out
+    assert "inference_mode vs no_grad" in out
+
+
+def test_unknown_observation_mode_is_refused():
+    with pytest.raises(ConfigError, match="pointcloud"):
+        bench.meta_world_spec("rgb", 16)
