@@ -12,6 +12,17 @@ from flowzoo.robotics.nets import ConditionalUnet1D, ObservationEncoder, PointCl
 torch.set_num_threads(1)
 
 
+def test_point_encoder_pools_the_same_with_and_without_autograd():
+    """Inference pools with amax (no argmax), training with max (its backward): the features must be identical."""
+    torch.manual_seed(0)
+    enc = PointCloudEncoder(out_dim=16)
+    points = torch.randn(3, 40, 3)
+    with torch.no_grad():
+        inference = enc(points)
+    training = enc(points)
+    assert training.requires_grad and torch.equal(inference, training.detach())
+
+
 def test_point_encoder_is_permutation_and_duplicate_invariant():
     torch.manual_seed(0)
     enc = PointCloudEncoder(out_dim=16)
