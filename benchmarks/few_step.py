@@ -1,10 +1,12 @@
 """Few-step generation in flowzoo.core: quality against NFE and cost, one table per dataset.
 
-Every method on a dataset uses the same network family (MLP 3x256 in 2-D, 4x512 on digits; flow maps add a
-second time embedding), the same seed, batches, optimiser (Adam, cosine decay to 5 %) and number of steps.
-Methods that start from the flow-matching (FM) teacher (2-rectified flow and MFD, fine-tuned at half the
-learning rate; FlowTurbo's small refiner) are trained after it, on the same data batches (2-RF on its pairs);
-their step count is their own (the teacher's is not added). Training steps are interleaved -- one step of
+Every method on a dataset uses the same network family (MLP 3x256 on checkerboard, 3x512 on moons, 4x512 on
+digits; flow maps add a second time embedding), the same seed, batches, optimiser (Adam, cosine decay to 5 %)
+and number of steps: every method trained from scratch (FM, the MeanFlow rows, SplitMeanFlow) gets
+``--steps`` (checkerboard 6000, moons 12000, digits 3000). Methods that start from the flow-matching (FM) teacher
+(2-rectified flow and MFD, fine-tuned at half the learning rate; FlowTurbo's small refiner; BOSS's fine-tune)
+are trained after it, on the same data batches (2-RF on its pairs), for ``--finetune-steps`` (6000 in 2-D,
+3000 on digits; the teacher's steps are not added). Training steps are interleaved -- one step of
 each method in turn, the order rotating -- within each of the two phases (from scratch; from the teacher),
 and sampling times are the best of interleaved repeats, so the machine's load hits all methods alike.
 
@@ -27,8 +29,9 @@ Files: this script (rows, targets, CLI), ``few_step_data.py`` (datasets, timing,
 ``few_step_runs.py`` (the interleaved training of every method), ``few_step_settings.py`` (each flow-map
 method's configuration and the alternatives measured for it).
 
-Run (about 17 minutes on 2 idle CPU cores before the two iMF rows were added, an estimated 25 now; twice
-that on a busy machine; ``--quick``, 300 steps per method: a few minutes):
+Run (checkerboard and digits 14 and 8 minutes measured on 2 threads of a shared machine; moons, with its wider
+network and twice the steps, 72 minutes measured on 1 thread while another benchmark shared the machine (4292 s),
+an estimated 30-40 on 2 idle cores; ``--quick``, 300 steps per method: a few minutes):
 
     .venv/bin/python benchmarks/few_step.py
     .venv/bin/python benchmarks/few_step.py --quick --datasets checkerboard moons
@@ -48,7 +51,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from few_step_data import DATASETS, Dataset, interleaved_min_times, make_dataset, table  # noqa: E402
+from few_step_data import DEFAULT_STEPS, DATASETS, Dataset, interleaved_min_times, make_dataset, table  # noqa: E402
 from few_step_runs import METHODS, Trained, train_all  # noqa: E402
 from few_step_settings import imf_settings, meanflow_settings, splitmeanflow_settings  # noqa: E402,F401
 from flowzoo.core.flowmap import flowmap_sample  # noqa: E402
@@ -192,8 +195,10 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS,
                         help="methods to train besides the FM baseline (always trained); default all")
-    parser.add_argument("--steps", type=int, default=None, help="training steps per method (default 6000 2-D, "
-                        "3000 digits; --quick 300)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps of the methods trained from "
+                        "scratch (default: checkerboard 6000, moons 12000, digits 3000; --quick 300)")
+    parser.add_argument("--finetune-steps", type=int, default=None, help="training steps of the methods that "
+                        "start from the FM teacher (default: checkerboard and moons 6000, digits 3000; --quick 300)")
     parser.add_argument("--batch", type=int, default=512, help="batch size in 2-D")
     parser.add_argument("--digits-batch", type=int, default=256)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -215,7 +220,9 @@ def main() -> None:
     for name in args.datasets:
         a = copy.copy(args)
         if a.steps is None:
-            a.steps = 300 if args.quick else (6000 if name != "digits" else 3000)
+            a.steps = 300 if args.quick else DEFAULT_STEPS[name][0]
+        if a.finetune_steps is None:
+            a.finetune_steps = 300 if args.quick else DEFAULT_STEPS[name][1]
         if a.eval_samples is None:
             a.eval_samples = 1500 if name != "digits" else 1000
         if args.quick:
@@ -225,7 +232,8 @@ def main() -> None:
         print(f"\n# {name}", flush=True)
         ds = make_dataset(name, a)
         rows, tgts = run_benchmark(ds, a)
-        print(f"\n## {ds.title}: {a.steps} steps/method, MLP {ds.depth}x{ds.hidden}, seed {a.seed}, "
+        print(f"\n## {ds.title}: {a.steps} steps from scratch, {a.finetune_steps} from the teacher, "
+              f"MLP {ds.depth}x{ds.hidden}, seed {a.seed}, "
               f"{a.eval_samples} samples ({time.perf_counter() - t0:.0f} s)\n")
         print(table(rows))
         print(f"\n### Targets ({ds.name})\n")

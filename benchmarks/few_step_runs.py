@@ -115,8 +115,8 @@ class Trained:
 
 
 def train_all(ds: Dataset, args) -> Trained:
-    """Phase 1 trains FM, MeanFlow (both formulations) and SplitMeanFlow from scratch; phase 2 the methods that
-    need the FM teacher."""
+    """Phase 1 trains FM, MeanFlow (both formulations) and SplitMeanFlow from scratch for ``args.steps``; phase 2
+    the methods that need the FM teacher, for ``args.finetune_steps``."""
     batch_size = args.batch if ds.dim == 2 else args.digits_batch
     chosen = set(args.methods)
 
@@ -149,6 +149,7 @@ def train_all(ds: Dataset, args) -> Trained:
     teacher = tr.fm.model
     phase2 = []
     n_pairs = args.pairs if ds.dim == 2 else args.pairs // 4
+    steps = args.finetune_steps
 
     def bank_batches(bank: dict[str, torch.Tensor], gen_seed: int) -> Callable[[int], dict]:
         gen = torch.Generator().manual_seed(gen_seed)
@@ -201,7 +202,7 @@ def boss_runs(ds: Dataset, tr: Trained, args, n_paths: int, bank_batches) -> lis
     ``n_paths`` sources (the same count as the reflow pairs) like the paper's redress data. The same fine-tune
     on the *uniform* grid is the ablation that separates the step choice from the fine-tune.
     """
-    teacher, lr, steps, seed = tr.fm.model, args.lr, args.steps, args.seed
+    teacher, lr, steps, seed = tr.fm.model, args.lr, args.finetune_steps, args.seed
     started = time.perf_counter()
     cost, fine = boss_cost_matrix(teacher, ds.source(args.boss_trajectories, torch.Generator().manual_seed(77)),
                                   fine_steps=100)
