@@ -24,7 +24,7 @@ from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
 from flowzoo.core.paths import PathSample, StochasticInterpolant
 from flowzoo.core.timesamplers import UniformTime
 
-__all__ = ["Batch", "RESERVED_KEYS", "unpack_batch", "raise_if_batch_not_finite", "per_sample_weight",
+__all__ = ["Batch", "RESERVED_KEYS", "unpack_batch", "couple_batch", "raise_if_batch_not_finite", "per_sample_weight",
            "per_sample_mean", "reduce_weighted", "check_time_sampler", "sample_time", "sample_path", "call_model"]
 
 Tensor = torch.Tensor
@@ -87,6 +87,30 @@ def unpack_batch(batch: object, generator: torch.Generator | None, finite: bool 
         if value.is_floating_point():  # a model may ignore a condition, so scan it now
             check_finite(value, f'batch["{key}"]')
         cond[key] = value
+    return Batch(x0, x1, weight, cond)
+
+
+def couple_batch(coupling: Callable, data: Batch) -> Batch:
+    """Re-pair a batch's (x0, x1) with ``coupling`` (a ``flowzoo.core.couplings`` object); conditioning and
+    weights follow x1 through the pairing's ``index1``, and a pairing weight multiplies the batch weight."""
+    n = data.x1.shape[0]
+    pairing = coupling(data.x0, data.x1, cond0=None, cond1=data.cond or None)
+    x0, x1 = pairing.x0, pairing.x1
+    check_same_shape(x0, x1, ("Pairing.x0", "Pairing.x1"))
+    cond, weight = data.cond, data.weight
+    index1 = getattr(pairing, "index1", None)
+    if index1 is not None:
+        index1 = torch.as_tensor(index1, device=data.x1.device, dtype=torch.long)
+        cond = {k: v[index1] for k, v in cond.items()}
+        weight = None if weight is None else weight[index1]
+    elif x1.shape[0] != n and (cond or weight is not None):
+        raise ShapeError(expected("a Pairing that keeps the batch's rows or gives index1",
+                                  f"{x1.shape[0]} pairs from {n} samples and no index1",
+                                  "return index1 so that conditioning and weights can follow the data"))
+    pair_weight = getattr(pairing, "weight", None)
+    if pair_weight is not None:
+        pair_weight = per_sample_weight(pair_weight, x1.shape[0], "Pairing.weight")
+        weight = pair_weight if weight is None else weight * pair_weight
     return Batch(x0, x1, weight, cond)
 
 

@@ -55,8 +55,8 @@ from torch.autograd import forward_ad as fwAD
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.flowmap import TwoTimeSampler
-from flowzoo.core.batching import (per_sample_mean, raise_if_batch_not_finite, reduce_weighted, sample_path,
-                                   unpack_batch)
+from flowzoo.core.batching import (couple_batch, per_sample_mean, raise_if_batch_not_finite, reduce_weighted,
+                                   sample_path, unpack_batch)
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import CondOTPath
 
@@ -365,7 +365,7 @@ class MeanFlowLoss:
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         data = unpack_batch(batch, generator, finite=self.coupling is not None)
         if self.coupling is not None:
-            data = self._conditioning._couple(data)
+            data = couple_batch(self.coupling, data)
         n = data.x1.shape[0]
         s, t = self.time_sampler.sample(n, device=data.x1.device, generator=generator)
         s, t = s.to(data.x1.dtype), t.to(data.x1.dtype)

@@ -28,10 +28,8 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from flowzoo.core._validation import check_same_shape
-from flowzoo.core.batching import (Batch, Model, Tensor, call_model, check_time_sampler, per_sample_mean,
-                                   per_sample_weight, raise_if_batch_not_finite, reduce_weighted, sample_path,
-                                   sample_time, unpack_batch)
+from flowzoo.core.batching import (Model, Tensor, call_model, check_time_sampler, couple_batch, per_sample_mean,
+                                   raise_if_batch_not_finite, reduce_weighted, sample_path, sample_time, unpack_batch)
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.paths import CondOTPath, PathSample, StochasticInterpolant
 
@@ -100,27 +98,6 @@ class FlowMatchingLoss:
         return (f"FlowMatchingLoss(path={self.path!r}, coupling={self.coupling!r}, "
                 f"time_sampler={self.time_sampler!r}, cond_dropout={self.cond_dropout})")
 
-    def _couple(self, data: Batch) -> Batch:
-        n = data.x1.shape[0]
-        pairing = self.coupling(data.x0, data.x1, cond0=None, cond1=data.cond or None)
-        x0, x1 = pairing.x0, pairing.x1
-        check_same_shape(x0, x1, ("Pairing.x0", "Pairing.x1"))
-        cond, weight = data.cond, data.weight
-        index1 = getattr(pairing, "index1", None)
-        if index1 is not None:
-            index1 = torch.as_tensor(index1, device=data.x1.device, dtype=torch.long)
-            cond = {k: v[index1] for k, v in cond.items()}
-            weight = None if weight is None else weight[index1]
-        elif x1.shape[0] != n and (cond or weight is not None):
-            raise ShapeError(expected("a Pairing that keeps the batch's rows or gives index1",
-                                      f"{x1.shape[0]} pairs from {n} samples and no index1",
-                                      "return index1 so that conditioning and weights can follow the data"))
-        pair_weight = getattr(pairing, "weight", None)
-        if pair_weight is not None:
-            pair_weight = per_sample_weight(pair_weight, x1.shape[0], "Pairing.weight")
-            weight = pair_weight if weight is None else weight * pair_weight
-        return Batch(x0, x1, weight, cond)
-
     def _drop_conditions(self, cond: dict[str, Tensor], n: int, like: Tensor,
                          generator: torch.Generator | None) -> tuple[dict[str, Tensor], Tensor]:
         missing = sorted(set(self.null_cond) - set(cond))
@@ -146,7 +123,7 @@ class FlowMatchingLoss:
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         data = unpack_batch(batch, generator, finite=self.coupling is not None)
         if self.coupling is not None:
-            data = self._couple(data)
+            data = couple_batch(self.coupling, data)
         n = data.x1.shape[0]
         t = sample_time(self.time_sampler, n, data.x1, generator)
         sample = sample_path(self.path, data.x0, data.x1, t, generator)
