@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import math
+
 import torch
 
-from flowzoo.core.errors import DTypeError, EmptyInputError, NonFiniteError, ShapeError, expected
+from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, NonFiniteError, ShapeError, expected
 
-__all__ = ["check_tensor", "check_same_shape", "check_time", "check_finite", "as_time"]
+__all__ = ["check_tensor", "check_same_shape", "check_time", "check_finite", "as_time", "check_number"]
 
 
 def check_tensor(
@@ -89,3 +91,14 @@ def broadcast_time(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 __all__.append("broadcast_time")
+
+
+def check_number(value: object, name: str, *, low: float | None = None, high: float | None = None,
+                 strict_low: bool = False, fix: str | None = None) -> float:
+    """A finite real number within [low, high] (``strict_low``: > low) as a float, or ConfigError saying which."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(expected(f"{name} as a finite number", repr(value), fix or f"pass a float {name}"))
+    if (low is not None and (value < low or (strict_low and value == low))) or (high is not None and value > high):
+        bounds = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ConfigError(expected(f"{name} {bounds}", value, fix or f"check {name}"))
+    return float(value)

@@ -55,6 +55,7 @@ from torch.autograd import forward_ad as fwAD
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.flowmap import TwoTimeSampler
+from flowzoo.core._validation import check_number
 from flowzoo.core.batching import (couple_batch, per_sample_mean, raise_if_batch_not_finite, reduce_weighted,
                                    sample_path, unpack_batch)
 from flowzoo.core.objectives import FlowMatchingLoss
@@ -65,16 +66,6 @@ __all__ = ["MeanFlowLoss", "DERIVATIVES", "FORMULATIONS"]
 Tensor = torch.Tensor
 DERIVATIVES = ("jvp", "finite_difference")
 FORMULATIONS = ("meanflow", "imf")
-
-
-def _number(value: object, name: str, *, low: float | None = None, high: float | None = None,
-            strict_low: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(expected(f"{name} as a finite number", repr(value), f"pass a float {name}"))
-    if (low is not None and (value < low or (strict_low and value == low))) or (high is not None and value > high):
-        bounds = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigError(expected(f"{name} {bounds}", value, f"check {name}"))
-    return float(value)
 
 
 def _unwrap(model: Callable[..., Tensor]) -> Callable[..., Tensor]:
@@ -190,15 +181,15 @@ class MeanFlowLoss:
         if not callable(getattr(self.time_sampler, "sample", None)):
             raise ConfigError(expected("a two-time sampler with .sample(n, device, generator) -> (s, t)",
                                        type(self.time_sampler).__name__, "use flowzoo.core.flowmap.TwoTimeSampler()"))
-        self.adaptive_p = _number(adaptive_p, "adaptive_p", low=0.0)
-        self.adaptive_c = _number(adaptive_c, "adaptive_c", low=0.0, strict_low=True)
+        self.adaptive_p = check_number(adaptive_p, "adaptive_p", low=0.0)
+        self.adaptive_c = check_number(adaptive_c, "adaptive_c", low=0.0, strict_low=True)
         if derivative not in DERIVATIVES:
             raise ConfigError(expected(f"derivative in {list(DERIVATIVES)}", repr(derivative),
                                        "use 'jvp' (exact) or 'finite_difference'"))
         self.derivative = derivative
-        self.fd_delta = _number(fd_delta, "fd_delta", low=0.0, high=0.5, strict_low=True)
-        self.guidance_scale = _number(guidance_scale, "guidance_scale")
-        self.guidance_kappa = _number(guidance_kappa, "guidance_kappa")
+        self.fd_delta = check_number(fd_delta, "fd_delta", low=0.0, high=0.5, strict_low=True)
+        self.guidance_scale = check_number(guidance_scale, "guidance_scale")
+        self.guidance_kappa = check_number(guidance_kappa, "guidance_kappa")
         if self.uses_null_branch and self._conditioning.cond_dropout == 0:
             raise ConfigError(expected("cond_dropout > 0 and null_cond with a guided target whose "
                                        "unconditional weight 1 - omega - kappa is not 0",

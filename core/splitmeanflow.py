@@ -65,7 +65,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from flowzoo.core._validation import broadcast_time
+from flowzoo.core._validation import broadcast_time, check_number
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.batching import (check_time_sampler, per_sample_mean, raise_if_batch_not_finite, reduce_weighted,
                                    sample_path, sample_time, unpack_batch)
@@ -84,14 +84,6 @@ def _call_flowmap(model: FlowMap, x: Tensor, s: Tensor, t: Tensor, cond: Mapping
         raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x.shape)}", got,
                                   "make model(x, s, t, **cond) return the average velocity with x's shape"))
     return out
-
-
-def _finite_number(value: object, name: str, fix: str, *, low: float, strict: bool = False) -> float:
-    bad = isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
-    if bad or value < low or (strict and value == low):
-        bound = f"> {low}" if strict else f">= {low}"
-        raise ConfigError(expected(f"{name} as a finite number {bound}", repr(value), fix))
-    return float(value)
 
 
 def interval_split_target(model: FlowMap, x_s: Tensor, s: Tensor, t: Tensor, lam: Tensor,
@@ -202,8 +194,8 @@ class SplitMeanFlowLoss:
         self.teacher = teacher
         self.boundary_time_sampler = (None if boundary_time_sampler is None
                                       else check_time_sampler(boundary_time_sampler))
-        self.adaptive_p = _finite_number(adaptive_p, "adaptive_p", "use 0 (plain squared loss) or 0.5", low=0.0)
-        self.adaptive_c = _finite_number(adaptive_c, "adaptive_c", "use e.g. 1e-3", low=0.0, strict=True)
+        self.adaptive_p = check_number(adaptive_p, "adaptive_p", low=0.0, fix="use 0 (plain squared loss) or 0.5")
+        self.adaptive_c = check_number(adaptive_c, "adaptive_c", low=0.0, strict_low=True, fix="use e.g. 1e-3")
 
     def __repr__(self) -> str:
         teacher = None if self.teacher is None else type(self.teacher).__name__
