@@ -149,13 +149,13 @@ def _unit_normalizer(spec: EnvSpec) -> Normalizer:
     return Normalizer(stats)
 
 
-def build_policy(method: str, size: NetworkSize, obs: str, seed: int = 0) -> FlowPolicy:
-    """An untrained :class:`FlowPolicy` (``method`` "fm": 10 Euler steps; "mp1": 1 NFE) in eval mode."""
+def build_policy(method: str, size: NetworkSize, obs: str, seed: int = 0, device: str = "cpu") -> FlowPolicy:
+    """An untrained :class:`FlowPolicy` (``method`` "fm": 10 Euler steps; "mp1": 1 NFE) in eval mode on ``device``."""
     torch.manual_seed(seed)
     spec = meta_world_spec(obs, size.num_points)
     steps = FM_STEPS if method == "fm" else 1
     config = PolicyConfig(method=method, sample_steps=steps, down_dims=size.down_dims, time_dim=size.time_dim)
-    return FlowPolicy(spec, _unit_normalizer(spec), config).eval()
+    return FlowPolicy(spec, _unit_normalizer(spec), config).eval().to(device)
 
 
 @dataclass
@@ -168,7 +168,7 @@ class Timings:
 
 
 def time_interleaved(functions: Mapping[str, Callable[[], object]], repeats: int, calls_per_round: int = 3,
-                     warmup: int = 3) -> Timings:
+                     warmup: int = 3, device: str = "cpu") -> Timings:
     """Fastest time of each function over ``repeats`` rounds; each round runs every function in turn.
 
     In a round each function is called ``calls_per_round`` times back to back, each call timed. The first call
@@ -176,8 +176,10 @@ def time_interleaved(functions: Mapping[str, Callable[[], object]], repeats: int
     step); the later ones find its own weights there (warm: as when one function is timed alone, as
     ``chunk_latency_ms`` does, and as the passes inside the FM policy's 10-step loop). With one call per round
     the warm times are the cold ones. Runs on one torch thread (restored afterwards); ``warmup`` untimed calls of
-    each function come first.
+    each function come first. On a CUDA ``device`` every timed call ends with a synchronisation, so a time is
+    the call's whole latency, kernels included (a robot needs the action, not its launch).
     """
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -189,8 +191,10 @@ def time_interleaved(functions: Mapping[str, Callable[[], object]], repeats: int
         for _ in range(max(1, repeats)):
             for name, function in functions.items():
                 for call in range(max(1, calls_per_round)):
+                    sync()
                     start = time.perf_counter()
                     function()
+                    sync()
                     elapsed = 1000.0 * (time.perf_counter() - start)
                     if call == 0:
                         cold[name] = min(cold[name], elapsed)
@@ -201,21 +205,22 @@ def time_interleaved(functions: Mapping[str, Callable[[], object]], repeats: int
     return Timings(warm, cold)
 
 
-def _observation(spec: EnvSpec, n_obs_steps: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    return {key: torch.rand(1, n_obs_steps, *shape, generator=generator) * 2 - 1
+def _observation(spec: EnvSpec, n_obs_steps: int, generator: torch.Generator,
+                 device: str = "cpu") -> dict[str, torch.Tensor]:
+    return {key: (torch.rand(1, n_obs_steps, *shape, generator=generator) * 2 - 1).to(device)
             for key, shape in spec.obs_shapes.items()}
 
 
-def measure(size: NetworkSize, obs: str, repeats: int, seed: int = 0) -> LatencyRow:
+def measure(size: NetworkSize, obs: str, repeats: int, seed: int = 0, device: str = "cpu") -> LatencyRow:
     """Time the FM-10 and MP1 policies of one size and observation mode, and their encoder / U-Net parts."""
-    fm, mp1 = build_policy("fm", size, obs, seed), build_policy("mp1", size, obs, seed)
+    fm, mp1 = build_policy("fm", size, obs, seed, device), build_policy("mp1", size, obs, seed, device)
     generator = torch.Generator().manual_seed(seed)
-    raw = _observation(fm.spec, fm.config.n_obs_steps, generator)
+    raw = _observation(fm.spec, fm.config.n_obs_steps, generator, device)
     with torch.no_grad():
         normalized = fm.normalize_obs(raw)
         features = fm.obs_encoder(normalized)
-    noise = torch.randn(1, fm.config.horizon, fm.spec.action_dim, generator=generator)
-    start_time, end_time = torch.zeros(1), torch.ones(1)
+    noise = torch.randn(1, fm.config.horizon, fm.spec.action_dim, generator=generator).to(device)
+    start_time, end_time = torch.zeros(1, device=device), torch.ones(1, device=device)
 
     def under(context: Callable[[], object], call: Callable[[], object]) -> Callable[[], object]:
         def run() -> object:
@@ -232,7 +237,7 @@ def measure(size: NetworkSize, obs: str, repeats: int, seed: int = 0) -> Latency
         "encoder": under(torch.no_grad, lambda: fm.obs_encoder(normalized)),
         "unet": under(torch.no_grad, lambda: fm.net(noise, start_time, cond=features)),
         "flowmap": under(torch.no_grad, lambda: mp1.net(noise, start_time, end_time, cond=features)),
-    }, repeats)
+    }, repeats, device=device)
     times = timings.warm
     return LatencyRow(size=size, obs=obs, params_m=sum(p.numel() for p in fm.parameters()) / 1e6,
                       repeats=repeats, n_action_steps=fm.config.n_action_steps, encoder_ms=times["encoder"],
@@ -243,14 +248,17 @@ def measure(size: NetworkSize, obs: str, repeats: int, seed: int = 0) -> Latency
 
 
 def run_latency(sizes: Sequence[NetworkSize], obs_modes: Sequence[str] = OBS_MODES, repeats: int = 100,
-                seed: int = 0, progress: bool = False) -> list[LatencyRow]:
+                seed: int = 0, progress: bool = False, device: str = "cpu") -> list[LatencyRow]:
     """:func:`measure` every (size, observation mode); the policies of one pair are freed before the next."""
     from tqdm import tqdm
 
     pairs = [(size, obs) for size in sizes for obs in obs_modes]
     rows = []
     for size, obs in tqdm(pairs, desc="sizes x obs", file=sys.stderr, disable=not progress):
-        rows.append(measure(size, obs, repeats, seed))
+        rows.append(measure(size, obs, repeats, seed, device))
+        row = rows[-1]  # as it comes, so that a run stopped early still says something
+        print(f"{size.name} {obs}: FM-10 {row.fm_chunk_ms:.2f} ms, MP1 {row.mp1_chunk_ms:.2f} ms per chunk",
+              file=sys.stderr, flush=True)
         gc.collect()  # MP1's size holds ~1 GB of weights per policy
     return rows
 
@@ -276,7 +284,7 @@ def format_table(rows: Sequence[LatencyRow]) -> str:
     return "\n".join(lines)
 
 
-def _summary(rows: Sequence[LatencyRow]) -> list[str]:
+def _summary(rows: Sequence[LatencyRow], where: str = "this CPU, one thread") -> list[str]:
     lines = []
     for r in rows:
         verdict = "PASS" if r.speedup >= 8 else "FAIL"
@@ -284,7 +292,7 @@ def _summary(rows: Sequence[LatencyRow]) -> list[str]:
                      f"({verdict}; bound {r.amdahl_bound:.1f}x, encoder = {r.encoder_ms / r.unet_ms:.2f} U-Net passes)")
     paper = [r for r in rows if r.size.name == "mp1-paper" and r.obs == "pointcloud"]
     for r in paper:
-        lines.append(f"MP1 at its paper size, point clouds, this CPU, one thread: {r.mp1_chunk_ms:.1f} ms per chunk "
+        lines.append(f"MP1 at its paper size, point clouds, {where}: {r.mp1_chunk_ms:.1f} ms per chunk "
                      f"({r.mp1_chunk_ms / r.n_action_steps:.1f} ms per action); the paper reports {PAPER_MP1_MS} ms "
                      "per inference on its own hardware.")
     gains = [(1 - r.fm_chunk_inference_ms / r.fm_chunk_ms, 1 - r.mp1_chunk_inference_ms / r.mp1_chunk_ms)
@@ -303,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=0, help="rounds per size (0: 40 quick, 100 full; "
                         "at most 10 at MP1's size)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (times then include a synchronisation)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -310,15 +319,18 @@ def main(argv: list[str] | None = None) -> int:
     repeats = args.repeats or (40 if args.quick else 100)
     started = time.perf_counter()
     rows = run_latency([SIZES[name] for name in names], args.obs or OBS_MODES, repeats, args.seed,
-                       progress=not args.no_progress)
-    print(f"\nInference latency at batch 1, one thread, untrained policies, Meta-World-like specs (action 4-d; "
+                       progress=not args.no_progress, device=args.device)
+    print(f"\nInference latency at batch 1 on {args.device}, one CPU thread, untrained policies, "
+          f"Meta-World-like specs (action 4-d; "
           f"state 39-d; point cloud + agent_pos {AGENT_POS_DIM}-d); n_obs_steps 2, horizon 4, 4 actions per chunk. "
           f"Fastest of {repeats} interleaved rounds of 3 calls (at most {SIZES['mp1-paper'].max_repeats} rounds at "
           f"mp1-paper); warm = 2nd/3rd call of a round, cold = 1st. "
           f"torch {torch.__version__}.\n")
     print(format_table(rows))
     print()
-    print("\n".join(_summary(rows)))
+    where = (f"{torch.cuda.get_device_name(args.device)} (GPU)" if torch.device(args.device).type == "cuda"
+             else "this CPU, one thread")
+    print("\n".join(_summary(rows, where)))
     print(f"\nTotal {time.perf_counter() - started:.0f} s wall.")
     return 0
 
