@@ -21,6 +21,7 @@ Modules:
 Few-step generation and generic methods:
     flowmap                 two-time (flow-map) models u(x, s, t), their samplers, a Gaussian oracle
     meanflow                MeanFlow (JVP or finite differences), CFG in the target, MeanFlow distillation
+    forward_ad              Jacobian-vector products of networks without generic forward AD's wasted convolutions
     splitmeanflow           SplitMeanFlow interval-splitting consistency
     consistency_midtraining CMT: chord velocities of a teacher's trajectory
     reflow                  rectified flow: paired noise/endpoint stores on disk, k-rectification, distillation
@@ -40,6 +41,6 @@ Submodules are imported on demand (``from flowzoo.core.paths import AffinePath``
 
 __all__ = ["paths", "couplings", "objectives", "batching", "timesamplers", "solvers", "guidance", "nets", "metrics",
            "data", "training", "config", "errors", "plotting", "flowmap", "meanflow", "splitmeanflow",
-           "consistency_midtraining", "reflow", "rectified_diffusion", "distillation", "boss", "flowturbo",
-           "mle_finetune", "pfgmpp", "transition_matching", "diagnostics", "dispersive"]
+           "forward_ad", "consistency_midtraining", "reflow", "rectified_diffusion", "distillation", "boss",
+           "flowturbo", "mle_finetune", "pfgmpp", "transition_matching", "diagnostics", "dispersive"]
 __version__ = "0.1.0"
