@@ -50,10 +50,11 @@ import math
 from collections.abc import Callable, Mapping
 
 import torch
-from torch import nn
 from torch.autograd import forward_ad as fwAD
 
 from flowzoo.core import forward_ad
+from flowzoo.core._target_passes import (functional_model, has_active_dropout, padded_gap_index, rng_state,
+                                         set_rng_state, unwrap_parallel)
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.flowmap import TwoTimeSampler
 from flowzoo.core._validation import check_number
@@ -67,30 +68,6 @@ __all__ = ["MeanFlowLoss", "DERIVATIVES", "FORMULATIONS"]
 Tensor = torch.Tensor
 DERIVATIVES = ("jvp", "finite_difference")
 FORMULATIONS = ("meanflow", "imf")
-
-
-def _unwrap(model: Callable[..., Tensor]) -> Callable[..., Tensor]:
-    """The module inside DistributedDataParallel / DataParallel: forward-mode AD must not go through their hooks."""
-    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        return model.module
-    return model
-
-
-def _functional(model: Callable[..., Tensor],
-                cond: Mapping[str, Tensor]) -> Callable[[Tensor, Tensor, Tensor], Tensor]:
-    """``(x, s, t) -> u`` over the model; modules get cloned buffers so a second pass cannot alter the real ones."""
-    model = _unwrap(model)
-    if isinstance(model, nn.Module):
-        buffers = {name: b.clone() for name, b in model.named_buffers()}
-        if buffers:
-            params = dict(model.named_parameters())
-            return lambda x, s, t: torch.func.functional_call(model, (params, buffers), (x, s, t), dict(cond))
-    return lambda x, s, t: model(x, s, t, **cond)
-
-
-def _has_active_dropout(model: object) -> bool:
-    return isinstance(model, nn.Module) and any(
-        isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0 for m in model.modules())
 
 
 class MeanFlowLoss:
@@ -268,7 +245,7 @@ class MeanFlowLoss:
     def own_velocity(self, model, x: Tensor, s: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
         r"""The model's own velocity :math:`v_\theta = u_\theta(x, s, s \mid c)`, iMF's tangent; no gradient."""
         with torch.set_grad_enabled(not self._stop_gradient and torch.is_grad_enabled()):
-            return _functional(model, dict(cond or {}))(x, s, s)
+            return functional_model(model, dict(cond or {}))(x, s, s)
 
     def guided_velocity(self, model, x: Tensor, s: Tensor, v: Tensor, cond: Mapping[str, Tensor],
                         dropped: Tensor | None, own: Tensor | None = None) -> Tensor:
@@ -280,17 +257,17 @@ class MeanFlowLoss:
         omega, kappa = self.guidance_scale, self.guidance_kappa
         with torch.no_grad():
             if not self.uses_null_branch:
-                v_g = omega * v + kappa * (_functional(model, cond)(x, s, s) if own is None else own)
+                v_g = omega * v + kappa * (functional_model(model, cond)(x, s, s) if own is None else own)
             elif kappa != 0.0 and own is not None:
-                v_g = omega * v + (1 - omega - kappa) * _functional(model, self._null(cond))(x, s, s) + kappa * own
+                v_g = omega * v + (1 - omega - kappa) * functional_model(model, self._null(cond))(x, s, s) + kappa * own
             elif kappa != 0.0:
                 null = self._null(cond)
                 joint = {k: torch.cat([null[k], cond[k]]) for k in cond}
-                u = _functional(model, joint)(torch.cat([x, x]), torch.cat([s, s]), torch.cat([s, s]))
+                u = functional_model(model, joint)(torch.cat([x, x]), torch.cat([s, s]), torch.cat([s, s]))
                 u_null, u_cond = u.chunk(2)
                 v_g = omega * v + (1 - omega - kappa) * u_null + kappa * u_cond
             else:
-                v_g = omega * v + (1 - omega) * _functional(model, self._null(cond))(x, s, s)
+                v_g = omega * v + (1 - omega) * functional_model(model, self._null(cond))(x, s, s)
         if dropped is not None:
             v_g = torch.where(dropped.reshape(-1, *([1] * (v.dim() - 1))), v, v_g)
         return v_g
@@ -299,11 +276,11 @@ class MeanFlowLoss:
         tangent = self._tangent(v, s, t)
         if self.derivative == "jvp":
             # Dual tensors (torch.autograd.forward_ad) rather than torch.func.jvp: same cost here, and models may
-            # update buffers in place (cloned by _functional), which torch.func's transforms refuse.
-            inner = _unwrap(model)
+            # update buffers in place (cloned by functional_model), which torch.func's transforms refuse.
+            inner = unwrap_parallel(model)
             if callable(getattr(inner, "jvp", None)):  # a model's own forward mode, e.g. MLPFlowMap.jvp
                 return inner.jvp(x, s, t, *tangent, **cond)[1]
-            function = _functional(model, cond)
+            function = functional_model(model, cond)
             if self._lean_forward_ad:  # convolutions and group norms without generic forward AD's waste
                 return forward_ad.jvp(function, (x, s, t), tangent)[1]
             with fwAD.dual_level():
@@ -320,7 +297,7 @@ class MeanFlowLoss:
         ss = torch.cat([s + up * d_s, s - down * d_s])
         ts = torch.cat([t + up * d_t, t - down * d_t])
         joint = {k: torch.cat([c, c]) for k, c in cond.items()}
-        u_up, u_down = _functional(model, joint)(xs, ss, ts).chunk(2)
+        u_up, u_down = functional_model(model, joint)(xs, ss, ts).chunk(2)
         return (u_up - u_down) / (up + down).reshape(shape)
 
     def target(self, model, x: Tensor, s: Tensor, t: Tensor, v: Tensor,
@@ -341,7 +318,7 @@ class MeanFlowLoss:
         cond = dict(cond or {})
         own = self.own_velocity(model, x, s, cond)
         gap_du_ds = self.target(model, x, s, t, torch.zeros_like(x), cond, tangent=own)  # 0 + (t - s) du/ds
-        return _functional(model, cond)(x, s, t) - gap_du_ds
+        return functional_model(model, cond)(x, s, t) - gap_du_ds
 
     def _target_on_gaps(self, model, x: Tensor, s: Tensor, t: Tensor, v: Tensor, cond: Mapping[str, Tensor],
                         own: Tensor | None, subset: bool) -> Tensor:
@@ -354,7 +331,7 @@ class MeanFlowLoss:
                     own = self.own_velocity(model, x, s, cond)
             return self.target(model, x, s, t, v, cond, tangent=own)
         u_target = v.clone()
-        index = _padded_index(gap)
+        index = padded_gap_index(gap)
         if index.numel() > 0:
             x_g, s_g, t_g, cond_g = x[index], s[index], t[index], {k: c[index] for k, c in cond.items()}
             tangent = None
@@ -386,8 +363,8 @@ class MeanFlowLoss:
                 raise ShapeError(expected(f"the teacher to return a velocity shaped like x {tuple(x.shape)}",
                                           getattr(v, "shape", type(v).__name__), "pass a velocity model"))
         # Active dropout: every pass (own velocity, guidance, target, prediction) draws the same mask.
-        rng = _rng_state(x) if _has_active_dropout(model) else None
-        same_mask = (lambda: _set_rng_state(x, rng)) if rng is not None else (lambda: None)
+        rng = rng_state(x) if has_active_dropout(model) else None
+        same_mask = (lambda: set_rng_state(x, rng)) if rng is not None else (lambda: None)
         own = None
         if self.formulation == "imf" and (self.guided or rng is not None):
             with torch.autocast(device_type=x.device.type, enabled=False):
@@ -416,25 +393,3 @@ class MeanFlowLoss:
         if not math.isfinite(metrics["loss"]):
             raise_if_batch_not_finite(batch)
         return loss, metrics
-
-
-def _padded_index(gap: Tensor, multiple: int = 8) -> Tensor:
-    """Indices of the samples with t > s, padded with s = t samples (whose target is v whatever du/ds is) to a
-    multiple of ``multiple``: the derivative pass then sees few distinct batch sizes, and cuDNN, which plans its
-    convolutions per shape, re-plans rarely (a plan for each of up to B sizes made the first steps slow)."""
-    inside = gap.nonzero()[:, 0]
-    wanted = min(gap.numel(), -(-inside.numel() // multiple) * multiple)
-    if wanted > inside.numel():
-        inside = torch.cat([inside, (~gap).nonzero()[:wanted - inside.numel(), 0]])
-    return inside
-
-
-def _rng_state(like: Tensor) -> tuple[Tensor, Tensor | None]:
-    cuda = torch.cuda.get_rng_state(like.device) if like.device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(like: Tensor, state: tuple[Tensor, Tensor | None]) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], like.device)

@@ -8,7 +8,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from flowzoo.core import forward_ad
 from flowzoo.core.flowmap import TwoTimeSampler
-from flowzoo.core.meanflow import MeanFlowLoss, _padded_index
+from flowzoo.core._target_passes import padded_gap_index
+from flowzoo.core.meanflow import MeanFlowLoss
 
 
 class ConvFlowMap(nn.Module):
@@ -122,7 +123,7 @@ def test_meanflow_target_same_with_lean_and_generic_forward_mode(monkeypatch):
 def test_padded_gap_index_covers_every_gap_in_multiples_of_eight(distinct):
     s, t = TwoTimeSampler(distinct_fraction=distinct).sample(37, generator=torch.Generator().manual_seed(3))
     gap = t > s
-    index = _padded_index(gap)
+    index = padded_gap_index(gap)
     assert set(gap.nonzero()[:, 0].tolist()) <= set(index.tolist())
     assert len(set(index.tolist())) == index.numel()
     assert index.numel() == min(37, -(-int(gap.sum()) // 8) * 8)
