@@ -146,12 +146,18 @@ def advantage_lines(true: dict[int, dict[str, float]], gsfm: dict[int, dict[str,
     return lines
 
 
-def run(quick: bool = False, seed: int = 0, progress: bool = True) -> str:
+def run(quick: bool = False, seed: int = 0, progress: bool = True, train_steps: int = 0,
+        contenders: tuple[str, ...] = ()) -> str:
     """Train, sample and evaluate; return the markdown tables (and the advantage verdicts under them).
 
-    Progress bars go to stderr (``progress=False`` turns them off).
+    Progress bars go to stderr (``progress=False`` turns them off). ``train_steps`` and ``contenders`` override
+    the mode's (0 / empty: keep them; Gumbel-softmax FM and linear-simplex FM always run).
     """
     cfg = Settings.for_mode(quick)
+    if train_steps:
+        cfg.train_steps = train_steps
+    if contenders:
+        cfg.contenders = tuple(dict.fromkeys(("gumbel_fm", "linear_fm", *contenders)))
     lines = [f"Sequences on the simplex: planted-motif HMM, L = {cfg.length}, {cfg.train_steps} training steps, "
              f"{cfg.n_samples} samples, {cfg.sample_steps} Euler steps (NLL in nats/letter; true model = target).",
              "", "| K | model | NLL/token | 3-mer JS | diversity | unique | motif | note |",
@@ -214,10 +220,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--train-steps", type=int, default=0, help="training steps per contender (0: the mode's)")
+    parser.add_argument("--contenders", nargs="*", default=[], choices=list(CONTENDERS),
+                        help="run only these (plus gumbel_fm and linear_fm); default: the mode's")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
-    print(run(args.quick, args.seed, progress=not args.no_progress))
+    print(run(args.quick, args.seed, progress=not args.no_progress, train_steps=args.train_steps,
+              contenders=tuple(args.contenders)))
     print(f"\n(total {time.time() - start:.0f} s)")
 
 
