@@ -147,11 +147,12 @@ def advantage_lines(true: dict[int, dict[str, float]], gsfm: dict[int, dict[str,
 
 
 def run(quick: bool = False, seed: int = 0, progress: bool = True, train_steps: int = 0,
-        contenders: tuple[str, ...] = ()) -> str:
+        contenders: tuple[str, ...] = (), width_per_letter: int = 0) -> str:
     """Train, sample and evaluate; return the markdown tables (and the advantage verdicts under them).
 
     Progress bars go to stderr (``progress=False`` turns them off). ``train_steps`` and ``contenders`` override
-    the mode's (0 / empty: keep them; Gumbel-softmax FM and linear-simplex FM always run).
+    the mode's (0 / empty: keep them; Gumbel-softmax FM and linear-simplex FM always run). ``width_per_letter``
+    widens every network to at least that many channels per letter of the alphabet (0: the mode's width).
     """
     cfg = Settings.for_mode(quick)
     if train_steps:
@@ -174,7 +175,7 @@ def run(quick: bool = False, seed: int = 0, progress: bool = True, train_steps: 
         nets = {}
         for name in cfg.contenders:
             torch.manual_seed(seed)
-            nets[name] = ConvSequenceNet(k, hidden=cfg.hidden, depth=cfg.depth)
+            nets[name] = ConvSequenceNet(k, hidden=max(cfg.hidden, width_per_letter * k), depth=cfg.depth)
         seconds = _train(methods, nets, one_hot(data, k), cfg.train_steps, 128, seed, f"K={k}: training", progress)
         results = {}
         for name in cfg.contenders:
@@ -223,11 +224,13 @@ def main() -> None:
     parser.add_argument("--train-steps", type=int, default=0, help="training steps per contender (0: the mode's)")
     parser.add_argument("--contenders", nargs="*", default=[], choices=list(CONTENDERS),
                         help="run only these (plus gumbel_fm and linear_fm); default: the mode's")
+    parser.add_argument("--width-per-letter", type=int, default=0,
+                        help="networks at least this many channels per alphabet letter wide (0: the mode's width)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     start = time.time()
     print(run(args.quick, args.seed, progress=not args.no_progress, train_steps=args.train_steps,
-              contenders=tuple(args.contenders)))
+              contenders=tuple(args.contenders), width_per_letter=args.width_per_letter))
     print(f"\n(total {time.time() - start:.0f} s)")
 
 
