@@ -38,13 +38,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import robotics_metaworld as metaworld  # noqa: E402
 
+# The Meta-World benchmark's rows, and the same two dispersive rows at weight 0.1.
 ROWS: dict[str, dict] = {
-    "fm10": dict(method="fm", sample_steps=10),
-    "mf": dict(method="meanflow"),
-    "mf_disp05": dict(method="meanflow", dispersive="mp1", dispersive_weight=0.5, dispersive_target="down"),
-    "mf_disp01": dict(method="meanflow", dispersive="mp1", dispersive_weight=0.1, dispersive_target="down"),
-    "mp1_05": dict(method="mp1"),
-    "mp1_01": dict(method="mp1", dispersive_weight=0.1),
+    "fm10": metaworld.METHODS[metaworld.FM],
+    "mf": metaworld.METHODS[metaworld.MEANFLOW],
+    "mf_disp05": metaworld.METHODS[metaworld.MEANFLOW_DISPERSIVE],
+    "mf_disp01": {**metaworld.METHODS[metaworld.MEANFLOW_DISPERSIVE], "dispersive_weight": 0.1},
+    "mp1_05": metaworld.METHODS[metaworld.MP1],
+    "mp1_01": {**metaworld.METHODS[metaworld.MP1], "dispersive_weight": 0.1},
 }
 COMPARISONS = (("mp1_05", "fm10"), ("mp1_01", "fm10"), ("mf_disp05", "mf"), ("mf_disp01", "mf"), ("mp1_01", "mp1_05"))
 

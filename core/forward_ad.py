@@ -24,6 +24,7 @@ on a GPU. :func:`jvp` is the convenience: ``(out, tangent) = jvp(fn, primals, ta
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
@@ -90,9 +91,10 @@ class LeanForwardAD(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def jvp(function: Callable[..., Tensor], primals: Sequence[Tensor],
-        tangents: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-    """``(function(*primals), J · tangents)`` by forward-mode AD under :class:`LeanForwardAD`.
+def jvp(function: Callable[..., Tensor], primals: Sequence[Tensor], tangents: Sequence[Tensor],
+        lean: bool = True) -> tuple[Tensor, Tensor]:
+    """``(function(*primals), J · tangents)`` by forward-mode AD under :class:`LeanForwardAD` (``lean=False``:
+    PyTorch's own rules, for comparison).
 
     Runs under the caller's grad mode (MeanFlow calls it under ``no_grad``: a target needs no graph). A tangent
     that does not reach the output comes back as zeros.
@@ -105,7 +107,7 @@ def jvp(function: Callable[..., Tensor], primals: Sequence[Tensor],
         >>> bool(torch.allclose(d_out, reference, atol=1e-5))
         True
     """
-    with fwAD.dual_level(), LeanForwardAD():
+    with fwAD.dual_level(), (LeanForwardAD() if lean else contextlib.nullcontext()):
         out = function(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents)))
         primal, tangent = fwAD.unpack_dual(out)
     return primal, torch.zeros_like(primal) if tangent is None else tangent

@@ -50,7 +50,6 @@ import math
 from collections.abc import Callable, Mapping
 
 import torch
-from torch.autograd import forward_ad as fwAD
 
 from flowzoo.core import forward_ad
 from flowzoo.core._target_passes import (functional_model, has_active_dropout, padded_gap_index, rng_state,
@@ -280,13 +279,8 @@ class MeanFlowLoss:
             inner = unwrap_parallel(model)
             if callable(getattr(inner, "jvp", None)):  # a model's own forward mode, e.g. MLPFlowMap.jvp
                 return inner.jvp(x, s, t, *tangent, **cond)[1]
-            function = functional_model(model, cond)
-            if self._lean_forward_ad:  # convolutions and group norms without generic forward AD's waste
-                return forward_ad.jvp(function, (x, s, t), tangent)[1]
-            with fwAD.dual_level():
-                out = function(*(fwAD.make_dual(p, d) for p, d in zip((x, s, t), tangent)))
-                du_ds = fwAD.unpack_dual(out).tangent
-            return torch.zeros_like(out) if du_ds is None else du_ds
+            # Lean rules: convolutions and group norms without generic forward AD's waste.
+            return forward_ad.jvp(functional_model(model, cond), (x, s, t), tangent, lean=self._lean_forward_ad)[1]
         # Central difference along the tangent; one-sided where s ± δ would leave [0, 1].
         d_x, d_s, d_t = tangent
         delta = self.fd_delta
