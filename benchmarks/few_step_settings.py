@@ -24,8 +24,11 @@ def meanflow_settings() -> dict:
     CIFAR pair (s ~ LN(0.6, 1.6), t ~ LN(4, 1.6)) 1.67 (2000 steps), 18000 steps 0.686. The target
     v + (t - s) du/ds carries the conditional velocity's noise times (t - s) and the map's Jacobian, which
     is large for a map that splits 8 blobs onto 2 thin moons: batch 1024 gave 0.531 after 2000 steps against
-    0.811 at batch 512 (variance-limited), i.e. the budget, not a bug, is what is missing. In the moons table's
-    current setting (3x512, 12000 steps) 0.612 against FM-100 0.266 (2.30x); iMF 0.566, iMF + OT 0.393."""
+    0.811 at batch 512. In the moons table's current setting (3x512, 12000 steps) 0.612 against FM-100 0.266
+    (2.30x); iMF 0.566, iMF + OT 0.393. Over full runs the noise is not the limit
+    (``benchmarks/meanflow_moons_ablation.py``, 12000 steps): batch 2048 0.590, Adam beta2 0.95 0.589, an EMA
+    of the weights 0.628, p = 0 0.769, and the batch-posterior *marginal* velocity in place of x1 - x0 (nearly
+    noise-free) 0.59-0.69; minibatch-OT pairs (straighter paths) 0.408 with this formulation."""
     return {"time_sampler": TwoTimeSampler(mean=0.4, std=1.0, distinct_fraction=0.75), "adaptive_p": 0.5}
 
 
