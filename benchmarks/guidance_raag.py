@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from digits_features import DigitsEvaluator, load_digits_scaled  # noqa: E402
+from few_step_data import table  # noqa: E402
 from flowzoo.core.guidance import ClassifierFreeGuidance, ConstantGuidance, RatioAwareGuidance  # noqa: E402
 from flowzoo.core.nets import MLPVelocity  # noqa: E402
 from flowzoo.core.objectives import FlowMatchingLoss  # noqa: E402
@@ -52,6 +53,7 @@ from flowzoo.core.solvers import integrate  # noqa: E402
 __all__ = ["RecordingSchedule", "train_conditional", "evaluate_guidance", "main"]
 
 NULL = 10  # MLPVelocity(num_classes=10)'s null class
+_RATIO = RatioAwareGuidance(1.0, 0.0)  # only its .ratio is used: the plain per-sample rho
 
 
 @dataclass
@@ -63,7 +65,7 @@ class RecordingSchedule:
 
     def __call__(self, t: torch.Tensor, v_cond: torch.Tensor, v_uncond: torch.Tensor):
         w = self.inner(t, v_cond, v_uncond)
-        rho = RatioAwareGuidance(1.0, 0.0).ratio(v_cond, v_uncond)
+        rho = _RATIO.ratio(v_cond, v_uncond)
         w_mean = float(w.mean()) if isinstance(w, torch.Tensor) else float(w)
         self.calls.append((float(t.mean()), float(rho.mean()), w_mean))
         return w
@@ -112,14 +114,6 @@ def schedules(scales: list[float], raag: list[str]) -> list[tuple[str, object]]:
     return out
 
 
-def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(cell(r[k]) for k in keys) + " |" for r in rows]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=4000, help="training steps of the conditional FM")
@@ -152,11 +146,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     profile = (name, recorder.calls)
     print(f"\nClass-conditional FM on 8x8 digits ({steps} steps, {ms:.1f} ms per step), {args.samples} samples, "
           f"Euler; digit classifier test accuracy {evaluator.accuracy:.3f}.\n")
-    print(markdown(rows))
+    print(table(rows))
     if profile is not None:
         name, calls = profile
         print(f"\nRatio along sampling ({name}, {len(calls)} steps): t, mean rho, mean w\n")
-        print(markdown([{"t": c[0], "mean rho": c[1], "mean w": c[2]} for c in calls]))
+        print(table([{"t": c[0], "mean rho": c[1], "mean w": c[2]} for c in calls]))
     print()
     for raag, matched in zip(rows, rows[1:]):
         if raag["guidance"].startswith("RAAG") and matched["guidance"].endswith("(matched)"):

@@ -35,15 +35,19 @@ import copy
 import math
 import sys
 import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from tqdm.auto import tqdm
 
-from flowzoo.core.couplings import ExactOTCoupling
-from flowzoo.core.data import sample_toy
-from flowzoo.core.flowmap import MLPFlowMap, TwoTimeSampler, flowmap_sample
-from flowzoo.core.meanflow import MeanFlowLoss
-from flowzoo.core.metrics import wasserstein2
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from few_step_data import make_dataset  # noqa: E402
+from few_step_settings import meanflow_settings  # noqa: E402
+from flowzoo.core.couplings import ExactOTCoupling  # noqa: E402
+from flowzoo.core.flowmap import MLPFlowMap, flowmap_sample  # noqa: E402
+from flowzoo.core.meanflow import MeanFlowLoss  # noqa: E402
 
 __all__ = ["VARIANTS", "BatchPosteriorVelocity", "run_variant", "main"]
 
@@ -88,27 +92,26 @@ def run_variant(variant: str, steps: int = 12000, eval_every: int = 1500, seed: 
     torch.manual_seed(seed)
     model = MLPFlowMap(2, hidden=hidden, depth=3)
     posterior = BatchPosteriorVelocity(eight_gaussians_log_prob) if variant == "posterior" else None
-    loss_fn = MeanFlowLoss(derivative="jvp", time_sampler=TwoTimeSampler(mean=0.4, std=1.0, distinct_fraction=0.75),
-                           adaptive_p=0.0 if variant == "p0" else 0.5, teacher=posterior,
-                           coupling=ExactOTCoupling() if variant.startswith("ot") else None)
+    settings = {**meanflow_settings(), **({"adaptive_p": 0.0} if variant == "p0" else {})}
+    loss_fn = MeanFlowLoss(derivative="jvp", teacher=posterior,
+                           coupling=ExactOTCoupling() if variant.startswith("ot") else None, **settings)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.95 if variant == "beta2" else 0.999))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=5e-5)
     ema = copy.deepcopy(model) if variant.endswith("ema") else None
     gen, data_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed + 17)
-    reference = sample_toy("moons", eval_samples, seed=4321)
-    x0 = sample_toy("8gaussians", eval_samples, generator=torch.Generator().manual_seed(1234))
+    moons = make_dataset("moons", SimpleNamespace(eval_samples=eval_samples))   # few_step.py's data and W2
+    x0 = moons.source(eval_samples, torch.Generator().manual_seed(1234))
 
     @torch.no_grad()
     def w2(net) -> tuple[float, float]:
         net.eval()
-        out = tuple(wasserstein2(flowmap_sample(net, x0, steps=n).x, reference) for n in (1, 2))
+        out = tuple(moons.evaluate(flowmap_sample(net, x0, steps=n).x)["W2"] for n in (1, 2))
         net.train()
         return out
 
     rows, started = [], time.perf_counter()
     for step in tqdm(range(1, steps + 1), desc=variant, disable=not progress, mininterval=2.0, file=sys.stderr):
-        data = {"x0": sample_toy("8gaussians", batch, generator=data_gen),
-                "x1": sample_toy("moons", batch, generator=data_gen)}
+        data = {"x0": moons.source(batch, data_gen), "x1": moons.target(batch, data_gen)}
         if posterior is not None:
             posterior.set_data(data["x1"])
         loss, _ = loss_fn(model, data, generator=gen)
