@@ -1,7 +1,8 @@
 """flowzoo.biology: single-cell populations (Meta Flow Matching) and biological sequences (Gumbel-softmax FM).
 
 Modules (imported on demand, so ``import flowzoo.biology`` loads neither scanpy nor torch-geometric):
-    populations   AnnData populations paired control -> treated, splits; letters and pbmc68k pseudo-patients
+    populations   AnnData populations paired control -> treated, splits
+    offline_populations   offline data: the paper's letters, pbmc68k pseudo-patients with a simulated treatment
     nets          kNN-GCN and DeepSets population encoders, the conditioned flow network
     meta_fm       Meta Flow Matching and its baselines (FM, per-population FM), prediction into a copy of AnnData
     meta_fm_objective   Meta FM's population batch sampler and training objective (re-exported by meta_fm)
@@ -16,6 +17,6 @@ Modules (imported on demand, so ``import flowzoo.biology`` loads neither scanpy 
     train, cli, sequence_cli   ``python -m flowzoo.biology.train meta_fm|gumbel_fm``, ``flowzoo biology predict|sample``
 """
 
-__all__ = ["populations", "nets", "meta_fm", "metrics", "sequences", "hmm", "gumbel_fm", "gumbel_path",
+__all__ = ["populations", "offline_populations", "nets", "meta_fm", "metrics", "sequences", "hmm", "gumbel_fm", "gumbel_path",
            "simplex_flow", "meta_fm_objective", "stgflow", "seq_nets",
            "train", "cli", "sequence_cli"]

@@ -6,8 +6,10 @@ import anndata
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
-from flowzoo.biology.populations import letters_adata, load_populations, pbmc_pseudo_patients
+from flowzoo.biology.offline_populations import letters_adata, pbmc_pseudo_patients
+from flowzoo.biology.populations import load_populations
 from flowzoo.core.errors import ConfigError, EmptyInputError, NonFiniteError
 
 
@@ -152,6 +154,20 @@ def test_letters_are_rotated_glyphs_with_gaussian_noise():
     again = letters_adata("ABX", rotations=2, n_points=200, validation="X", test="")
     assert np.array_equal(adata.X, again.X)
 
+
+
+def test_letters_fresh_cells_keep_each_population_but_not_its_cells():
+    from flowzoo.biology.metrics import population_distances
+
+    kwargs = dict(letters="AB", rotations=2, n_points=500, validation="", test="", seed=3)
+    original = load_populations(letters_adata(**kwargs), population_key="population", condition_key="condition")
+    fresh = load_populations(letters_adata(**kwargs, cells_seed=11), population_key="population",
+                             condition_key="condition")
+    assert [p.population for p in fresh.pairs] == [p.population for p in original.pairs]
+    same = [population_distances(a.target, b.target)["w2"] for a, b in zip(original.pairs, fresh.pairs)]
+    other_rotation = population_distances(original.pairs[0].target, fresh.pairs[1].target)["w2"]
+    assert not torch.equal(original.pairs[0].target, fresh.pairs[0].target)
+    assert max(same) < 0.7 * other_rotation, (same, other_rotation)  # two-sample noise vs another rotation
 
 def test_pbmc_pseudo_patients_response_follows_monocyte_fraction():
     adata = pbmc_pseudo_patients(8, seed=0, cells_per_condition=60)

@@ -1,0 +1,160 @@
+"""Offline population data sets for Meta Flow Matching, built into AnnData for :func:`load_populations`.
+
+* :func:`letters_adata`: the paper's synthetic experiment (Atanackovic et al., ICLR 2025, arXiv 2408.14608,
+  §5.1): rotated glyphs as populations, control = clean + Gaussian noise, letters held out;
+* :func:`pbmc_pseudo_patients`: pseudo-patients from scanpy's bundled pbmc68k_reduced with a simulated
+  treatment whose effect depends on the patient's cell-type mix (the micro-environment premise).
+
+Both need nothing from the network; their randomness comes from their ``seed`` arguments only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from flowzoo.biology.populations import _require
+from flowzoo.core.errors import ConfigError, expected
+
+__all__ = ["letters_adata", "pbmc_pseudo_patients", "PBMC_RESPONSE_GAIN"]
+
+
+# ----------------------------------------------------------------------------------- offline data: letters
+def _glyph_pixels(char: str, size: int) -> np.ndarray:
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=size)
+    canvas = Image.new("L", (2 * size, 2 * size), 0)
+    ImageDraw.Draw(canvas).text((size, size), char, fill=255, font=font, anchor="mm")
+    rows, cols = np.nonzero(np.asarray(canvas) > 127)
+    if len(rows) == 0:
+        raise ConfigError(expected("a printable glyph", repr(char), "use letters or digits"))
+    return np.stack([cols, -rows], axis=1).astype(np.float64)
+
+
+def letters_adata(letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", *, rotations: int = 10, n_points: int = 500,
+                  noise: float = 0.5, validation: str = "X", test: str = "Y", seed: int = 0,
+                  font_size: int = 96, cells_seed: int | None = None) -> Any:
+    """The paper's synthetic letters as an AnnData: populations are rotated glyphs, the task is denoising.
+
+    Each glyph of Pillow's bundled font is rendered, its ink pixels are sampled uniformly (with sub-pixel
+    jitter), centred and scaled into [-3, 3], jittered by N(0, 0.05²) and rotated by a seeded random angle,
+    once per rotation. The treated ("clean") population is that point cloud; the control ("noisy") population
+    is the same points plus N(0, noise²) (the paper uses noise = 0.5). Letters in ``validation`` / ``test``
+    are held out (the paper: X and Y), the others train.
+
+    ``cells_seed`` draws new cells (pixels, jitter, noise) from that seed while every population keeps the
+    rotation that ``seed`` gives it: the same populations, fresh cells. A model scored on the cells it was trained
+    on can win by memorising them (per-population FM goes below the two-sample W2 floor); fresh cells measure
+    how well it learned the population itself.
+
+    Returns:
+        AnnData with X (cells x 2), ``.obs`` columns ``population`` (e.g. ``"A/3"``), ``letter``,
+        ``condition`` (``"control"`` noisy / ``"treated"`` clean) and ``split``.
+    """
+    anndata = _require("anndata")
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    cells_rng = None if cells_seed is None else np.random.default_rng(cells_seed)
+    blocks, obs = [], []
+    for letter in letters:
+        pixels = _glyph_pixels(letter, font_size)
+        for rotation in range(rotations):
+            points = pixels[rng.integers(0, len(pixels), n_points)] + rng.uniform(-0.5, 0.5, (n_points, 2))
+            lo, hi = pixels.min(0), pixels.max(0)
+            points = (points - (lo + hi) / 2) / (np.max(hi - lo) / 2 + 0.5) * 3.0
+            points += rng.normal(0.0, 0.05, points.shape)
+            angle = rng.uniform(0, 2 * np.pi)
+            rotation_matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            clean = points @ rotation_matrix.T
+            noisy = clean + rng.normal(0.0, noise, clean.shape)
+            if cells_rng is not None:    # the draws above still run, so the rotations stay those of `seed`
+                points = pixels[cells_rng.integers(0, len(pixels), n_points)]
+                points = points + cells_rng.uniform(-0.5, 0.5, (n_points, 2))
+                points = (points - (lo + hi) / 2) / (np.max(hi - lo) / 2 + 0.5) * 3.0
+                clean = (points + cells_rng.normal(0.0, 0.05, points.shape)) @ rotation_matrix.T
+                noisy = clean + cells_rng.normal(0.0, noise, clean.shape)
+            split = "validation" if letter in validation else "test" if letter in test else "train"
+            for condition, cloud in (("control", noisy), ("treated", clean)):
+                blocks.append(cloud)
+                obs += [(f"{letter}/{rotation}", letter, condition, split)] * n_points
+    frame = pd.DataFrame(obs, columns=["population", "letter", "condition", "split"])
+    frame.index = frame.index.astype(str)
+    return anndata.AnnData(X=np.concatenate(blocks).astype(np.float32), obs=frame)
+
+
+# -------------------------------------------------------------------------- offline data: pbmc pseudo-patients
+PBMC_RESPONSE_GAIN = 10.0
+"""g(m) = PBMC_RESPONSE_GAIN · m: the shift, in per-PC standard deviations, of a patient with monocyte fraction m."""
+
+
+def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, cells_per_condition: int = 300,
+                         concentration: float = 1.0) -> Any:
+    r"""Pseudo-patients built from scanpy's bundled pbmc68k_reduced, with a simulated treatment.
+
+    The simulation (all randomness from ``seed``; 700 cells, 10 annotated ``bulk_labels`` cell types):
+
+    1. Features: the first ``n_pcs`` columns of ``.obsm["X_pca"]``; μ, σ are their per-PC mean and std.
+    2. Patient p has cell-type fractions w_p ~ Dirichlet(concentration · 1); m_p = w_p["CD14+ Monocyte"].
+    3. Control cells: ``cells_per_condition`` draws of a type from w_p, then of a cell of that type (with
+       replacement), plus jitter N(0, (0.1 σ)²) so that no two cells coincide.
+    4. Treated cells: the control cells themselves, each moved by
+
+       .. math::  \Delta x = \sigma \odot \big(0.5 \tanh(W z) + g(m_p)\, d\big), \quad z = (x - \mu) / \sigma,
+
+       where W (n_pcs x n_pcs, entries N(0, 1/n_pcs)) and the unit direction d are drawn once from a fixed
+       seed (the same "drug" in every data set), and g(m) = :data:`PBMC_RESPONSE_GAIN` · m. The first term is
+       each cell's own response; the second depends on the patient's composition (the micro-environment
+       premise of Meta Flow Matching): a cell's shift cannot be told from the cell alone, only from the
+       population it lives in. Because the treated cells are the control cells moved, a perfect prediction
+       has distance 0 to the observed population (no sampling floor in W1/W2/MMD).
+
+    Returns:
+        AnnData with X (cells x n_pcs, var names PC1..), ``.obs`` columns ``patient``, ``condition``
+        (``"control"``/``"treated"``) and ``cell_type``, and ``.uns["pseudo_patients"]`` holding each patient's
+        monocyte fraction and this description's parameters.
+    """
+    scanpy = _require("scanpy")
+    anndata = _require("anndata")
+    import pandas as pd
+
+    if not 1 <= n_pcs <= 50:
+        raise ConfigError(expected("n_pcs in [1, 50]", n_pcs, "pbmc68k_reduced stores 50 PCs"))
+    if n_patients < 1 or cells_per_condition < 1 or not concentration > 0:
+        raise ConfigError(expected("n_patients >= 1, cells_per_condition >= 1, concentration > 0",
+                                   (n_patients, cells_per_condition, concentration), "use the defaults"))
+    pbmc = scanpy.datasets.pbmc68k_reduced()
+    features = np.asarray(pbmc.obsm["X_pca"][:, :n_pcs], dtype=np.float64)
+    cell_types = pbmc.obs["bulk_labels"].astype(str).to_numpy()
+    types = sorted(set(cell_types))
+    members = [np.flatnonzero(cell_types == name) for name in types]
+    monocyte = types.index("CD14+ Monocyte")
+    mu, sigma = features.mean(0), features.std(0)
+    drug = np.random.default_rng(20240814)
+    weights = drug.normal(0.0, 1.0 / np.sqrt(n_pcs), (n_pcs, n_pcs))
+    direction = drug.normal(size=n_pcs)
+    direction /= np.linalg.norm(direction)
+
+    rng = np.random.default_rng(seed)
+    blocks, obs, fractions = [], [], {}
+    for p in range(n_patients):
+        name = f"P{p:03d}"
+        mixture = rng.dirichlet(np.full(len(types), concentration))
+        fractions[name] = float(mixture[monocyte])
+        drawn_types = rng.choice(len(types), size=cells_per_condition, p=mixture)
+        cells = np.array([members[k][rng.integers(len(members[k]))] for k in drawn_types])
+        control = features[cells] + rng.normal(0.0, 0.1, (cells_per_condition, n_pcs)) * sigma
+        z = (control - mu) / sigma
+        response = 0.5 * np.tanh(z @ weights.T) + PBMC_RESPONSE_GAIN * mixture[monocyte] * direction
+        for condition, x in (("control", control), ("treated", control + sigma * response)):
+            blocks.append(x)
+            obs += [(name, condition, types[k]) for k in drawn_types]
+    frame = pd.DataFrame(obs, columns=["patient", "condition", "cell_type"])
+    frame.index = frame.index.astype(str)
+    out = anndata.AnnData(X=np.concatenate(blocks).astype(np.float32), obs=frame)
+    out.var_names = [f"PC{i + 1}" for i in range(n_pcs)]
+    out.uns["pseudo_patients"] = {"monocyte_fraction": fractions, "seed": seed, "concentration": concentration,
+                                  "response_gain": PBMC_RESPONSE_GAIN}
+    return out
