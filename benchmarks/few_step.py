@@ -18,8 +18,8 @@ fresh data in 2-D, and a Fréchet distance on a small digit classifier's feature
 Rows: FM with Euler 1/2/4/100 steps; BOSS at K = 2, 4 -- its Bellman grid alone on the FM teacher, then the
 full method (Bellman grid + the straightening fine-tune of paper §3.3 on redress data generated once), and the
 same fine-tune on the uniform grid as the ablation; 2-rectified flow (1, 2 steps; path straightness
-before/after); MeanFlow, MeanFlow-iMF (improved MeanFlow's tangent, arXiv 2512.02012), MeanFlow-iMF + OT (the
-same on minibatch-OT pairs: its own row, the FM baseline keeps independent pairs) and SplitMeanFlow
+before/after); MeanFlow, MeanFlow-iMF (improved MeanFlow's tangent, arXiv 2512.02012), MeanFlow + OT (on minibatch-OT
+pairs with uniform-gap intervals: its own row, the FM baseline keeps independent pairs) and SplitMeanFlow
 (1, 2 NFE); MeanFlow distillation (MFD) from the FM teacher (1 NFE); FlowTurbo's Heun/pseudo-corrector/refiner
 schedule against Heun at similar NFE. After each table, the issue's targets with PASS/FAIL as measured (INFO
 lines: ablations, not targets). ``--methods`` trains a subset (FM, the baseline, always runs), e.g.
@@ -96,7 +96,8 @@ def samplers_of(ds: Dataset, tr: Trained, x0: torch.Tensor, args) -> list[Sample
                                f"({tr.pair_seconds:.1f} s); fine-tuned from FM, U-shaped t" if n < 100 else ""))
     for run, label, nfes in ((tr.mf, "from scratch, JVP", (1, 2)),
                              (tr.imf, "from scratch, JVP along its own velocity", (1, 2)),
-                             (tr.imf_ot, "as iMF, minibatch-OT pairs (not the FM baseline's coupling)", (1, 2)),
+                             (tr.mf_ot, "JVP, minibatch-OT pairs (not the FM baseline's), uniform-gap intervals",
+                              (1, 2)),
                              (tr.smf, "from scratch", (1, 2)),
                              (tr.mfd, "finite diff., teacher v, warm start", (1,))):
         if run is None:
@@ -156,7 +157,7 @@ def targets(ds: Dataset, rows: list[dict], tr: Trained, s_before: float,
     fm100, fm1 = _find(rows, "FM", "Euler 100")[key], _find(rows, "FM", "Euler 1")[key]
     out = []
     if ds.dim == 2:
-        for run in (tr.mf, tr.imf, tr.imf_ot, tr.smf):
+        for run in (tr.mf, tr.imf, tr.mf_ot, tr.smf):
             if run is not None:
                 name, value = run.name, _find(rows, run.name, "flow map 1")[key]
                 out.append((f"{name} 1-NFE {key} <= 1.3x FM Euler-100", value <= 1.3 * fm100,
@@ -178,11 +179,11 @@ def targets(ds: Dataset, rows: list[dict], tr: Trained, s_before: float,
                     f"{steps_only:.3f} vs {uniform:.3f}"))
         out.append((f"straightening on the Bellman grid vs on the uniform grid at K={k}", None,
                     f"{boss:.3f} vs {ablation:.3f}"))
-    for run in (tr.mf, tr.imf, tr.imf_ot):
+    for run in (tr.mf, tr.imf, tr.mf_ot):
         if run is not None:
             ratio = run.ms_per_step / tr.fm.ms_per_step
             detail = f"{run.ms_per_step:.2f} ms vs {tr.fm.ms_per_step:.2f} ms (ratio {ratio:.2f})"
-            if run is tr.imf_ot:  # not a target: most of this step is the exact OT solve on the batch
+            if run is tr.mf_ot:  # not a target: most of this step is the exact OT solve on the batch
                 out.append((f"{run.name} training step vs FM step (CPU; includes the OT solve)", None, detail))
             else:
                 out.append((f"{run.name} training step <= 2x FM step (CPU)", ratio <= 2.0, detail))

@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from few_step_data import Dataset
-from few_step_settings import imf_settings, meanflow_settings, splitmeanflow_settings
+from few_step_settings import imf_settings, meanflow_ot_settings, meanflow_settings, splitmeanflow_settings
 from flowzoo.core.boss import BossStraighteningLoss, bellman_steps, boss_cost_matrix, boss_redress_states
 from flowzoo.core.couplings import ExactOTCoupling
 from flowzoo.core.flowmap import MLPFlowMap
@@ -101,7 +101,7 @@ class Trained:
     fm: Run
     mf: Run | None = None
     imf: Run | None = None
-    imf_ot: Run | None = None
+    mf_ot: Run | None = None
     smf: Run | None = None
     rf: Run | None = None
     mfd: Run | None = None
@@ -138,12 +138,13 @@ def train_all(ds: Dataset, args) -> Trained:
                      seed)
         # Its own row, never in place of the independent-coupling one: minibatch OT changes the problem (straighter
         # paths), and the FM baseline keeps independent pairs.
-        tr.imf_ot = Run("MeanFlow-iMF + OT", net(MLPFlowMap),
-                        MeanFlowLoss(derivative="jvp", coupling=ExactOTCoupling(), **imf_settings()), steps, lr, seed)
+        tr.mf_ot = Run("MeanFlow + OT", net(MLPFlowMap),
+                       MeanFlowLoss(derivative="jvp", coupling=ExactOTCoupling(), **meanflow_ot_settings()), steps, lr,
+                       seed)
     if "splitmeanflow" in chosen:
         tr.smf = Run("SplitMeanFlow", net(MLPFlowMap), SplitMeanFlowLoss(**splitmeanflow_settings(ds.dim)), steps,
                      lr, seed)
-    phase1 = [r for r in (tr.fm, tr.mf, tr.imf, tr.imf_ot, tr.smf) if r is not None]
+    phase1 = [r for r in (tr.fm, tr.mf, tr.imf, tr.mf_ot, tr.smf) if r is not None]
     print(f"  phase 1: {', '.join(r.name for r in phase1)} ({steps} steps, batch {batch_size})", flush=True)
     train_interleaved(phase1, stream(), ds.name)
     teacher = tr.fm.model
