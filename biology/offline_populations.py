@@ -91,7 +91,7 @@ PBMC_RESPONSE_GAIN = 10.0
 
 
 def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, cells_per_condition: int = 300,
-                         concentration: float = 1.0) -> Any:
+                         concentration: float = 1.0, cells_seed: int | None = None) -> Any:
     r"""Pseudo-patients built from scanpy's bundled pbmc68k_reduced, with a simulated treatment.
 
     The simulation (all randomness from ``seed``; 700 cells, 10 annotated ``bulk_labels`` cell types):
@@ -110,6 +110,9 @@ def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, c
        premise of Meta Flow Matching): a cell's shift cannot be told from the cell alone, only from the
        population it lives in. Because the treated cells are the control cells moved, a perfect prediction
        has distance 0 to the observed population (no sampling floor in W1/W2/MMD).
+
+    ``cells_seed`` redraws step 3 (which cells, their jitter) from that seed while every patient keeps the
+    composition that ``seed`` gives it: the same patients, fresh cells (as for :func:`letters_adata`).
 
     Returns:
         AnnData with X (cells x n_pcs, var names PC1..), ``.obs`` columns ``patient``, ``condition``
@@ -138,14 +141,17 @@ def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, c
     direction /= np.linalg.norm(direction)
 
     rng = np.random.default_rng(seed)
+    cells_rng = None if cells_seed is None else np.random.default_rng(cells_seed)
     blocks, obs, fractions = [], [], {}
     for p in range(n_patients):
         name = f"P{p:03d}"
         mixture = rng.dirichlet(np.full(len(types), concentration))
         fractions[name] = float(mixture[monocyte])
-        drawn_types = rng.choice(len(types), size=cells_per_condition, p=mixture)
-        cells = np.array([members[k][rng.integers(len(members[k]))] for k in drawn_types])
-        control = features[cells] + rng.normal(0.0, 0.1, (cells_per_condition, n_pcs)) * sigma
+        for draw in (rng, cells_rng):    # `rng` always draws, so the compositions stay those of `seed`
+            if draw is not None:
+                drawn_types = draw.choice(len(types), size=cells_per_condition, p=mixture)
+                cells = np.array([members[k][draw.integers(len(members[k]))] for k in drawn_types])
+                control = features[cells] + draw.normal(0.0, 0.1, (cells_per_condition, n_pcs)) * sigma
         z = (control - mu) / sigma
         response = 0.5 * np.tanh(z @ weights.T) + PBMC_RESPONSE_GAIN * mixture[monocyte] * direction
         for condition, x in (("control", control), ("treated", control + sigma * response)):

@@ -169,6 +169,7 @@ def test_letters_fresh_cells_keep_each_population_but_not_its_cells():
     assert not torch.equal(original.pairs[0].target, fresh.pairs[0].target)
     assert max(same) < 0.7 * other_rotation, (same, other_rotation)  # two-sample noise vs another rotation
 
+
 def test_pbmc_pseudo_patients_response_follows_monocyte_fraction():
     adata = pbmc_pseudo_patients(8, seed=0, cells_per_condition=60)
     assert adata.shape == (8 * 2 * 60, 10) and set(adata.obs.columns) == {"patient", "condition", "cell_type"}
@@ -183,6 +184,14 @@ def test_pbmc_pseudo_patients_response_follows_monocyte_fraction():
     assert np.corrcoef(measured, shift)[0, 1] > 0.8  # visible from the control population itself
     again = pbmc_pseudo_patients(8, seed=0, cells_per_condition=60)
     assert np.array_equal(adata.X, again.X)
+    fresh = pbmc_pseudo_patients(8, seed=0, cells_per_condition=60, cells_seed=5)
+    assert fresh.uns["pseudo_patients"]["monocyte_fraction"] == fractions  # the same patients ...
+    assert not np.array_equal(adata.X, fresh.X)                            # ... with other cells
+    fresh_pairs = load_populations(fresh, population_key="patient", condition_key="condition", test_fraction=0.25,
+                                   val_fraction=0.0).pairs
+    assert [p.population for p in fresh_pairs] == [p.population for p in popset.pairs]
+    fresh_shift = [float((p.target - p.source).mean(0).norm()) for p in fresh_pairs]
+    assert np.corrcoef(shift, fresh_shift)[0, 1] > 0.95
 
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch):
