@@ -83,7 +83,8 @@ def meanflow_ot_settings() -> dict:
     independent of x_s and the JVP target is at its noisiest. On OT pairs x1 - x0 is close to the marginal
     velocity, so the long jumps of 1- and 2-step sampling can be trained often. Full runs (12000 steps moons,
     6000 checkerboard; 1-NFE / 2-NFE W2, FM Euler-100 0.266 and 0.322): moons seed 0 0.327 / 0.264, seed 1
-    0.284 / 0.272; checkerboard seed 0 0.368 / 0.383. The same OT pairs with MeanFlow's logit-normal intervals:
+    0.284 / 0.272, seed 2 0.352 / 0.363 (1.32x: the seeds' mean is 1.21x); checkerboard seed 0 0.368 / 0.383,
+    seed 1 0.328 / 0.308. The same OT pairs with MeanFlow's logit-normal intervals:
     moons 0.408 (iMF 0.393). The 1-NFE W2 swings during training (0.35-0.89 between evaluations at steps
     4500-9000, seed 0) and settles as the cosine learning rate decays. A 2-D setting: on digits (64-D, batch 256)
     exact OT pairs the batch poorly and the row gives FD 188 (1 NFE) / 173 (2 NFE) against MeanFlow's 52 / 16."""

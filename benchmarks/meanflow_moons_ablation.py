@@ -21,8 +21,8 @@ one thing and reports 1- and 2-NFE W2 every ``--eval-every`` steps (the last che
 
 Measured on this 2-core CPU (seed 0, 12000 steps unless noted; 1-NFE W2, noise floor 0.263): baseline 0.612,
 batch2048 0.590 (6000 steps), beta2 0.589, ema 0.612 raw / 0.628 EMA, p0 0.769 (6000 steps), posterior
-0.59-0.69 over steps 4500-9000, ot 0.408 (EMA 0.391; 2-NFE 0.356), ot_ugap 0.327 (seed 1: 0.284; FM-100
-0.266). Less target noise (a bigger batch, the
+0.59-0.69 over steps 4500-9000, ot 0.408 (EMA 0.391; 2-NFE 0.356), ot_ugap 0.327 (seeds 1 / 2: 0.284 / 0.352;
+FM-100 0.266). Less target noise (a bigger batch, the
 posterior velocity) leaves the error where it was; straighter paths (OT) cut it by a third. So with independent
 pairs MeanFlow's one-step error on this map comes from the curvature of the flow it must average, not from the
 variance of its target. SplitMeanFlow, whose target is the model's own two half-interval jumps instead of the
