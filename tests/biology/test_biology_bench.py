@@ -1,0 +1,35 @@
+"""benchmarks/biology.py: training populations are also scored on fresh cells of the same populations."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("scanpy")
+# Loaded by path under its own name: "biology" on sys.path could also resolve to the repository's biology/ package.
+_SPEC = importlib.util.spec_from_file_location(
+    "biology_benchmark", Path(__file__).resolve().parents[2] / "benchmarks" / "biology.py")
+bench = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(bench)
+
+
+def test_fresh_cells_are_the_same_patients_and_every_method_is_scored_on_them():
+    popset = bench.build_dataset("pbmc", quick=True, seed=0)
+    fresh = bench.build_dataset("pbmc", quick=True, seed=0, cells_seed=bench.FRESH_CELLS_SEED)
+    picked, picked_fresh = bench._training_subset(popset, 4), bench._training_subset(fresh, 4)
+    assert [p.population for p in picked] == [p.population for p in picked_fresh]
+    assert not any(p.source.equal(q.source) for p, q in zip(picked, picked_fresh))
+    no_op = bench.no_op_scores(popset, 4, fresh)
+    # The same patients: doing nothing is as far from the treated cells on fresh cells as on the original ones.
+    assert abs(no_op["train_fresh"]["w2"] - no_op["train"]["w2"]) < 0.1 * no_op["train"]["w2"]
+    scores = bench.train_and_score(popset, "pbmc", "meta_fm", 0, 3, 2, "exact_ot", "characteristic", fresh)
+    assert set(scores) == {"test", "train", "train_fresh"}
+    assert all(math.isfinite(s["w2"]) for s in scores.values())
+
+
+def test_pbmc_meta_fm_embeds_the_whole_control_population():
+    assert bench.options_for("pbmc", "meta_fm", "exact_ot", population_cells=300).context_cells == 300
+    assert bench.options_for("letters", "meta_fm", "exact_ot").context_cells == bench.LETTER_POINTS
