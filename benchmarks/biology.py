@@ -203,17 +203,13 @@ def run(quick: bool = False, seeds: int | None = None, datasets: tuple[str, ...]
         lines.append(f"| {name} | {method} | {label} | " + " | ".join(cells) + " |")
     lines.append("")
     for name in datasets:
-        mean = {m: np.mean([r["w2"] for r in results[(name, m, "test")]]) for m in METHODS}
-        train = {m: np.mean([r["w2"] for r in results[(name, m, "train")]]) for m in METHODS}
-        best_baseline = min(mean["fm"], mean["per_population_fm"])
-        line = (f"- {name}: test W2 Meta FM / best baseline = {mean['meta_fm'] / best_baseline:.2f} "
-                f"({'PASS' if mean['meta_fm'] < 0.9 * best_baseline else 'FAIL'}: target < 0.9); "
-                f"train W2 Meta FM / per-population FM = {train['meta_fm'] / train['per_population_fm']:.2f} "
-                "on the cells trained on")
-        if (name, "meta_fm", "train_fresh") in results:
-            fresh_w2 = {m: np.mean([r["w2"] for r in results[(name, m, "train_fresh")]]) for m in METHODS}
-            line += f", {fresh_w2['meta_fm'] / fresh_w2['per_population_fm']:.2f} on fresh cells"
-        lines.append(line + " (target: about 1)")
+        w2 = lambda method, split, name=name: float(np.mean([r["w2"] for r in results[name, method, split]]))  # noqa
+        best_baseline = min(w2("fm", "test"), w2("per_population_fm", "test"))
+        verdict = "PASS" if w2("meta_fm", "test") < 0.9 * best_baseline else "FAIL"
+        trained_on, fresh = (w2("meta_fm", s) / w2("per_population_fm", s) for s in ("train", "train_fresh"))
+        lines.append(f"- {name}: test W2 Meta FM / best baseline = {w2('meta_fm', 'test') / best_baseline:.2f} "
+                     f"({verdict}: target < 0.9); train W2 Meta FM / per-population FM = {trained_on:.2f} on the "
+                     f"cells trained on, {fresh:.2f} on fresh cells (target: about 1)")
     return "\n".join(lines)
 
 

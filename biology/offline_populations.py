@@ -33,6 +33,14 @@ def _glyph_pixels(char: str, size: int) -> np.ndarray:
     return np.stack([cols, -rows], axis=1).astype(np.float64)
 
 
+def _glyph_cloud(pixels: np.ndarray, n_points: int, draw: np.random.Generator) -> np.ndarray:
+    """n_points uniform over the glyph's ink (sub-pixel jitter), centred and scaled into [-3, 3], plus N(0, 0.05²)."""
+    points = pixels[draw.integers(0, len(pixels), n_points)] + draw.uniform(-0.5, 0.5, (n_points, 2))
+    lo, hi = pixels.min(0), pixels.max(0)
+    points = (points - (lo + hi) / 2) / (np.max(hi - lo) / 2 + 0.5) * 3.0
+    return points + draw.normal(0.0, 0.05, points.shape)
+
+
 def letters_adata(letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", *, rotations: int = 10, n_points: int = 500,
                   noise: float = 0.5, validation: str = "X", test: str = "Y", seed: int = 0,
                   font_size: int = 96, cells_seed: int | None = None) -> Any:
@@ -62,20 +70,14 @@ def letters_adata(letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", *, rotations: int
     for letter in letters:
         pixels = _glyph_pixels(letter, font_size)
         for rotation in range(rotations):
-            points = pixels[rng.integers(0, len(pixels), n_points)] + rng.uniform(-0.5, 0.5, (n_points, 2))
-            lo, hi = pixels.min(0), pixels.max(0)
-            points = (points - (lo + hi) / 2) / (np.max(hi - lo) / 2 + 0.5) * 3.0
-            points += rng.normal(0.0, 0.05, points.shape)
+            points = _glyph_cloud(pixels, n_points, rng)
             angle = rng.uniform(0, 2 * np.pi)
             rotation_matrix = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+            offsets = rng.normal(0.0, noise, (n_points, 2))
+            if cells_rng is not None:    # `rng` has still drawn the cells, so the rotations stay those of `seed`
+                points, offsets = _glyph_cloud(pixels, n_points, cells_rng), cells_rng.normal(0.0, noise, (n_points, 2))
             clean = points @ rotation_matrix.T
-            noisy = clean + rng.normal(0.0, noise, clean.shape)
-            if cells_rng is not None:    # the draws above still run, so the rotations stay those of `seed`
-                points = pixels[cells_rng.integers(0, len(pixels), n_points)]
-                points = points + cells_rng.uniform(-0.5, 0.5, (n_points, 2))
-                points = (points - (lo + hi) / 2) / (np.max(hi - lo) / 2 + 0.5) * 3.0
-                clean = (points + cells_rng.normal(0.0, 0.05, points.shape)) @ rotation_matrix.T
-                noisy = clean + cells_rng.normal(0.0, noise, clean.shape)
+            noisy = clean + offsets
             split = "validation" if letter in validation else "test" if letter in test else "train"
             for condition, cloud in (("control", noisy), ("treated", clean)):
                 blocks.append(cloud)
