@@ -10,6 +10,7 @@ Both need nothing from the network; their randomness comes from their ``seed`` a
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -17,7 +18,7 @@ import numpy as np
 from flowzoo.biology.populations import _require
 from flowzoo.core.errors import ConfigError, expected
 
-__all__ = ["letters_adata", "pbmc_pseudo_patients", "PBMC_RESPONSE_GAIN"]
+__all__ = ["letters_adata", "pbmc_pseudo_patients", "pbmc_treatment", "pbmc_monocyte_estimate", "PBMC_RESPONSE_GAIN"]
 
 
 # ----------------------------------------------------------------------------------- offline data: letters
@@ -90,6 +91,59 @@ def letters_adata(letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", *, rotations: int
 # -------------------------------------------------------------------------- offline data: pbmc pseudo-patients
 PBMC_RESPONSE_GAIN = 10.0
 """g(m) = PBMC_RESPONSE_GAIN · m: the shift, in per-PC standard deviations, of a patient with monocyte fraction m."""
+MONOCYTE = "CD14+ Monocyte"
+_DRUG_SEED = 20240814  # the simulated drug (W, d) is the same in every data set
+
+
+@functools.lru_cache(maxsize=4)
+def _pbmc_cells(n_pcs: int) -> tuple[np.ndarray, np.ndarray]:
+    """pbmc68k_reduced's first ``n_pcs`` PCs (700, n_pcs) and its ``bulk_labels`` (read-only: cached)."""
+    if isinstance(n_pcs, bool) or not isinstance(n_pcs, (int, np.integer)) or not 1 <= n_pcs <= 50:
+        raise ConfigError(expected("n_pcs in [1, 50]", n_pcs, "pbmc68k_reduced stores 50 PCs"))
+    pbmc = _require("scanpy").datasets.pbmc68k_reduced()
+    features = np.asarray(pbmc.obsm["X_pca"][:, :n_pcs], dtype=np.float64)
+    cell_types = pbmc.obs["bulk_labels"].astype(str).to_numpy()
+    features.setflags(write=False)
+    cell_types.setflags(write=False)
+    return features, cell_types
+
+
+def pbmc_treatment(control: np.ndarray, monocyte_fraction: float) -> np.ndarray:
+    r"""The simulated treatment of :func:`pbmc_pseudo_patients` (its step 4) applied to control cells.
+
+    Returns ``control + σ ⊙ (0.5 tanh(W z) + g(m) d)`` for the (n, n_pcs) cells ``control`` of a patient whose
+    monocyte fraction is ``monocyte_fraction`` = m. With the patient's true m this is exactly its treated
+    population; with an estimate of m from the control cells it is the best prediction that a method which
+    knows the simulator but not the patient can make (``benchmarks/biology.py`` reports that floor).
+    """
+    control = np.asarray(control, dtype=np.float64)
+    if control.ndim != 2:
+        raise ConfigError(expected("control cells as an (n, n_pcs) array", control.shape, "pass one patient's cells"))
+    n_pcs = control.shape[1]
+    features, _ = _pbmc_cells(n_pcs)
+    mu, sigma = features.mean(0), features.std(0)
+    drug = np.random.default_rng(_DRUG_SEED)
+    weights = drug.normal(0.0, 1.0 / np.sqrt(n_pcs), (n_pcs, n_pcs))
+    direction = drug.normal(size=n_pcs)
+    direction /= np.linalg.norm(direction)
+    z = (control - mu) / sigma
+    response = 0.5 * np.tanh(z @ weights.T) + PBMC_RESPONSE_GAIN * monocyte_fraction * direction
+    return control + sigma * response
+
+
+def pbmc_monocyte_estimate(cell_types: Any, concentration: float = 1.0) -> float:
+    """Posterior mean of a patient's monocyte fraction given its control cells' types.
+
+    Under :func:`pbmc_pseudo_patients`' prior (fractions ~ Dirichlet(concentration · 1) over pbmc68k_reduced's
+    K = 10 cell types) and c monocytes among n cells, the posterior of the fraction is Beta(c + a, n − c + (K−1)a)
+    with a = ``concentration``: mean (c + a) / (n + K a). This is what n cells can tell about the composition;
+    the patient's identity (what a per-population model is given) tells it exactly.
+    """
+    labels = np.asarray(cell_types).astype(str)
+    if labels.ndim != 1 or labels.size == 0:
+        raise ConfigError(expected("a non-empty 1-d array of cell-type names", labels.shape, "pass .obs['cell_type']"))
+    n_types = len(set(_pbmc_cells(1)[1]))
+    return float(((labels == MONOCYTE).sum() + concentration) / (labels.size + n_types * concentration))
 
 
 def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, cells_per_condition: int = 300,
@@ -102,7 +156,7 @@ def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, c
     2. Patient p has cell-type fractions w_p ~ Dirichlet(concentration · 1); m_p = w_p["CD14+ Monocyte"].
     3. Control cells: ``cells_per_condition`` draws of a type from w_p, then of a cell of that type (with
        replacement), plus jitter N(0, (0.1 σ)²) so that no two cells coincide.
-    4. Treated cells: the control cells themselves, each moved by
+    4. Treated cells: the control cells themselves, each moved (:func:`pbmc_treatment`) by
 
        .. math::  \Delta x = \sigma \odot \big(0.5 \tanh(W z) + g(m_p)\, d\big), \quad z = (x - \mu) / \sigma,
 
@@ -121,26 +175,17 @@ def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, c
         (``"control"``/``"treated"``) and ``cell_type``, and ``.uns["pseudo_patients"]`` holding each patient's
         monocyte fraction and this description's parameters.
     """
-    scanpy = _require("scanpy")
     anndata = _require("anndata")
     import pandas as pd
 
-    if not 1 <= n_pcs <= 50:
-        raise ConfigError(expected("n_pcs in [1, 50]", n_pcs, "pbmc68k_reduced stores 50 PCs"))
     if n_patients < 1 or cells_per_condition < 1 or not concentration > 0:
         raise ConfigError(expected("n_patients >= 1, cells_per_condition >= 1, concentration > 0",
                                    (n_patients, cells_per_condition, concentration), "use the defaults"))
-    pbmc = scanpy.datasets.pbmc68k_reduced()
-    features = np.asarray(pbmc.obsm["X_pca"][:, :n_pcs], dtype=np.float64)
-    cell_types = pbmc.obs["bulk_labels"].astype(str).to_numpy()
+    features, cell_types = _pbmc_cells(n_pcs)
     types = sorted(set(cell_types))
     members = [np.flatnonzero(cell_types == name) for name in types]
-    monocyte = types.index("CD14+ Monocyte")
-    mu, sigma = features.mean(0), features.std(0)
-    drug = np.random.default_rng(20240814)
-    weights = drug.normal(0.0, 1.0 / np.sqrt(n_pcs), (n_pcs, n_pcs))
-    direction = drug.normal(size=n_pcs)
-    direction /= np.linalg.norm(direction)
+    monocyte = types.index(MONOCYTE)
+    sigma = features.std(0)
 
     rng = np.random.default_rng(seed)
     cells_rng = None if cells_seed is None else np.random.default_rng(cells_seed)
@@ -154,9 +199,7 @@ def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, c
                 drawn_types = draw.choice(len(types), size=cells_per_condition, p=mixture)
                 cells = np.array([members[k][draw.integers(len(members[k]))] for k in drawn_types])
                 control = features[cells] + draw.normal(0.0, 0.1, (cells_per_condition, n_pcs)) * sigma
-        z = (control - mu) / sigma
-        response = 0.5 * np.tanh(z @ weights.T) + PBMC_RESPONSE_GAIN * mixture[monocyte] * direction
-        for condition, x in (("control", control), ("treated", control + sigma * response)):
+        for condition, x in (("control", control), ("treated", pbmc_treatment(control, mixture[monocyte]))):
             blocks.append(x)
             obs += [(name, condition, types[k]) for k in drawn_types]
     frame = pd.DataFrame(obs, columns=["patient", "condition", "cell_type"])

@@ -33,3 +33,14 @@ def test_fresh_cells_are_the_same_patients_and_every_method_is_scored_on_them():
 def test_pbmc_meta_fm_embeds_the_whole_control_population():
     assert bench.options_for("pbmc", "meta_fm", "exact_ot", population_cells=300).context_cells == 300
     assert bench.options_for("letters", "meta_fm", "exact_ot").context_cells == bench.LETTER_POINTS
+
+
+def test_composition_floor_is_what_the_cells_cannot_tell():
+    adata = bench.build_adata("pbmc", quick=True, seed=0)
+    popset = bench.build_dataset("pbmc", quick=True, seed=0, adata=adata)
+    pairs = bench._training_subset(popset, 3)
+    floor = bench.composition_floor_scores(adata, pairs)
+    no_op = bench.no_op_scores(popset, 3)["train"]
+    assert 0.05 < floor["w2"] < 0.5 * no_op["w2"]
+    # told the true composition (what the per-population model learns from the patient's identity), it is exact
+    assert bench.composition_floor_scores(adata, pairs, known_composition=True)["w2"] < 1e-3

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from flowzoo.biology.offline_populations import letters_adata, pbmc_pseudo_patients
+from flowzoo.biology.offline_populations import (letters_adata, pbmc_monocyte_estimate, pbmc_pseudo_patients,
+                                                 pbmc_treatment)
 from flowzoo.biology.populations import load_populations
 from flowzoo.core.errors import ConfigError, EmptyInputError, NonFiniteError
 
@@ -192,6 +193,31 @@ def test_pbmc_pseudo_patients_response_follows_monocyte_fraction():
     assert [p.population for p in fresh_pairs] == [p.population for p in popset.pairs]
     fresh_shift = [float((p.target - p.source).mean(0).norm()) for p in fresh_pairs]
     assert np.corrcoef(shift, fresh_shift)[0, 1] > 0.95
+
+
+def test_pbmc_treatment_is_the_simulation_and_the_cells_estimate_the_composition():
+    adata = pbmc_pseudo_patients(6, seed=3, cells_per_condition=80)
+    fractions = adata.uns["pseudo_patients"]["monocyte_fraction"]
+    errors = []
+    for patient, fraction in fractions.items():
+        rows = adata.obs["patient"].to_numpy() == patient
+        control = rows & (adata.obs["condition"].to_numpy() == "control")
+        treated = np.asarray(adata.X[rows & (adata.obs["condition"].to_numpy() == "treated")])
+        # with the true composition the function reproduces the data set's treated cells ...
+        np.testing.assert_allclose(pbmc_treatment(adata.X[control], fraction), treated, atol=1e-5)
+        # ... a wrong one moves every cell by the gain times the error along one unit direction
+        moved = pbmc_treatment(adata.X[control], fraction + 0.1) - treated
+        shift_norms = np.linalg.norm(moved, axis=1)
+        assert np.allclose(shift_norms, shift_norms[0], rtol=1e-4) and shift_norms[0] > 0.1
+        types = adata.obs["cell_type"].to_numpy()[control]
+        estimate = pbmc_monocyte_estimate(types)
+        assert estimate == pytest.approx(((types == "CD14+ Monocyte").sum() + 1) / (len(types) + 10))
+        errors.append(abs(estimate - fraction))
+    assert np.mean(errors) < 0.06  # 80 cells pin the fraction down to a few percent
+    with pytest.raises(ConfigError, match="cell-type names"):
+        pbmc_monocyte_estimate([])
+    with pytest.raises(ConfigError, match="n_pcs"):
+        pbmc_treatment(np.zeros((3, 60)), 0.1)
 
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch):
