@@ -234,8 +234,8 @@ def run(quick: bool = False, seeds: int | None = None, datasets: tuple[str, ...]
                 print(f"[{name} seed {seed}] {method}: test w2 {scored['test']['w2']:.3f} "
                       f"({time.perf_counter() - tic:.0f} s)", file=sys.stderr)
     encoder_note = f", {letters_encoder} encoder on the letters" if "letters" in datasets else ""
-    steps = ", ".join(f"{name} {n}" for name, n in steps_of.items())
-    lines = [f"Meta Flow Matching, {seeds} seed(s), steps per method: {steps}, {coupling} coupling{encoder_note} "
+    steps_note = ", ".join(f"{name} {n}" for name, n in steps_of.items())
+    lines = [f"Meta Flow Matching, {seeds} seed(s), steps per method: {steps_note}, {coupling} coupling{encoder_note} "
              f"({time.perf_counter() - started:.0f} s in all); lower is better except r2",
              "", "| data | method | populations | W1 | W2 | MMD | r2 |", "|---|---|---|---|---|---|---|"]
     for (name, method, split), rows in results.items():

@@ -316,7 +316,7 @@ def _print_targets(results: dict[tuple[str, str], list[dict]]) -> None:
                      for m, b in pairs]
             print(f"  every dispersive row against its objective without the term ({len(pairs)} rows; DM1 trains "
                   f"plain MSE, so its counterpart is '{DM1_PLAIN}'): mean difference {_mean(gains):+.3f} "
-                  f"({', '.join(f'{g:+.2f}' for g in gains)}): {_verdict(_mean(gains) >= 0)}")
+                  f"({', '.join(f'{g:+.2f}' for g in gains)}): {_verdict(_mean(gains) > -1e-9)}")  # ties: not lower
         mp1 = results.get(("state", MP1))
         if mp1:
             print(f"  MP1's guided target on top of the dispersive term: {_mean([r['last'] for r in mp1]):.2f} vs "

@@ -38,7 +38,12 @@ def test_every_dispersive_row_is_judged_against_its_own_objective_without_the_te
     # DM1 (0.7) is below MeanFlow (0.8) but above its own plain-MSE counterpart (0.6): the term did not hurt
     assert "2 rows" in out and "mean difference +0.050" in out and "+0.00, +0.10" in out
     assert "PASS" in out.splitlines()[-2]
+    results["state", bench.DM1] = rows(0.6 - 1 / 180)  # a tie in episodes, whatever the rounding: not lower
+    results["state", bench.MEANFLOW_DISPERSIVE] = rows(0.8 + 1 / 180)
+    bench._print_targets(results)
+    assert "PASS" in capsys.readouterr().out.splitlines()[-2]
     results["state", bench.DM1] = rows(0.4)
+    results["state", bench.MEANFLOW_DISPERSIVE] = rows(0.8)
     bench._print_targets(results)
     assert "mean difference -0.100" in capsys.readouterr().out
     assert bench.WITHOUT_DISPERSIVE[bench.DM1] == bench.DM1_PLAIN and bench.MP1 not in bench.WITHOUT_DISPERSIVE
