@@ -21,7 +21,8 @@ import torch
 from tqdm.auto import tqdm
 
 from few_step_data import Dataset
-from few_step_settings import imf_settings, meanflow_ot_settings, meanflow_settings, splitmeanflow_settings
+from few_step_settings import (MEANFLOW_OT_LR_FACTOR, imf_settings, meanflow_ot_settings, meanflow_settings,
+                               splitmeanflow_settings)
 from flowzoo.core.boss import BossStraighteningLoss, bellman_steps, boss_cost_matrix, boss_redress_states
 from flowzoo.core.couplings import ExactOTCoupling
 from flowzoo.core.flowmap import MLPFlowMap
@@ -139,8 +140,8 @@ def train_all(ds: Dataset, args) -> Trained:
         # Its own row, never in place of the independent-coupling one: minibatch OT changes the problem (straighter
         # paths), and the FM baseline keeps independent pairs.
         tr.mf_ot = Run("MeanFlow + OT", net(MLPFlowMap),
-                       MeanFlowLoss(derivative="jvp", coupling=ExactOTCoupling(), **meanflow_ot_settings()), steps, lr,
-                       seed)
+                       MeanFlowLoss(derivative="jvp", coupling=ExactOTCoupling(), **meanflow_ot_settings()), steps,
+                       MEANFLOW_OT_LR_FACTOR * lr, seed)
     if "splitmeanflow" in chosen:
         tr.smf = Run("SplitMeanFlow", net(MLPFlowMap), SplitMeanFlowLoss(**splitmeanflow_settings(ds.dim)), steps,
                      lr, seed)

@@ -41,7 +41,7 @@ def test_eight_gaussians_log_prob_matches_the_mixture_up_to_a_constant():
     assert torch.allclose(gap, gap[0].expand_as(gap), atol=1e-9)
 
 
-@pytest.mark.parametrize("variant", ["posterior", "ot_ema", "ot_ugap"])
+@pytest.mark.parametrize("variant", ["posterior", "ot_ema", "ot_ugap", "ot_ugap_lr"])
 def test_variants_train_and_report(variant):
     rows = ablation.run_variant(variant, steps=6, eval_every=3, hidden=16, eval_samples=64, progress=False)
     assert [r["step"] for r in rows] == [3, 6]
