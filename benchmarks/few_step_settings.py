@@ -97,7 +97,7 @@ MEANFLOW_OT_LR_FACTOR = 0.5
 """The "MeanFlow + OT" row trains at half the table's learning rate (5e-4 instead of 1e-3).
 
 At 1e-3 the row trained in spikes (1-NFE W2 8.2 at step 3000 of moons seed 2) and its seeds spread from 1.07x to
-1.32x FM-100. Same code path (``benchmarks/meanflow_moons_ablation.py``'s scratch twin), 1-NFE W2 at the end,
+1.32x FM-100. ``benchmarks/meanflow_moons_ablation.py``'s loop (checkerboard: the same loop, a scratch run), 1-NFE W2,
 lr 1e-3 -> 5e-4: moons seed 0 0.327 -> 0.289, seed 2 0.352 -> 0.264 (worst evaluation during training 8.19 -> 0.87);
 checkerboard seed 0 0.368 -> 0.382, seed 1 0.328 -> 0.348. The worst seed goes from 1.32x to 1.19x FM-100. The
 table at 5e-4 (``few_step.py --methods meanflow --datasets moons checkerboard --threads 1``, seed 0, 32 min):
