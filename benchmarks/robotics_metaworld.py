@@ -27,7 +27,9 @@ proprioceptive ``agent_pos`` alone those tasks are solved only by chance. Their 
 The demonstrations are collected that way (``collect_demos(..., goal_visible=True)``) and cached.
 
     python benchmarks/robotics_metaworld.py --quick     # 2 tasks, 1 seed, 6 state rows, 2 point-cloud rows on
-                                                        # reach: ~1050 CPU-s, i.e. <= 9 min on 2 idle cores
+                                                        # reach: 715 CPU-s, 382 s wall measured on 2 idle cores
+                                                        # (a smoke run: 40 episodes a row, s.e. ~0.07, so its
+                                                        # verdicts swing; the full run is the measurement)
     python benchmarks/robotics_metaworld.py             # full: 6 tasks x 3 seeds, state + 2 cloud tasks:
                                                         # 5288 CPU-s measured for 102 runs + 18 for the DM1
                                                         # counterpart row, i.e. ~52 min on 2 idle cores, + ~2 min
@@ -325,7 +327,7 @@ def _print_targets(results: dict[tuple[str, str], list[dict]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 tasks, 1 seed, 6 state + 2 cloud rows (~9 min idle)")
+    parser.add_argument("--quick", action="store_true", help="2 tasks, 1 seed, 6 state + 2 cloud rows (~7 min idle)")
     parser.add_argument("--tasks", nargs="*", help="override the task list")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1 quick, 3 full)")
     parser.add_argument("--no-cloud", action="store_true", help="skip the point-cloud rows")
