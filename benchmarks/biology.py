@@ -129,12 +129,12 @@ def composition_floor_scores(adata, pairs: list, known_composition: bool = False
     even with the simulator known; per-population FM is told the patient, hence the true fraction (with which,
     ``known_composition=True``, the simulator's prediction is exact: distance 0)."""
     rows, fractions = [], adata.uns["pseudo_patients"]["monocyte_fraction"]
+    patients, cell_types = adata.obs["patient"].to_numpy(), adata.obs["cell_type"].to_numpy()
+    is_control = adata.obs["condition"].to_numpy() == "control"
     for pair in pairs:
-        patient = adata.obs["patient"].to_numpy() == pair.population
-        control = patient & (adata.obs["condition"].to_numpy() == "control")
-        treated = patient & (adata.obs["condition"].to_numpy() == "treated")
+        control, treated = (patients == pair.population) & is_control, (patients == pair.population) & ~is_control
         estimate = (fractions[pair.population] if known_composition
-                    else pbmc_monocyte_estimate(adata.obs["cell_type"].to_numpy()[control]))
+                    else pbmc_monocyte_estimate(cell_types[control]))
         predicted = pbmc_treatment(np.asarray(adata.X[control], dtype=np.float64), estimate)
         rows.append(population_distances(torch.as_tensor(predicted, dtype=torch.float32),
                                          torch.as_tensor(np.asarray(adata.X[treated]), dtype=torch.float32)))

@@ -100,8 +100,8 @@ STATE_METHODS = (FM, MEANFLOW, MEANFLOW_DISPERSIVE, MP1, DM1_PLAIN, DM1)
 CLOUD_METHODS = (FM, MP1)
 DISPERSIVE_ROWS = tuple(name for name in METHODS if name not in (FM, MEANFLOW, DM1_PLAIN))
 # Each dispersive row against the same objective without the term (MP1 has none: it also changes the target).
-WITHOUT_DISPERSIVE = {MEANFLOW_DISPERSIVE: MEANFLOW, **{name: DM1_PLAIN for name in METHODS if name.startswith("DM1 ")
-                                                       and name != DM1_PLAIN}}
+WITHOUT_DISPERSIVE = {MEANFLOW_DISPERSIVE: MEANFLOW, **{name: DM1_PLAIN for name, cfg in METHODS.items()
+                                                       if cfg["method"] == "dm1" and cfg.get("dispersive")}}
 
 
 @dataclass

@@ -108,6 +108,20 @@ def _pbmc_cells(n_pcs: int) -> tuple[np.ndarray, np.ndarray]:
     return features, cell_types
 
 
+@functools.lru_cache(maxsize=4)
+def _pbmc_drug(n_pcs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The simulation's fixed parts: per-PC mean μ and std σ of pbmc68k_reduced, the drug's W and unit d."""
+    features, _ = _pbmc_cells(n_pcs)
+    drug = np.random.default_rng(_DRUG_SEED)
+    weights = drug.normal(0.0, 1.0 / np.sqrt(n_pcs), (n_pcs, n_pcs))
+    direction = drug.normal(size=n_pcs)
+    direction /= np.linalg.norm(direction)
+    parts = (features.mean(0), features.std(0), weights, direction)
+    for part in parts:
+        part.setflags(write=False)
+    return parts
+
+
 def pbmc_treatment(control: np.ndarray, monocyte_fraction: float) -> np.ndarray:
     r"""The simulated treatment of :func:`pbmc_pseudo_patients` (its step 4) applied to control cells.
 
@@ -119,13 +133,7 @@ def pbmc_treatment(control: np.ndarray, monocyte_fraction: float) -> np.ndarray:
     control = np.asarray(control, dtype=np.float64)
     if control.ndim != 2:
         raise ConfigError(expected("control cells as an (n, n_pcs) array", control.shape, "pass one patient's cells"))
-    n_pcs = control.shape[1]
-    features, _ = _pbmc_cells(n_pcs)
-    mu, sigma = features.mean(0), features.std(0)
-    drug = np.random.default_rng(_DRUG_SEED)
-    weights = drug.normal(0.0, 1.0 / np.sqrt(n_pcs), (n_pcs, n_pcs))
-    direction = drug.normal(size=n_pcs)
-    direction /= np.linalg.norm(direction)
+    mu, sigma, weights, direction = _pbmc_drug(control.shape[1])
     z = (control - mu) / sigma
     response = 0.5 * np.tanh(z @ weights.T) + PBMC_RESPONSE_GAIN * monocyte_fraction * direction
     return control + sigma * response
@@ -185,7 +193,7 @@ def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, c
     types = sorted(set(cell_types))
     members = [np.flatnonzero(cell_types == name) for name in types]
     monocyte = types.index(MONOCYTE)
-    sigma = features.std(0)
+    sigma = _pbmc_drug(n_pcs)[1]
 
     rng = np.random.default_rng(seed)
     cells_rng = None if cells_seed is None else np.random.default_rng(cells_seed)
