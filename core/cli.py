@@ -82,9 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if commands is None:
         print(f"flowzoo: unknown command {head!r}.\n" + _usage(domains))
         return 2
-    if not rest or rest[0] not in commands:
-        received = rest[0] if rest else "nothing"
-        print(f"flowzoo {head}: expected one of {', '.join(sorted(commands))}; received {received}.")
+    if not rest or rest[0] in ("-h", "--help", "help"):
+        print(f"usage: flowzoo {head} <command> [options]   (commands: {', '.join(sorted(commands))})\n"
+              f"Run flowzoo {head} <command> --help to list its options.")
+        return 0 if rest else 2
+    if rest[0] not in commands:
+        print(f"flowzoo {head}: expected one of {', '.join(sorted(commands))}; received {rest[0]}.")
         return 2
     return int(commands[rest[0]](rest[1:]) or 0)
 

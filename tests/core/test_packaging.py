@@ -58,6 +58,14 @@ def test_console_script_help(argv):
     assert "usage" in out.stdout.lower()
 
 
+def test_domain_help_lists_its_commands():
+    out = subprocess.run([sys.executable, "-m", "flowzoo.core.cli", "core", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout
+    assert "usage: flowzoo core <command>" in out.stdout and "demo, train" in out.stdout
+    bare = subprocess.run([sys.executable, "-m", "flowzoo.core.cli", "core"], capture_output=True, text=True)
+    assert bare.returncode == 2 and "demo, train" in bare.stdout
+
+
 def test_train_help_lists_every_field_with_default():
     out = subprocess.run([sys.executable, "-m", "flowzoo.core.train", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
