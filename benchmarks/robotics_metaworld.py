@@ -34,6 +34,10 @@ The demonstrations are collected that way (``collect_demos(..., goal_visible=Tru
                                                         # 5288 CPU-s measured for 102 runs + 18 for the DM1
                                                         # counterpart row, i.e. ~52 min on 2 idle cores, + ~2 min
                                                         # to collect the demonstrations once
+    python benchmarks/robotics_metaworld.py --all-dm1   # + DM1's InfoNCE-cosine, hinge and covariance rows:
+                                                        # 3881 CPU-s more for their 54 runs (measured alone
+                                                        # with --methods ... --no-cloud, on a slower host),
+                                                        # ~85 min in all on 2 cores
 
 Runs are trained two at a time (``--jobs``, one thread each: the target machine has 2 cores); the latency column is
 measured afterwards, one policy at a time. Each run prints nothing; the summary line gives the CPU time per run
