@@ -110,9 +110,7 @@ LETTER_POINTS = 1500
 FRESH_CELLS_SEED = 1000
 """The training populations are also scored on cells drawn anew from seed + FRESH_CELLS_SEED."""
 PBMC_PATIENTS = 120
-"""pbmc pseudo-patients (seeded split 84 / 18 / 18). With 60 (42 training patients) Meta FM's encoder saw too few
-compositions: fresh cells of training patients 1.09 vs per-population FM's 0.91 (1.20x); with 120, 1000 steps,
-seeds 0 / 1: 1.02 vs 1.14 and 1.00 vs 1.00, held out 1.28 / 1.01 against per-population FM's 3.27 / 2.03."""
+"""pbmc pseudo-patients (seeded split 84 / 18 / 18); why 120 and not 60: the module docstring's pbmc paragraph."""
 STEPS = {"letters": 2000, "pbmc": 1000}
 """Updates per method (default run). pbmc: every method overfits its 42 training patients beyond ~1000 updates."""
 COMPOSITION_FLOOR = "simulator, composition from the cells"

@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 __all__ = ["main", "core_commands", "registered_domains"]
 
 Command = Callable[[Sequence[str]], "int | None"]
+_HELP_WORDS = ("-h", "--help", "help")
 
 
 def core_commands() -> dict[str, Command]:
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch ``flowzoo ...`` to the registered command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     domains = registered_domains()
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv or argv[0] in _HELP_WORDS:
         print(_usage(domains))
         return 0
     head, rest = argv[0], argv[1:]
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if commands is None:
         print(f"flowzoo: unknown command {head!r}.\n" + _usage(domains))
         return 2
-    if not rest or rest[0] in ("-h", "--help", "help"):
+    if not rest or rest[0] in _HELP_WORDS:
         print(f"usage: flowzoo {head} <command> [options]   (commands: {', '.join(sorted(commands))})\n"
               f"Run flowzoo {head} <command> --help to list its options.")
         return 0 if rest else 2
