@@ -68,8 +68,9 @@ the patient, hence the true fraction). With 60 patients (42 training patients, t
 held-out target (1.11 vs 2.40 / 3.22) but trailed on fresh cells of training patients, 1.09 vs 0.91 (1.20x; 1.10x
 after the composition floor's 0.40 is added to per-population FM in quadrature), likely because 42 compositions
 are few to learn a response from, while the memoriser saw each patient twice as often. With 2000 steps every
-method got worse (60 patients: held out 1.36 / 2.67 / 3.36; 120 patients, seed 0: Meta FM 1.45 held out, 1.24 on
-fresh cells against per-population FM's 1.13), so the default stays at 1000.
+method got worse (60 patients: held out 1.36 / 2.67 / 3.36), so the default stays at 1000. With 120 patients the
+1000-step comparison does not starve the memoriser: at 2000 steps per-population FM scores 1.13 / 1.20 / 1.15 on
+fresh cells of training patients (seeds 0 / 1 / 2; 1.14 / 1.00 / 1.12 at 1000) and Meta FM 1.24 / 1.30 / 1.23.
 ``--quick`` (1 seed, 500 steps; 512 frequencies): 0.163 held out vs 0.333 / 0.340 (ratio 0.49); training
 0.164 vs per-population 0.165 (ratio 1.00: at this budget the memoriser has not pulled ahead yet).
 pbmc ``--quick`` (200 cells per condition, 500 steps, 75 s): held out Meta FM 1.19 vs 3.10 / 3.54 (0.38);
