@@ -163,7 +163,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     d = mu1.shape[0]
     if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
-        raise ShapeError(expected(f"means of shape (d,) and covariances (d, d) with one d",
+        raise ShapeError(expected("means of shape (d,) and covariances (d, d) with one d",
                                   f"{mu1.shape}, {sigma1.shape}, {mu2.shape}, {sigma2.shape}",
                                   "compute both statistics with feature_statistics on the same features"))
     for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):

@@ -107,7 +107,6 @@ class TrainerCheckpoints:
         return self.last
 
     def _find(self) -> Path | None:
-        from flowzoo.core.errors import ConfigError
         t, resume = self.trainer, self.trainer.config.resume
         if resume is False:
             if list_checkpoints(self.root) or (self.root / LATEST).exists():

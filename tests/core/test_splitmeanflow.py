@@ -384,19 +384,22 @@ def test_no_boundary_term_does_not_learn_the_data():
 
 @pytest.mark.slow
 def test_one_step_w2_close_to_100_step_flow_matching():
-    """SplitMeanFlow 1-NFE within ~1.3x of a 100-step Euler FM baseline at the same budget (hidden 128).
+    """SplitMeanFlow 1-NFE within 1.3x of a 100-step Euler FM baseline at the same budget (MLP 3x256, 6000 steps).
 
-    Measured: 3000 steps, FM 100-step W2 0.397, SplitMeanFlow 1-step 0.519 (ratio 1.31). The gap grows with the
-    budget (6000 steps: 0.310 vs 0.480, ratio 1.55): FM keeps improving, the bootstrapped 1-step map plateaus.
+    With the settings the README's table and ``benchmarks/few_step_settings.splitmeanflow_settings`` use
+    (uniform-gap intervals, boundary samples at uniform times, adaptive weight p = 0.5 on the split samples).
+    Measured 2026-11-28: FM 0.295, SplitMeanFlow 0.356 (1.21x); at 3x128 and 3000 steps 0.397 vs 0.493 (1.24x).
+    The paper's plain settings (``SplitMeanFlowLoss(boundary_fraction=0.5)``) reach only 0.505 (1.71x) and 0.584
+    (1.47x): FM keeps improving with the budget while that 1-step map plateaus.
     """
     from flowzoo.core.nets import MLPVelocity
     from flowzoo.core.objectives import FlowMatchingLoss
     from flowzoo.core.solvers import integrate
 
     torch.set_num_threads(1)
-    steps, data = SLOW_STEPS, sample_toy("moons", 20000, seed=0)
+    steps, hidden, data = SLOW_STEPS, 256, sample_toy("moons", 20000, seed=0)
     torch.manual_seed(0)
-    fm = MLPVelocity(2, hidden=128, depth=3)
+    fm = MLPVelocity(2, hidden=hidden, depth=3)
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(fm.parameters(), lr=1e-3)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -409,8 +412,10 @@ def test_one_step_w2_close_to_100_step_flow_matching():
     x0 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         w2_fm = wasserstein2(integrate(fm, x0, method="euler", steps=100).x, sample_toy("moons", 1000, seed=1))
-    w2_smf = _one_step_w2(_train(SplitMeanFlowLoss(boundary_fraction=0.5), steps, hidden=128))
-    assert w2_smf < 1.35 * w2_fm, (w2_smf, w2_fm)
+    objective = SplitMeanFlowLoss(boundary_fraction=0.5, time_sampler=TwoTimeSampler(distinct_fraction=1.0,
+                                  interval="uniform_gap"), boundary_time_sampler=UniformTime(), adaptive_p=0.5)
+    w2_smf = _one_step_w2(_train(objective, steps, hidden=hidden))
+    assert w2_smf < 1.3 * w2_fm, (w2_smf, w2_fm)
 
 
-SLOW_STEPS = 3000
+SLOW_STEPS = 6000
