@@ -26,6 +26,14 @@ def test_methods_picks_a_subset_of_rows_for_both_observations():
     assert {obs for _, obs, _, _ in runs} == {"state", "pointcloud"}
 
 
+
+def test_quick_mode_keeps_the_rows_its_targets_read():
+    _, runs, _, tasks = bench._runs(_args(quick=True, seeds=None, tasks=None))
+    state = {m for _, obs, _, m in runs if obs == "state"}
+    assert state == {bench.FM, bench.MEANFLOW, bench.MEANFLOW_DISPERSIVE, bench.MP1}  # MP1 vs FM, term vs none
+    assert {(t, m) for t, obs, _, m in runs if obs == "pointcloud"} == {(tasks[0], bench.FM), (tasks[0], bench.MP1)}
+    assert len(runs) == 2 * 4 + 2
+
 def test_every_dispersive_row_is_judged_against_its_own_objective_without_the_term(capsys):
     def rows(success):
         return [{"last": success, "episodes": 10, "ms_chunk": 1.0}]
