@@ -53,3 +53,19 @@ def test_main_runs_every_job_and_writes_cells(tmp_path, monkeypatch, capsys):
     assert len(trained) == 4 and all(t[3] == 7 and t[4] for t in trained)
     assert len(json.loads(out.read_text())) == 4
     assert "| mp1_01 − fm10 | +0.250 ± 0.000 | 2 |" in capsys.readouterr().out
+
+
+def test_reach_rows_are_valid_policies_and_on_request_only(monkeypatch):
+    from flowzoo.robotics.policy import PolicyConfig
+
+    extra = ("mp1_01_2nfe", "mp1_01_distinct075", "mp1_01_timestd2")
+    configs = {r: PolicyConfig(**bench.ROWS[r]).resolved() for r in ("mp1_01", *extra)}
+    assert configs["mp1_01_2nfe"].sample_steps == 2 and configs["mp1_01"].sample_steps == 1
+    assert configs["mp1_01_distinct075"].distinct_fraction == 0.75 and configs["mp1_01_timestd2"].time_std == 2.0
+    assert {(a, b) for a, b in bench.COMPARISONS if a in extra} == {(r, "mp1_01") for r in extra}
+    seen = []
+    monkeypatch.setattr(bench.metaworld, "demos_for", lambda *a: None)
+    monkeypatch.setattr(bench, "run_cell", lambda job: seen.append(job[2]) or
+                        {"task": job[0], "seed": job[1], "row": job[2], "success": 0.5, "episodes": job[3]})
+    bench.main(["--tasks", "reach-v3", "--seeds", "0", "--jobs", "1"])
+    assert seen and not set(seen) & set(extra) and not any(r.startswith("dm1") for r in seen)
