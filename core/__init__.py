@@ -23,6 +23,7 @@ Few-step generation and generic methods:
     meanflow                MeanFlow (JVP or finite differences), CFG in the target, MeanFlow distillation
     forward_ad              Jacobian-vector products of networks without generic forward AD's wasted convolutions
     splitmeanflow           SplitMeanFlow interval-splitting consistency
+    few_step_presets        measured settings of MeanFlow, iMF, MeanFlow + OT and SplitMeanFlow (benchmarks')
     consistency_midtraining CMT: chord velocities of a teacher's trajectory
     reflow                  rectified flow: paired noise/endpoint stores on disk, k-rectification, distillation
     rectified_diffusion     re-training a VP eps-prediction model on its own paired noise
@@ -41,6 +42,7 @@ Submodules are imported on demand (``from flowzoo.core.paths import AffinePath``
 
 __all__ = ["paths", "couplings", "objectives", "batching", "timesamplers", "solvers", "guidance", "nets", "metrics",
            "data", "training", "config", "errors", "plotting", "flowmap", "meanflow", "splitmeanflow",
-           "forward_ad", "consistency_midtraining", "reflow", "rectified_diffusion", "distillation", "boss",
-           "flowturbo", "mle_finetune", "pfgmpp", "transition_matching", "diagnostics", "dispersive"]
+           "forward_ad", "few_step_presets", "consistency_midtraining", "reflow", "rectified_diffusion",
+           "distillation", "boss", "flowturbo", "mle_finetune", "pfgmpp", "transition_matching", "diagnostics",
+           "dispersive"]
 __version__ = "0.1.0"

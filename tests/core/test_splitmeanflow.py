@@ -386,8 +386,8 @@ def test_no_boundary_term_does_not_learn_the_data():
 def test_one_step_w2_close_to_100_step_flow_matching():
     """SplitMeanFlow 1-NFE within 1.3x of a 100-step Euler FM baseline at the same budget (MLP 3x256, 6000 steps).
 
-    With the settings the README's table and ``benchmarks/few_step_settings.splitmeanflow_settings`` use
-    (uniform-gap intervals, boundary samples at uniform times, adaptive weight p = 0.5 on the split samples).
+    With the preset the README's table uses (``flowzoo.core.few_step_presets.splitmeanflow_settings``: uniform-gap
+    intervals, boundary samples at uniform times, adaptive weight p = 0.5 on the split samples).
     Measured 2026-11-28: FM 0.295, SplitMeanFlow 0.356 (1.21x); at 3x128 and 3000 steps 0.397 vs 0.493 (1.24x).
     The paper's plain settings (``SplitMeanFlowLoss(boundary_fraction=0.5)``) reach only 0.505 (1.71x) and 0.584
     (1.47x): FM keeps improving with the budget while that 1-step map plateaus.
@@ -412,8 +412,9 @@ def test_one_step_w2_close_to_100_step_flow_matching():
     x0 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         w2_fm = wasserstein2(integrate(fm, x0, method="euler", steps=100).x, sample_toy("moons", 1000, seed=1))
-    objective = SplitMeanFlowLoss(boundary_fraction=0.5, time_sampler=TwoTimeSampler(distinct_fraction=1.0,
-                                  interval="uniform_gap"), boundary_time_sampler=UniformTime(), adaptive_p=0.5)
+    from flowzoo.core.few_step_presets import splitmeanflow_settings
+
+    objective = SplitMeanFlowLoss(**splitmeanflow_settings(dim=2))
     w2_smf = _one_step_w2(_train(objective, steps, hidden=hidden))
     assert w2_smf < 1.3 * w2_fm, (w2_smf, w2_fm)
 
