@@ -53,7 +53,7 @@ train_wave() {  # train_wave TIMEOUT_S SEED...: FM-10 and MP1 on both tasks for 
       for method in fm mp1; do
         run="${task}_${method}_seed$seed"
         OMP_NUM_THREADS=1 timeout "$limit" python3 -m flowzoo.robotics.train "$method" --task "$task" \
-          --obs pointcloud --demos "$demos" --eval_episodes 0 --progress false --policy.down_dims 32 64 \
+          --obs pointcloud --demos "$demos" --eval_episodes 0 --progress false --policy.down_dims 128 256 \
           --trainer.steps "$STEPS" --trainer.batch_size 128 --trainer.lr 1e-3 --trainer.warmup_steps 100 \
           --trainer.ema_decay 0.99 --trainer.seed "$seed" --trainer.device "$DEVICE" \
           --trainer.checkpoint_every "$STEPS" --trainer.out_dir "$TRAIN/$run" >"$TRAIN/$run.log" 2>&1 &

@@ -20,7 +20,9 @@ success" is judged on MeanFlow + dispersive vs MeanFlow, and over every dispersi
 without the term (:data:`WITHOUT_DISPERSIVE`; MP1 has no such row, its guided target being a second change).
 Runs are seeded per (task, seed, method), so ``--methods`` trains a subset with the numbers the full run gives.
 
-Point clouds. The goal of reach / push / pick-place is a marker site that no depth camera sees, so with the
+Point clouds train a wider U-Net than state, (128, 256) (:data:`CLOUD_DOWN_DIMS`): the point encoder runs once per
+chunk whatever the sampler, and at (32, 64) it costs a third of a U-Net pass, which caps a one-step policy's
+speed-up at 7.8x, under issue 4's 8x. The goal of reach / push / pick-place is a marker site that no depth camera sees, so with the
 proprioceptive ``agent_pos`` alone those tasks are solved only by chance. Their point-cloud rows use
 ``goal_visible`` observations: ``agent_pos`` = hand xyz, gripper, goal xyz (7 values), as
 ``make_env(..., goal_visible=True)`` produces (evaluation rebuilds that environment from the policy's spec).
@@ -28,15 +30,20 @@ The demonstrations are collected that way (``collect_demos(..., goal_visible=Tru
 
     python benchmarks/robotics_metaworld.py --quick     # 2 tasks, 1 seed, 4 state rows (FM-10, MeanFlow,
                                                         # MeanFlow + dispersive, MP1), 2 point-cloud rows on
-                                                        # reach: 887 CPU-s, 475 s wall on 2 cores of a slow
-                                                        # day's host (with the 2 DM1 rows it took 651 s there,
-                                                        # 382 s on an earlier, faster day); a smoke run: 40
+                                                        # reach: 973 CPU-s, 532 s wall on 2 cores of a slow
+                                                        # day's host with the (128, 256) cloud rows (887 CPU-s,
+                                                        # 475 s with (32, 64); with 2 DM1 rows too it took
+                                                        # 651 s, past the budget); a smoke run: 40
                                                         # episodes a row, s.e. ~0.07, so its verdicts swing;
                                                         # the full run is the measurement
     python benchmarks/robotics_metaworld.py             # full: 6 tasks x 3 seeds, state + 2 cloud tasks:
-                                                        # 5288 CPU-s measured for 102 runs + 18 for the DM1
-                                                        # counterpart row, i.e. ~52 min on 2 idle cores, + ~2 min
-                                                        # to collect the demonstrations once
+                                                        # 5288 CPU-s measured for 102 runs with (32, 64) cloud
+                                                        # rows, + 18 runs for the DM1 counterpart row; the
+                                                        # (128, 256) cloud rows alone take 2769 CPU-s for 12
+                                                        # runs (``--no-state``, 1520 s wall), ~45 more per run
+                                                        # than at (32, 64) (as measured in --quick): ~55 min in
+                                                        # all on 2 idle cores, + ~2 min to collect the
+                                                        # demonstrations once
     python benchmarks/robotics_metaworld.py --all-dm1   # + DM1's InfoNCE-cosine, hinge and covariance rows:
                                                         # 3881 CPU-s more for their 54 runs (measured alone
                                                         # with --methods ... --no-cloud, on a slower host),
@@ -128,21 +135,29 @@ class Budget:
     cloud_steps: int = 0          # 0: ``steps``
     cloud_eval_episodes: int = 0  # 0: ``eval_episodes``
     cloud_batch_size: int = 0     # 0: ``batch_size``
+    cloud_down_dims: tuple[int, ...] = ()  # empty: ``down_dims``
 
     def for_obs(self, obs: str) -> "Budget":
         if obs != "pointcloud":
             return self
-        return dataclasses.replace(self, steps=self.cloud_steps or self.steps,
+        return dataclasses.replace(self, steps=self.cloud_steps or self.steps, cloud_down_dims=(),
+                                   down_dims=self.cloud_down_dims or self.down_dims,
                                    eval_every=(self.cloud_steps or self.steps) * self.eval_every // self.steps,
                                    eval_episodes=self.cloud_eval_episodes or self.eval_episodes,
                                    batch_size=self.cloud_batch_size or self.batch_size)
 
 
+# The point-cloud rows train a wider U-Net than the state rows. At (32, 64) the DP3 encoder costs a third of a
+# U-Net pass at batch 1, which caps any one-step sampler at (E + 10U) / (E + U) = 7.9x over FM-10 (issue 4 asks
+# 8x); at (128, 256) the cap is 9.4x (``benchmarks/robotics_latency.py``, size "benchmark-cloud"). Training
+# barely notices: on 32 windows of 2 x 128 points the encoder dominates an update, 154 ms against 90 ms at
+# (32, 64) on one thread, while a state update at (128, 256) would cost several times its (32, 64) one.
+CLOUD_DOWN_DIMS = (128, 256)
 QUICK = Budget(steps=1200, eval_every=400, eval_episodes=20, eval_max_steps=150, num_points=128,
-               cloud_steps=1200, cloud_eval_episodes=10, cloud_batch_size=32)
+               cloud_steps=1200, cloud_eval_episodes=10, cloud_batch_size=32, cloud_down_dims=CLOUD_DOWN_DIMS)
 # Full: 1200 updates like quick mode (1500 would put the estimate, ~9-11k CPU-s over 2 cores, at the 90 min limit).
 FULL = Budget(steps=1200, eval_every=400, eval_episodes=10, eval_max_steps=200, num_points=128,
-              cloud_steps=1200, cloud_eval_episodes=10, cloud_batch_size=32)
+              cloud_steps=1200, cloud_eval_episodes=10, cloud_batch_size=32, cloud_down_dims=CLOUD_DOWN_DIMS)
 
 
 def demos_for(task: str, obs: str, seed: int, budget: Budget) -> Path:
@@ -255,10 +270,12 @@ def _runs(args: argparse.Namespace) -> tuple[Budget, list[tuple[str, str, int, s
                                      eval_every=max(1, args.steps * budget.eval_every // budget.steps))
     if args.eval_episodes:
         budget = dataclasses.replace(budget, eval_episodes=args.eval_episodes, cloud_eval_episodes=args.eval_episodes)
+    if args.cloud_down_dims:
+        budget = dataclasses.replace(budget, cloud_down_dims=tuple(args.cloud_down_dims))
     tasks = tuple(args.tasks) if args.tasks else tasks
     if args.methods:
         methods = tuple(args.methods)
-    runs = [(t, "state", s, m) for t in tasks for s in seeds for m in methods]
+    runs = [] if args.no_state else [(t, "state", s, m) for t in tasks for s in seeds for m in methods]
     if not args.no_cloud:
         runs += [(t, "pointcloud", s, m) for t in cloud_tasks if t in tasks for s in seeds for m in CLOUD_METHODS
                  if not args.methods or m in args.methods]
@@ -273,7 +290,7 @@ def _print_tables(results: dict[tuple[str, str], list[dict]], budget: Budget, ta
           f"{budget.down_dims}. State: {budget.steps} updates, batch {budget.batch_size}, {budget.eval_episodes} "
           f"episodes per evaluation every {budget.eval_every} updates. Point cloud ({budget.num_points} points; "
           f"reach/push/pick-place with the goal in agent_pos): {cloud.steps} updates, batch {cloud.batch_size}, "
-          f"{cloud.eval_episodes} episodes every {cloud.eval_every} updates. Episodes end at success or after "
+          f"{cloud.eval_episodes} episodes every {cloud.eval_every} updates, U-Net {cloud.down_dims}. Episodes end at success or after "
           f"{budget.eval_max_steps} steps.\n")
     print("| obs | method | NFE | success, last (± s.e.) | episodes (last) | success, best-3 mean (DP3 protocol) "
           "| episodes (best-3) | ms / chunk (batch 1, best of 50) | speed-up vs FM-10 | train ms / step |")
@@ -343,6 +360,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", nargs="*", help="override the task list")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 1 quick, 3 full)")
     parser.add_argument("--no-cloud", action="store_true", help="skip the point-cloud rows")
+    parser.add_argument("--no-state", action="store_true", help="skip the state rows")
+    parser.add_argument("--cloud-down-dims", type=int, nargs="+", default=None, metavar="C",
+                        help=f"U-Net channels of the point-cloud rows (default {CLOUD_DOWN_DIMS}; "
+                        "the state rows keep (32, 64))")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), metavar="NAME",
                         help="train only these rows (runs are seeded, so a row's numbers do not depend on the "
                         f"others): {list(METHODS)}")

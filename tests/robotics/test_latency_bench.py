@@ -93,3 +93,12 @@ def test_main_prints_one_table_and_the_targets(capsys):
 def test_unknown_observation_mode_is_refused():
     with pytest.raises(ConfigError, match="pointcloud"):
         bench.meta_world_spec("rgb", 16)
+
+
+def test_benchmark_sizes_are_the_meta_world_benchmarks_networks():
+    import robotics_metaworld
+
+    assert bench.SIZES["benchmark"].down_dims == robotics_metaworld.FULL.down_dims
+    assert bench.SIZES["benchmark-cloud"].down_dims == robotics_metaworld.CLOUD_DOWN_DIMS
+    assert bench.SIZES["benchmark-cloud"].num_points == robotics_metaworld.FULL.num_points
+    assert {"benchmark", "benchmark-cloud"} <= set(bench.QUICK_SIZES)

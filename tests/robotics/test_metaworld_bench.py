@@ -12,8 +12,8 @@ import robotics_metaworld as bench  # noqa: E402
 
 
 def _args(**overrides) -> argparse.Namespace:
-    base = dict(quick=False, seeds=1, tasks=["reach-v3", "button-press-v3"], no_cloud=False, all_dm1=False,
-                methods=None, steps=0, eval_episodes=0)
+    base = dict(quick=False, seeds=1, tasks=["reach-v3", "button-press-v3"], no_cloud=False, no_state=False,
+                all_dm1=False, methods=None, steps=0, eval_episodes=0, cloud_down_dims=None)
     return argparse.Namespace(**{**base, **overrides})
 
 
@@ -24,7 +24,19 @@ def test_methods_picks_a_subset_of_rows_for_both_observations():
     assert runs == [(t, "state", 0, bench.DM1_PLAIN) for t in ("reach-v3", "button-press-v3")]
     _, runs, _, _ = bench._runs(_args(methods=[bench.MP1]))
     assert {obs for _, obs, _, _ in runs} == {"state", "pointcloud"}
+    _, runs, _, _ = bench._runs(_args(no_state=True))
+    assert runs and {obs for _, obs, _, _ in runs} == {"pointcloud"}
 
+
+def test_point_cloud_rows_train_the_wider_unet_and_state_rows_the_small_one():
+    for quick in (False, True):
+        budget, _, _, _ = bench._runs(_args(quick=quick))
+        assert budget.for_obs("state").down_dims == (32, 64)
+        cloud = budget.for_obs("pointcloud")
+        assert cloud.down_dims == bench.CLOUD_DOWN_DIMS == (128, 256)
+        assert cloud.for_obs("pointcloud").down_dims == bench.CLOUD_DOWN_DIMS  # idempotent
+    budget, _, _, _ = bench._runs(_args(cloud_down_dims=[32, 64]))
+    assert budget.for_obs("pointcloud").down_dims == (32, 64)
 
 
 def test_quick_mode_keeps_the_rows_its_targets_read():
