@@ -1,10 +1,10 @@
-"""Inference latency of the robot policies at three network sizes: 10-step FM policy vs one-step MP1 (issue 4).
+"""Inference latency of the robot policies at four network sizes: 10-step FM policy vs one-step MP1 (issue 4).
 
 Issue 4 asks that MP1 at 1 NFE be >= 8x faster per action than the 10-step flow-matching policy. The
 observation encoder runs once per chunk whatever the number of sampling steps, so with E the encoder's time and U
 one U-Net pass no one-step sampler beats (E + 10U) / (E + U). ``benchmarks/robotics_metaworld.py`` trains its
 state rows on a tiny U-Net, (32, 64), where the state encoder is negligible; with point clouds the DP3 encoder
-costs a third of a pass of that U-Net, capping the speed-up at 7.9x, so its point-cloud rows train (128, 256),
+costs a third of a pass of that U-Net, capping the speed-up at 7.8-7.9x, so its point-cloud rows train (128, 256),
 where the cap is 9.4x and an update costs 1.7x as much (the encoder dominates training). This script measures
 the two policies, untrained (latency does not depend on the weights), at
 

@@ -22,9 +22,9 @@ Runs are seeded per (task, seed, method), so ``--methods`` trains a subset with 
 
 Point clouds train a wider U-Net than state, (128, 256) (:data:`CLOUD_DOWN_DIMS`): the point encoder runs once per
 chunk whatever the sampler, and at (32, 64) it costs a third of a U-Net pass, which caps a one-step policy's
-speed-up at 7.8x, under issue 4's 8x. The goal of reach / push / pick-place is a marker site that no depth camera sees, so with the
-proprioceptive ``agent_pos`` alone those tasks are solved only by chance. Their point-cloud rows use
-``goal_visible`` observations: ``agent_pos`` = hand xyz, gripper, goal xyz (7 values), as
+speed-up at 7.8-7.9x, under issue 4's 8x. The goal of reach / push / pick-place is a marker site that no depth
+camera sees, so with the proprioceptive ``agent_pos`` alone those tasks are solved only by chance. Their
+point-cloud rows use ``goal_visible`` observations: ``agent_pos`` = hand xyz, gripper, goal xyz (7 values), as
 ``make_env(..., goal_visible=True)`` produces (evaluation rebuilds that environment from the policy's spec).
 The demonstrations are collected that way (``collect_demos(..., goal_visible=True)``) and cached.
 
@@ -140,7 +140,7 @@ class Budget:
     def for_obs(self, obs: str) -> "Budget":
         if obs != "pointcloud":
             return self
-        return dataclasses.replace(self, steps=self.cloud_steps or self.steps, cloud_down_dims=(),
+        return dataclasses.replace(self, steps=self.cloud_steps or self.steps,
                                    down_dims=self.cloud_down_dims or self.down_dims,
                                    eval_every=(self.cloud_steps or self.steps) * self.eval_every // self.steps,
                                    eval_episodes=self.cloud_eval_episodes or self.eval_episodes,
@@ -148,7 +148,7 @@ class Budget:
 
 
 # The point-cloud rows train a wider U-Net than the state rows. At (32, 64) the DP3 encoder costs a third of a
-# U-Net pass at batch 1, which caps any one-step sampler at (E + 10U) / (E + U) = 7.9x over FM-10 (issue 4 asks
+# U-Net pass at batch 1, which caps any one-step sampler at (E + 10U) / (E + U) = 7.8-7.9x over FM-10 (issue 4 asks
 # 8x); at (128, 256) the cap is 9.4x (``benchmarks/robotics_latency.py``, size "benchmark-cloud"). Training
 # barely notices: on 32 windows of 2 x 128 points the encoder dominates an update, 154 ms against 90 ms at
 # (32, 64) on one thread, while a state update at (128, 256) would cost several times its (32, 64) one.
@@ -290,8 +290,8 @@ def _print_tables(results: dict[tuple[str, str], list[dict]], budget: Budget, ta
           f"{budget.down_dims}. State: {budget.steps} updates, batch {budget.batch_size}, {budget.eval_episodes} "
           f"episodes per evaluation every {budget.eval_every} updates. Point cloud ({budget.num_points} points; "
           f"reach/push/pick-place with the goal in agent_pos): {cloud.steps} updates, batch {cloud.batch_size}, "
-          f"{cloud.eval_episodes} episodes every {cloud.eval_every} updates, U-Net {cloud.down_dims}. Episodes end at success or after "
-          f"{budget.eval_max_steps} steps.\n")
+          f"{cloud.eval_episodes} episodes every {cloud.eval_every} updates, U-Net {cloud.down_dims}. Episodes end "
+          f"at success or after {budget.eval_max_steps} steps.\n")
     print("| obs | method | NFE | success, last (± s.e.) | episodes (last) | success, best-3 mean (DP3 protocol) "
           "| episodes (best-3) | ms / chunk (batch 1, best of 50) | speed-up vs FM-10 | train ms / step |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-state", action="store_true", help="skip the state rows")
     parser.add_argument("--cloud-down-dims", type=int, nargs="+", default=None, metavar="C",
                         help=f"U-Net channels of the point-cloud rows (default {CLOUD_DOWN_DIMS}; "
-                        "the state rows keep (32, 64))")
+                        f"the state rows keep {FULL.down_dims})")
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), metavar="NAME",
                         help="train only these rows (runs are seeded, so a row's numbers do not depend on the "
                         f"others): {list(METHODS)}")
