@@ -5,7 +5,7 @@ flow MLP, batches (8 populations x 128 cells), optimiser, steps and seed, on two
 paired inside each population by exact minibatch OT (``--coupling independent`` gives the paper's default;
 on this CPU budget every method then learns far more slowly and the gaps shrink).
 
-* ``letters``: the paper's synthetic denoising task (``flowzoo.biology.offline_populations.letters_adata``): glyphs of
+* ``letters``: the paper's synthetic denoising task (``flowzoo.biology.cells.offline_populations.letters_adata``): glyphs of
   Pillow's bundled font, rotated; control = clean + N(0, 0.5²). Train: 24 letters; validation X; test Y.
   Each population has ``LETTER_POINTS`` = 1500 cells so that the metrics resolve the task: between two
   independent samples of one letter, exact W2 is about 0.3 at 400 points (as large as the whole no-op gap,
@@ -97,11 +97,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from flowzoo.biology.meta_fm import METHODS, MetaFMOptions, evaluate_pairs, fit
-from flowzoo.biology.metrics import population_distances
-from flowzoo.biology.offline_populations import (letters_adata, pbmc_monocyte_estimate, pbmc_pseudo_patients,
+from flowzoo.biology.cells.meta_fm import METHODS, MetaFMOptions, evaluate_pairs, fit
+from flowzoo.biology.cells.metrics import population_distances
+from flowzoo.biology.cells.offline_populations import (letters_adata, pbmc_monocyte_estimate, pbmc_pseudo_patients,
                                                  pbmc_treatment)
-from flowzoo.biology.populations import PopulationSet, load_populations
+from flowzoo.biology.cells.populations import PopulationSet, load_populations
 from flowzoo.core.training import TrainerConfig
 
 METRICS = ("w1", "w2", "mmd", "r2")

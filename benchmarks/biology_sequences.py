@@ -1,13 +1,13 @@
 """Sequence generation on the simplex: Gumbel-softmax FM against linear-simplex FM, and STGFlow guidance.
 
-Data: planted-motif HMMs (``flowzoo.biology.hmm``) at alphabet sizes K = 4, 20, 64 (motif lengths 6, 4, 3),
+Data: planted-motif HMMs (``flowzoo.biology.sequences.hmm``) at alphabet sizes K = 4, 20, 64 (motif lengths 6, 4, 3),
 sequences of length L, a fixed training set of 4000 sequences per K. Contenders at each K share the
 backbone (``ConvSequenceNet``), initial weights, data batches, optimiser (Adam, lr 2e-3), and number of
 steps; their training steps are interleaved (one step of each in turn) so that machine load hits them
 alike. Each draws the same number of sequences with the same number of Euler steps. Contenders:
 
 * Gumbel-softmax FM: flowzoo's default, the fixed-noise interpolant for which the paper's Eq. 13 is the
-  exact velocity (``flowzoo.biology.gumbel_path``);
+  exact velocity (``flowzoo.biology.sequences.gumbel_path``);
 * Gumbel-softmax FM (paper's path): the tempered interpolant of the paper's Eq. 9 sampled with Eq. 13, as
   published (full mode only);
 * Gumbel-softmax score matching on the fixed-noise path (full mode only);
@@ -46,12 +46,12 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from flowzoo.biology.gumbel_fm import build_method
-from flowzoo.biology.hmm import (kmer_js_divergence, mean_pairwise_hamming, motif_counts, motif_occupancy,
+from flowzoo.biology.sequences.gumbel_fm import build_method
+from flowzoo.biology.sequences.hmm import (kmer_js_divergence, mean_pairwise_hamming, motif_counts, motif_occupancy,
                                  planted_motif_hmm, unique_fraction, uniform_nll)
-from flowzoo.biology.seq_nets import ConvSequenceNet
-from flowzoo.biology.sequences import one_hot
-from flowzoo.biology.stgflow import SequenceClassifier, StraightThroughGuidance, train_guide
+from flowzoo.biology.sequences.nets import ConvSequenceNet
+from flowzoo.biology.sequences.alphabets import one_hot
+from flowzoo.biology.sequences.stgflow import SequenceClassifier, StraightThroughGuidance, train_guide
 
 __all__ = ["run", "main", "Settings", "advantage_lines"]
 

@@ -31,10 +31,10 @@ import torch
 
 from flowzoo.core.couplings import ExactOTCoupling
 from flowzoo.core.data import sample_toy
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 
 
 def _peers():

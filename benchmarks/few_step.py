@@ -54,10 +54,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from few_step_data import DEFAULT_STEPS, DATASETS, Dataset, interleaved_min_times, make_dataset, table  # noqa: E402
 from few_step_runs import METHODS, Trained, train_all  # noqa: E402
 from few_step_settings import imf_settings, meanflow_settings, splitmeanflow_settings  # noqa: E402,F401
-from flowzoo.core.flowmap import flowmap_sample  # noqa: E402
-from flowzoo.core.flowturbo import flowturbo_sample  # noqa: E402
-from flowzoo.core.metrics import path_straightness  # noqa: E402
-from flowzoo.core.solvers import integrate  # noqa: E402
+from flowzoo.core.fewstep import flowmap_sample  # noqa: E402
+from flowzoo.core.fewstep import flowturbo_sample  # noqa: E402
+from flowzoo.core.analysis import path_straightness  # noqa: E402
+from flowzoo.core.sampling import integrate  # noqa: E402
 
 __all__ = ["Sampler", "samplers_of", "run_benchmark", "targets", "main",
            "meanflow_settings", "imf_settings", "splitmeanflow_settings"]

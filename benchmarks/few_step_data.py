@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from flowzoo.core.data import sample_toy
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.analysis import wasserstein2
 
 __all__ = ["DATASETS", "DEFAULT_STEPS", "Dataset", "make_dataset", "interleaved_min_times", "table"]
 

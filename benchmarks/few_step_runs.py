@@ -23,15 +23,15 @@ from tqdm.auto import tqdm
 from few_step_data import Dataset
 from few_step_settings import (MEANFLOW_OT_LR_FACTOR, imf_settings, meanflow_ot_settings, meanflow_settings,
                                splitmeanflow_settings)
-from flowzoo.core.boss import BossStraighteningLoss, bellman_steps, boss_cost_matrix, boss_redress_states
+from flowzoo.core.fewstep import BossStraighteningLoss, bellman_steps, boss_cost_matrix, boss_redress_states
 from flowzoo.core.couplings import ExactOTCoupling
-from flowzoo.core.flowmap import MLPFlowMap
-from flowzoo.core.flowturbo import RefinerLoss, VelocityRefiner
-from flowzoo.core.meanflow import MeanFlowLoss
+from flowzoo.core.fewstep import MLPFlowMap
+from flowzoo.core.fewstep import RefinerLoss, VelocityRefiner
+from flowzoo.core.fewstep import MeanFlowLoss
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.reflow import generate_pairs, reflow_objective
-from flowzoo.core.splitmeanflow import SplitMeanFlowLoss
+from flowzoo.core.fewstep import generate_pairs, reflow_objective
+from flowzoo.core.fewstep import SplitMeanFlowLoss
 
 __all__ = ["METHODS", "BOSS_STEPS", "Run", "train_interleaved", "Trained", "train_all", "boss_runs"]
 

@@ -1,6 +1,6 @@
 """RAAG against constant classifier-free guidance on class-conditional 8x8 digits, at few Euler steps (issue 3).
 
-RAAG (Zhu et al., arXiv 2508.03442; ``flowzoo.core.guidance.RatioAwareGuidance``) sets each sample's guidance
+RAAG (Zhu et al., arXiv 2508.03442; ``flowzoo.core.sampling.guidance.RatioAwareGuidance``) sets each sample's guidance
 scale from the ratio rho = ||v_c - v_u|| / ||v_u|| as w = 1 + (w_max - 1) exp(-alpha rho): weak guidance where
 the ratio is large (near the noise end, where the guidance direction is the class-mean shift), strong where it
 is small. The paper claims fixed-CFG quality in fewer steps and fewer overshoot artefacts at high w and low NFE.
@@ -45,10 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from digits_features import DigitsEvaluator, load_digits_scaled  # noqa: E402
 from few_step_data import table  # noqa: E402
-from flowzoo.core.guidance import ClassifierFreeGuidance, ConstantGuidance, RatioAwareGuidance  # noqa: E402
+from flowzoo.core.sampling import ClassifierFreeGuidance, ConstantGuidance, RatioAwareGuidance  # noqa: E402
 from flowzoo.core.nets import MLPVelocity  # noqa: E402
 from flowzoo.core.objectives import FlowMatchingLoss  # noqa: E402
-from flowzoo.core.solvers import integrate  # noqa: E402
+from flowzoo.core.sampling import integrate  # noqa: E402
 
 __all__ = ["RecordingSchedule", "train_conditional", "evaluate_guidance", "main"]
 

@@ -51,8 +51,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from few_step_data import make_dataset  # noqa: E402
 from few_step_settings import MEANFLOW_OT_LR_FACTOR, meanflow_ot_settings, meanflow_settings  # noqa: E402
 from flowzoo.core.couplings import ExactOTCoupling  # noqa: E402
-from flowzoo.core.flowmap import MLPFlowMap, flowmap_sample  # noqa: E402
-from flowzoo.core.meanflow import MeanFlowLoss  # noqa: E402
+from flowzoo.core.fewstep import MLPFlowMap, flowmap_sample  # noqa: E402
+from flowzoo.core.fewstep import MeanFlowLoss  # noqa: E402
 
 __all__ = ["VARIANTS", "BatchPosteriorVelocity", "run_variant", "main"]
 

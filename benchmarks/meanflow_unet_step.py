@@ -8,8 +8,8 @@ layout, 36 M parameters, with a second time embedding for the flow map's gap) wi
 flow-matching step of the same precision and dropout:
 
 * ``fm``: :class:`flowzoo.core.objectives.FlowMatchingLoss` on ``u(x, t, t)``.
-* ``meanflow jvp``: :class:`flowzoo.core.meanflow.MeanFlowLoss`, forward-mode AD for du/ds with the lean
-  rules of :mod:`flowzoo.core.forward_ad` (``generic dual tensors``: PyTorch's own rules), under
+* ``meanflow jvp``: :class:`flowzoo.core.fewstep.meanflow.MeanFlowLoss`, forward-mode AD for du/ds with the lean
+  rules of :mod:`flowzoo.core.fewstep.forward_ad` (``generic dual tensors``: PyTorch's own rules), under
   ``no_grad`` and only on the samples with s < t (``distinct`` of the batch: MeanFlow's ImageNet setting is 25 %,
   py-meanflow's CIFAR setting 75 %, 100 % is the worst case), then an ordinary forward with gradient.
 * ``meanflow fd``: the same with a central finite difference (two forwards without gradient on the s < t part).
@@ -47,8 +47,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from unet2d import cifar_unet, tiny_unet  # noqa: E402
 
-from flowzoo.core.flowmap import TwoTimeSampler  # noqa: E402
-from flowzoo.core.meanflow import MeanFlowLoss  # noqa: E402
+from flowzoo.core.fewstep import TwoTimeSampler  # noqa: E402
+from flowzoo.core.fewstep import MeanFlowLoss  # noqa: E402
 from flowzoo.core.objectives import FlowMatchingLoss  # noqa: E402
 
 __all__ = ["Variant", "VARIANTS", "StepTiming", "time_variant", "target_agreement", "format_table", "main"]
@@ -109,7 +109,7 @@ class Variant:
     distinct: float = 0.75
     dropout: float = 0.0
     bf16: bool = False
-    lean: bool = True          # MeanFlowLoss's lean forward-mode rules (flowzoo.core.forward_ad)
+    lean: bool = True          # MeanFlowLoss's lean forward-mode rules (flowzoo.core.fewstep.forward_ad)
 
     def build(self, size: str) -> tuple[nn.Module, Callable]:
         if self.objective == "torchcfm-fm":

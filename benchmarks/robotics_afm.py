@@ -31,9 +31,12 @@ from statistics import mean
 import numpy as np
 import torch
 
-from flowzoo.robotics.afm import (PAPER_GAINS, ActionFlowMatching, ActionFlowNet, AFMController, point_mass_afm_batch,
-                                  point_mass_regime_maps, unicycle_afm_batch)
-from flowzoo.robotics.afm_sim import DriftSchedule, PointMassTask, UnicycleTask, circle_waypoints, figure8_waypoints
+from flowzoo.robotics.afm.regimes import PAPER_GAINS, point_mass_afm_batch, point_mass_regime_maps, unicycle_afm_batch
+from flowzoo.robotics.afm.method import ActionFlowMatching, ActionFlowNet
+from flowzoo.robotics.afm.controller import AFMController
+from flowzoo.robotics.afm.waypoints import DriftSchedule, circle_waypoints, figure8_waypoints
+from flowzoo.robotics.afm.point_mass import PointMassTask
+from flowzoo.robotics.afm.sim import UnicycleTask
 from flowzoo.robotics.mppi import (GaussianEnsemble, LearnedDynamics, MPPIConfig, MPPIPlanner, PlannerController,
                                    goal_distance_cost, run_mission)
 

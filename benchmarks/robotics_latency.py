@@ -58,9 +58,10 @@ from dataclasses import dataclass
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.robotics.data import Normalizer
-from flowzoo.robotics.envs import EnvSpec
-from flowzoo.robotics.policy import FlowPolicy, PolicyConfig
+from flowzoo.robotics.normalizer import Normalizer
+from flowzoo.robotics.spec import EnvSpec
+from flowzoo.robotics.policy import FlowPolicy
+from flowzoo.robotics.policy_config import PolicyConfig
 
 __all__ = ["NetworkSize", "SIZES", "OBS_MODES", "LatencyRow", "Timings", "build_policy", "meta_world_spec",
            "time_interleaved", "measure", "run_latency", "format_table", "main"]

@@ -76,7 +76,7 @@ import torch
 
 from flowzoo.core.training import TrainerConfig
 from flowzoo.robotics.collect import collect_demos
-from flowzoo.robotics.policy import PolicyConfig
+from flowzoo.robotics.policy_config import PolicyConfig
 from flowzoo.robotics.train import RobotTrainConfig, load_or_collect_demos, train_policy
 
 CACHE = Path(__file__).resolve().parent / ".cache" / "robotics"

@@ -3,7 +3,7 @@
 ``flowzoo biology predict --checkpoint run/ --adata new.h5ad --out pred.h5ad`` predicts the treated state of
 every control population in ``new.h5ad`` with a model trained by ``python -m flowzoo.biology.train meta_fm``
 and writes an annotated copy to ``--out`` (``.obsm``/``.layers`` key ``--key_added``, default
-``X_meta_fm``; see :func:`flowzoo.biology.meta_fm.predict`). The input file is only read; the output is
+``X_meta_fm``; see :func:`flowzoo.biology.cells.meta_fm.predict`). The input file is only read; the output is
 written atomically (temporary file in the same folder, fsync, rename) and may not be the input file.
 The ``.obs`` keys default to the ones the model was trained with.
 """
@@ -50,8 +50,8 @@ def _write_h5ad_atomically(adata, path: Path) -> None:
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
     """Entrypoint of ``flowzoo biology predict``; returns 0 after writing ``--out``."""
-    from flowzoo.biology.meta_fm import plot_prediction, predict
-    from flowzoo.biology.populations import read_adata, representation
+    from flowzoo.biology.cells.meta_fm import plot_prediction, predict
+    from flowzoo.biology.cells.populations import read_adata, representation
     from flowzoo.biology.train import load_trained, normalize_option_names
 
     argv = normalize_option_names(sys.argv[1:] if argv is None else argv)
@@ -97,7 +97,7 @@ def _train(argv: Sequence[str]) -> int:
 
 
 def _sample(argv: Sequence[str]) -> int | None:
-    from flowzoo.biology.sequence_cli import sample_main
+    from flowzoo.biology.sequences.cli import sample_main
 
     return sample_main(argv)
 

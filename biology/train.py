@@ -10,7 +10,7 @@
   (the split, the treatments and training populations in index order), ``final_metrics.json`` (W1, W2, MMD,
   mean-marker MSE, r2 on the test populations) and ``prediction_test.png``. ``--help`` lists every option;
   options may be spelled with dashes or underscores (``--population-key`` = ``--population_key``).
-* ``gumbel_fm``: sequence models, handed to :func:`flowzoo.biology.sequence_cli.train_main` (the rest of the
+* ``gumbel_fm``: sequence models, handed to :func:`flowzoo.biology.sequences.cli.train_main` (the rest of the
   command line, without the word ``gumbel_fm``).
 """
 
@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from flowzoo.biology.meta_fm import MetaFMOptions, build_model, evaluate_pairs, fit, plot_prediction, predict_population
-from flowzoo.biology.nets import PopulationFlow
-from flowzoo.biology.populations import load_populations
+from flowzoo.biology.cells.meta_fm import (MetaFMOptions, build_model, evaluate_pairs, fit, plot_prediction, predict_population)
+from flowzoo.biology.cells.nets import PopulationFlow
+from flowzoo.biology.cells.populations import load_populations
 from flowzoo.core.config import config_from_dict, option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import TrainerConfig, atomic_write_bytes, read_checkpoint
@@ -156,7 +156,7 @@ _USAGE = ("usage: python -m flowzoo.biology.train meta_fm --adata file.h5ad --po
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Dispatch on the method: ``meta_fm`` here, ``gumbel_fm`` to :mod:`flowzoo.biology.sequence_cli`."""
+    """Dispatch on the method: ``meta_fm`` here, ``gumbel_fm`` to :mod:`flowzoo.biology.sequences.cli`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_USAGE)
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if method == "meta_fm":
         return meta_fm_main(rest)
     if method == "gumbel_fm":
-        from flowzoo.biology.sequence_cli import train_main
+        from flowzoo.biology.sequences.cli import train_main
 
         return int(train_main(rest) or 0)
     print(f"flowzoo.biology.train: expected a method, meta_fm or gumbel_fm; received {method!r}.\n{_USAGE}")

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import torch
 
-from flowzoo.core._validation import check_finite, check_same_shape, check_tensor
+from flowzoo.core.validation import check_finite, check_same_shape, check_tensor
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
 from flowzoo.core.paths import PathSample, StochasticInterpolant
-from flowzoo.core.timesamplers import UniformTime
+from flowzoo.core.paths import UniformTime
 
 __all__ = ["Batch", "RESERVED_KEYS", "unpack_batch", "couple_batch", "raise_if_batch_not_finite", "per_sample_weight",
            "per_sample_mean", "reduce_weighted", "check_time_sampler", "sample_time", "sample_path", "call_model"]
@@ -91,7 +91,7 @@ def unpack_batch(batch: object, generator: torch.Generator | None, finite: bool 
 
 
 def couple_batch(coupling: Callable, data: Batch) -> Batch:
-    """Re-pair a batch's (x0, x1) with ``coupling`` (a ``flowzoo.core.couplings`` object); conditioning and
+    """Re-pair a batch's (x0, x1) with ``coupling`` (a ``flowzoo.core.couplings.minibatch`` object); conditioning and
     weights follow x1 through the pairing's ``index1``, and a pairing weight multiplies the batch weight."""
     n = data.x1.shape[0]
     pairing = coupling(data.x0, data.x1, cond0=None, cond1=data.cond or None)
@@ -125,7 +125,7 @@ def check_time_sampler(time_sampler: object):
     time_sampler = UniformTime() if time_sampler is None else time_sampler
     if not callable(getattr(time_sampler, "sample", None)):
         raise ConfigError(expected("a time sampler with .sample(n, device=None, generator=None)",
-                                   type(time_sampler).__name__, "use e.g. flowzoo.core.timesamplers.UniformTime()"))
+                                   type(time_sampler).__name__, "use e.g. flowzoo.core.paths.timesamplers.UniformTime()"))
     return time_sampler
 
 

@@ -45,7 +45,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from flowzoo.core._config_types import (
+from flowzoo.core.config_types import (
     Mismatch,
     coerce,
     is_dataclass_type,

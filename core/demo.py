@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from flowzoo.core.plotting import plot_samples_2d
+from flowzoo.core.analysis import plot_samples_2d
 
 __all__ = ["main"]
 

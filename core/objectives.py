@@ -43,13 +43,13 @@ class FlowMatchingLoss:
     marginal velocity :math:`E[\dot x_t | x_t]`; the minimum is the conditional variance of the target.
 
     Args:
-        path: a path with ``.sample(x0, x1, t) -> PathSample``; default :class:`~flowzoo.core.paths.CondOTPath`
-            (target x1 − x0). A :class:`~flowzoo.core.paths.StochasticInterpolant` gives I-CFM with σ > 0.
+        path: a path with ``.sample(x0, x1, t) -> PathSample``; default :class:`~flowzoo.core.paths.affine.CondOTPath`
+            (target x1 − x0). A :class:`~flowzoo.core.paths.affine.StochasticInterpolant` gives I-CFM with σ > 0.
         coupling: how the batch's (x0, x1) are paired, called as ``coupling(x0, x1, cond0=None, cond1=cond)``
-            and returning a ``Pairing`` (see ``flowzoo.core.couplings``); None pairs them as they come.
+            and returning a ``Pairing`` (see ``flowzoo.core.couplings.minibatch``); None pairs them as they come.
             When the pairing reorders the data (``index1``), the data's conditioning and weights follow it;
             a pairing ``weight`` multiplies the batch weights.
-        time_sampler: distribution of t; default :class:`~flowzoo.core.timesamplers.UniformTime`.
+        time_sampler: distribution of t; default :class:`~flowzoo.core.paths.timesamplers.UniformTime`.
         cond_dropout: probability of replacing a sample's conditioning by its null value, for
             classifier-free guidance (Ho & Salimans, arXiv 2207.12598).
         null_cond: mapping conditioning key -> fill value (a number, or a tensor broadcastable to one
@@ -71,10 +71,10 @@ class FlowMatchingLoss:
         self.path = CondOTPath() if path is None else path
         if not callable(getattr(self.path, "sample", None)):
             raise ConfigError(expected("a path with .sample(x0, x1, t)", type(self.path).__name__,
-                                       "use e.g. flowzoo.core.paths.CondOTPath()"))
+                                       "use e.g. flowzoo.core.paths.affine.CondOTPath()"))
         if coupling is not None and not callable(coupling):
             raise ConfigError(expected("a coupling callable (x0, x1, cond0=None, cond1=None) -> Pairing",
-                                       type(coupling).__name__, "use flowzoo.core.couplings.get_coupling(name)"))
+                                       type(coupling).__name__, "use flowzoo.core.couplings.minibatch.get_coupling(name)"))
         self.coupling = coupling
         self.time_sampler = check_time_sampler(time_sampler)
         if isinstance(cond_dropout, bool) or not isinstance(cond_dropout, (int, float)) \
@@ -162,7 +162,7 @@ class _InterpolantLoss:
     def __init__(self, interpolant: StochasticInterpolant, antithetic: bool = True, time_sampler=None,
                  time_clip: float | None = None):
         if not isinstance(interpolant, StochasticInterpolant):
-            raise ConfigError(expected("a flowzoo.core.paths.StochasticInterpolant", type(interpolant).__name__,
+            raise ConfigError(expected("a flowzoo.core.paths.affine.StochasticInterpolant", type(interpolant).__name__,
                                        "use e.g. StochasticInterpolant(LinearScheduler(), BrownianGamma())"))
         self.interpolant = interpolant
         self.antithetic = bool(antithetic)
@@ -245,7 +245,7 @@ class InterpolantScoreLoss(_InterpolantLoss):
     Minimised by :math:`s(t, x) = \nabla\log\rho_t(x) = -E[z | x_t = x]/\gamma(t)` (Albergo et al.,
     arXiv 2303.08797, §2; ``loss_per_sample_s`` in their code). Because of 1/γ, t is clipped to
     [δ, 1 − δ], δ = 1e-3, when γ vanishes at the ends (every γ here but
-    :class:`~flowzoo.core.paths.ConstantGamma`); prefer :class:`InterpolantDenoiserLoss` when γ is small.
+    :class:`~flowzoo.core.paths.affine.ConstantGamma`); prefer :class:`InterpolantDenoiserLoss` when γ is small.
     Antithetic as for the denoiser.
     """
 

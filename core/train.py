@@ -1,7 +1,7 @@
 """Training entrypoint of the core: a flow between two toy distributions.
 
 ``python -m flowzoo.core.train --help`` (or ``flowzoo train core --help``) lists every field.
-The run trains an :class:`~flowzoo.core.nets.MLPVelocity` with :class:`~flowzoo.core.objectives.FlowMatchingLoss`
+The run trains an :class:`~flowzoo.core.nets.mlp.MLPVelocity` with :class:`~flowzoo.core.objectives.FlowMatchingLoss`
 (I-CFM with ``--coupling independent``, OT-CFM with ``--coupling exact_ot``, ...) from ``source`` to
 ``target``, evaluates W2 at several Euler step counts, and writes samples, a PNG and metrics next to
 its checkpoints in ``trainer.out_dir``.
@@ -25,13 +25,13 @@ import torch
 from flowzoo.core.config import parse_config
 from flowzoo.core.couplings import get_coupling
 from flowzoo.core.data import sample_toy
-from flowzoo.core.metrics import path_straightness, wasserstein2
+from flowzoo.core.analysis import path_straightness, wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import AffinePath, CosineScheduler, LinearScheduler, PolynomialScheduler, VPScheduler
-from flowzoo.core.plotting import plot_samples_2d
-from flowzoo.core.solvers import integrate
-from flowzoo.core.timesamplers import get_time_sampler
+from flowzoo.core.analysis import plot_samples_2d
+from flowzoo.core.sampling import integrate
+from flowzoo.core.paths import get_time_sampler
 from flowzoo.core.training import Trainer, TrainerConfig
 from flowzoo.core.training.distributed import is_main_process
 

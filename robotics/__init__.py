@@ -9,8 +9,8 @@ Modules (imported on demand, so ``import flowzoo.robotics`` loads neither MuJoCo
     data            demonstration datasets on disk, (observation history, action chunk) windows
     collect         scripted-expert collection (``flowzoo robotics collect``)
     nets            DP3-style point encoder, state encoder, conditional 1-D temporal U-Net with FiLM
+    policy_config   PolicyConfig and each method's defaults
     policy          FlowPolicy (fm / meanflow / mp1 / dm1), save/load with spec and normaliser
-    policy_config   PolicyConfig and each method's defaults (re-exported by policy)
     mp1             MP1: MeanFlow on action chunks, dispersive loss, both guidance forms
     dm1             DM1: dispersive variants on the same policy, representation health
     toy             2-D bimodal obstacle task (one-step collapse vs MP1)
@@ -21,17 +21,12 @@ Modules (imported on demand, so ``import flowzoo.robotics`` loads neither MuJoCo
     rollout         batched, crash-guarded episode rollouts in a vector env; EvalResult
     tracking        success over training (best-K beside last, plot) and rollout videos
     evaluate        simulated evaluation: success / return / latency (``flowzoo robotics evaluate``)
-    afm             Action Flow Matching under drifting dynamics: the flow, its lifted path and training
-    afm_regimes     dynamics regimes and analytic AFM pre-training pairs
-    afm_controller  MPPI + AFM with regime detection and online learning
-    afm_waypoints   waypoint missions and drift schedules shared by the AFM simulators
-    afm_sim         the AFM simulators: unicycle (here) and MuJoCo point mass (afm_point_mass)
-    afm_point_mass  MuJoCo planar point mass with drifting mass, friction and gain
     mppi            MPPI planner, learned dynamics and dynamics ensembles
+    afm/            Action Flow Matching under drifting dynamics (a subpackage: method, regimes, controller,
+                    waypoints, sim, point_mass)
     train           ``python -m flowzoo.robotics.train <fm|meanflow|mp1|dm1> --task ... --obs state|pointcloud``
 """
 
 __all__ = ["spec", "envs", "metaworld_env", "pointcloud", "normalizer", "data", "collect", "nets", "policy",
-           "policy_config", "mp1", "dm1", "toy", "export", "chunking", "inference_worker", "controller", "rollout", "tracking", "evaluate",
-           "afm", "afm_regimes", "afm_controller", "afm_waypoints", "afm_sim", "afm_point_mass", "mppi", "train",
-           "cli"]
+           "policy_config", "mp1", "dm1", "toy", "export", "chunking", "inference_worker", "controller", "rollout",
+           "tracking", "evaluate", "afm", "mppi", "train", "cli"]

@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 from flowzoo.core.config import parse_config
 from flowzoo.core.errors import ConfigError, EmptyInputError, expected
 from flowzoo.robotics.data import DemoDataset, check_output_path
-from flowzoo.robotics.envs import OBS_MODES, env_spec, expert_policy, make_env
+from flowzoo.robotics.spec import OBS_MODES, env_spec
+from flowzoo.robotics.envs import expert_policy, make_env
 
 __all__ = ["CollectConfig", "collect_demos", "episode_seed", "main"]
 

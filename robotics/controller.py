@@ -52,8 +52,7 @@ from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.robotics.chunking import ActionPlan, ChunkPolicy, ObservationHistory, batch_observations
 from flowzoo.robotics.inference_worker import InferenceWorker
 
-__all__ = ["ChunkPolicy", "ObservationHistory", "ActionPlan", "ControlLoop", "ControlReport",
-           "batch_observations", "latency_summary"]
+__all__ = ["ControlLoop", "ControlReport", "latency_summary"]
 
 
 def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:

@@ -48,11 +48,10 @@ from torch.utils.data import Dataset
 from flowzoo.core.errors import (CheckpointError, ConfigError, EmptyInputError, NonFiniteError, ShapeError,
                                  expected)
 from flowzoo.core.training import atomic_write_bytes, fsync_directory
-from flowzoo.robotics.normalizer import NORMALIZED_KEYS, Normalizer
+from flowzoo.robotics.normalizer import Normalizer
 from flowzoo.robotics.spec import EnvSpec
 
-__all__ = ["DemoFileError", "Normalizer", "DemoDataset", "WindowDataset", "check_output_path", "NORMALIZED_KEYS",
-           "FORMAT_VERSION"]
+__all__ = ["DemoFileError", "DemoDataset", "WindowDataset", "check_output_path", "FORMAT_VERSION"]
 
 FORMAT_NAME = "flowzoo-demos"
 FORMAT_VERSION = 1

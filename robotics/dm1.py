@@ -4,7 +4,7 @@ research notes §2).
 DM1 is the MeanFlow action-chunk policy of :mod:`flowzoo.robotics.mp1` (same objective, same time sampler in flowzoo
 time: logit-normal(+0.4, 1) pairs, 50 % with s = t) with a **dispersive loss** that keeps the representations of
 different observations apart, to fight the representation collapse of few-demonstration training. Variants
-(:mod:`flowzoo.core.dispersive`, which documents each formula):
+(:mod:`flowzoo.core.fewstep.dispersive`, which documents each formula):
 
 * ``"infonce_l2"`` (DM1's recommended default, weight 0.5, τ = 0.5), ``"infonce_cosine"``, ``"hinge"`` (margin 1),
   ``"covariance"`` (VICReg-style);
@@ -52,7 +52,7 @@ from typing import Any
 
 import torch
 
-from flowzoo.core.dispersive import effective_rank, mean_pairwise_distance
+from flowzoo.core.fewstep import effective_rank, mean_pairwise_distance
 from flowzoo.core.errors import ConfigError, expected
 
 __all__ = ["DM1_VARIANTS", "DM1_DEFAULTS", "dm1_config", "representation_health"]
@@ -80,7 +80,7 @@ def dm1_config(variant: str = "infonce_l2", **overrides: Any):
     """
     if variant not in DM1_VARIANTS:
         raise ConfigError(expected(f"a DM1 variant in {list(DM1_VARIANTS)}", repr(variant), "pick one of them"))
-    from flowzoo.robotics.policy import PolicyConfig
+    from flowzoo.robotics.policy_config import PolicyConfig
 
     return PolicyConfig(**{**DM1_DEFAULTS, "dispersive": variant, **overrides})
 

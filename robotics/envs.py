@@ -47,18 +47,9 @@ import numpy as np
 
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.robotics.metaworld_env import import_metaworld, make_metaworld_env, metaworld_tasks
-from flowzoo.robotics.spec import OBS_MODES, EnvSpec, check_obs_options, env_spec
+from flowzoo.robotics.spec import EnvSpec, check_obs_options, env_spec
 
-__all__ = [
-    "OBS_MODES",
-    "EnvSpec",
-    "make_env",
-    "make_env_like",
-    "env_spec",
-    "expert_policy",
-    "list_tasks",
-    "register_task",
-]
+__all__ = ["make_env", "make_env_like", "expert_policy", "list_tasks", "register_task"]
 
 _EXTRA_HINT = "pip install 'flowzoo[robotics]'"
 

@@ -38,13 +38,10 @@ import torch
 from flowzoo.core.config import parse_config
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.robotics.chunking import ChunkPolicy
-from flowzoo.robotics.rollout import ROBOTICS_EXTRA  # noqa: F401  (importable from here, as before the split)
-from flowzoo.robotics.rollout import (EpisodeRecord, EvalResult, guarded_vector_env, require_gymnasium,
-                                      run_episodes)
-from flowzoo.robotics.tracking import BestKRecorder, SuccessTracker, write_video
+from flowzoo.robotics.rollout import EvalResult, guarded_vector_env, require_gymnasium, run_episodes
+from flowzoo.robotics.tracking import write_video
 
-__all__ = ["EpisodeRecord", "EvalResult", "evaluate_policy", "BestKRecorder", "SuccessTracker", "write_video",
-           "EvaluateConfig", "main"]
+__all__ = ["evaluate_policy", "EvaluateConfig", "main"]
 
 
 def evaluate_policy(policy: ChunkPolicy, task: str | Callable[[], Any], *, episodes: int = 20, seed: int = 0,
@@ -86,7 +83,8 @@ def evaluate_policy(policy: ChunkPolicy, task: str | Callable[[], Any], *, episo
         raise ConfigError(expected("max_steps >= 1", max_steps, "pass a positive step limit"))
     require_gymnasium()
     if isinstance(task, str):
-        from flowzoo.robotics.envs import EnvSpec, make_env, make_env_like
+        from flowzoo.robotics.spec import EnvSpec
+        from flowzoo.robotics.envs import make_env, make_env_like
 
         task_name = task
 
@@ -106,7 +104,7 @@ def evaluate_policy(policy: ChunkPolicy, task: str | Callable[[], Any], *, episo
     else:
         raise ConfigError(expected("a task name or an environment factory", type(task).__name__,
                                    "pass e.g. 'reach-v3'"))
-    from flowzoo.robotics.envs import env_spec as environment_spec
+    from flowzoo.robotics.spec import env_spec as environment_spec
 
     envs = [factory(0)]
     try:

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
-from flowzoo.core.solvers import uniform_grid
+from flowzoo.core.sampling import uniform_grid
 from flowzoo.core.training import atomic_write_bytes
 
 __all__ = ["DeployablePolicy", "export_policy", "save_exported", "load_exported", "EXPORT_META"]

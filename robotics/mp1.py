@@ -3,7 +3,7 @@ research notes §1).
 
 MP1 trains the action-chunk generator of a DP3-style policy (point-cloud + state encoder → 1-D conditional
 U-Net, :mod:`flowzoo.robotics.nets`) with the **MeanFlow** objective (Geng et al., arXiv 2505.13447, Eq. 6/9;
-:class:`flowzoo.core.meanflow.MeanFlowLoss`) and samples an action chunk with **one** network evaluation:
+:class:`flowzoo.core.fewstep.meanflow.MeanFlowLoss`) and samples an action chunk with **one** network evaluation:
 :math:`a = \varepsilon + u_\theta(\varepsilon, 0, 1 \mid c)` in flowzoo time (MP1: :math:`a = \varepsilon -
 u(\varepsilon, r=0, t=1)`, data at 0, noise at 1). What this module pins down, in flowzoo time (0 = noise,
 1 = data):
@@ -36,7 +36,7 @@ u(\varepsilon, r=0, t=1)`, data at 0, noise at 1). What this module pins down, i
     dropped samples) or by zeros (``"zeros"``; zero is a valid feature value, hence not the default). Sampling
     stays 1-NFE: the guided field is learned, not formed at inference.
 
-* **Dispersive loss.** ``"mp1"`` of :mod:`flowzoo.core.dispersive` on every down-block activation but the
+* **Dispersive loss.** ``"mp1"`` of :mod:`flowzoo.core.fewstep.dispersive` on every down-block activation but the
   deepest (``net.last_features``), weight 0.5, τ = 1: :math:`L = L_{MF} + 0.5\sum_\ell L_{disp}^{(\ell)}`.
   The features are those of the gradient pass (the last network call of the objective; tested). The term is
   bounded (≥ log(1/B + (1 − 1/B)/e) ≈ −0.97 at batch 64) and its gradient does not fade as the flow loss falls,
@@ -62,8 +62,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.flowmap import TwoTimeSampler
-from flowzoo.core.meanflow import MeanFlowLoss
+from flowzoo.core.fewstep import TwoTimeSampler
+from flowzoo.core.fewstep import MeanFlowLoss
 
 __all__ = ["MP1_DEFAULTS", "MP1_TIME_MEAN", "mp1_time_sampler", "meanflow_objective", "mp1_config",
            "meanflow_config", "GUIDANCE_FORMS"]
@@ -137,14 +137,14 @@ def meanflow_objective(*, guidance: str = "none", guidance_scale: float = 1.0, c
 
 def mp1_config(**overrides: Any):
     """A :class:`~flowzoo.robotics.policy.PolicyConfig` with MP1's defaults (:data:`MP1_DEFAULTS`) and ``overrides``."""
-    from flowzoo.robotics.policy import PolicyConfig
+    from flowzoo.robotics.policy_config import PolicyConfig
 
     return PolicyConfig(**{**MP1_DEFAULTS, **overrides})
 
 
 def meanflow_config(**overrides: Any):
     """The "MP" ablation of MP1: the same MeanFlow policy without dispersive loss and without guidance."""
-    from flowzoo.robotics.policy import PolicyConfig
+    from flowzoo.robotics.policy_config import PolicyConfig
 
     values: Mapping[str, Any] = {**MP1_DEFAULTS, "method": "meanflow", "dispersive": None, "guidance": "none",
                                  "guidance_scale": 1.0}

@@ -229,8 +229,8 @@ class LearnedDynamics:
 
     The task adapters say what the model sees and predicts: ``model_input(states, actions)`` (features),
     ``state_error(states, next_states)`` (the increment it learns; angles wrapped) and
-    ``apply_delta(states, delta)``. Both :class:`~flowzoo.robotics.afm_sim.UnicycleTask` and
-    :class:`~flowzoo.robotics.afm_sim.PointMassTask` provide them.
+    ``apply_delta(states, delta)``. Both :class:`~flowzoo.robotics.afm.sim.UnicycleTask` and
+    :class:`~flowzoo.robotics.afm.sim.PointMassTask` provide them.
 
     Args:
         ensemble: the network. task: an object with the three adapters. lr: Adam learning rate.
@@ -324,7 +324,7 @@ class PlannerController:
 def run_mission(task, controller, *, progress: bool = False, desc: str = "mission"):
     """Drive ``task`` with ``controller`` (``act(state, goal)`` / ``observe(next_state)``) until it is done.
 
-    Returns the task's :class:`~flowzoo.robotics.afm_sim.MissionResult`.
+    Returns the task's :class:`~flowzoo.robotics.afm.sim.MissionResult`.
     """
     bar = tqdm(total=task.max_steps, desc=desc, disable=not progress, leave=False)
     state = task.state.copy()

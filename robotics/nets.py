@@ -20,7 +20,7 @@ The U-Net is both a **velocity model** and a **flow map** (flowzoo conventions, 
   MP1 (data at 0, noise at 1) embeds its pair (t, r) with the state at its later time t; in flowzoo time the
   state time is s = 1 − t_MP1 and the gap t − s = t_MP1 − r_MP1, so the information is the same. The gap is formed
   inside the network, so the MeanFlow JVP over (x, s, t) with tangent (v, 1, 0) is the total derivative d/ds
-  (see :mod:`flowzoo.core.meanflow`). With s = t the gap embedding is that of 0, so a flow map called with equal
+  (see :mod:`flowzoo.core.fewstep.meanflow`). With s = t the gap embedding is that of 0, so a flow map called with equal
   times is its own instantaneous velocity.
 
 Tiny horizons. Each down-sampling halves the horizon; the chunk is padded at its end (repeating the last

@@ -9,9 +9,9 @@ normalised chunk (time 1), which is un-normalised and clipped to the action limi
 
 * ``"fm"`` — flow matching (FlowPolicy / Diffusion-Policy-style baseline):
   :class:`~flowzoo.core.objectives.FlowMatchingLoss` on the chunk, sampled with ``sample_steps`` Euler steps of
-  :func:`flowzoo.core.solvers.integrate` (default 10).
-* ``"meanflow"`` — the MeanFlow objective (:class:`~flowzoo.core.meanflow.MeanFlowLoss`, built by
-  :func:`flowzoo.robotics.mp1.meanflow_objective`), sampled by :func:`flowzoo.core.flowmap.flowmap_sample` with
+  :func:`flowzoo.core.sampling.ode.integrate` (default 10).
+* ``"meanflow"`` — the MeanFlow objective (:class:`~flowzoo.core.fewstep.meanflow.MeanFlowLoss`, built by
+  :func:`flowzoo.robotics.mp1.meanflow_objective`), sampled by :func:`flowzoo.core.fewstep.flowmap.flowmap_sample` with
   ``sample_steps`` jumps (default 1 NFE).
 * ``"mp1"`` — MeanFlow + MP1's guided target + the scale-invariant dispersive loss (:mod:`flowzoo.robotics.mp1`).
 * ``"dm1"`` — MeanFlow + one of DM1's dispersive variants (:mod:`flowzoo.robotics.dm1`).
@@ -19,7 +19,7 @@ normalised chunk (time 1), which is un-normalised and clipped to the action limi
 Training. :meth:`FlowPolicy.loss` encodes the observations **once**, with gradient, and hands the features to the
 core objective as the conditioning tensor ``cond`` (batch ``{"x1": chunk, "cond": g}``); the objective's gradient
 pass reaches the encoder through g. MeanFlow's target pass (JVP) runs without gradient. A dispersive term
-(:func:`flowzoo.core.dispersive.dispersive_loss`) is added with ``dispersive_weight`` on the features named by
+(:func:`flowzoo.core.fewstep.dispersive.dispersive_loss`) is added with ``dispersive_weight`` on the features named by
 ``dispersive_target``: ``"down"`` (the U-Net's down-block activations of the gradient pass, MP1), ``"mid"`` (the
 mid-block output, DM1's README) or ``"embeddings"`` (DM1's code: separately on the observation features g and on
 the two time embeddings of fresh times s ~ U(0, 1), t ~ U(s, 1), summed).
@@ -44,22 +44,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowzoo.core.dispersive import dispersive_loss
+from flowzoo.core.fewstep import dispersive_loss
 from flowzoo.core.errors import (CheckpointError, ConfigError, DTypeError, FlowzooError, NonFiniteError, ShapeError,
                                  expected)
-from flowzoo.core.flowmap import flowmap_sample
-from flowzoo.core.guidance import ClassifierFreeGuidance
+from flowzoo.core.fewstep import flowmap_sample
+from flowzoo.core.sampling import ClassifierFreeGuidance
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 from flowzoo.core.training import atomic_write_bytes
-from flowzoo.robotics.data import Normalizer
-from flowzoo.robotics.envs import EnvSpec
+from flowzoo.robotics.normalizer import Normalizer
+from flowzoo.robotics.spec import EnvSpec
 from flowzoo.robotics.mp1 import meanflow_objective
 from flowzoo.robotics.nets import ConditionalUnet1D, ObservationEncoder
-from flowzoo.robotics.policy_config import DISPERSIVE_TARGETS, METHODS, PolicyConfig
+from flowzoo.robotics.policy_config import PolicyConfig
 
-__all__ = ["PolicyConfig", "FlowPolicy", "save_policy", "load_policy", "policy_objective", "METHODS",
-           "DISPERSIVE_TARGETS", "POLICY_FORMAT"]
+__all__ = ["FlowPolicy", "save_policy", "load_policy", "policy_objective", "POLICY_FORMAT"]
 
 Tensor = torch.Tensor
 POLICY_FORMAT = "flowzoo-policy"

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flowzoo.core.config import config_from_dict, config_to_dict, option_help, validate_config
-from flowzoo.core.dispersive import DISPERSIVE_KINDS
+from flowzoo.core.fewstep import DISPERSIVE_KINDS
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.robotics.mp1 import MP1_TIME_MEAN
 

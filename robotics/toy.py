@@ -33,7 +33,8 @@ import torch
 
 from flowzoo.core.errors import ConfigError, MissingDependencyError, expected
 from flowzoo.robotics.data import DemoDataset
-from flowzoo.robotics.envs import EnvSpec, register_task
+from flowzoo.robotics.spec import EnvSpec
+from flowzoo.robotics.envs import register_task
 
 __all__ = ["TASK", "ToyWorld", "ToyExpert", "toy_spec", "make_toy_env", "generate_toy_demos", "evaluate_toy",
            "ToyReport", "GOAL", "OBSTACLE_RADIUS"]

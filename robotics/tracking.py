@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from flowzoo.core.errors import ConfigError, MissingDependencyError, ShapeError, expected
-from flowzoo.core.plotting import require_matplotlib
+from flowzoo.core.analysis import require_matplotlib
 from flowzoo.core.training import atomic_write_bytes, atomic_write_with
 from flowzoo.robotics.rollout import ROBOTICS_EXTRA, EvalResult
 

@@ -47,7 +47,8 @@ from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.training import Trainer, TrainerConfig
 from flowzoo.core.training.distributed import is_main_process
 from flowzoo.robotics.data import DemoDataset, WindowDataset
-from flowzoo.robotics.policy import METHODS, FlowPolicy, PolicyConfig, policy_objective, save_policy
+from flowzoo.robotics.policy_config import METHODS, PolicyConfig
+from flowzoo.robotics.policy import FlowPolicy, policy_objective, save_policy
 
 __all__ = ["RobotTrainConfig", "load_or_collect_demos", "train_policy", "main"]
 
@@ -101,7 +102,8 @@ def load_or_collect_demos(cfg: RobotTrainConfig) -> DemoDataset:
 
 
 def _evaluator(cfg: RobotTrainConfig, out_dir: Path):
-    from flowzoo.robotics.evaluate import SuccessTracker, evaluate_policy
+    from flowzoo.robotics.tracking import SuccessTracker
+    from flowzoo.robotics.evaluate import evaluate_policy
 
     tracker = SuccessTracker()
     timing = {"eval_seconds": 0.0}

@@ -16,7 +16,7 @@ fi
 
 # Reinstall only when pyproject.toml, the constraints or the extras changed.
 STAMP="$VENV/.flowzoo-installed"
-WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1) $EXTRAS"
+WANT="$(cat "$ROOT/pyproject.toml" "$ROOT/setup.py" "$ROOT/constraints.txt" | sha256sum | cut -d' ' -f1) $EXTRAS"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   echo "[flowzoo] installing flowzoo[$EXTRAS] into $VENV (torch pinned to the CPU build by constraints.txt)"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null 2>&1 || true

@@ -1,4 +1,4 @@
-"""flowzoo.biology.metrics: every population distance against a hand computation, and bad input."""
+"""flowzoo.biology.cells.metrics: every population distance against a hand computation, and bad input."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowzoo.biology.metrics import (MMD_GAMMAS, mean_marker_mse, mmd_multiscale, pairwise_correlation_r2,
-                                     population_distances, wasserstein1, wasserstein2)
+from flowzoo.biology.cells.metrics import (MMD_GAMMAS, mean_marker_mse, mmd_multiscale, pairwise_correlation_r2, population_distances)
+from flowzoo.core.analysis import wasserstein1, wasserstein2
 from flowzoo.core.errors import NonFiniteError, ShapeError
 
 

@@ -80,10 +80,10 @@ def test_bad_checkpoint_and_unknown_method(tmp_path, capsys):
 
 def test_commands_and_gumbel_dispatch(monkeypatch):
     seen = {}
-    fake = types.ModuleType("flowzoo.biology.sequence_cli")
+    fake = types.ModuleType("flowzoo.biology.sequences.cli")
     fake.train_main = lambda argv: seen.setdefault("train", list(argv)) and 0
     fake.sample_main = lambda argv: seen.setdefault("sample", list(argv)) and 0
-    monkeypatch.setitem(sys.modules, "flowzoo.biology.sequence_cli", fake)
+    monkeypatch.setitem(sys.modules, "flowzoo.biology.sequences.cli", fake)
     table = cli.commands()
     assert set(table) == {"train", "predict", "sample"}
     assert table["train"](["gumbel_fm", "--fasta", "s.fa", "--out", "run"]) == 0

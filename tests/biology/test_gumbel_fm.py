@@ -1,16 +1,16 @@
-"""flowzoo.biology.gumbel_fm: the interpolant's exact velocity, the logit score, simplex samplers, learning."""
+"""flowzoo.biology.sequences.gumbel_fm: the interpolant's exact velocity, the logit score, simplex samplers, learning."""
 
 import math
 
 import pytest
 import torch
 
-from flowzoo.biology.gumbel_fm import (GumbelSoftmaxFM, GumbelSoftmaxPath, GumbelSoftmaxScoreMatching,
-                                       LinearSimplexFM, SimplexVelocity, build_method, logit_log_density,
-                                       logit_score, tangent)
-from flowzoo.biology.hmm import js_divergence, kmer_js_divergence, mean_pairwise_hamming, planted_motif_hmm
-from flowzoo.biology.seq_nets import ConvSequenceNet, TransformerSequenceNet
-from flowzoo.biology.sequences import one_hot
+from flowzoo.biology.sequences.gumbel_fm import GumbelSoftmaxFM, GumbelSoftmaxScoreMatching, build_method
+from flowzoo.biology.sequences.gumbel_path import GumbelSoftmaxPath, logit_log_density, logit_score
+from flowzoo.biology.sequences.simplex_flow import LinearSimplexFM, SimplexVelocity, tangent
+from flowzoo.biology.sequences.hmm import js_divergence, kmer_js_divergence, mean_pairwise_hamming, planted_motif_hmm
+from flowzoo.biology.sequences.nets import ConvSequenceNet, TransformerSequenceNet
+from flowzoo.biology.sequences.alphabets import one_hot
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError
 
 torch.set_num_threads(1)

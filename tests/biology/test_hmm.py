@@ -1,4 +1,4 @@
-"""flowzoo.biology.hmm: exact likelihoods and statistics of the planted-motif HMM, checked by enumeration."""
+"""flowzoo.biology.sequences.hmm: exact likelihoods and statistics of the planted-motif HMM, checked by enumeration."""
 
 import itertools
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from flowzoo.biology.hmm import (PlantedMotifHMM, js_divergence, kmer_frequencies, kmer_js_divergence,
+from flowzoo.biology.sequences.hmm import (PlantedMotifHMM, js_divergence, kmer_frequencies, kmer_js_divergence,
                                  mean_pairwise_hamming, motif_counts, motif_occupancy, planted_motif_hmm,
                                  unique_fraction, uniform_nll)
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from flowzoo.biology.meta_fm import (MetaFlowMatchingLoss, MetaFMOptions, PopulationBatchSampler, build_model,
-                                     evaluate_pairs, fit, plot_prediction, predict, predict_population)
-from flowzoo.biology.nets import DeepSetsEncoder, GCNPopulationEncoder, knn_edge_index
-from flowzoo.biology.populations import PopulationPair, PopulationSet
+from flowzoo.biology.cells.objective import MetaFlowMatchingLoss, PopulationBatchSampler
+from flowzoo.biology.cells.meta_fm import (MetaFMOptions, build_model, evaluate_pairs, fit, plot_prediction, predict, predict_population)
+from flowzoo.biology.cells.nets import DeepSetsEncoder, GCNPopulationEncoder, knn_edge_index
+from flowzoo.biology.cells.populations import PopulationPair, PopulationSet
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError
 from flowzoo.core.training import TrainerConfig
 
@@ -228,7 +228,7 @@ def test_large_populations_are_embedded_in_training_sized_subsets():
 
 
 def test_fourier_features_enter_the_flow_and_are_saved():
-    from flowzoo.biology.nets import ConditionedVelocity
+    from flowzoo.biology.cells.nets import ConditionedVelocity
 
     net = ConditionedVelocity(2, 0, hidden=16, depth=2, fourier_features=8, fourier_scale=2.0)
     assert net.body[0].in_features == 2 + 16 + 64 and "frequencies" in net.state_dict()
@@ -258,7 +258,7 @@ def test_encoder_fourier_features_change_the_embedding_and_keep_invariance():
 
 
 def test_characteristic_encoder_and_readout_by_hand():
-    from flowzoo.biology.nets import CharacteristicEncoder, ConditionedVelocity, _read_out, fourier_encode
+    from flowzoo.biology.cells.nets import CharacteristicEncoder, ConditionedVelocity, _read_out, fourier_encode
 
     encoder = CharacteristicEncoder(2, features=5, scale=0.7)
     y = torch.tensor([[0.3, -1.2]])

@@ -1,4 +1,4 @@
-"""flowzoo.biology.populations: pairing, splitting, the offline data sets, and errors that name the problem."""
+"""flowzoo.biology.cells.populations: pairing, splitting, the offline data sets, and errors that name the problem."""
 
 import hashlib
 
@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 import torch
 
-from flowzoo.biology.offline_populations import (letters_adata, pbmc_monocyte_estimate, pbmc_pseudo_patients,
+from flowzoo.biology.cells.offline_populations import (letters_adata, pbmc_monocyte_estimate, pbmc_pseudo_patients,
                                                  pbmc_treatment)
-from flowzoo.biology.populations import load_populations
+from flowzoo.biology.cells.populations import load_populations
 from flowzoo.core.errors import ConfigError, EmptyInputError, NonFiniteError
 
 
@@ -158,7 +158,7 @@ def test_letters_are_rotated_glyphs_with_gaussian_noise():
 
 
 def test_letters_fresh_cells_keep_each_population_but_not_its_cells():
-    from flowzoo.biology.metrics import population_distances
+    from flowzoo.biology.cells.metrics import population_distances
 
     kwargs = dict(letters="AB", rotations=2, n_points=500, validation="", test="", seed=3)
     original = load_populations(letters_adata(**kwargs), population_key="population", condition_key="condition")
@@ -221,7 +221,7 @@ def test_pbmc_treatment_is_the_simulation_and_the_cells_estimate_the_composition
 
 
 def test_missing_optional_dependency_names_the_extra(monkeypatch):
-    from flowzoo.biology.populations import read_adata
+    from flowzoo.biology.cells.populations import read_adata
     from flowzoo.core.errors import MissingDependencyError
 
     monkeypatch.setitem(__import__("sys").modules, "anndata", None)

@@ -1,13 +1,13 @@
-"""flowzoo.biology.sequence_cli: train -> guide -> sample from FASTA files, and the errors on bad input."""
+"""flowzoo.biology.sequences.cli: train -> guide -> sample from FASTA files, and the errors on bad input."""
 
 import hashlib
 
 import pytest
 import torch
 
-from flowzoo.biology.hmm import planted_motif_hmm
-from flowzoo.biology.sequence_cli import load_sequence_model, sample_main, train_main
-from flowzoo.biology.sequences import DNA, SequenceError, read_fasta, write_fasta
+from flowzoo.biology.sequences.hmm import planted_motif_hmm
+from flowzoo.biology.sequences.cli import load_sequence_model, sample_main, train_main
+from flowzoo.biology.sequences.alphabets import DNA, SequenceError, read_fasta, write_fasta
 from flowzoo.core.errors import CheckpointError, ConfigError, EmptyInputError
 
 torch.set_num_threads(1)

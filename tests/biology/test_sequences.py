@@ -1,11 +1,11 @@
-"""flowzoo.biology.sequences: alphabets, FASTA round trips, encodings and their errors."""
+"""flowzoo.biology.sequences.alphabets: alphabets, FASTA round trips, encodings and their errors."""
 
 import os
 
 import pytest
 import torch
 
-from flowzoo.biology.sequences import (BASE64, DNA, PROTEIN, Alphabet, FastaRecord, SequenceError,
+from flowzoo.biology.sequences.alphabets import (BASE64, DNA, PROTEIN, Alphabet, FastaRecord, SequenceError,
                                        check_simplex_tensor, decode_tokens, encode_records, one_hot, read_fasta,
                                        write_fasta)
 from flowzoo.core.errors import DTypeError, EmptyInputError, ShapeError
@@ -116,7 +116,8 @@ def test_one_hot_and_simplex_checks():
 def test_docstring_examples_run():
     import doctest
 
-    from flowzoo.biology import hmm, seq_nets, sequences
+    from flowzoo.biology.sequences import alphabets, hmm, nets
 
-    for module in (sequences, hmm, seq_nets):
+
+    for module in (alphabets, hmm, nets):
         assert doctest.testmod(module).failed == 0

@@ -1,13 +1,14 @@
-"""flowzoo.biology.stgflow: straight-through gradients by hand, tangency, and guidance toward a motif."""
+"""flowzoo.biology.sequences.stgflow: straight-through gradients by hand, tangency, and guidance toward a motif."""
 
 import pytest
 import torch
 
-from flowzoo.biology.gumbel_fm import GumbelSoftmaxFM, LinearSimplexFM
-from flowzoo.biology.hmm import mean_pairwise_hamming, motif_counts, planted_motif_hmm
-from flowzoo.biology.seq_nets import ConvSequenceNet
-from flowzoo.biology.sequences import one_hot
-from flowzoo.biology.stgflow import (SequenceClassifier, StraightThroughGuidance, straight_through_direction,
+from flowzoo.biology.sequences.gumbel_fm import GumbelSoftmaxFM
+from flowzoo.biology.sequences.simplex_flow import LinearSimplexFM
+from flowzoo.biology.sequences.hmm import mean_pairwise_hamming, motif_counts, planted_motif_hmm
+from flowzoo.biology.sequences.nets import ConvSequenceNet
+from flowzoo.biology.sequences.alphabets import one_hot
+from flowzoo.biology.sequences.stgflow import (SequenceClassifier, StraightThroughGuidance, straight_through_direction,
                                      train_guide)
 from flowzoo.core.errors import ConfigError, ShapeError
 

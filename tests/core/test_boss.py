@@ -14,12 +14,12 @@ import itertools
 import pytest
 import torch
 
-from flowzoo.core.boss import (BossStraighteningLoss, bellman_steps, boss_cost_matrix, boss_redress_states,
+from flowzoo.core.fewstep import (BossStraighteningLoss, bellman_steps, boss_cost_matrix, boss_redress_states,
                                boss_time_grid)
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import FlowzooError
-from flowzoo.core.metrics import wasserstein2
-from flowzoo.core.solvers import integrate
+from flowzoo.core.analysis import wasserstein2
+from flowzoo.core.sampling import integrate
 from toy_training import train_fm_moons
 
 

@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.consistency_midtraining: chords of the exact flow are the oracle's average velocity, the
+"""Tests of flowzoo.core.fewstep.consistency_midtraining: chords of the exact flow are the oracle's average velocity, the
 loss is zero for the exact map and not for the wrong state placement, CMT learns a 1-step map on moons, bad input."""
 
 from __future__ import annotations
@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowzoo.core.consistency_midtraining import ConsistencyMidTrainingLoss, TrajectoryBank, teacher_trajectory
+from flowzoo.core.fewstep import ConsistencyMidTrainingLoss, TrajectoryBank, teacher_trajectory
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import ConfigError, FlowzooError, NonFiniteError, ShapeError
-from flowzoo.core.flowmap import GaussianOracle, MLPFlowMap, flowmap_sample
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.fewstep import GaussianOracle, MLPFlowMap, flowmap_sample
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 
 F64 = torch.float64
 ORACLE = GaussianOracle(mean=torch.tensor([1.5, -0.5], dtype=F64), std=torch.tensor([0.5, 2.0], dtype=F64))

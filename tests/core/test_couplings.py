@@ -11,7 +11,7 @@ import ot
 import pytest
 import torch
 
-from flowzoo.core._assignment import (
+from flowzoo.core.couplings import (
     choose_solver,
     data_interaction_rank,
     interaction_rank,
@@ -156,7 +156,7 @@ def test_auto_dispatch_follows_the_cost_structure():
 
 
 def test_auto_falls_back_to_scipy_without_lap(monkeypatch):
-    import flowzoo.core._assignment as assignment
+    import flowzoo.core.couplings.assignment as assignment
 
     monkeypatch.setattr(assignment, "_lap_available", lambda: False)
     high0, high1 = _batches(256, 256, seed=0)

@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.diagnostics: Jacobian asymmetry and loop integrals (Vuong et al., arXiv 2509.00336)."""
+"""Tests of flowzoo.core.analysis.diagnostics: Jacobian asymmetry and loop integrals (Vuong et al., arXiv 2509.00336)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from flowzoo.core.diagnostics import jacobian_asymmetry, loop_integral, random_planes
+from flowzoo.core.analysis import jacobian_asymmetry, loop_integral, random_planes
 from flowzoo.core.errors import ConfigError, FlowzooError, ShapeError
 from flowzoo.core.nets import MLPVelocity
 
@@ -144,6 +144,6 @@ def test_bad_inputs():
 def test_docstring_examples():
     import doctest
 
-    from flowzoo.core import diagnostics
+    from flowzoo.core.analysis import diagnostics
 
     assert doctest.testmod(diagnostics).failed == 0

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from flowzoo.core.dispersive import (DISPERSIVE_KINDS, dispersive_loss, effective_rank, mean_pairwise_distance,
+from flowzoo.core.fewstep import (DISPERSIVE_KINDS, dispersive_loss, effective_rank, mean_pairwise_distance,
                                      pairwise_sq_distances)
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError
 

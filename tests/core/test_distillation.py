@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.distillation (MDT-dist VM / VD, arXiv 2509.04406) against a Gaussian oracle."""
+"""Tests of flowzoo.core.fewstep.distillation (MDT-dist VM / VD, arXiv 2509.04406) against a Gaussian oracle."""
 
 import copy
 
@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from flowzoo.core.data import sample_toy
-from flowzoo.core.distillation import (FlowMapToData, MDTDistillationLoss, VelocityDistillationLoss,
+from flowzoo.core.fewstep import (FlowMapToData, MDTDistillationLoss, VelocityDistillationLoss,
                                        VelocityMatchingLoss, one_step_sample)
 from flowzoo.core.errors import ConfigError, FlowzooError
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 from toy_training import fit, moons_pool, pool_batches
 
 MEAN, STD = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64), 0.3
@@ -172,13 +172,13 @@ def test_mdt_distillation_improves_one_step_sampling():
 def test_docstring_examples():
     import doctest
 
-    import flowzoo.core.distillation as module
+    import flowzoo.core.fewstep.distillation as module
 
     assert doctest.testmod(module).failed == 0
 
 
 def test_two_time_flow_map_student_and_shared_oracle_agree():
-    flowmap = pytest.importorskip("flowzoo.core.flowmap")
+    flowmap = pytest.importorskip("flowzoo.core.fewstep.flowmap")
     oracle = flowmap.GaussianOracle(mean=MEAN, std=STD)
     g = torch.Generator().manual_seed(4)
     x = torch.randn(16, 3, generator=g, dtype=torch.float64)

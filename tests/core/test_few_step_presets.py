@@ -1,15 +1,15 @@
-"""flowzoo.core.few_step_presets: each preset builds its objective, trains a step, and hands out fresh objects."""
+"""flowzoo.core.fewstep.presets: each preset builds its objective, trains a step, and hands out fresh objects."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from flowzoo.core import few_step_presets as presets
+from flowzoo.core.fewstep import presets
 from flowzoo.core.couplings import ExactOTCoupling
-from flowzoo.core.flowmap import MLPFlowMap
-from flowzoo.core.meanflow import MeanFlowLoss
-from flowzoo.core.splitmeanflow import SplitMeanFlowLoss
+from flowzoo.core.fewstep import MLPFlowMap
+from flowzoo.core.fewstep import MeanFlowLoss
+from flowzoo.core.fewstep import SplitMeanFlowLoss
 
 OBJECTIVES = [
     ("meanflow", lambda: MeanFlowLoss(**presets.meanflow_settings())),

@@ -1,11 +1,11 @@
-"""Tests of flowzoo.core.flowmap: the two-time MLP, the flow-map sampler, the two-time sampler, the Gaussian oracle."""
+"""Tests of flowzoo.core.fewstep.flowmap: the two-time MLP, the flow-map sampler, the two-time sampler, the Gaussian oracle."""
 
 import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, FlowzooError, NonFiniteError, ShapeError
-from flowzoo.core.flowmap import FlowMapAsVelocity, GaussianOracle, MLPFlowMap, TwoTimeSampler, flowmap_sample
-from flowzoo.core.solvers import integrate
+from flowzoo.core.fewstep import FlowMapAsVelocity, GaussianOracle, MLPFlowMap, TwoTimeSampler, flowmap_sample
+from flowzoo.core.sampling import integrate
 
 F64 = torch.float64
 

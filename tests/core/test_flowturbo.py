@@ -15,9 +15,9 @@ import torch
 
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import FlowzooError
-from flowzoo.core.flowturbo import RefinerLoss, VelocityRefiner, flowturbo_sample, pseudo_corrector_step
-from flowzoo.core.metrics import wasserstein2
-from flowzoo.core.solvers import integrate
+from flowzoo.core.fewstep import RefinerLoss, VelocityRefiner, flowturbo_sample, pseudo_corrector_step
+from flowzoo.core.analysis import wasserstein2
+from flowzoo.core.sampling import integrate
 from toy_training import train_fm_moons
 
 

@@ -1,4 +1,4 @@
-"""Lean forward-mode AD (flowzoo.core.forward_ad): same derivative as PyTorch's, with fewer convolutions."""
+"""Lean forward-mode AD (flowzoo.core.fewstep.forward_ad): same derivative as PyTorch's, with fewer convolutions."""
 
 import pytest
 import torch
@@ -6,10 +6,10 @@ from torch import nn
 from torch.autograd import forward_ad as fwAD
 from torch.profiler import ProfilerActivity, profile
 
-from flowzoo.core import forward_ad
-from flowzoo.core.flowmap import TwoTimeSampler
-from flowzoo.core._target_passes import padded_gap_index
-from flowzoo.core.meanflow import MeanFlowLoss
+from flowzoo.core.fewstep import forward_ad
+from flowzoo.core.fewstep import TwoTimeSampler
+from flowzoo.core.fewstep import padded_gap_index
+from flowzoo.core.fewstep import MeanFlowLoss
 
 
 class ConvFlowMap(nn.Module):

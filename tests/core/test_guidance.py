@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.guidance: the CFG formula, batching into one forward, schedules, and a learning test."""
+"""Tests of flowzoo.core.sampling.guidance: the CFG formula, batching into one forward, schedules, and a learning test."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, FlowzooError, ShapeError
-from flowzoo.core.guidance import ClassifierFreeGuidance, ConstantGuidance
+from flowzoo.core.sampling import ClassifierFreeGuidance, ConstantGuidance
 from flowzoo.core.nets import MLPVelocity
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 
 NULL = 5
 

@@ -13,11 +13,11 @@ import torch
 
 from flowzoo.core.couplings import ExactOTCoupling
 from flowzoo.core.data import sample_toy
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import AffinePath, LinearScheduler, SchedulerOutput
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 from toy_training import train_fm_moons
 
 STEPS = 2000

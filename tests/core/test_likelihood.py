@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.likelihood: log-densities of flows with closed-form answers.
+"""Tests of flowzoo.core.sampling.likelihood: log-densities of flows with closed-form answers.
 
 * The affine flow v = a x + b carries N(0, I) to N(b (e^a - 1)/a, e^{2a} I).
 * The exact velocity of the linear interpolant from N(0, I) to N(m, Σ) (independent coupling) carries N(0, I)
@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, FlowzooError, NonFiniteError, ShapeError
-from flowzoo.core.likelihood import log_likelihood, standard_normal_log_prob
+from flowzoo.core.sampling import log_likelihood, standard_normal_log_prob
 from flowzoo.core.nets import MLPVelocity
-from flowzoo.core.solvers import log_likelihood as reexported
 
 MEAN = torch.tensor([1.0, -0.5], dtype=torch.float64)
 COV = torch.tensor([[1.5, 0.6], [0.6, 0.8]], dtype=torch.float64)
@@ -47,10 +46,6 @@ def affine_log_prob(x, a, b):
 def data():
     noise = torch.randn(64, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     return MEAN + noise @ torch.linalg.cholesky(COV).T
-
-
-def test_reexported_from_solvers():
-    assert reexported is log_likelihood
 
 
 @pytest.mark.parametrize("method, steps", [("dopri5", None), ("rk4", 40)])

@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.meanflow.MeanFlowLoss: exact targets on the Gaussian oracle, flipped bugs, learning."""
+"""Tests of flowzoo.core.fewstep.meanflow.MeanFlowLoss: exact targets on the Gaussian oracle, flipped bugs, learning."""
 
 import pytest
 import torch
@@ -6,12 +6,12 @@ from torch import nn
 
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import ConfigError, DTypeError, FlowzooError, ShapeError
-from flowzoo.core.flowmap import GaussianOracle, MLPFlowMap, TwoTimeSampler, flowmap_sample
-from flowzoo.core.meanflow import MeanFlowLoss
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.fewstep import GaussianOracle, MLPFlowMap, TwoTimeSampler, flowmap_sample
+from flowzoo.core.fewstep import MeanFlowLoss
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 
 F64 = torch.float64
 

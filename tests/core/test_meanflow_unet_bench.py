@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import meanflow_unet_step as bench  # noqa: E402
 from unet2d import TwoTimeUNet, cifar_unet, tiny_unet  # noqa: E402
 
-from flowzoo.core import forward_ad  # noqa: E402
+from flowzoo.core.fewstep import forward_ad  # noqa: E402
 
 
 def test_unet_shapes_velocity_and_size():

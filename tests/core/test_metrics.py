@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, NonFiniteError, ShapeError
-from flowzoo.core.metrics import (
+from flowzoo.core.analysis import (
     coupling_cost,
     energy_distance,
     mmd_rbf,

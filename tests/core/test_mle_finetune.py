@@ -15,11 +15,11 @@ import torch
 
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import FlowzooError
-from flowzoo.core.metrics import wasserstein2
-from flowzoo.core.mle_finetune import SolverReconstructionLoss, coupled_pairs
+from flowzoo.core.analysis import wasserstein2
+from flowzoo.core.fewstep import SolverReconstructionLoss, coupled_pairs
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.solvers import integrate
+from flowzoo.core.sampling import integrate
 from toy_training import train_fm_moons
 
 

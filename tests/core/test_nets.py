@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.nets: time embedding and MLP velocity (shapes, conditioning, null class, bad input)."""
+"""Tests of flowzoo.core.nets.mlp: time embedding and MLP velocity (shapes, conditioning, null class, bad input)."""
 
 from __future__ import annotations
 

@@ -25,7 +25,7 @@ from flowzoo.core.paths import (
     SineSquaredGamma,
     StochasticInterpolant,
 )
-from flowzoo.core.timesamplers import UniformTime
+from flowzoo.core.paths import UniformTime
 
 F64 = torch.float64
 

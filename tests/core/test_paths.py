@@ -1,4 +1,4 @@
-"""Closed-form tests of flowzoo.core.paths: every scheduler and gamma, over several data shapes."""
+"""Closed-form tests of flowzoo.core.paths.affine: every scheduler and gamma, over several data shapes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.pfgmpp (PFGM++, Xu et al., arXiv 2302.04265): kernel, prior, EDM loss and sampler."""
+"""Tests of flowzoo.core.families.pfgmpp (PFGM++, Xu et al., arXiv 2302.04265): kernel, prior, EDM loss and sampler."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from scipy import stats
 
 from flowzoo.core.errors import ConfigError, FlowzooError, ShapeError
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
-from flowzoo.core.pfgmpp import (EDMPrecond, PFGMPPLoss, edm_sigma_grid, pfgmpp_sample, sample_perturbation,
+from flowzoo.core.families import (EDMPrecond, PFGMPPLoss, edm_sigma_grid, pfgmpp_sample, sample_perturbation,
                                  sample_prior)
 
 
@@ -151,6 +151,6 @@ def test_bad_inputs():
 def test_docstring_examples():
     import doctest
 
-    from flowzoo.core import pfgmpp
+    from flowzoo.core.families import pfgmpp
 
     assert doctest.testmod(pfgmpp).failed == 0

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, FlowzooError, ShapeError
-from flowzoo.core.guidance import ClassifierFreeGuidance, RatioAwareGuidance
+from flowzoo.core.sampling import ClassifierFreeGuidance, RatioAwareGuidance
 
 NULL = 3
 
@@ -86,6 +86,6 @@ def test_bad_shapes_raise():
 def test_docstring_examples():
     import doctest
 
-    from flowzoo.core import guidance
+    from flowzoo.core.sampling import guidance
 
     assert doctest.testmod(guidance).failed == 0

@@ -14,8 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import guidance_raag as bench  # noqa: E402
 from digits_features import DigitClassifier, DigitsEvaluator, load_digits_scaled  # noqa: E402
 
-from flowzoo.core.guidance import ConstantGuidance, RatioAwareGuidance  # noqa: E402
-from flowzoo.core.solvers import integrate  # noqa: E402
+from flowzoo.core.sampling import ConstantGuidance, RatioAwareGuidance  # noqa: E402
+from flowzoo.core.sampling import integrate  # noqa: E402
 
 pytest.importorskip("sklearn")
 

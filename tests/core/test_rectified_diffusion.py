@@ -1,17 +1,17 @@
-"""Tests of flowzoo.core.rectified_diffusion (Rectified Diffusion, arXiv 2410.07303)."""
+"""Tests of flowzoo.core.families.rectified_diffusion (Rectified Diffusion, arXiv 2410.07303)."""
 
 import pytest
 import torch
 
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import ConfigError, FlowzooError
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.paths import AffinePath, VPScheduler
-from flowzoo.core.rectified_diffusion import (EpsilonAsVelocity, EpsilonPredictionLoss, RectifiedDiffusionLoss,
+from flowzoo.core.families import (EpsilonAsVelocity, EpsilonPredictionLoss, RectifiedDiffusionLoss,
                                               ddim_sample, x1_prediction_variance)
-from flowzoo.core.reflow import generate_pairs, rectify
-from flowzoo.core.solvers import integrate
+from flowzoo.core.fewstep import generate_pairs, rectify
+from flowzoo.core.sampling import integrate
 from toy_training import fit, moons_pool, pool_batches
 
 SCHED = VPScheduler(0.1, 10.0)  # beta(0) = 0.08: a milder 1/beta at the noise end than the default 0.0066
@@ -87,6 +87,6 @@ def test_rectified_diffusion_makes_the_eps_model_first_order(tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import flowzoo.core.rectified_diffusion as module
+    import flowzoo.core.families.rectified_diffusion as module
 
     assert doctest.testmod(module).failed == 0

@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.reflow: pair store, reflow straightening, k-step distillation."""
+"""Tests of flowzoo.core.fewstep.reflow: pair store, reflow straightening, k-step distillation."""
 
 import json
 import os
@@ -8,13 +8,13 @@ import torch
 
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import CheckpointError, ConfigError, FlowzooError, ShapeError
-from flowzoo.core.metrics import path_straightness, wasserstein2
+from flowzoo.core.analysis import path_straightness, wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.reflow import MANIFEST_NAME, DistillationLoss, PairStore, generate_pairs, rectify, reflow_objective
-from flowzoo.core.solvers import integrate
-from flowzoo.core.timesamplers import UShapedTime
-import flowzoo.core.reflow as reflow_module
+from flowzoo.core.fewstep import MANIFEST_NAME, DistillationLoss, PairStore, generate_pairs, rectify, reflow_objective
+from flowzoo.core.sampling import integrate
+from flowzoo.core.paths import UShapedTime
+import flowzoo.core.fewstep.reflow as reflow_module
 from toy_training import fit, moons_pool, pool_batches
 
 
@@ -182,6 +182,6 @@ def test_pair_store_plugs_into_the_trainer(tmp_path):
 def test_docstring_examples():
     import doctest
 
-    import flowzoo.core.reflow as module
+    import flowzoo.core.fewstep.reflow as module
 
     assert doctest.testmod(module).failed == 0

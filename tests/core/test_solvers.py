@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.solvers (ODE integrators, grids) and flowzoo.core.sde (Euler–Maruyama).
+"""Tests of flowzoo.core.sampling.ode (ODE integrators, grids) and flowzoo.core.sampling.sde (Euler–Maruyama).
 
 Analytic cases: dx/dt = 3t² (x(1) = x(0) + 1), dx/dt = -x (x(1) = x(0)/e), dx/dt = cos(t)·x
 (x(t) = x(0)·exp(sin t)) for orders of accuracy, and the Gaussian → Gaussian linear interpolant, whose drift and
@@ -14,7 +14,7 @@ import torch
 
 from flowzoo.core.errors import (ConfigError, DTypeError, EmptyInputError, FlowzooError, NonFiniteError,
                                  ShapeError)
-from flowzoo.core.solvers import (ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, ODEResult, euler_step,
+from flowzoo.core.sampling import (ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, ODEResult, euler_step,
                                   heun_step, integrate, integrate_sde, midpoint_step, rk4_step, shifted_grid,
                                   uniform_grid)
 

@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.splitmeanflow: the split identity on the Gaussian oracle, zero loss for the exact map,
+"""Tests of flowzoo.core.fewstep.splitmeanflow: the split identity on the Gaussian oracle, zero loss for the exact map,
 known bugs switched on (wrong split state / wrong end / wrong weights / no boundary / adaptive weight on the
 boundary samples), the adaptive weight and the boundary time sampler by hand, learning on moons, bad input."""
 
@@ -9,13 +9,13 @@ import math
 import pytest
 import torch
 
-from flowzoo.core._validation import broadcast_time
+from flowzoo.core.validation import broadcast_time
 from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import ConfigError, FlowzooError, NonFiniteError, ShapeError
-from flowzoo.core.flowmap import GaussianOracle, MLPFlowMap, TwoTimeSampler, flowmap_sample
-from flowzoo.core.metrics import wasserstein2
-from flowzoo.core.splitmeanflow import SplitMeanFlowLoss, _call_flowmap, interval_split_target
-from flowzoo.core.timesamplers import UniformTime
+from flowzoo.core.fewstep import GaussianOracle, MLPFlowMap, TwoTimeSampler, flowmap_sample
+from flowzoo.core.analysis import wasserstein2
+from flowzoo.core.fewstep.splitmeanflow import SplitMeanFlowLoss, _call_flowmap, interval_split_target
+from flowzoo.core.paths import UniformTime
 
 F64 = torch.float64
 ORACLE = GaussianOracle(mean=torch.tensor([1.5, -0.5, 0.0], dtype=F64), std=torch.tensor([0.5, 1.0, 2.0], dtype=F64))
@@ -358,8 +358,8 @@ def test_uniform_boundary_times_learn_a_better_velocity():
     # Boundary samples only (plain flow matching on u(x, s, s)) with uniform-gap pairs: the pair's start time has
     # density -log s and rarely reaches the data end. Measured at 800 steps: 100-step Euler W2 of u(x, t, t)
     # 0.80 with the pair's time against 0.69 with UniformTime() (the benchmark: 0.39 vs 0.29 with the split term).
-    from flowzoo.core.flowmap import FlowMapAsVelocity
-    from flowzoo.core.solvers import integrate
+    from flowzoo.core.fewstep import FlowMapAsVelocity
+    from flowzoo.core.sampling import integrate
 
     torch.set_num_threads(1)
     x0 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(5))
@@ -386,7 +386,7 @@ def test_no_boundary_term_does_not_learn_the_data():
 def test_one_step_w2_close_to_100_step_flow_matching():
     """SplitMeanFlow 1-NFE within 1.3x of a 100-step Euler FM baseline at the same budget (MLP 3x256, 6000 steps).
 
-    With the preset the README's table uses (``flowzoo.core.few_step_presets.splitmeanflow_settings``: uniform-gap
+    With the preset the README's table uses (``flowzoo.core.fewstep.presets.splitmeanflow_settings``: uniform-gap
     intervals, boundary samples at uniform times, adaptive weight p = 0.5 on the split samples).
     Measured 2026-11-28: FM 0.295, SplitMeanFlow 0.356 (1.21x); at 3x128 and 3000 steps 0.397 vs 0.493 (1.24x).
     The paper's plain settings (``SplitMeanFlowLoss(boundary_fraction=0.5)``) reach only 0.505 (1.71x) and 0.584
@@ -394,7 +394,7 @@ def test_one_step_w2_close_to_100_step_flow_matching():
     """
     from flowzoo.core.nets import MLPVelocity
     from flowzoo.core.objectives import FlowMatchingLoss
-    from flowzoo.core.solvers import integrate
+    from flowzoo.core.sampling import integrate
 
     torch.set_num_threads(1)
     steps, hidden, data = SLOW_STEPS, 256, sample_toy("moons", 20000, seed=0)
@@ -412,7 +412,7 @@ def test_one_step_w2_close_to_100_step_flow_matching():
     x0 = torch.randn(1000, 2, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         w2_fm = wasserstein2(integrate(fm, x0, method="euler", steps=100).x, sample_toy("moons", 1000, seed=1))
-    from flowzoo.core.few_step_presets import splitmeanflow_settings
+    from flowzoo.core.fewstep import splitmeanflow_settings
 
     objective = SplitMeanFlowLoss(**splitmeanflow_settings(dim=2))
     w2_smf = _one_step_w2(_train(objective, steps, hidden=hidden))

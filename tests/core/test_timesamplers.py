@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.timesamplers: ranges, seeded determinism and the shape of each distribution."""
+"""Tests of flowzoo.core.paths.timesamplers: ranges, seeded determinism and the shape of each distribution."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError
-from flowzoo.core.timesamplers import (
+from flowzoo.core.paths import (
     TIME_SAMPLERS,
     LogitNormalTime,
     UniformTime,

@@ -1,4 +1,4 @@
-"""Tests of flowzoo.core.transition_matching (DTM, Shaul et al., arXiv 2506.23589)."""
+"""Tests of flowzoo.core.families.transition_matching (DTM, Shaul et al., arXiv 2506.23589)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, FlowzooError, ShapeError
-from flowzoo.core.metrics import wasserstein2
+from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.solvers import integrate
-from flowzoo.core.transition_matching import DTMLoss, DTMModel, dtm_sample
+from flowzoo.core.sampling import integrate
+from flowzoo.core.families import DTMLoss, DTMModel, dtm_sample
 
 CENTRES = torch.tensor([[2.0, 0.0], [-2.0, 0.0], [0.0, 2.0], [0.0, -2.0]])
 
@@ -150,6 +150,6 @@ def test_bad_inputs():
 def test_docstring_examples():
     import doctest
 
-    from flowzoo.core import transition_matching
+    from flowzoo.core.families import transition_matching
 
     assert doctest.testmod(transition_matching).failed == 0

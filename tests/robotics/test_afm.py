@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, ShapeError
-from flowzoo.robotics.afm import (PAPER_GAINS, ActionFlowMatching, ActionFlowNet, AFMController, LiftedPath, Regime,
-                                  point_mass_afm_batch, point_mass_regime_maps, unicycle_afm_batch)
-from flowzoo.robotics.afm_sim import DriftSchedule, PointMassTask, UnicycleTask, circle_waypoints
+from flowzoo.robotics.afm.regimes import (PAPER_GAINS, Regime, point_mass_afm_batch, point_mass_regime_maps, unicycle_afm_batch)
+from flowzoo.robotics.afm.method import ActionFlowMatching, ActionFlowNet, LiftedPath
+from flowzoo.robotics.afm.controller import AFMController
+from flowzoo.robotics.afm.waypoints import DriftSchedule, circle_waypoints
+from flowzoo.robotics.afm.point_mass import PointMassTask
+from flowzoo.robotics.afm.sim import UnicycleTask
 from flowzoo.robotics.mppi import MPPIPlanner, PlannerController, goal_distance_cost, run_mission
 
 torch.set_num_threads(1)

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError
-from flowzoo.robotics.afm_sim import (DriftSchedule, PointMassTask, UnicycleTask, circle_waypoints,
-                                      figure8_waypoints, wrap_angle)
+from flowzoo.robotics.afm.waypoints import DriftSchedule, circle_waypoints, figure8_waypoints, wrap_angle
+from flowzoo.robotics.afm.point_mass import PointMassTask
+from flowzoo.robotics.afm.sim import UnicycleTask
 from flowzoo.robotics.mppi import MPPIPlanner, goal_distance_cost
 
 torch.set_num_threads(1)
@@ -143,6 +144,6 @@ def test_missing_mujoco_names_the_extra(monkeypatch):
 def test_docstring_examples_run():
     import doctest
 
-    import flowzoo.robotics.afm_waypoints as afm_waypoints
+    import flowzoo.robotics.afm.waypoints as afm_waypoints
 
     assert doctest.testmod(afm_waypoints).failed == 0

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, ShapeError
-from flowzoo.robotics.controller import ActionPlan, ControlLoop, ObservationHistory, latency_summary
+from flowzoo.robotics.chunking import ActionPlan, ObservationHistory
+from flowzoo.robotics.controller import ControlLoop, latency_summary
 
 torch.set_num_threads(1)
 
@@ -330,7 +331,8 @@ def test_latency_summary():
 
 def test_run_env_on_metaworld_reach_with_the_scripted_expert():
     pytest.importorskip("metaworld")
-    from flowzoo.robotics.envs import env_spec, expert_policy, make_env
+    from flowzoo.robotics.spec import env_spec
+    from flowzoo.robotics.envs import expert_policy, make_env
 
     env = make_env("reach-v3", "state", seed=0)
     expert = expert_policy("reach-v3")

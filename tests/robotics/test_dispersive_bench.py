@@ -56,7 +56,7 @@ def test_main_runs_every_job_and_writes_cells(tmp_path, monkeypatch, capsys):
 
 
 def test_reach_rows_are_valid_policies_and_on_request_only(monkeypatch):
-    from flowzoo.robotics.policy import PolicyConfig
+    from flowzoo.robotics.policy_config import PolicyConfig
 
     extra = ("mp1_01_2nfe", "mp1_01_distinct075", "mp1_01_timestd2")
     configs = {r: PolicyConfig(**bench.ROWS[r]).resolved() for r in ("mp1_01", *extra)}

@@ -8,8 +8,8 @@ import torch
 
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError
 from flowzoo.robotics import envs
-from flowzoo.robotics.envs import (EnvSpec, env_spec, expert_policy, list_tasks, make_env, make_env_like,
-                                   register_task)
+from flowzoo.robotics.spec import EnvSpec, env_spec
+from flowzoo.robotics.envs import expert_policy, list_tasks, make_env, make_env_like, register_task
 
 torch.set_num_threads(1)
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, ShapeError
-from flowzoo.robotics.envs import EnvSpec
-from flowzoo.robotics.evaluate import evaluate_policy, main, write_video
+from flowzoo.robotics.spec import EnvSpec
+from flowzoo.robotics.evaluate import evaluate_policy, main
+from flowzoo.robotics.tracking import write_video
 
 gym = pytest.importorskip("gymnasium")
 torch.set_num_threads(1)
@@ -235,7 +236,8 @@ def test_main_refuses_another_task_and_writes_nothing(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def reach_spec():
     pytest.importorskip("metaworld")
-    from flowzoo.robotics.envs import env_spec, make_env
+    from flowzoo.robotics.spec import env_spec
+    from flowzoo.robotics.envs import make_env
 
     env = make_env("reach-v3", "state")  # building a Meta-World env takes ~1-2 s: once per module
     spec = env_spec(env)
@@ -272,8 +274,9 @@ def test_metaworld_reach_with_the_scripted_expert(tmp_path, reach_spec):
 
 
 def test_main_with_a_saved_flow_policy_on_metaworld(tmp_path, capsys, reach_spec):
-    from flowzoo.robotics.data import Normalizer
-    from flowzoo.robotics.policy import FlowPolicy, PolicyConfig, save_policy
+    from flowzoo.robotics.normalizer import Normalizer
+    from flowzoo.robotics.policy import FlowPolicy, save_policy
+    from flowzoo.robotics.policy_config import PolicyConfig
 
     spec = reach_spec
     rng = np.random.default_rng(0)

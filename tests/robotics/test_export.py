@@ -6,11 +6,12 @@ import pytest
 import torch
 
 from flowzoo.core.errors import CheckpointError
-from flowzoo.robotics.data import Normalizer
-from flowzoo.robotics.envs import EnvSpec
+from flowzoo.robotics.normalizer import Normalizer
+from flowzoo.robotics.spec import EnvSpec
 from flowzoo.robotics.export import export_policy, load_exported, save_exported
 from flowzoo.robotics.mp1 import mp1_config
-from flowzoo.robotics.policy import FlowPolicy, PolicyConfig
+from flowzoo.robotics.policy import FlowPolicy
+from flowzoo.robotics.policy_config import PolicyConfig
 
 torch.set_num_threads(1)
 

@@ -13,9 +13,11 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import robotics_gpu_eval as bench  # noqa: E402
-from flowzoo.robotics.envs import env_spec, make_env  # noqa: E402
+from flowzoo.robotics.spec import env_spec
+from flowzoo.robotics.envs import make_env  # noqa: E402
 from flowzoo.robotics.normalizer import Normalizer  # noqa: E402
-from flowzoo.robotics.policy import FlowPolicy, PolicyConfig, save_policy  # noqa: E402
+from flowzoo.robotics.policy import FlowPolicy, save_policy
+from flowzoo.robotics.policy_config import PolicyConfig  # noqa: E402
 
 
 def _fake_gpu_output(tmp_path: Path) -> Path:

@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from flowzoo.core.dispersive import dispersive_loss
+from flowzoo.core.fewstep import dispersive_loss
 from flowzoo.core.errors import ConfigError
-from flowzoo.robotics.data import Normalizer
-from flowzoo.robotics.envs import EnvSpec
+from flowzoo.robotics.normalizer import Normalizer
+from flowzoo.robotics.spec import EnvSpec
 from flowzoo.robotics.mp1 import MP1_DEFAULTS, meanflow_objective, mp1_config, mp1_time_sampler
 from flowzoo.robotics.dm1 import dm1_config
-from flowzoo.robotics.policy import FlowPolicy, PolicyConfig
+from flowzoo.robotics.policy import FlowPolicy
+from flowzoo.robotics.policy_config import PolicyConfig
 
 torch.set_num_threads(1)
 

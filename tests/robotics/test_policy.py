@@ -12,9 +12,10 @@ from flowzoo.core.errors import CheckpointError, ConfigError, NonFiniteError, Sh
 from flowzoo.core.training import Trainer, TrainerConfig
 from flowzoo.robotics.data import DemoDataset, WindowDataset
 from flowzoo.robotics.dm1 import DM1_VARIANTS, dm1_config, representation_health
-from flowzoo.robotics.envs import EnvSpec
+from flowzoo.robotics.spec import EnvSpec
 from flowzoo.robotics.mp1 import meanflow_config, mp1_config
-from flowzoo.robotics.policy import FlowPolicy, PolicyConfig, load_policy, policy_objective, save_policy
+from flowzoo.robotics.policy import FlowPolicy, load_policy, policy_objective, save_policy
+from flowzoo.robotics.policy_config import PolicyConfig
 
 torch.set_num_threads(1)
 

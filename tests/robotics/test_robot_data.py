@@ -10,8 +10,9 @@ from torch.utils.data import DataLoader
 
 from flowzoo.core.errors import ConfigError, EmptyInputError, NonFiniteError, ShapeError
 from flowzoo.robotics import data as data_module
-from flowzoo.robotics.data import DemoDataset, DemoFileError, Normalizer, WindowDataset
-from flowzoo.robotics.envs import EnvSpec
+from flowzoo.robotics.data import DemoDataset, DemoFileError, WindowDataset
+from flowzoo.robotics.normalizer import Normalizer
+from flowzoo.robotics.spec import EnvSpec
 
 torch.set_num_threads(1)
 

@@ -20,32 +20,6 @@ def test_every_declared_module_imports_without_loading_simulators():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-# Where each name moved when the large modules were split by responsibility; the old path must keep working.
-MOVED = {
-    "envs": ("spec", ["OBS_MODES", "EnvSpec", "env_spec"]),
-    "data": ("normalizer", ["Normalizer", "NORMALIZED_KEYS"]),
-    "controller": ("chunking", ["ChunkPolicy", "ObservationHistory", "ActionPlan", "batch_observations"]),
-    "evaluate": ("tracking", ["BestKRecorder", "SuccessTracker", "write_video"]),
-    "afm": ("afm_regimes", ["Regime", "REGIME_KEYS", "PAPER_GAINS", "unicycle_afm_batch", "point_mass_regime_maps",
-                            "point_mass_afm_batch"]),
-    "afm_sim": ("afm_waypoints", ["DriftSchedule", "MissionResult", "WaypointTask", "circle_waypoints",
-                                  "figure8_waypoints", "wrap_angle"]),
-}
-MOVED_ELSEWHERE = {("evaluate", "EpisodeRecord"): "rollout", ("evaluate", "EvalResult"): "rollout",
-                   ("afm", "AFMController"): "afm_controller", ("afm_sim", "PointMassTask"): "afm_point_mass"}
-
-
-def test_moved_names_are_the_same_objects_at_their_old_paths():
-    pairs = [(old, new, name) for old, (new, names) in MOVED.items() for name in names]
-    pairs += [(old, new, name) for (old, name), new in MOVED_ELSEWHERE.items()]
-    for old, new, name in pairs:
-        old_module = importlib.import_module(f"flowzoo.robotics.{old}")
-        new_module = importlib.import_module(f"flowzoo.robotics.{new}")
-        assert name in old_module.__all__, (old, name)
-        assert name in new_module.__all__, (new, name)
-        assert getattr(old_module, name) is getattr(new_module, name), (old, new, name)
-
-
 def test_every_module_has_a_docstring_and_an_all_of_existing_names():
     package = importlib.import_module("flowzoo.robotics")
     for name in package.__all__:

@@ -9,9 +9,11 @@ import torch
 
 from flowzoo.core.errors import ConfigError
 from flowzoo.robotics.data import WindowDataset
-from flowzoo.robotics.envs import env_spec, expert_policy, list_tasks, make_env
+from flowzoo.robotics.spec import env_spec
+from flowzoo.robotics.envs import expert_policy, list_tasks, make_env
 from flowzoo.robotics.mp1 import mp1_config
-from flowzoo.robotics.policy import FlowPolicy, PolicyConfig
+from flowzoo.robotics.policy import FlowPolicy
+from flowzoo.robotics.policy_config import PolicyConfig
 from flowzoo.robotics.toy import (OBSTACLE_RADIUS, TASK, ToyExpert, ToyWorld, evaluate_toy, generate_toy_demos,
                                   toy_spec)
 
