@@ -10,6 +10,8 @@ DOMAINS = ["core", "vision", "three_d", "robotics", "biology", "driving"]
 
 setup(
     package_dir={f"flowzoo.{domain}": domain for domain in DOMAINS},
-    packages=[f"flowzoo.{domain}{'.' + sub if sub else ''}"
-              for domain in DOMAINS for sub in ["", *find_packages(domain)]],
+    # "flowzoo" itself is the folder flowzoo/, which holds only __main__.py (`python -m flowzoo`) and no
+    # __init__.py: it stays a namespace package, in the wheel and in the editable install alike.
+    packages=["flowzoo"] + [f"flowzoo.{domain}{'.' + sub if sub else ''}"
+                            for domain in DOMAINS for sub in ["", *find_packages(domain)]],
 )

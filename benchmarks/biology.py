@@ -76,9 +76,9 @@ fresh cells of training patients (seeds 0 / 1 / 2; 1.14 / 1.00 / 1.12 at 1000) a
 pbmc ``--quick`` (200 cells per condition, 500 steps, 75 s): held out Meta FM 1.19 vs 3.10 / 3.54 (0.38);
 training patients 0.99 vs 1.55 (0.64; at 500 steps the per-population rows have not learnt their patients).
 
-Then ``benchmarks/biology_sequences.py``'s ``run(quick)`` table is printed when that file exists.
+Then ``benchmarks/biology_sequences.py``'s ``run(quick)`` table is printed (``--skip-sequences``: not).
 
-Run: ``.venv/bin/python benchmarks/biology.py`` (3 seeds, :data:`STEPS` per method) or ``--quick`` (1 seed, 500
+Run: ``.venv/bin/python -m benchmarks.biology`` (3 seeds, :data:`STEPS` per method) or ``--quick`` (1 seed, 500
 steps, fewer letter rotations). Measured on 2 CPU cores shared with other jobs (load average 7-15): the
 letters rows 43 minutes (default, 128 frequencies) and 9 minutes (quick), the pbmc rows 3.3 minutes (quick).
 With 512 frequencies the letters rows cost about 10 CPU-minutes per seed (30 for the default run; one thread).
@@ -87,16 +87,14 @@ With 512 frequencies the letters rows cost about 10 CPU-minutes per seed (30 for
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import inspect
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.results import reproduce_command, save_markdown_tables
 from flowzoo.biology.cells.meta_fm import METHODS, MetaFMOptions, evaluate_pairs, fit
 from flowzoo.biology.cells.metrics import population_distances
 from flowzoo.biology.cells.offline_populations import (letters_adata, pbmc_monocyte_estimate, pbmc_pseudo_patients,
@@ -274,15 +272,10 @@ def run(quick: bool = False, seeds: int | None = None, datasets: tuple[str, ...]
     return "\n".join(lines)
 
 
-def _sequence_table(quick: bool) -> str | None:
-    path = Path(__file__).resolve().parent / "biology_sequences.py"
-    if not path.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("biology_sequences", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    quiet = {"progress": False} if "progress" in inspect.signature(module.run).parameters else {}
-    return module.run(quick, **quiet)
+def _sequence_table(quick: bool) -> str:
+    from benchmarks import biology_sequences
+
+    return biology_sequences.run(quick, progress=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -297,12 +290,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=0, help=f"updates per method (default {STEPS}, quick 500)")
     parser.add_argument("--skip-sequences", action="store_true", help="do not run biology_sequences.py")
     args = parser.parse_args(argv)
-    print(run(args.quick, args.seeds, tuple(args.datasets), args.coupling, args.letters_encoder, args.steps))
+    text = run(args.quick, args.seeds, tuple(args.datasets), args.coupling, args.letters_encoder, args.steps)
+    print(text)
+    save_markdown_tables("biology", text, title="Meta FM vs FM vs per-population FM on held-out populations",
+                         command=reproduce_command("benchmarks.biology", argv), quick=args.quick)
     if not args.skip_sequences:
-        table = _sequence_table(args.quick)
-        if table is not None:
-            print()
-            print(table)
+        text = _sequence_table(args.quick)
+        print()
+        print(text)
+        save_markdown_tables("biology_sequences", text, title=text.splitlines()[0],
+                             command=reproduce_command("benchmarks.biology_sequences", ["--quick"] * args.quick),
+                             quick=args.quick)
     return 0
 
 

@@ -33,8 +33,8 @@ K = 4, 20, 64, judged for each metric separately; the verdicts are printed as th
 Guidance: a clean-sequence classifier (motif present or not) trained on the K = 4 training set steers
 the K = 4 models with STGFlow at several strengths; the constraint is "holds the motif".
 
-    .venv/bin/python benchmarks/biology_sequences.py --quick   # two contenders, L = 24: ~1 min of one idle core
-    .venv/bin/python benchmarks/biology_sequences.py           # four contenders, L = 32: ~14 min of one idle core
+    .venv/bin/python -m benchmarks.biology_sequences --quick   # two contenders, L = 24: ~1 min of one idle core
+    .venv/bin/python -m benchmarks.biology_sequences           # four contenders, L = 32: ~14 min of one idle core
 
 (Times are the CPU time of ``--threads 1`` runs; on a loaded machine the wall time is several times longer.)
 """
@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from benchmarks.results import reproduce_command, save_markdown_tables
 from flowzoo.biology.sequences.gumbel_fm import build_method
 from flowzoo.biology.sequences.hmm import (kmer_js_divergence, mean_pairwise_hamming, motif_counts, motif_occupancy,
                                  planted_motif_hmm, unique_fraction, uniform_nll)
@@ -66,11 +67,7 @@ ALPHABETS = (4, 20, 64)
 
 @dataclass
 class Settings:
-    """Sizes of one benchmark run (``quick`` or full).
-
-    (No ``from __future__ import annotations`` in this file: ``benchmarks/biology.py`` loads it without
-    registering it in ``sys.modules``, where dataclasses cannot resolve string annotations.)
-    """
+    """Sizes of one benchmark run (``quick`` or full)."""
 
     length: int
     train_steps: int
@@ -200,7 +197,8 @@ def _guidance_lines(kept: dict, cfg: Settings, seed: int) -> list[str]:
     held_out = hmm.sample(1000, cfg.length, generator=torch.Generator().manual_seed(seed + 99))
     accuracy = float((guide(one_hot(held_out, 4)).argmax(-1) == (motif_counts(held_out, hmm.motif) > 0)).float().mean())
     rows = ["", f"STGFlow guidance at K = 4 toward \"holds the motif\" (guide accuracy {accuracy:.2f} on held-out "
-            "sequences; motif = fraction meeting the constraint).", "",
+            "sequences; motif = fraction meeting the constraint; note = letter-composition drift: total variation "
+            "between the samples' and the training data's letter frequencies, with the samples' frequencies).", "",
             "| K | model | NLL/token | 3-mer JS | diversity | unique | motif | note |",
             "|---|---|---|---|---|---|---|---|"]
     for name in ("gumbel_fm", "linear_fm"):
@@ -211,11 +209,23 @@ def _guidance_lines(kept: dict, cfg: Settings, seed: int) -> list[str]:
                                                steps=cfg.sample_steps, guidance=guidance,
                                                generator=torch.Generator().manual_seed(seed + 7))
             label = CONTENDERS[name][0] + (f" + STGFlow γ={strength:g}" if strength else " (unguided)")
-            rows.append(_row(4, label, _metrics(hmm, out.tokens)))
+            rows.append(_row(4, label, _metrics(hmm, out.tokens), composition_drift(out.tokens, data, 4)))
     return rows
 
 
-def main() -> None:
+def composition_drift(samples: torch.Tensor, data: torch.Tensor, k: int) -> str:
+    """Total variation between the letter frequencies of samples and data, and the samples' frequencies.
+
+    Guidance can meet a motif constraint by drifting the whole composition (e.g. AT-rich DNA full of motif
+    repeats); the motif fraction alone would hide that.
+    """
+    share = torch.bincount(samples.flatten(), minlength=k).double() / samples.numel()
+    reference = torch.bincount(data.flatten(), minlength=k).double() / data.numel()
+    tv = 0.5 * float((share - reference).abs().sum())
+    return f"TV {tv:.3f}; letters " + " ".join(f"{x:.2f}" for x in share.tolist())
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="two contenders, 300 steps, smaller nets (~1 min)")
     parser.add_argument("--seed", type=int, default=0)
@@ -226,11 +236,14 @@ def main() -> None:
                         help="run only these (plus gumbel_fm and linear_fm); default: the mode's")
     parser.add_argument("--width-per-letter", type=int, default=0,
                         help="networks at least this many channels per alphabet letter wide (0: the mode's width)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     start = time.time()
-    print(run(args.quick, args.seed, progress=not args.no_progress, train_steps=args.train_steps,
-              contenders=tuple(args.contenders), width_per_letter=args.width_per_letter))
+    text = run(args.quick, args.seed, progress=not args.no_progress, train_steps=args.train_steps,
+               contenders=tuple(args.contenders), width_per_letter=args.width_per_letter)
+    print(text)
+    save_markdown_tables("biology_sequences", text, title=text.splitlines()[0],
+                         command=reproduce_command("benchmarks.biology_sequences", argv), quick=args.quick)
     print(f"\n(total {time.time() - start:.0f} s)")
 
 

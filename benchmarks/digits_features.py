@@ -24,6 +24,7 @@ Example (trains the classifier on first use, about 10 s):
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.results import reproduce_command, save_table
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
 
 __all__ = ["load_digits_scaled", "DigitClassifier", "train_classifier", "load_classifier",
@@ -219,10 +221,24 @@ class DigitsEvaluator:
         return float((p * (p * 10).log()).sum())
 
 
-if __name__ == "__main__":
-    ev = DigitsEvaluator.load()
+def main(argv: list[str] | None = None) -> int:
+    """Print (and save) the classifier's accuracy and reference distances: real vs real, noise vs real."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cache-dir", type=Path, default=CACHE_DIR, help="where the classifier is cached")
+    args = parser.parse_args(argv)
+    ev = DigitsEvaluator.load(args.cache_dir)
     x, _ = load_digits_scaled()
     train, test = _split(len(x), 1)
-    print(f"classifier test accuracy {ev.accuracy:.4f}; FD(real 20% vs all) {ev.fd(x[test]):.3f}; "
-          f"FD(N(0,I) noise) {ev.fd(torch.randn(1000, 64)):.2f}; label KL(real) {ev.label_kl(x):.4f}; "
-          f"math check {math.isclose(frechet_distance(np.zeros(1), np.eye(1), np.zeros(1), np.eye(1)), 0.0)}")
+    row = {"classifier test accuracy": ev.accuracy, "FD(real 20% vs all)": ev.fd(x[test]),
+           "FD(N(0,I) noise)": ev.fd(torch.randn(1000, 64)), "label KL(real)": ev.label_kl(x),
+           "math check": math.isclose(frechet_distance(np.zeros(1), np.eye(1), np.zeros(1), np.eye(1)), 0.0)}
+    print(f"classifier test accuracy {row['classifier test accuracy']:.4f}; FD(real 20% vs all) "
+          f"{row['FD(real 20% vs all)']:.3f}; FD(N(0,I) noise) {row['FD(N(0,I) noise)']:.2f}; label KL(real) "
+          f"{row['label KL(real)']:.4f}; math check {row['math check']}")
+    save_table("digits_features", [row], title="The digits-FID's reference points (sklearn 8x8 digits)",
+               command=reproduce_command("benchmarks.digits_features", argv), quick=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

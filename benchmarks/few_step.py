@@ -26,15 +26,15 @@ lines: ablations, not targets). ``--methods`` trains a subset (FM, the baseline,
 ``--methods boss`` or ``--methods meanflow splitmeanflow`` (``meanflow`` trains the three MeanFlow rows).
 
 Files: this script (rows, targets, CLI), ``few_step_data.py`` (datasets, timing, table),
-``few_step_runs.py`` (the interleaved training of every method), ``few_step_settings.py`` (each flow-map
-method's configuration and the alternatives measured for it).
+``few_step_runs.py`` (the interleaved training of every method); each flow-map method's configuration and the
+alternatives measured for it are :mod:`flowzoo.core.fewstep.presets`.
 
 Run (checkerboard and digits 14 and 8 minutes measured on 2 threads of a shared machine; moons, with its wider
 network and twice the steps, 72 minutes measured on 1 thread while another benchmark shared the machine (4292 s),
 an estimated 30-40 on 2 idle cores; ``--quick``, 300 steps per method: a few minutes):
 
-    .venv/bin/python benchmarks/few_step.py
-    .venv/bin/python benchmarks/few_step.py --quick --datasets checkerboard moons
+    .venv/bin/python -m benchmarks.few_step
+    .venv/bin/python -m benchmarks.few_step --quick --datasets checkerboard moons
 """
 
 from __future__ import annotations
@@ -45,22 +45,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks.few_step_data import DEFAULT_STEPS, DATASETS, Dataset, interleaved_min_times, make_dataset, table
+from benchmarks.few_step_runs import METHODS, Trained, train_all
+from benchmarks.results import reproduce_command, save_table
+from flowzoo.core.fewstep import flowmap_sample
+from flowzoo.core.fewstep import flowturbo_sample
+from flowzoo.core.analysis import path_straightness
+from flowzoo.core.sampling import integrate
 
-from few_step_data import DEFAULT_STEPS, DATASETS, Dataset, interleaved_min_times, make_dataset, table  # noqa: E402
-from few_step_runs import METHODS, Trained, train_all  # noqa: E402
-from few_step_settings import imf_settings, meanflow_settings, splitmeanflow_settings  # noqa: E402,F401
-from flowzoo.core.fewstep import flowmap_sample  # noqa: E402
-from flowzoo.core.fewstep import flowturbo_sample  # noqa: E402
-from flowzoo.core.analysis import path_straightness  # noqa: E402
-from flowzoo.core.sampling import integrate  # noqa: E402
-
-__all__ = ["Sampler", "samplers_of", "run_benchmark", "targets", "main",
-           "meanflow_settings", "imf_settings", "splitmeanflow_settings"]
+__all__ = ["Sampler", "samplers_of", "run_benchmark", "targets", "main"]
 
 
 @dataclass
@@ -126,7 +122,8 @@ def run_benchmark(ds: Dataset, args) -> tuple[list[dict], list[tuple[str, bool, 
     times, outs = interleaved_min_times([s.fn for s in samplers], args.time_reps)
     rows = []
     for s, seconds, out in zip(samplers, times, outs):
-        nfe = str(out.nfe) + (f" (+{out.refiner_calls} r)" if getattr(out, "refiner_calls", 0) else "")
+        refiner_calls = out.extras.get("refiner_calls", 0)
+        nfe = str(out.nfe) + (f" (+{refiner_calls} r)" if refiner_calls else "")
         rows.append({"method": s.method, "sampler": s.sampler, "NFE": nfe, **ds.evaluate(out.x),
                      "ms/sample": 1e3 * seconds / len(x0), "train ms/step": "-" if s.train_ms is None else s.train_ms,
                      "straightness": "-", "notes": s.notes})
@@ -233,14 +230,18 @@ def main() -> None:
         print(f"\n# {name}", flush=True)
         ds = make_dataset(name, a)
         rows, tgts = run_benchmark(ds, a)
-        print(f"\n## {ds.title}: {a.steps} steps from scratch, {a.finetune_steps} from the teacher, "
-              f"MLP {ds.depth}x{ds.hidden}, seed {a.seed}, "
-              f"{a.eval_samples} samples ({time.perf_counter() - t0:.0f} s)\n")
+        title = (f"{ds.title}: {a.steps} steps from scratch, {a.finetune_steps} from the teacher, "
+                 f"MLP {ds.depth}x{ds.hidden}, seed {a.seed}, {a.eval_samples} samples")
+        print(f"\n## {title} ({time.perf_counter() - t0:.0f} s)\n")
         print(table(rows))
         print(f"\n### Targets ({ds.name})\n")
+        notes = []
         for what, ok, detail in tgts:
             mark = "INFO" if ok is None else "PASS" if ok else "FAIL"
-            print(f"- {mark}  {what}: {detail}")
+            notes.append(f"{mark}  {what}: {detail}")
+            print(f"- {notes[-1]}")
+        save_table(f"few_step_{name}", rows, title=title, command=reproduce_command("benchmarks.few_step"),
+                   quick=args.quick, notes=notes)
         all_targets += [(name, what, ok) for what, ok, _ in tgts if ok is not None]
         sys.stdout.flush()
     passed = sum(ok for _, _, ok in all_targets)

@@ -55,7 +55,7 @@ def make_dataset(name: str, args) -> Dataset:
         ds.floor = ds.evaluate(sample_toy(name, args.eval_samples, seed=999))
         ds.floor_note = "fresh data: the metric's noise floor"
         return ds
-    from digits_features import DigitsEvaluator, load_digits_scaled
+    from benchmarks.digits_features import DigitsEvaluator, load_digits_scaled
 
     data, _ = load_digits_scaled()
     evaluator = DigitsEvaluator.load()

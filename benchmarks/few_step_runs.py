@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from few_step_data import Dataset
-from few_step_settings import (MEANFLOW_OT_LR_FACTOR, imf_settings, meanflow_ot_settings, meanflow_settings,
+from benchmarks.few_step_data import Dataset
+from flowzoo.core.fewstep import (MEANFLOW_OT_LR_FACTOR, imf_settings, meanflow_ot_settings, meanflow_settings,
                                splitmeanflow_settings)
 from flowzoo.core.fewstep import BossStraighteningLoss, bellman_steps, boss_cost_matrix, boss_redress_states
 from flowzoo.core.couplings import ExactOTCoupling
@@ -30,7 +30,7 @@ from flowzoo.core.fewstep import RefinerLoss, VelocityRefiner
 from flowzoo.core.fewstep import MeanFlowLoss
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.fewstep import generate_pairs, reflow_objective
+from flowzoo.core.fewstep import ReflowLoss, generate_pairs
 from flowzoo.core.fewstep import SplitMeanFlowLoss
 
 __all__ = ["METHODS", "BOSS_STEPS", "Run", "train_interleaved", "Trained", "train_all", "boss_runs"]
@@ -168,7 +168,7 @@ def train_all(ds: Dataset, args) -> Trained:
                                    out_dir=Path(tmp) / "pairs", method="rk4", steps=args.pair_steps,
                                    seed=seed + 5, progress=False).tensors()
         tr.n_pairs, tr.pair_seconds = n_pairs, time.perf_counter() - started
-        tr.rf = Run("2-RF", copy.deepcopy(teacher), reflow_objective(), steps, 0.5 * lr, seed,
+        tr.rf = Run("2-RF", copy.deepcopy(teacher), ReflowLoss(), steps, 0.5 * lr, seed,
                     batches=bank_batches({"x0": pairs["x0"], "x1": pairs["x1"]}, seed + 6))
         phase2.append(tr.rf)
     if "mfd" in chosen:

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 3 and 4 in one call on a CUDA machine (about 6 minutes on an H200):
-#   1. benchmarks/meanflow_unet_step.py: MeanFlow's training step / a flow-matching step on a CIFAR-sized U-Net;
+#   1. benchmarks/meanflow_unet_step.py: MeanFlow's training step / a flow-matching step on the CIFAR-sized
+#      U-Net of flowzoo.core.nets (FlowMapUNet.cifar10);
 #   2. FM-10 and MP1 policies trained on point-cloud demonstrations on the GPU (reach-v3 with the goal in
 #      agent_pos, button-press-v3; 3 seeds; the Meta-World benchmark's cached demonstrations and network, with
 #      3000 updates at batch 128 instead of its 1200 at batch 32 on the CPU). The machine needs no simulator:
 #      the trained policies come back as tar files and are evaluated in simulation where Meta-World runs, with
-#      benchmarks/robotics_gpu_eval.py;
-#   3. benchmarks/robotics_latency.py --device cuda: FM-10 vs MP1 ms per action at three network sizes
+#      python -m benchmarks.robotics_gpu_eval;
+#   3. python -m benchmarks.robotics_latency --device cuda: FM-10 vs MP1 ms per action at three network sizes
 #      (MP1's paper size among them, to set beside the paper's 6.8 ms).
 # Usage (repository root; OUT is where results go; needs the cached demonstrations from
-# `python benchmarks/robotics_metaworld.py` in benchmarks/.cache/robotics, and torchcfm + POT wheels in .whl
+# `python -m benchmarks.robotics_metaworld` in benchmarks/.cache/robotics, and torchcfm + POT wheels in .whl
 # for the torchcfm calibration row; without them that row is skipped):
 #   OUT=/tmp/gpu bash benchmarks/gpu_checks.sh
 set -uo pipefail
@@ -22,7 +23,8 @@ DEADLINE_S="${GPU_DEADLINE_S:-400}"  # the training waves end by then (seconds s
 mkdir -p "$OUT"
 cd "$ROOT"
 
-# flowzoo from this checkout without installing it (the machine's own torch stays).
+# flowzoo from this checkout without installing it (the machine's own torch stays); the benchmarks package
+# imports from the repository root, the working directory of every `python3 -m benchmarks.X` below.
 SHIM="$(mktemp -d)"
 mkdir -p "$SHIM/flowzoo"
 for package in core vision three_d robotics biology driving; do ln -s "$ROOT/$package" "$SHIM/flowzoo/$package"; done
@@ -38,7 +40,7 @@ python3 -c "import torch; print(torch.__version__, torch.cuda.is_available() and
   | tee -a "$OUT/gpu.txt"
 
 echo "== 1. MeanFlow step vs FM step, CIFAR U-Net"
-timeout 240 python3 benchmarks/meanflow_unet_step.py --device "$DEVICE" ${UNET_ARGS:-} \
+timeout 240 python3 -m benchmarks.meanflow_unet_step --device "$DEVICE" ${UNET_ARGS:-} \
   --json "$OUT/unet_step.json" 2>&1 | tee "$OUT/unet_step.txt"
 
 echo "== 2. point-cloud policies trained on the $DEVICE ($STEPS updates)"
@@ -85,7 +87,7 @@ EOF
  tar cf "$OUT/policies_mp1.tar" *_mp1_*/policy *_mp1_*/summary.json
  tar cf "$OUT/train_logs.tar" *.log)
 echo "== 3. policy latency on the GPU"
-timeout "${LATENCY_TIMEOUT_S:-180}" python3 benchmarks/robotics_latency.py --device "$DEVICE" --no-progress \
+timeout "${LATENCY_TIMEOUT_S:-180}" python3 -m benchmarks.robotics_latency --device "$DEVICE" --no-progress \
   ${LATENCY_ARGS:-} 2>&1 \
   | tee "$OUT/latency.txt"
 

@@ -26,8 +26,8 @@ diversity); **out of range**: the fraction of pixels beyond [-1.05, 1.05], where
 range; **mean w**: the scale actually applied, averaged over samples and steps. A second table gives the mean
 ratio rho at each step of the largest NFE under RAAG, to check the early spike the method relies on.
 
-    .venv/bin/python benchmarks/guidance_raag.py           # 4000 training steps, 1000 samples: ~2 min on 2 cores
-    .venv/bin/python benchmarks/guidance_raag.py --quick   # 400 steps: ~15 s (smoke run)
+    .venv/bin/python -m benchmarks.guidance_raag           # 4000 training steps, 1000 samples: ~2 min on 2 cores
+    .venv/bin/python -m benchmarks.guidance_raag --quick   # 400 steps: ~15 s (smoke run)
 """
 
 from __future__ import annotations
@@ -36,19 +36,17 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from digits_features import DigitsEvaluator, load_digits_scaled  # noqa: E402
-from few_step_data import table  # noqa: E402
-from flowzoo.core.sampling import ClassifierFreeGuidance, ConstantGuidance, RatioAwareGuidance  # noqa: E402
-from flowzoo.core.nets import MLPVelocity  # noqa: E402
-from flowzoo.core.objectives import FlowMatchingLoss  # noqa: E402
-from flowzoo.core.sampling import integrate  # noqa: E402
+from benchmarks.digits_features import DigitsEvaluator, load_digits_scaled
+from benchmarks.few_step_data import table
+from benchmarks.results import reproduce_command, save_table
+from flowzoo.core.sampling import ClassifierFreeGuidance, ConstantGuidance, RatioAwareGuidance
+from flowzoo.core.nets import MLPVelocity
+from flowzoo.core.objectives import FlowMatchingLoss
+from flowzoo.core.sampling import integrate
 
 __all__ = ["RecordingSchedule", "train_conditional", "evaluate_guidance", "main"]
 
@@ -144,9 +142,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 rows.append({"NFE": nfe, "guidance": f"CFG w={metrics['mean w']:.2f} (matched)", **matched})
                 if nfe == max(args.nfe) and profile is None:
                     profile = (name, recorder.calls)
-    print(f"\nClass-conditional FM on 8x8 digits ({steps} steps, {ms:.1f} ms per step), {args.samples} samples, "
-          f"Euler; digit classifier test accuracy {evaluator.accuracy:.3f}.\n")
+    title = (f"Class-conditional FM on 8x8 digits ({steps} steps, {ms:.1f} ms per step), {args.samples} samples, "
+             f"Euler; digit classifier test accuracy {evaluator.accuracy:.3f}.")
+    print(f"\n{title}\n")
     print(table(rows))
+    save_table("guidance_raag", rows, title=title, command=reproduce_command("benchmarks.guidance_raag", argv),
+               quick=args.quick)
     if profile is not None:
         name, calls = profile
         print(f"\nRatio along sampling ({name}, {len(calls)} steps): t, mean rho, mean w\n")

@@ -1,9 +1,9 @@
 """Why MeanFlow's 1-NFE W2 on 8 Gaussians -> moons stays at ~2.3x flow matching's: one run per variant (issue 3).
 
 ``benchmarks/few_step.py`` trains MeanFlow on moons (MLP 3x512, 12000 Adam steps, batch 512, settings of
-``few_step_settings.meanflow_settings``) to 1-NFE W2 0.612 against FM Euler-100's 0.266. Each variant here changes
-one thing and reports 1- and 2-NFE W2 every ``--eval-every`` steps (the last checkpoints fluctuate by about
-+-0.05, so read the trend, not one number):
+:func:`flowzoo.core.fewstep.presets.meanflow_settings`) to 1-NFE W2 0.612 against FM Euler-100's 0.266. Each
+variant here changes one thing and reports 1- and 2-NFE W2 every ``--eval-every`` steps (the last checkpoints
+fluctuate by about +-0.05, so read the trend, not one number):
 
 * ``baseline``: the table's setting, independent pairs;
 * ``batch2048``: four times the batch (target noise averaged over more samples per step);
@@ -16,10 +16,10 @@ one thing and reports 1- and 2-NFE W2 every ``--eval-every`` steps (the last che
   path's velocity instead of the score). It
   removes nearly all of the target's noise while keeping the independent coupling's curved marginal flow;
 * ``ot``: minibatch exact-OT pairs (straighter marginal paths); ``ot_ema`` the same with the EMA column;
-* ``ot_ugap``: OT pairs and uniform-gap intervals (``few_step_settings.meanflow_ot_settings``, the table's
+* ``ot_ugap``: OT pairs and uniform-gap intervals (``presets.meanflow_ot_settings``, the table's
   "MeanFlow + OT" row before its learning rate was halved): the long jumps of 1-step sampling trained often, on
   targets OT has made nearly noise-free; ``ot_ugap_lr`` the same at the table's learning rate for that row
-  (``few_step_settings.MEANFLOW_OT_LR_FACTOR``: 5e-4), which damps its spikes (seeds 0 / 2: 0.289 / 0.264).
+  (``presets.MEANFLOW_OT_LR_FACTOR``: 5e-4), which damps its spikes (seeds 0 / 2: 0.289 / 0.264).
 
 Measured on this 2-core CPU (seed 0, 12000 steps unless noted; 1-NFE W2, noise floor 0.263): baseline 0.612,
 batch2048 0.590 (6000 steps), beta2 0.589, ema 0.612 raw / 0.628 EMA, p0 0.769 (6000 steps), posterior
@@ -30,7 +30,7 @@ pairs MeanFlow's one-step error on this map comes from the curvature of the flow
 variance of its target. SplitMeanFlow, whose target is the model's own two half-interval jumps instead of the
 derivative, reaches 0.297 with the same network; MeanFlow gets there once OT pairs allow uniform-gap intervals.
 
-    .venv/bin/python benchmarks/meanflow_moons_ablation.py --variants baseline posterior ot   # ~8 min each, 1 core
+    .venv/bin/python -m benchmarks.meanflow_moons_ablation --variants baseline posterior ot   # ~8 min each, 1 core
 """
 
 from __future__ import annotations
@@ -40,19 +40,17 @@ import copy
 import math
 import sys
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 from tqdm.auto import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from few_step_data import make_dataset  # noqa: E402
-from few_step_settings import MEANFLOW_OT_LR_FACTOR, meanflow_ot_settings, meanflow_settings  # noqa: E402
-from flowzoo.core.couplings import ExactOTCoupling  # noqa: E402
-from flowzoo.core.fewstep import MLPFlowMap, flowmap_sample  # noqa: E402
-from flowzoo.core.fewstep import MeanFlowLoss  # noqa: E402
+from benchmarks.few_step_data import make_dataset
+from benchmarks.results import reproduce_command, save_table
+from flowzoo.core.fewstep import MEANFLOW_OT_LR_FACTOR, meanflow_ot_settings, meanflow_settings
+from flowzoo.core.couplings import ExactOTCoupling
+from flowzoo.core.fewstep import MLPFlowMap, flowmap_sample
+from flowzoo.core.fewstep import MeanFlowLoss
 
 __all__ = ["VARIANTS", "BatchPosteriorVelocity", "run_variant", "main"]
 
@@ -158,10 +156,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
         rows += run_variant(variant, args.steps, args.eval_every, args.seed, args.hidden, args.eval_samples,
                             progress=not args.no_progress)
     print("\n| variant | steps | W2 1-NFE | W2 2-NFE | EMA W2 1-NFE |\n|---|---|---|---|---|")
+    final = []
     for variant in args.variants:
         last = [r for r in rows if r["variant"] == variant][-1]
         ema = f"{last['EMA W2 1-NFE']:.3f}" if "EMA W2 1-NFE" in last else ""
         print(f"| {variant} | {last['step']} | {last['W2 1-NFE']:.3f} | {last['W2 2-NFE']:.3f} | {ema} |")
+        final.append({"variant": variant, "steps": last["step"], "W2 1-NFE": last["W2 1-NFE"],
+                      "W2 2-NFE": last["W2 2-NFE"], "EMA W2 1-NFE": last.get("EMA W2 1-NFE")})
+    save_table("meanflow_moons_ablation", final, title=f"MeanFlow on 8 Gaussians -> moons, one change per variant "
+               f"(hidden {args.hidden}, seed {args.seed}): W2 at the last evaluation",
+               command=reproduce_command("benchmarks.meanflow_moons_ablation", argv),
+               quick=args.steps < parser.get_default("steps"),
+               notes=["every evaluation (each --eval-every steps) is in the rows main() returns"])
     return rows
 
 

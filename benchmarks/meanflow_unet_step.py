@@ -2,10 +2,10 @@
 
 Issue 3 asks for the time of one MeanFlow training step (JVP target) over one flow-matching step on a U-Net of
 image size; torchcfm's CIFAR U-Net with a naive ``torch.func.jvp`` measured 197.9 ms against 57.8 ms on an H200
-(3.4x), and the target is <= 1.5x. Every row trains the same network (:func:`unet2d.cifar_unet`: torchcfm's CIFAR
-layout, 36 M parameters, with a second time embedding for the flow map's gap) with AdamW on batches of
-(B, 3, 32, 32), and gives the median time of a whole step (objective, backward, optimiser) and its ratio to the
-flow-matching step of the same precision and dropout:
+(3.4x), and the target is <= 1.5x. Every row trains the same network
+(:meth:`flowzoo.core.nets.FlowMapUNet.cifar10`: torchcfm's CIFAR layout, 36 M parameters, with a second time
+embedding for the flow map's gap) with AdamW on batches of (B, 3, 32, 32), and gives the median time of a whole
+step (objective, backward, optimiser) and its ratio to the flow-matching step of the same precision and dropout:
 
 * ``fm``: :class:`flowzoo.core.objectives.FlowMatchingLoss` on ``u(x, t, t)``.
 * ``meanflow jvp``: :class:`flowzoo.core.fewstep.meanflow.MeanFlowLoss`, forward-mode AD for du/ds with the lean
@@ -25,8 +25,8 @@ flow-matching step of the same precision and dropout:
 It also checks on the same network (float32, TF32 off) that the lean JVP target equals the generic one and how
 far the finite-difference target (step 5e-3) is from it (relative differences).
 
-    python benchmarks/meanflow_unet_step.py --device cuda            # the issue's check (about a minute)
-    python benchmarks/meanflow_unet_step.py --size tiny --steps 3    # a CPU smoke run (seconds)
+    python -m benchmarks.meanflow_unet_step --device cuda            # the issue's check (about a minute)
+    python -m benchmarks.meanflow_unet_step --size tiny --steps 3    # a CPU smoke run (seconds)
 """
 
 from __future__ import annotations
@@ -44,16 +44,20 @@ from pathlib import Path
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from unet2d import cifar_unet, tiny_unet  # noqa: E402
+from benchmarks.results import reproduce_command, save_table
+from flowzoo.core.fewstep import MeanFlowLoss, TwoTimeSampler
+from flowzoo.core.nets import FlowMapUNet
+from flowzoo.core.objectives import FlowMatchingLoss
 
-from flowzoo.core.fewstep import TwoTimeSampler  # noqa: E402
-from flowzoo.core.fewstep import MeanFlowLoss  # noqa: E402
-from flowzoo.core.objectives import FlowMatchingLoss  # noqa: E402
+__all__ = ["Variant", "VARIANTS", "StepTiming", "tiny_unet", "time_variant", "target_agreement", "format_table", "main"]
 
-__all__ = ["Variant", "VARIANTS", "StepTiming", "time_variant", "target_agreement", "format_table", "main"]
 
-SIZES = {"cifar": (cifar_unet, 32), "tiny": (tiny_unet, 8)}
+def tiny_unet(dropout: float = 0.0) -> FlowMapUNet:
+    """The CIFAR layout at a few thousand parameters on 8x8 images, for CPU smoke runs and tests."""
+    return FlowMapUNet(3, 16, (1, 2), 1, (1,), 16, dropout)
+
+
+SIZES = {"cifar": (FlowMapUNet.cifar10, 32), "tiny": (tiny_unet, 8)}
 REFERENCE_MS = {"torchcfm fm (issue, H200)": 57.8, "torchcfm torch.func.jvp meanflow (issue, H200)": 197.9}
 
 
@@ -65,7 +69,7 @@ class Velocity(nn.Module):
         self.net = net
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(x, t, t)
+        return self.net.velocity(x, t)
 
 
 class NaiveMeanFlow:
@@ -120,7 +124,8 @@ class Variant:
         if self.objective == "naive-jvp":
             return net, NaiveMeanFlow(self.distinct)
         sampler = TwoTimeSampler(distinct_fraction=self.distinct)
-        return net, MeanFlowLoss(time_sampler=sampler, derivative=self.derivative, formulation=self.objective)
+        return net, MeanFlowLoss(time_sampler=sampler, derivative=self.derivative, formulation=self.objective,
+                                 lean_forward_ad=self.lean)
 
     @property
     def baseline(self) -> str:
@@ -166,7 +171,6 @@ def time_variant(variant: Variant, size: str, batch: int, steps: int, warmup: in
                  seed: int = 0) -> StepTiming:
     """Median wall time (ms) of ``steps`` whole training steps after ``warmup`` untimed ones."""
     torch.manual_seed(seed)
-    MeanFlowLoss._lean_forward_ad = variant.lean
     model, objective = variant.build(size)
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -189,7 +193,6 @@ def time_variant(variant: Variant, size: str, batch: int, steps: int, warmup: in
         _sync(device)
         if step >= warmup:
             times.append(1000.0 * (time.perf_counter() - start))
-    MeanFlowLoss._lean_forward_ad = True
     quartiles = statistics.quantiles(times, n=4) if len(times) > 1 else [times[0]] * 3
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
     return StepTiming(variant.name, variant.baseline, statistics.median(times), quartiles[2] - quartiles[0], peak,
@@ -210,15 +213,12 @@ def target_agreement(size: str, batch: int, device: torch.device, seed: int = 0)
         s = torch.rand(batch, device=device) * 0.8
         t = s + 0.2 * torch.rand(batch, device=device)
         lean = MeanFlowLoss().target(net, x, s, t, v)
-        MeanFlowLoss._lean_forward_ad = False
-        generic = MeanFlowLoss().target(net, x, s, t, v)
-        MeanFlowLoss._lean_forward_ad = True
+        generic = MeanFlowLoss(lean_forward_ad=False).target(net, x, s, t, v)
         finite = MeanFlowLoss(derivative="finite_difference").target(net, x, s, t, v)
         return {"lean_vs_generic": float((lean - generic).norm() / generic.norm()),
                 "fd_vs_jvp": float((finite - generic).norm() / generic.norm())}
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-        MeanFlowLoss._lean_forward_ad = True
 
 
 def format_table(rows: list[StepTiming]) -> str:
@@ -260,13 +260,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{variant.name}: {rows[-1].median_ms:.1f} ms", file=sys.stderr, flush=True)
     agreement = target_agreement(args.size, min(args.batch, 32), device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"\nOne training step (objective + backward + AdamW), batch {args.batch} of 3x{SIZES[args.size][1]}^2, "
-          f"{args.size} U-Net, on {name}, torch {torch.__version__}; median of {args.steps} steps after "
-          f"{args.warmup} warm-up steps; TF32 for cuDNN convolutions as torch's default "
+    title = (f"One training step (objective + backward + AdamW), batch {args.batch} of 3x{SIZES[args.size][1]}^2, "
+             f"{args.size} U-Net; median of {args.steps} steps after {args.warmup} warm-up steps")
+    print(f"\n{title}, on {name}, torch {torch.__version__}; TF32 for cuDNN convolutions as torch's default "
           f"({torch.backends.cudnn.allow_tf32}), matmul TF32 {torch.backends.cuda.matmul.allow_tf32}.\n")
     print(format_table(rows))
-    print(f"\nMeanFlow targets, float32, TF32 off: lean vs generic forward mode {agreement['lean_vs_generic']:.1e}, "
-          f"finite difference (5e-3) vs JVP {agreement['fd_vs_jvp']:.1e} (relative)")
+    agreement_note = (f"MeanFlow targets, float32, TF32 off: lean vs generic forward mode "
+                      f"{agreement['lean_vs_generic']:.1e}, finite difference (5e-3) vs JVP "
+                      f"{agreement['fd_vs_jvp']:.1e} (relative)")
+    print(f"\n{agreement_note}")
+    save_table("meanflow_unet_step", [asdict(r) for r in rows], title=title,
+               command=reproduce_command("benchmarks.meanflow_unet_step", argv), quick=args.size != "cifar",
+               device=device, notes=[agreement_note, f"cuDNN TF32 {torch.backends.cudnn.allow_tf32}, matmul TF32 "
+                                     f"{torch.backends.cuda.matmul.allow_tf32}"])
     print("Issue 3's reference (torchcfm U-Net, H200): FM 57.8 ms, torch.func.jvp MeanFlow 197.9 ms (3.4x); "
           "target <= 1.5x.")
     print(f"Total {time.perf_counter() - started:.0f} s.")

@@ -17,8 +17,8 @@ trajectory plot.
 
 Run (``--quick``: about 3-5 minutes on 2 busy CPU cores; full: about 20-30 minutes):
 
-    .venv/bin/python benchmarks/robotics_afm.py --quick
-    .venv/bin/python benchmarks/robotics_afm.py --plot afm_trajectories.png
+    .venv/bin/python -m benchmarks.robotics_afm --quick
+    .venv/bin/python -m benchmarks.robotics_afm --plot afm_trajectories.png
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from statistics import mean
 import numpy as np
 import torch
 
+from benchmarks.results import reproduce_command, save_table
 from flowzoo.robotics.afm.regimes import PAPER_GAINS, point_mass_afm_batch, point_mass_regime_maps, unicycle_afm_batch
 from flowzoo.robotics.afm.method import ActionFlowMatching, ActionFlowNet
 from flowzoo.robotics.afm.controller import AFMController
@@ -194,6 +195,11 @@ def main(argv=None) -> None:
                      POINT_MASS_CHANGES_QUICK if args.quick else POINT_MASS_CHANGES_FULL,
                      ensemble, net, mass_batch, seeds[:1] if args.quick else seeds, args, trajectories)
     print_table(rows)
+    save_table("robotics_afm", [{"task": r["task"], "dynamics change": str(r["condition"]), "method": r["method"],
+                                 "success": r["success"], "steps to finish": r["steps"], "ms / step": r["ms"]}
+                                for r in rows],
+               title=f"Action Flow Matching vs MPPI under drifting dynamics ({args.loop} loop, {len(seeds)} seed(s))",
+               command=reproduce_command("benchmarks.robotics_afm", argv), quick=args.quick)
     if args.plot:
         save_plot(trajectories, args.plot)
         print(f"\ntrajectory plot: {args.plot}")

@@ -32,9 +32,9 @@ targets are about (MP1 vs FM-10; each dispersive row vs plain MeanFlow), each wi
 paired difference over (task, seed) cells. ``--seeds 3 4 5`` runs seeds the weight was not chosen on (their
 demonstrations are collected first, about a minute per task).
 
-    python benchmarks/robotics_dispersive.py                       # 6 tasks x seeds 0-2 x 6 rows: ~55 min, 2 cores
-    python benchmarks/robotics_dispersive.py --seeds 3 4 5 --rows fm10 mf mf_disp01 mp1_01
-    python benchmarks/robotics_dispersive.py --seeds 0 --rows mf dm1_none dm1_05 dm1_down01   # ~12 min, 2 cores
+    python -m benchmarks.robotics_dispersive                       # 6 tasks x seeds 0-2 x 6 rows: ~55 min, 2 cores
+    python -m benchmarks.robotics_dispersive --seeds 3 4 5 --rows fm10 mf mf_disp01 mp1_01
+    python -m benchmarks.robotics_dispersive --seeds 0 --rows mf dm1_none dm1_05 dm1_down01   # ~12 min, 2 cores
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import robotics_metaworld as metaworld  # noqa: E402
+from benchmarks import robotics_metaworld as metaworld
+from benchmarks.results import reproduce_command, save_markdown_tables
 
 # The papers' settings (weight 0.5; DM1 on its embeddings) and the Meta-World benchmark's (0.1 on the down blocks).
 ROWS: dict[str, dict] = {
@@ -141,10 +141,15 @@ def main(argv: list[str] | None = None) -> int:
                 cells = pool.map(run_cell, jobs, chunksize=1)
         else:
             cells = [run_cell(job) for job in jobs]
-    print(f"State observations, {full.steps} updates, batch {full.batch_size}, U-Net {full.down_dims}, "
-          f"{full.episodes} demos; success of the final policy over {args.episodes} episodes (at most "
-          f"{full.eval_max_steps} steps); seeds {args.seeds}. {time.perf_counter() - started:.0f} s wall.\n")
-    print(format_tables(cells, args.tasks, args.rows))
+    title = (f"State observations, {full.steps} updates, batch {full.batch_size}, U-Net {full.down_dims}, "
+             f"{full.episodes} demos; success of the final policy over {args.episodes} episodes (at most "
+             f"{full.eval_max_steps} steps); seeds {args.seeds}.")
+    print(f"{title} {time.perf_counter() - started:.0f} s wall.\n")
+    tables = format_tables(cells, args.tasks, args.rows)
+    print(tables)
+    save_markdown_tables("robotics_dispersive", tables, title=title, suffixes=["differences"],
+                         titles=[f"Success per task and row. {title}", "Paired differences over (task, seed) cells"],
+                         command=reproduce_command("benchmarks.robotics_dispersive", argv), quick=False)
     if args.json:
         args.json.write_text(json.dumps(cells, indent=2))
     return 0

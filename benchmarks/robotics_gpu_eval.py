@@ -7,7 +7,7 @@ steps, an episode ends at its first success; reach-v3 with the goal in ``agent_p
 and prints success per run, the mean per method, and ms per action on this CPU beside the training time per
 update that the GPU reported.
 
-    python benchmarks/robotics_gpu_eval.py OUT_DIR --episodes 50     # OUT_DIR: where gpu_checks.sh wrote
+    python -m benchmarks.robotics_gpu_eval OUT_DIR --episodes 50     # OUT_DIR: where gpu_checks.sh wrote
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import tarfile
 import tempfile
 from pathlib import Path
 
+from benchmarks.results import reproduce_command, save_table
 from flowzoo.robotics.evaluate import evaluate_policy
 from flowzoo.robotics.policy import load_policy
 
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = evaluate_runs(unpack(args.out_dir, Path(scratch)), args.episodes, args.max_steps, args.envs)
     print()
     print(format_table(rows))
+    save_table("robotics_gpu_eval", rows, title=f"Point-cloud policies trained on a GPU (gpu_checks.sh), evaluated in "
+               f"Meta-World: {args.episodes} episodes, at most {args.max_steps} steps",
+               command=reproduce_command("benchmarks.robotics_gpu_eval", argv), quick=False,
+               notes=["machine: where the evaluation ran; the training GPU's times are the GPU ms / update column"])
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
     return 0

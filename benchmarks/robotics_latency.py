@@ -36,8 +36,8 @@ networks (0.4-5 M parameters, 2-20 MB) then miss the 1 MB L2 cache. A one-pass s
 in full while the 10-step loop amortises it, so cold ratios are lower; it is the closer picture of a robot loop
 that runs a simulator or a camera between chunks. MP1's network (1 GB of weights) never fits a cache.
 
-    python benchmarks/robotics_latency.py --quick   # the benchmark's two + flowzoo-default sizes, 40 rounds: ~1 min
-    python benchmarks/robotics_latency.py           # + MP1's size, 100 rounds (10 at MP1's size): ~3 min
+    python -m benchmarks.robotics_latency --quick   # the benchmark's two + flowzoo-default sizes, 40 rounds: ~1 min
+    python -m benchmarks.robotics_latency           # + MP1's size, 100 rounds (10 at MP1's size): ~3 min
 
 Run it with ``OMP_NUM_THREADS=1`` on an otherwise idle core for the cleanest numbers; it sets one torch thread.
 On a machine shared with other jobs the absolute times move by 10-25 % from run to run (the neighbours' use of
@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import torch
 
+from benchmarks.results import reproduce_command, save_markdown_tables
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.robotics.normalizer import Normalizer
 from flowzoo.robotics.spec import EnvSpec
@@ -331,11 +332,17 @@ def main(argv: list[str] | None = None) -> int:
           f"Fastest of {repeats} interleaved rounds of 3 calls (at most {SIZES['mp1-paper'].max_repeats} rounds at "
           f"mp1-paper); warm = 2nd/3rd call of a round, cold = 1st. "
           f"torch {torch.__version__}.\n")
-    print(format_table(rows))
+    table = format_table(rows)
+    print(table)
     print()
     where = (f"{torch.cuda.get_device_name(args.device)} (GPU)" if torch.device(args.device).type == "cuda"
              else "this CPU, one thread")
-    print("\n".join(_summary(rows, where)))
+    summary = _summary(rows, where)
+    print("\n".join(summary))
+    save_markdown_tables("robotics_latency", table, title=f"Policy inference latency at batch 1 on {args.device}, "
+                         f"fastest of {repeats} interleaved rounds", notes=[line.lstrip("- ") for line in summary],
+                         command=reproduce_command("benchmarks.robotics_latency", argv), quick=args.quick,
+                         device=args.device)
     print(f"\nTotal {time.perf_counter() - started:.0f} s wall.")
     return 0
 

@@ -28,7 +28,7 @@ point-cloud rows use ``goal_visible`` observations: ``agent_pos`` = hand xyz, gr
 ``make_env(..., goal_visible=True)`` produces (evaluation rebuilds that environment from the policy's spec).
 The demonstrations are collected that way (``collect_demos(..., goal_visible=True)``) and cached.
 
-    python benchmarks/robotics_metaworld.py --quick     # 2 tasks, 1 seed, 4 state rows (FM-10, MeanFlow,
+    python -m benchmarks.robotics_metaworld --quick     # 2 tasks, 1 seed, 4 state rows (FM-10, MeanFlow,
                                                         # MeanFlow + dispersive, MP1), 2 point-cloud rows on
                                                         # reach: 973 CPU-s, 532 s wall on 2 cores of a slow
                                                         # day's host with the (128, 256) cloud rows (887 CPU-s,
@@ -36,7 +36,7 @@ The demonstrations are collected that way (``collect_demos(..., goal_visible=Tru
                                                         # 651 s, past the budget); a smoke run: 40
                                                         # episodes a row, s.e. ~0.07, so its verdicts swing;
                                                         # the full run is the measurement
-    python benchmarks/robotics_metaworld.py             # full: 6 tasks x 3 seeds, state + 2 cloud tasks:
+    python -m benchmarks.robotics_metaworld             # full: 6 tasks x 3 seeds, state + 2 cloud tasks:
                                                         # 5288 CPU-s measured for 102 runs with (32, 64) cloud
                                                         # rows, + 18 runs for the DM1 counterpart row; the
                                                         # (128, 256) cloud rows alone take 2769 CPU-s for 12
@@ -44,7 +44,7 @@ The demonstrations are collected that way (``collect_demos(..., goal_visible=Tru
                                                         # than at (32, 64) (as measured in --quick): ~55 min in
                                                         # all on 2 idle cores, + ~2 min to collect the
                                                         # demonstrations once
-    python benchmarks/robotics_metaworld.py --all-dm1   # + DM1's InfoNCE-cosine, hinge and covariance rows:
+    python -m benchmarks.robotics_metaworld --all-dm1   # + DM1's InfoNCE-cosine, hinge and covariance rows:
                                                         # 3881 CPU-s more for their 54 runs (measured alone
                                                         # with --methods ... --no-cloud, on a slower host),
                                                         # ~85 min in all on 2 cores
@@ -74,6 +74,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.results import reproduce_command, save_markdown_tables, tee_stdout
 from flowzoo.core.training import TrainerConfig
 from flowzoo.robotics.collect import collect_demos
 from flowzoo.robotics.policy_config import PolicyConfig
@@ -165,7 +166,7 @@ def demos_for(task: str, obs: str, seed: int, budget: Budget) -> Path:
     points = f"_{budget.num_points}pts" if obs == "pointcloud" else ""
     path = CACHE / f"{task}_{obs}_{budget.episodes}ep{points}_seed{seed}"
     if not (path / "meta.json").exists():
-        cfg = RobotTrainConfig(task=task, obs=obs, demos=str(path), episodes=budget.episodes,
+        cfg = RobotTrainConfig(task=task, obs=obs, demos=str(path), collect=True, episodes=budget.episodes,
                                num_points=budget.num_points, progress=False,
                                trainer=TrainerConfig(seed=seed, out_dir=str(path.parent)))
         load_or_collect_demos(cfg)
@@ -406,9 +407,17 @@ def main(argv: list[str] | None = None) -> int:
             for key in ("train_s", "eval_s", "cpu_s"):
                 phases.setdefault(f"{obs} {key}", []).append(row[key])
         latency_s = time.perf_counter() - trained
-    _print_tables(results, budget, tasks, seeds)
-    _print_per_task(per_task, results)
-    _print_targets(results)
+    with tee_stdout() as printed:
+        _print_tables(results, budget, tasks, seeds)
+        _print_per_task(per_task, results)
+        _print_targets(results)
+    save_markdown_tables(
+        "robotics_metaworld", printed.getvalue(), title="Meta-World v3: one-step policies against FM-10",
+        suffixes=["per_task"],
+        titles=["Meta-World v3: success and latency per (observation, method)",
+                "Meta-World v3: last-evaluation success per task (mean over seeds)"],
+        notes=[line.strip() for line in printed.getvalue().splitlines() if line.startswith(("Meta-World", "Target"))],
+        command=reproduce_command("benchmarks.robotics_metaworld", argv), quick=args.quick)
     wall = time.perf_counter() - started
     print(f"\nTotal {wall:.0f} s wall with {args.jobs} worker(s) of one thread each (demonstrations {collect_s:.0f} s, "
           f"latency {latency_s:.0f} s); time per run (mean): " + "; ".join(

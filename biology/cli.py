@@ -2,10 +2,12 @@
 
 ``flowzoo biology predict --checkpoint run/ --adata new.h5ad --out pred.h5ad`` predicts the treated state of
 every control population in ``new.h5ad`` with a model trained by ``python -m flowzoo.biology.train meta_fm``
-and writes an annotated copy to ``--out`` (``.obsm``/``.layers`` key ``--key_added``, default
-``X_meta_fm``; see :func:`flowzoo.biology.cells.meta_fm.predict`). The input file is only read; the output is
-written atomically (temporary file in the same folder, fsync, rename) and may not be the input file.
-The ``.obs`` keys default to the ones the model was trained with.
+and writes an annotated copy to ``--out`` (``.obsm``/``.layers`` key ``--key_added``, default ``X_<method>``:
+``X_meta_fm``, ``X_fm`` or ``X_per_population_fm``; see :func:`flowzoo.biology.cells.meta_fm.predict`). The
+input file is only read; the output is written atomically (temporary file in the same folder, fsync, rename),
+may not be the input file, and an existing ``--out`` is replaced only with ``--overwrite``. ``.uns[key]``
+records what made the prediction: method, solver, steps, checkpoint path and step, weights SHA-256 and the
+flowzoo version. The ``.obs`` keys default to the ones the model was trained with.
 """
 
 from __future__ import annotations
@@ -37,11 +39,13 @@ class PredictConfig:
     population_key: str | None = field(default=None, metadata=option_help(".obs population column (none: as in training)"))
     condition_key: str | None = field(default=None, metadata=option_help(".obs condition column (none: as in training)"))
     control: str | None = field(default=None, metadata=option_help("control value (none: as in training)"))
-    key_added: str = field(default="X_meta_fm", metadata=option_help(".obsm / .layers key of the prediction"))
+    key_added: str | None = field(default=None, metadata=option_help(".obsm / .layers key (none: X_<method>, e.g. X_meta_fm)"))
     steps: int = field(default=100, metadata=option_help("ODE steps"))
     method: str = field(default="euler", metadata=option_help("ODE method: euler, midpoint, heun, rk4, dopri5"))
     allow_unseen: bool = field(default=False, metadata=option_help("per_population_fm: map new populations to the null row"))
     plot: str | None = field(default=None, metadata=option_help("PNG of the first population: control, predicted, observed"))
+    overwrite: bool = field(default=False, metadata=option_help("replace an existing --out file"))
+    progress: bool = field(default=True, metadata=option_help("progress bar over populations"))
 
 
 def _write_h5ad_atomically(adata, path: Path) -> None:
@@ -62,24 +66,31 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and source.exists() and out.resolve() == source.resolve():
         raise ConfigError(expected("--out different from --adata (the input is never overwritten)", str(out),
                                    "write the prediction to a new file"))
+    if out.exists() and not cfg.overwrite:
+        raise ConfigError(expected("--out naming a new file", f"{out} (exists)",
+                                   "choose another name, or pass --overwrite true to replace it"))
     model, trained, meta = load_trained(cfg.checkpoint)
     population_key = cfg.population_key or trained.population_key
     condition_key = cfg.condition_key or trained.condition_key
     control = cfg.control if cfg.control is not None else trained.control
     adata = read_adata(source)
+    key = cfg.key_added or f"X_{trained.model.method}"
+    provenance = {"checkpoint": meta["checkpoint"], "checkpoint_step": meta["step"],
+                  "weights_sha256": meta["weights_sha256"]}
     result = predict(model, adata, population_key=population_key, condition_key=condition_key, control_value=control,
                      rep=meta["rep"], treatment=cfg.treatment, cell_condition_key=trained.cell_condition_key,
-                     key_added=cfg.key_added, steps=cfg.steps, method=cfg.method, allow_unseen=cfg.allow_unseen)
+                     key_added=key, steps=cfg.steps, method=cfg.method, allow_unseen=cfg.allow_unseen,
+                     provenance=provenance, progress=cfg.progress)
     _write_h5ad_atomically(result, out)
-    where = ".obsm" if cfg.key_added in result.obsm else ".layers"
-    print(f"predicted {len(result.uns[cfg.key_added]['populations'])} populations; wrote {out} "
-          f"({where}[{cfg.key_added!r}])")
+    where = ".obsm" if key in result.obsm else ".layers"
+    print(f"predicted {len(result.uns[key]['populations'])} populations with {trained.model.method}; wrote {out} "
+          f"({where}[{key!r}])")
     if cfg.plot:
         populations = result.obs[population_key].astype(str).to_numpy()
         control_rows = result.obs[condition_key].astype(str).to_numpy() == str(control)
-        first = result.uns[cfg.key_added]["populations"][0]
+        first = result.uns[key]["populations"][0]
         matrix, _ = representation(result, meta["rep"])
-        stored = result.obsm[cfg.key_added] if cfg.key_added in result.obsm else result.layers[cfg.key_added]
+        stored = result.obsm[key] if key in result.obsm else result.layers[key]
         rows = control_rows & (populations == first)
         observed_rows = ~control_rows & (populations == first)
         observed = matrix[observed_rows] if observed_rows.any() else stored[rows]

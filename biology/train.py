@@ -3,19 +3,25 @@
 * ``meta_fm``: Meta Flow Matching (or, with ``--model.method fm | per_population_fm``, its baselines) on the
   control -> treated population pairs of an AnnData file::
 
-      python -m flowzoo.biology.train meta_fm --adata screen.h5ad --population-key patient \\
-          --condition-key condition --control control --out runs/mfm
+      python -m flowzoo.biology.train meta_fm --adata screen.h5ad --population_key patient \\
+          --condition_key condition --control control --out runs/mfm
 
   The run directory receives the Trainer's checkpoints (weights, EMA, ``config.yaml``), ``populations.json``
   (the split, the treatments and training populations in index order), ``final_metrics.json`` (W1, W2, MMD,
-  mean-marker MSE, r2 on the test populations) and ``prediction_test.png``. ``--help`` lists every option;
-  options may be spelled with dashes or underscores (``--population-key`` = ``--population_key``).
+  mean-marker MSE, r2 on the test populations) and ``prediction_test.png``. ``--help`` lists every option
+  as ``--population_key`` (the spelling the docs use); dashes are accepted too (``--population-key``).
+  Every population left out of the pairs, or whose cells were partly left out, is printed with the reason; a
+  population the split column holds out by name must be usable, and a run needs a validation population
+  unless ``--val_fraction 0``. The progress bar shows the time left; the default budget
+  (``--trainer.steps 3000``) is sized for a GPU or a long CPU run: ``docs/biology.md`` gives the measured
+  seconds per step, and ``--trainer.steps`` trades quality for time.
 * ``gumbel_fm``: sequence models, handed to :func:`flowzoo.biology.sequences.cli.train_main` (the rest of the
   command line, without the word ``gumbel_fm``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -93,9 +99,18 @@ def run_meta_fm(cfg: MetaFMConfig) -> dict[str, float]:
                               rep=cfg.rep, cell_condition_key=cfg.cell_condition_key, split_key=cfg.split_key,
                               val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.split_seed,
                               min_cells=cfg.model.knn_k + 1 if gcn else 2)
+    for name, reason in popset.dropped.items():
+        print(f"population {name!r}: {reason}")
     if not popset.split("train"):
         raise ConfigError(expected("at least one training population", "none after the split",
                                    "lower val_fraction / test_fraction or fix the split column"))
+    if not popset.split("validation") and cfg.val_fraction > 0:
+        where = (f"the split column {cfg.split_key!r} marks none 'validation'" if cfg.split_key else
+                 f"val_fraction={cfg.val_fraction} of {len(popset.populations('train')) + len(popset.populations('test'))}"
+                 " populations rounds to none")
+        raise ConfigError(expected("at least one validation population (training evaluates on them)", where,
+                                   "mark some populations 'validation' (or raise --val_fraction), or pass "
+                                   "--val_fraction 0 to train without validation"))
     model, result = fit(popset, cfg.model, cfg.trainer, run_config=cfg, eval_steps=cfg.eval_steps,
                         eval_pairs=cfg.eval_pairs)
     out_dir = Path(cfg.trainer.out_dir)
@@ -121,8 +136,13 @@ def run_meta_fm(cfg: MetaFMConfig) -> dict[str, float]:
 def load_trained(path: str | Path) -> tuple[PopulationFlow, MetaFMConfig, dict[str, Any]]:
     """Rebuild a trained model from a run directory (or one of its checkpoints); EMA weights when present.
 
-    Returns ``(model in eval mode, the run's MetaFMConfig, the populations.json metadata)``.
+    Returns ``(model in eval mode, the run's MetaFMConfig, the populations.json metadata)``; the metadata also
+    names the checkpoint read, its step and a SHA-256 of the weights loaded (for a prediction's provenance).
     """
+    if not Path(path).exists():
+        raise CheckpointError(expected("the run directory (or a checkpoint) of a meta_fm training run",
+                                       f"{path} (does not exist)",
+                                       "pass the --out directory of `python -m flowzoo.biology.train meta_fm`"))
     checkpoint = read_checkpoint(path)
     candidates = [Path(path) / POPULATIONS_FILE, checkpoint.path.parent.parent / POPULATIONS_FILE]
     found = next((c for c in candidates if c.is_file()), None)
@@ -135,8 +155,19 @@ def load_trained(path: str | Path) -> tuple[PopulationFlow, MetaFMConfig, dict[s
     model = build_model(cfg.model, dim=meta["dim"], treatments=meta["treatments"],
                         train_populations=meta["train_populations"], cond_dim=len(meta["cell_conditions"]))
     model.cell_conditions = list(meta["cell_conditions"])
-    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    weights = checkpoint.ema if checkpoint.ema is not None else checkpoint.model
+    model.load_state_dict(weights)
+    meta.update(checkpoint=str(checkpoint.path), step=checkpoint.step, weights_sha256=_weights_digest(weights))
     return model.eval(), cfg, meta
+
+
+def _weights_digest(weights: dict[str, Any]) -> str:
+    """SHA-256 over the loaded weights (names and bytes): names the exact model that made a prediction."""
+    digest = hashlib.sha256()
+    for name in sorted(weights):
+        digest.update(name.encode("utf-8"))
+        digest.update(weights[name].detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def meta_fm_main(argv: Sequence[str] | None = None) -> int:
@@ -149,8 +180,8 @@ def meta_fm_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-_USAGE = ("usage: python -m flowzoo.biology.train meta_fm --adata file.h5ad --population-key KEY "
-          "--condition-key KEY [--control VALUE] --out DIR\n"
+_USAGE = ("usage: python -m flowzoo.biology.train meta_fm --adata file.h5ad --population_key KEY "
+          "--condition_key KEY [--control VALUE] --out DIR\n"
           "       python -m flowzoo.biology.train gumbel_fm --fasta seqs.fa --out DIR\n"
           "Run either with --help to list its options.")
 
@@ -159,7 +190,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Dispatch on the method: ``meta_fm`` here, ``gumbel_fm`` to :mod:`flowzoo.biology.sequences.cli`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
-        print(_USAGE)
+        print(_USAGE + "\n\nmeta_fm options (gumbel_fm's: python -m flowzoo.biology.train gumbel_fm --help):")
+        try:
+            parse_config(MetaFMConfig, ["--help"], prog="python -m flowzoo.biology.train meta_fm")
+        except SystemExit:
+            pass
         return 0
     method, rest = argv[0], argv[1:]
     if method == "meta_fm":
@@ -168,9 +203,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from flowzoo.biology.sequences.cli import train_main
 
         return int(train_main(rest) or 0)
-    print(f"flowzoo.biology.train: expected a method, meta_fm or gumbel_fm; received {method!r}.\n{_USAGE}")
-    return 2
+    raise ConfigError(expected("a method first, meta_fm or gumbel_fm", repr(method),
+                               "run e.g. python -m flowzoo.biology.train meta_fm --help"))
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from flowzoo.core.cli import run_main
+
+    raise SystemExit(run_main(main, prog="python -m flowzoo.biology.train"))

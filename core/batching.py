@@ -25,7 +25,8 @@ from flowzoo.core.paths import PathSample, StochasticInterpolant
 from flowzoo.core.paths import UniformTime
 
 __all__ = ["Batch", "RESERVED_KEYS", "unpack_batch", "couple_batch", "raise_if_batch_not_finite", "per_sample_weight",
-           "per_sample_mean", "reduce_weighted", "check_time_sampler", "sample_time", "sample_path", "call_model"]
+           "per_sample_mean", "reduce_weighted", "check_time_sampler", "sample_time", "sample_path", "call_model",
+           "call_flowmap", "drop_conditions"]
 
 Tensor = torch.Tensor
 Model = Callable[..., Tensor]
@@ -130,7 +131,8 @@ def check_time_sampler(time_sampler: object):
 
 
 def sample_time(time_sampler, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
-    return time_sampler.sample(n, device=like.device, generator=generator).to(like.dtype)
+    t = time_sampler.sample(n, device=like.device, generator=generator)
+    return t if t.dtype == like.dtype else t.to(like.dtype)
 
 
 def sample_path(path, x0: Tensor, x1: Tensor, t: Tensor, generator: torch.Generator | None) -> PathSample:
@@ -148,6 +150,44 @@ def call_model(model: Model, x: Tensor, t: Tensor, cond: Mapping[str, Tensor]) -
         raise ShapeError(expected(f"the model to return a tensor shaped like x_t {tuple(x.shape)}", got,
                                   "make model(x, t, **cond) return one output per input entry"))
     return out
+
+
+def call_flowmap(model: Model, x: Tensor, s: Tensor, t: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
+    """``model(x, s, t, **cond)``, the average velocity of a two-time (flow-map) model over [s, t], checked to
+    have x's shape (the objectives' counterpart of :func:`call_model`)."""
+    out = model(x, s, t, **cond)
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x.shape)}", got,
+                                  "make model(x, s, t, **cond) return the average velocity with x's shape"))
+    return out
+
+
+def drop_conditions(cond: Mapping[str, Tensor], null_cond: Mapping[str, object], probability: float, n: int,
+                    device: torch.device, generator: torch.Generator | None) -> tuple[dict[str, Tensor], Tensor]:
+    """Condition dropout for classifier-free guidance (Ho & Salimans, arXiv 2207.12598): each of the ``n``
+    samples independently, with ``probability``, gets ``null_cond[key]`` in place of ``cond[key]`` for every
+    key of ``null_cond`` (other keys, e.g. masks, are kept). Returns the new conditioning and the (n,) bool mask
+    of dropped samples. One mask serves every key, so a dropped sample loses all its conditions at once.
+    """
+    missing = sorted(set(null_cond) - set(cond))
+    if missing:
+        raise ConfigError(expected(f"the batch to hold the conditioning keys of null_cond {sorted(null_cond)}",
+                                   f"conditioning keys {sorted(cond)}", f"add {missing} to the batch or "
+                                   "remove them from null_cond"))
+    dropped = torch.rand(n, generator=generator, device=device) < probability
+    cond = dict(cond)
+    for key, fill in null_cond.items():
+        value = cond[key]
+        fill = torch.as_tensor(fill, dtype=value.dtype, device=value.device)
+        try:
+            fill = torch.broadcast_to(fill, value.shape[1:])
+        except RuntimeError:
+            raise ShapeError(expected(f'null_cond["{key}"] broadcastable to one sample\'s condition '
+                                      f"{tuple(value.shape[1:])}", f"shape {tuple(fill.shape)}",
+                                      "pass a scalar or a tensor shaped like one condition")) from None
+        cond[key] = torch.where(dropped.reshape(n, *([1] * (value.dim() - 1))), fill, value)
+    return cond, dropped
 
 
 def per_sample_mean(values: Tensor) -> Tensor:

@@ -56,6 +56,8 @@ from flowzoo.core.config_types import (
 from flowzoo.core.errors import ConfigError, expected
 
 __all__ = [
+    "DEFAULT_THREADS",
+    "COMMON_OPTIONS_HELP",
     "option_help",
     "parse_config",
     "config_to_dict",
@@ -67,6 +69,13 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+DEFAULT_THREADS = 1
+"""torch CPU threads of a command when neither ``--threads`` nor ``OMP_NUM_THREADS`` says otherwise: small flow
+models step fastest on one thread, and torch's default of one per core slows them badly on a loaded machine."""
+
+COMMON_OPTIONS_HELP = (f"Every flowzoo command also takes --threads N (torch CPU threads; default {DEFAULT_THREADS}, "
+                       "or OMP_NUM_THREADS when set) and --debug (show the full traceback of an error).")
 
 
 def option_help(text: str) -> dict[str, str]:
@@ -250,13 +259,22 @@ def _read_yaml(path: str | Path) -> Mapping[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as error:
-        raise ConfigError(expected(f"valid YAML in {path}", str(error).splitlines()[0],
+        raise ConfigError(expected(f"valid YAML in {path}", _yaml_problem(error),
                                    "fix the syntax at the reported line")) from error
     data = {} if data is None else data
     if not isinstance(data, Mapping):
         raise ConfigError(expected(f"a mapping at the top of {path}", type(data).__name__,
                                    "write the options as `name: value` lines"))
     return data
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """``line L, column C: problem`` (1-based, as editors count) from a YAML parser error."""
+    mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
 
 
 def load_config(cls: type[T], path: str | Path) -> T:
@@ -294,7 +312,8 @@ def _build_parser(cls: type, table: Mapping[str, tuple[Any, dataclasses.Field, A
         doc = ""
     parser = _Parser(
         prog=prog, description=doc or None, allow_abbrev=False,
-        epilog="Values resolve as: defaults < --config YAML < command line. Lists: --name a b or a,b.")
+        epilog="Values resolve as: defaults < --config YAML < command line. Lists: --name a b or a,b. "
+               + COMMON_OPTIONS_HELP)
     parser.add_argument("--config", metavar="FILE.yaml", help="YAML file with option values")
     groups: dict[str, Any] = {}
     for name, (tp, f, default) in table.items():
@@ -329,7 +348,8 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str | No
     """
     table = config_fields(cls)
     parser = _build_parser(cls, table, prog)
-    args, rest = parser.parse_known_args(list(sys.argv[1:] if argv is None else argv))
+    argv = _attach_negative_numbers(list(sys.argv[1:] if argv is None else argv), table)
+    args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("-"):
             name = token.lstrip("-").split("=", 1)[0]
@@ -356,6 +376,44 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str | No
             node = child
         node[parts[-1]] = value
     return config_from_dict(cls, merged)
+
+
+def _is_negative_number(token: str) -> bool:
+    if not token.startswith("-"):
+        return False
+    try:
+        float(token.replace("_", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def _attach_negative_numbers(argv: list[str], table: Mapping[str, tuple[Any, dataclasses.Field, Any]]) -> list[str]:
+    """Rewrite ``--opt -1e-3`` as ``--opt=-1e-3`` (and a list option's values as ``--opt=a,b``).
+
+    argparse reads a token that starts with ``-`` as an option unless it looks like ``-1`` or ``-.5``, so
+    ``--trainer.lr -1e-3`` would fail with "expected one argument"; attached with ``=`` it is a value.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        name = token[2:] if token.startswith("--") and "=" not in token else None
+        if name in table:
+            j = i + 1
+            if is_sequence_type(table[name][0]):
+                while j < len(argv) and (not argv[j].startswith("-") or _is_negative_number(argv[j])):
+                    j += 1
+            elif j < len(argv) and _is_negative_number(argv[j]):
+                j += 1
+            values = argv[i + 1:j]
+            if any(_is_negative_number(v) for v in values):
+                out.append(f"{token}={','.join(values)}")
+                i = j
+                continue
+        out.append(token)
+        i += 1
+    return out
 
 
 def _to_nested(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -84,70 +84,17 @@ def coerce(value: Any, tp: Any, from_text: bool) -> Any:
         raise Mismatch
     args = union_args(tp)
     if args is not None:
-        if type(None) in args and (value is None or (from_text and _spells_none(value))):
-            return None
-        # Non-None members first so that the text "none" only means None when nothing else fits.
-        for member in sorted(args, key=lambda a: a is type(None)):
-            try:
-                return coerce(value, member, from_text)
-            except Mismatch:
-                continue
-        raise Mismatch
+        return _coerce_union(value, args, from_text)
     origin = typing.get_origin(tp)
     if origin is Literal:
-        for choice in typing.get_args(tp):
-            if value == choice and type(value) is type(choice):
-                return choice
-            if isinstance(value, str) and not isinstance(choice, str) and value.strip() == str(choice):
-                return choice
-        raise Mismatch
+        return _coerce_literal(value, typing.get_args(tp))
     if origin in (list, tuple, Sequence):
         return _coerce_sequence(value, tp, from_text)
     if origin in (dict, Mapping) or tp is dict:
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, Mapping):
-            raise Mismatch
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-            return value.strip().lower() in _TRUE
-        raise Mismatch
-    if tp is int:
-        if isinstance(value, bool):
-            raise Mismatch
-        if isinstance(value, int):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value.strip().replace("_", ""))
-            except ValueError:
-                value = _parse_float(value)
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise Mismatch
-    if tp is float:
-        if isinstance(value, bool):
-            raise Mismatch
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            return _parse_float(value)
-        raise Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, Path):
-            return str(value)
-        raise Mismatch
-    if tp is Path:
-        if isinstance(value, (str, Path)):
-            return Path(value)
-        raise Mismatch
+        return _coerce_mapping(value)
+    scalar = _SCALARS.get(tp)
+    if scalar is not None:
+        return scalar(value)
     if is_dataclass_type(tp):
         if isinstance(value, tp):
             return value
@@ -155,6 +102,87 @@ def coerce(value: Any, tp: Any, from_text: bool) -> Any:
     if isinstance(tp, type) and isinstance(value, tp):
         return value
     raise Mismatch
+
+
+def _coerce_union(value: Any, args: tuple[Any, ...], from_text: bool) -> Any:
+    if type(None) in args and (value is None or (from_text and _spells_none(value))):
+        return None
+    # Non-None members first so that the text "none" only means None when nothing else fits.
+    for member in sorted(args, key=lambda a: a is type(None)):
+        try:
+            return coerce(value, member, from_text)
+        except Mismatch:
+            continue
+    raise Mismatch
+
+
+def _coerce_literal(value: Any, choices: tuple[Any, ...]) -> Any:
+    for choice in choices:
+        if value == choice and type(value) is type(choice):
+            return choice
+        if isinstance(value, str) and not isinstance(choice, str) and value.strip() == str(choice):
+            return choice
+    raise Mismatch
+
+
+def _coerce_mapping(value: Any) -> dict:
+    if isinstance(value, str):
+        value = yaml.safe_load(value)
+    if not isinstance(value, Mapping):
+        raise Mismatch
+    return dict(value)
+
+
+def _coerce_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise Mismatch
+
+
+def _coerce_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise Mismatch
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip().replace("_", ""))
+        except ValueError:
+            value = _parse_float(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise Mismatch
+
+
+def _coerce_float(value: Any) -> float:
+    if isinstance(value, bool):
+        raise Mismatch
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        return _parse_float(value)
+    raise Mismatch
+
+
+def _coerce_str(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, Path):
+        return str(value)
+    raise Mismatch
+
+
+def _coerce_path(value: Any) -> Path:
+    if isinstance(value, (str, Path)):
+        return Path(value)
+    raise Mismatch
+
+
+_SCALARS = {bool: _coerce_bool, int: _coerce_int, float: _coerce_float, str: _coerce_str, Path: _coerce_path}
 
 
 def _spells_none(value: Any) -> bool:

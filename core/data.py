@@ -36,6 +36,7 @@ from types import MappingProxyType
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_positive_int
 
 __all__ = ["sample_toy", "TOY_DISTRIBUTIONS"]
 
@@ -150,10 +151,8 @@ def sample_toy(name: str, n: int, *, dim: int = 2, seed: int | None = None,
     if name not in TOY_DISTRIBUTIONS:
         raise ConfigError(expected(f"a toy distribution in {sorted(TOY_DISTRIBUTIONS)}", repr(name),
                                    "pick one of the listed names"))
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(expected("n as an int >= 1", repr(n), "ask for at least one sample"))
-    if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
-        raise ConfigError(expected("dim as an int >= 1", repr(dim), "pass e.g. dim=2"))
+    check_positive_int(n, "n", fix="ask for at least one sample")
+    check_positive_int(dim, "dim", fix="pass e.g. dim=2")
     if dim != 2 and name not in _ANY_DIM:
         raise ConfigError(expected(f"dim=2 for the 2-D distribution {name!r}", f"dim={dim}",
                                    "use dim=2, or 'gaussian_mixture' / 'normal' for other dimensions"))

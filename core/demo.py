@@ -24,7 +24,10 @@ __all__ = ["main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowzoo demo", description=__doc__.split("\n\n")[0])
+    from flowzoo.core.config import COMMON_OPTIONS_HELP
+
+    parser = argparse.ArgumentParser(prog="flowzoo demo", description=__doc__.split("\n\n")[0],
+                                     epilog=COMMON_OPTIONS_HELP)
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument("--steps", type=int, default=3000, help="training steps per run (default: 3000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")

@@ -144,4 +144,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from flowzoo.core.cli import run_main
+
+    raise SystemExit(run_main(main, prog="python -m flowzoo.core.train"))

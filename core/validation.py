@@ -1,22 +1,175 @@
-"""Input checks used at the public boundary of flowzoo.core (internal helpers).
+"""The input checks of flowzoo: one public validation layer for the core and every domain package.
 
-Every public function validates its tensors with these helpers, so that a user who passes
-the wrong thing gets one of :mod:`flowzoo.core.errors`' exceptions with a readable message
-instead of a shape error deep inside torch.
+Validate at the public boundary (a constructor, a function's entry), once, and trust the types inside: these
+helpers are cheap, but they are meant for arguments, not for every step of a loop. Each failure raises a
+:mod:`flowzoo.core.errors` subclass whose message says what was expected, what was received and how to fix it:
+
+* numbers and counts (:func:`check_number`, :func:`check_positive`, :func:`check_nonnegative`,
+  :func:`check_probability`, :func:`check_int`, :func:`check_positive_int`, :func:`check_bool`) raise
+  :class:`~flowzoo.core.errors.ConfigError`; they reject ``bool`` (``True`` is an ``int`` in Python, but never a
+  step count or a scale) and accept numpy scalars;
+* :func:`check_count`, the size of a batch to draw, raises :class:`~flowzoo.core.errors.DTypeError` for a
+  non-integer and :class:`~flowzoo.core.errors.EmptyInputError` for zero;
+* tensors (:func:`check_tensor`, :func:`check_finite`, :func:`check_same_shape`, :func:`check_pair`) raise
+  ``DTypeError``, ``ShapeError``, ``EmptyInputError`` or ``NonFiniteError``;
+* times (:func:`check_time`, :func:`check_unit_time`, :func:`as_time`, :func:`broadcast_time`) follow the
+  library's convention: ``t`` in [0, 1], 0 = source, 1 = data, one time per sample.
+
+Example:
+    >>> check_int(8, "steps", low=1)
+    8
+    >>> check_probability(0.1, "cond_dropout")
+    0.1
+    >>> check_positive(0.0, "sigma", fix="pass e.g. sigma=0.1")
+    Traceback (most recent call last):
+        ...
+    flowzoo.core.errors.ConfigError: expected sigma as a finite number > 0; received 0.0. Fix: pass e.g. sigma=0.1
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
-import math
-
+import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, NonFiniteError, ShapeError, expected
 
-__all__ = ["check_tensor", "check_same_shape", "check_time", "check_finite", "as_time", "check_number", "check_unit_time",
-           "check_pair"]
+__all__ = ["check_number", "check_positive", "check_nonnegative", "check_probability", "check_int",
+           "check_positive_int", "check_count", "check_bool", "check_tensor", "check_finite", "check_same_shape",
+           "check_pair", "check_time", "check_unit_time", "as_time", "broadcast_time"]
+
+
+def _text(bound: float) -> str:
+    return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
+
+def _bounds(low: float | None, high: float | None, strict_low: bool, strict_high: bool) -> str:
+    """The admissible range in words: ' > 0', ' <= 1', ' in [0, 1)' or '' (no bound)."""
+    if low is not None and high is not None:
+        return f" in {'(' if strict_low else '['}{_text(low)}, {_text(high)}{')' if strict_high else ']'}"
+    if low is not None:
+        return f" {'>' if strict_low else '>='} {_text(low)}"
+    if high is not None:
+        return f" {'<' if strict_high else '<='} {_text(high)}"
+    return ""
+
+
+def _outside(value: float, low: float | None, high: float | None, strict_low: bool, strict_high: bool) -> bool:
+    return ((low is not None and (value < low or (strict_low and value == low)))
+            or (high is not None and (value > high or (strict_high and value == high))))
+
+
+def _as_real(value: object) -> float | None:
+    """``value`` as a finite float, or None when it is not a finite real number (bools are not numbers here)."""
+    if type(value) is float or type(value) is int:  # the common case first: no ABC look-up
+        number = float(value)
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars, Fraction
+        number = float(value)
+    else:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _as_int(value: object) -> int | None:
+    """``value`` as an int when it is an integer (Python or numpy), else None. Floats are refused even when
+    integral (2.0): a float where a count belongs is a mixed-up argument more often than a convenience."""
+    if type(value) is int:
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
+
+
+def check_number(value: object, name: str, *, low: float | None = None, high: float | None = None,
+                 strict_low: bool = False, strict_high: bool = False, fix: str | None = None) -> float:
+    """``value`` as a float: a finite real number within [low, high] (``strict_low``/``strict_high``: the bound
+    itself excluded); None bounds are open. Raises :class:`ConfigError` naming the range otherwise.
+
+    Example:
+        >>> check_number(2, "scale", low=0.0)
+        2.0
+    """
+    number = _as_real(value)
+    if number is None or _outside(number, low, high, strict_low, strict_high):
+        bounds = _bounds(low, high, strict_low, strict_high)
+        raise ConfigError(expected(f"{name} as a finite number{bounds}", repr(value),
+                                   fix or f"pass a float {name}{bounds}"))
+    return number
+
+
+def check_positive(value: object, name: str, *, fix: str | None = None) -> float:
+    """``value`` as a float, a finite number > 0 (a scale, a temperature, a rate)."""
+    return check_number(value, name, low=0.0, strict_low=True, fix=fix or f"pass a positive {name}")
+
+
+def check_nonnegative(value: object, name: str, *, fix: str | None = None) -> float:
+    """``value`` as a float, a finite number >= 0 (a weight, where 0 switches a term off)."""
+    return check_number(value, name, low=0.0, fix=fix or f"pass {name} >= 0 (0 switches it off)")
+
+
+def check_probability(value: object, name: str, *, inclusive_low: bool = True, inclusive_high: bool = True,
+                      fix: str | None = None) -> float:
+    """``value`` as a float in [0, 1]; ``inclusive_low``/``inclusive_high`` False exclude 0 or 1.
+
+    Example:
+        >>> check_probability(1.0, "p", inclusive_high=False)
+        Traceback (most recent call last):
+            ...
+        flowzoo.core.errors.ConfigError: expected p as a probability in [0, 1); received 1.0. Fix: pass p in [0, 1)
+    """
+    number = _as_real(value)
+    if number is None or _outside(number, 0.0, 1.0, not inclusive_low, not inclusive_high):
+        bounds = _bounds(0, 1, not inclusive_low, not inclusive_high)
+        raise ConfigError(expected(f"{name} as a probability{bounds}", repr(value), fix or f"pass {name}{bounds}"))
+    return number
+
+
+def check_int(value: object, name: str, *, low: int | None = None, high: int | None = None,
+              fix: str | None = None) -> int:
+    """``value`` as an int within [low, high] (None: unbounded). Python and numpy integers pass; ``bool`` and
+    every float (2.5, and 2.0 too) raise :class:`ConfigError`.
+
+    Example:
+        >>> import numpy as np
+        >>> check_int(np.int64(3), "horizon", low=1)
+        3
+    """
+    if type(value) is int and (low is None or value >= low) and (high is None or value <= high):
+        return value  # the common case, cheap enough for a per-step call (a sampler's batch size)
+    number = _as_int(value)
+    if number is None or _outside(number, low, high, False, False):
+        bounds = _bounds(low, high, False, False)
+        raise ConfigError(expected(f"{name} as an integer{bounds}", repr(value), fix or f"pass an integer {name}{bounds}"))
+    return number
+
+
+def check_positive_int(value: object, name: str, *, fix: str | None = None) -> int:
+    """``value`` as an int >= 1 (a size, a number of steps or layers)."""
+    return check_int(value, name, low=1, fix=fix)
+
+
+def check_count(value: object, name: str = "n", *, fix: str | None = None) -> int:
+    """The number of samples to draw: an int >= 1. A non-integer raises :class:`DTypeError`, zero or less
+    :class:`EmptyInputError` (the batch would be empty)."""
+    if type(value) is int and value >= 1:  # called once per training step by the time samplers: stay cheap
+        return value
+    number = _as_int(value)
+    if number is None:
+        raise DTypeError(expected(f"the number of samples {name} as an int", type(value).__name__,
+                                  fix or "pass e.g. the batch size"))
+    if number < 1:
+        raise EmptyInputError(expected(f"{name} >= 1 samples", number, "ask for at least one sample"))
+    return number
+
+
+def check_bool(value: object, name: str, *, fix: str | None = None) -> bool:
+    """``value`` itself when it is a bool (numpy's too); anything else, 0 and 1 included, raises ConfigError."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(expected(f"{name} as a bool", repr(value), fix or f"pass {name}=True or False"))
+    return bool(value)
 
 
 def check_tensor(
@@ -91,20 +244,6 @@ def broadcast_time(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], *([1] * (x.dim() - 1)))
 
 
-__all__.append("broadcast_time")
-
-
-def check_number(value: object, name: str, *, low: float | None = None, high: float | None = None,
-                 strict_low: bool = False, fix: str | None = None) -> float:
-    """A finite real number within [low, high] (``strict_low``: > low) as a float, or ConfigError saying which."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(expected(f"{name} as a finite number", repr(value), fix or f"pass a float {name}"))
-    if (low is not None and (value < low or (strict_low and value == low))) or (high is not None and value > high):
-        bounds = f"{'>' if strict_low else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise ConfigError(expected(f"{name} {bounds}", value, fix or f"check {name}"))
-    return float(value)
-
-
 def check_unit_time(t: float | torch.Tensor, like: torch.Tensor, name: str = "t") -> torch.Tensor:
     """Validate t (a number, a 0-d tensor or a (B,) tensor in [0, 1]) and return it as (B,) in like's dtype."""
     batch = like.shape[0]
@@ -121,6 +260,7 @@ def check_unit_time(t: float | torch.Tensor, like: torch.Tensor, name: str = "t"
 
 
 def check_pair(a: object, b: object, names: tuple[str, str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check two tensors with :func:`check_tensor` and that they share one shape (e.g. a path's x0 and x1)."""
     a = check_tensor(a, names[0])
     b = check_tensor(b, names[1])
     check_same_shape(a, b, names)

@@ -22,8 +22,7 @@ Modules (imported on demand, so ``import flowzoo.robotics`` loads neither MuJoCo
     tracking        success over training (best-K beside last, plot) and rollout videos
     evaluate        simulated evaluation: success / return / latency (``flowzoo robotics evaluate``)
     mppi            MPPI planner, learned dynamics and dynamics ensembles
-    afm/            Action Flow Matching under drifting dynamics (a subpackage: method, regimes, controller,
-                    waypoints, sim, point_mass)
+    afm/            Action Flow Matching under drifting dynamics (subpackage: method, regimes, controller, ...)
     train           ``python -m flowzoo.robotics.train <fm|meanflow|mp1|dm1> --task ... --obs state|pointcloud``
 """
 

@@ -27,7 +27,8 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.core.errors import ShapeError, expected
+from flowzoo.core.validation import check_positive_int
 
 __all__ = ["ChunkPolicy", "ObservationHistory", "batch_observations", "ActionPlan"]
 
@@ -58,8 +59,7 @@ class ObservationHistory:
     """
 
     def __init__(self, n_obs_steps: int, shapes: Mapping[str, Sequence[int]] | None = None) -> None:
-        if isinstance(n_obs_steps, bool) or not isinstance(n_obs_steps, int) or n_obs_steps < 1:
-            raise ConfigError(expected("n_obs_steps as an int >= 1", repr(n_obs_steps), "check policy.config"))
+        check_positive_int(n_obs_steps, "n_obs_steps", fix="check policy.config")
         self.n_obs_steps = n_obs_steps
         self.shapes = None if shapes is None else {k: tuple(int(d) for d in v) for k, v in shapes.items()}
         self._frames: list[dict[str, np.ndarray]] = []

@@ -28,13 +28,14 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from flowzoo.core.config import parse_config
 from flowzoo.core.errors import ConfigError, EmptyInputError, expected
+from flowzoo.core.validation import check_int, check_nonnegative, check_positive_int
 from flowzoo.robotics.data import DemoDataset, check_output_path
 from flowzoo.robotics.spec import OBS_MODES, env_spec
 from flowzoo.robotics.envs import expert_policy, make_env
@@ -45,12 +46,6 @@ __all__ = ["CollectConfig", "collect_demos", "episode_seed", "main"]
 def episode_seed(seed: int, attempt: int) -> int:
     """The reset seed of collection attempt ``attempt`` (0-based) of a run with seed ``seed``."""
     return int(np.random.SeedSequence([int(seed), int(attempt)]).generate_state(1)[0])
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(expected(f"{name} as a positive int", repr(value), f"pass e.g. {name}=10"))
-    return int(value)
 
 
 def _raw_observation(obs: dict, info: dict) -> np.ndarray:
@@ -89,6 +84,35 @@ def _run_episode(env, expert, rng: np.random.Generator, seed: int, action_noise:
     return {key: np.stack(values) for key, values in columns.items()}, first_success
 
 
+def _collect_successes(env: Any, expert: Any, rng: np.random.Generator, seed: int, episodes: int, attempts: int,
+                       action_noise: float, extra_steps: int, obs_shapes: dict, low: np.ndarray, high: np.ndarray,
+                       bar: Any) -> tuple[list[dict[str, np.ndarray]], list[int], list[int], list[int], int]:
+    """Run expert episodes until ``episodes`` succeeded or ``attempts`` were tried.
+
+    Returns the successful episodes, their reset seeds and first-success steps, the failed reset seeds and the
+    number of environment steps run in all.
+    """
+    kept: list[dict[str, np.ndarray]] = []
+    seeds, first_successes, failed_seeds = [], [], []
+    steps_run = 0
+    for attempt in range(attempts):
+        if len(kept) == episodes:
+            break
+        reset_seed = episode_seed(seed, attempt)
+        episode, first_success = _run_episode(env, expert, rng, reset_seed, action_noise, extra_steps, obs_shapes,
+                                              low, high)
+        steps_run += len(episode["action"])
+        if first_success is None:
+            failed_seeds.append(reset_seed)
+        else:
+            kept.append(episode)
+            seeds.append(reset_seed)
+            first_successes.append(first_success)
+            bar.update(1)
+        bar.set_postfix(failed=len(failed_seeds))
+    return kept, seeds, first_successes, failed_seeds, steps_run
+
+
 def collect_demos(task: str, episodes: int, obs_mode: str = "state", out: str | Path | None = None, *,
                   seed: int = 0, action_noise: float = 0.0, num_points: int = 512, render_size: int | None = None,
                   max_steps: int | None = None, extra_steps: int = 10, max_attempts: int | None = None,
@@ -119,14 +143,13 @@ def collect_demos(task: str, episodes: int, obs_mode: str = "state", out: str | 
         EmptyInputError: no attempt succeeded. Fewer successes than asked for (but some) are kept, with a
         warning on stderr and ``collection["kept"] < collection["requested"]``.
     """
-    episodes = _positive_int(episodes, "episodes")
+    episodes = check_positive_int(episodes, "episodes", fix="pass e.g. episodes=10")
     if obs_mode not in OBS_MODES:
         raise ConfigError(expected(f"obs_mode in {OBS_MODES}", repr(obs_mode), "pass 'state' or 'pointcloud'"))
-    if not isinstance(action_noise, (int, float)) or not 0.0 <= float(action_noise) < float("inf"):
-        raise ConfigError(expected("action_noise >= 0", repr(action_noise), "pass e.g. 0.1"))
-    if isinstance(extra_steps, bool) or not isinstance(extra_steps, int) or extra_steps < 0:
-        raise ConfigError(expected("extra_steps >= 0", repr(extra_steps), "pass e.g. 10"))
-    attempts = 2 * episodes + 10 if max_attempts is None else _positive_int(max_attempts, "max_attempts")
+    check_nonnegative(action_noise, "action_noise", fix="pass e.g. 0.1")
+    check_int(extra_steps, "extra_steps", low=0, fix="pass e.g. 10")
+    attempts = 2 * episodes + 10 if max_attempts is None else check_positive_int(max_attempts, "max_attempts",
+                                                                                 fix="pass e.g. max_attempts=10")
     if out is not None:
         check_output_path(out)  # refuse a bad target before spending minutes collecting
     expert = expert_policy(task)
@@ -134,28 +157,12 @@ def collect_demos(task: str, episodes: int, obs_mode: str = "state", out: str | 
                    max_episode_steps=max_steps, goal_visible=goal_visible)
     spec = env_spec(env)
     low, high = np.asarray(spec.action_low, np.float32), np.asarray(spec.action_high, np.float32)
-    rng = np.random.default_rng(seed)
-    kept: list[dict[str, np.ndarray]] = []
-    seeds, first_successes, failed_seeds = [], [], []
     started = time.perf_counter()
-    steps_run = 0
     bar = tqdm(total=episodes, desc=f"collect {task} ({obs_mode})", disable=not progress, unit="ep")
     try:
-        for attempt in range(attempts):
-            if len(kept) == episodes:
-                break
-            reset_seed = episode_seed(seed, attempt)
-            episode, first_success = _run_episode(env, expert, rng, reset_seed, float(action_noise), extra_steps,
-                                                  spec.obs_shapes, low, high)
-            steps_run += len(episode["action"])
-            if first_success is None:
-                failed_seeds.append(reset_seed)
-            else:
-                kept.append(episode)
-                seeds.append(reset_seed)
-                first_successes.append(first_success)
-                bar.update(1)
-            bar.set_postfix(failed=len(failed_seeds))
+        kept, seeds, first_successes, failed_seeds, steps_run = _collect_successes(
+            env, expert, np.random.default_rng(seed), seed, episodes, attempts, float(action_noise), extra_steps,
+            spec.obs_shapes, low, high, bar)
     finally:
         bar.close()
         env.close()
@@ -201,11 +208,16 @@ class CollectConfig:
     max_attempts: int | None = field(default=None, metadata={"help": "episodes tried at most; none = 2*episodes+10"})
     goal_visible: bool = field(default=False, metadata={"help": "pointcloud mode: append the goal xyz to agent_pos"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    overwrite: bool = field(default=False, metadata={"help": "replace a dataset already at --out"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``flowzoo robotics collect``; returns the exit code."""
     cfg = parse_config(CollectConfig, sys.argv[1:] if argv is None else list(argv), prog="flowzoo robotics collect")
+    out = Path(cfg.out)
+    if (out / "meta.json").is_file() and not cfg.overwrite:  # the command never replaces a dataset unasked
+        raise ConfigError(expected("--out naming a new or empty directory", f"{out}, which holds a dataset",
+                                   "pass --overwrite to replace it, or choose another --out"))
     dataset = collect_demos(cfg.task, cfg.episodes, cfg.obs, cfg.out, seed=cfg.seed, action_noise=cfg.action_noise,
                             num_points=cfg.num_points, render_size=cfg.render_size, max_steps=cfg.max_steps,
                             extra_steps=cfg.extra_steps, max_attempts=cfg.max_attempts, goal_visible=cfg.goal_visible,
@@ -218,4 +230,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from flowzoo.core.cli import run_main
+
+    raise SystemExit(run_main(main, prog="python -m flowzoo.robotics.collect"))

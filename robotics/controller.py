@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,6 +49,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.core.validation import check_number, check_positive, check_positive_int
 from flowzoo.robotics.chunking import ActionPlan, ChunkPolicy, ObservationHistory, batch_observations
 from flowzoo.robotics.inference_worker import InferenceWorker
 
@@ -110,12 +111,6 @@ class ControlReport:
         return "\n".join(["| quantity | value |", "| --- | --- |"] + [f"| {a} | {b} |" for a, b in rows])
 
 
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(expected(f"{name} as a finite number > 0", repr(value), f"pass a positive {name}"))
-    return float(value)
-
-
 def _limit(value: Any, default: Any, dim: int, name: str) -> np.ndarray:
     array = np.asarray(default if value is None else value, dtype=np.float64).reshape(-1)
     if array.size == 1:
@@ -157,9 +152,9 @@ class ControlLoop:
             raise ConfigError(expected("a policy with predict_action_chunk(obs) -> (B, horizon, action_dim)",
                                        type(policy).__name__, "pass a flowzoo FlowPolicy or an object like it"))
         self.policy = policy
-        self.rate_hz = _positive(rate_hz, "rate_hz")
+        self.rate_hz = check_positive(rate_hz, "rate_hz")
         self.period_s = 1.0 / self.rate_hz
-        self.budget_ms = 1000.0 * self.period_s if budget_ms is None else _positive(budget_ms, "budget_ms")
+        self.budget_ms = 1000.0 * self.period_s if budget_ms is None else check_positive(budget_ms, "budget_ms")
         spec = policy.spec
         self.action_dim = int(spec.action_dim)
         self.action_low = _limit(action_low, spec.action_low, self.action_dim, "action_low")
@@ -167,11 +162,8 @@ class ControlLoop:
         if np.any(self.action_low > self.action_high):
             raise ConfigError(expected("action_low <= action_high", (self.action_low.tolist(),
                                        self.action_high.tolist()), "swap or fix the limits"))
-        if temporal_ensemble is not None and (isinstance(temporal_ensemble, bool) or not isinstance(
-                temporal_ensemble, (int, float)) or not math.isfinite(temporal_ensemble)):
-            raise ConfigError(expected("temporal_ensemble as None or a finite float m", repr(temporal_ensemble),
-                                       "use e.g. 0.01 (ACT) or None"))
-        self.temporal_ensemble = None if temporal_ensemble is None else float(temporal_ensemble)
+        self.temporal_ensemble = None if temporal_ensemble is None else check_number(
+            temporal_ensemble, "temporal_ensemble (None or ACT's m)", fix="use e.g. 0.01 (ACT) or None")
         self.n_obs_steps = int(policy.config.n_obs_steps)
         self.replan_every = int(policy.config.n_action_steps if replan_every is None else replan_every)
         if self.replan_every < 1:
@@ -179,7 +171,7 @@ class ControlLoop:
         self.background = bool(background)
         self.hold_action = None if hold_action is None else np.clip(
             _limit(hold_action, None, self.action_dim, "hold_action"), self.action_low, self.action_high)
-        self.shutdown_timeout_s = _positive(shutdown_timeout_s, "shutdown_timeout_s")
+        self.shutdown_timeout_s = check_positive(shutdown_timeout_s, "shutdown_timeout_s")
         self.progress = bool(progress)
         self.obs_shapes = dict(getattr(spec, "obs_shapes", None) or {}) or None
         params = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
@@ -224,7 +216,7 @@ class ControlLoop:
             raise ConfigError(expected("max_steps, duration_s or should_stop", "none of them",
                                        "say when the loop ends, e.g. duration_s=10"))
         if duration_s is not None:
-            duration_s = _positive(duration_s, "duration_s")
+            duration_s = check_positive(duration_s, "duration_s")
         return self._loop(read_observation, send_action, max_steps, duration_s, should_stop or (lambda: False))
 
     # ------------------------------------------------------------------------------------------------- the loop
@@ -248,98 +240,119 @@ class ControlLoop:
         counts["clipped_actions"] += int(np.any(clipped != action))
         return clipped
 
+    def _record(self, run: _Run, origin: int, chunk: np.ndarray, latency_s: float) -> None:
+        """Add a chunk predicted at step ``origin`` to the plan and count it against the latency budget."""
+        if len(chunk) < self.replan_every:
+            raise ConfigError(expected(f"chunks of at least replan_every={self.replan_every} actions",
+                                       len(chunk), "lower replan_every or raise the policy's horizon"))
+        run.plan.add(origin, chunk)
+        run.inference_ms.append(1000.0 * latency_s)
+        run.counts["missed_deadlines"] += int(1000.0 * latency_s > self.budget_ms)
+
     def _loop(self, read: Callable[[], Any], send: Callable[[np.ndarray], Any], max_steps: int | None,
               duration_s: float | None, should_stop: Callable[[], bool]) -> ControlReport:
-        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1):
-            raise ConfigError(expected("max_steps as an int >= 1", repr(max_steps), "run at least one step"))
+        if max_steps is not None:
+            check_positive_int(max_steps, "max_steps", fix="run at least one step")
         if callable(getattr(self.policy, "reset", None)):
             self.policy.reset()
-        history = ObservationHistory(self.n_obs_steps, self.obs_shapes)
-        plan = ActionPlan(self.temporal_ensemble)
-        counts = dict.fromkeys(("missed_deadlines", "held_actions", "non_finite_blocked", "clipped_actions",
-                                "overruns"), 0)
-        cycle_ms: list[float] = []
-        jitter_ms: list[float] = []
-        inference_ms: list[float] = []
-        last_safe = np.clip(np.zeros(self.action_dim), self.action_low, self.action_high)
-
-        def record(origin: int, chunk: np.ndarray, latency_s: float) -> None:
-            if len(chunk) < self.replan_every:
-                raise ConfigError(expected(f"chunks of at least replan_every={self.replan_every} actions",
-                                           len(chunk), "lower replan_every or raise the policy's horizon"))
-            plan.add(origin, chunk)
-            inference_ms.append(1000.0 * latency_s)
-            counts["missed_deadlines"] += int(1000.0 * latency_s > self.budget_ms)
-
-        history.push(read())
+        run = _Run(ObservationHistory(self.n_obs_steps, self.obs_shapes), ActionPlan(self.temporal_ensemble),
+                   last_safe=np.clip(np.zeros(self.action_dim), self.action_low, self.action_high))
+        run.history.push(read())
         started = time.perf_counter()
-        record(0, self._infer(history.stacked()), time.perf_counter() - started)
-        first_chunk_ms = inference_ms[0]
-        counts["missed_deadlines"] = 0  # the first chunk is computed before the clock starts: no deadline
-        estimate_s = first_chunk_ms / 1000.0
+        self._record(run, 0, self._infer(run.history.stacked()), time.perf_counter() - started)
+        first_chunk_ms = run.inference_ms[0]
+        run.counts["missed_deadlines"] = 0  # the first chunk is computed before the clock starts: no deadline
+        run.estimate_s = first_chunk_ms / 1000.0
         worker = InferenceWorker(self._infer) if self.background else None
-        joined, step, reason = True, 0, "max_steps"
+        joined = True
         bar = tqdm(total=max_steps, disable=not self.progress, desc="control", unit="step", mininterval=0.5)
-        start = next_tick = time.monotonic()
-        ticks: list[float] = []
+        start = run.next_tick = time.monotonic()
         try:
-            while True:
-                if max_steps is not None and step >= max_steps:
-                    break
-                if duration_s is not None and time.monotonic() - start >= duration_s:
-                    reason = "duration"
-                    break
-                if should_stop():
-                    reason = "stopped"
-                    break
-                now = time.monotonic()
-                if now < next_tick:
-                    time.sleep(next_tick - now)
-                tick = time.monotonic()
-                ticks.append(tick)
-                jitter_ms.append(1000.0 * (tick - next_tick))
-                if step > 0:
-                    history.push(read())
-                if worker is not None:
-                    for origin, chunk, latency_s in worker.poll():
-                        record(origin, chunk, latency_s)
-                        estimate_s = 0.7 * estimate_s + 0.3 * latency_s
-                elif step >= plan.newest_origin + self.replan_every:
-                    started = time.perf_counter()
-                    record(step, self._infer(history.stacked()), time.perf_counter() - started)
-                proposal, dropped = plan.action_for(step)
-                counts["non_finite_blocked"] += int(dropped)
-                action = self._safe(proposal, counts, last_safe)
-                send(action.copy())
-                last_safe = action
-                cycle_ms.append(1000.0 * (time.monotonic() - tick))
-                if worker is not None and not worker.busy:
-                    lead = max(1, math.ceil(estimate_s / self.period_s))
-                    if step >= plan.newest_origin + self.replan_every - lead:
-                        worker.submit(step, history.stacked())
-                step += 1
-                bar.update(1)
-                if step % 50 == 0:
-                    bar.set_postfix(held=counts["held_actions"], missed=counts["missed_deadlines"], refresh=False)
-                next_tick += self.period_s
-                now = time.monotonic()
-                if now > next_tick:
-                    counts["overruns"] += 1
-                    if now > next_tick + self.period_s:  # fell behind: re-anchor rather than burst
-                        next_tick = now
+            while (reason := self._stop_reason(run.step, start, max_steps, duration_s, should_stop)) is None:
+                self._control_step(run, read, send, worker, bar)
             if worker is not None:
                 joined = worker.close(self.shutdown_timeout_s)
                 for origin, chunk, latency_s in worker.poll():  # the last chunk, and an error it raised
-                    record(origin, chunk, latency_s)
+                    self._record(run, origin, chunk, latency_s)
         finally:
             bar.close()
             if worker is not None and worker.alive:
                 joined = worker.close(self.shutdown_timeout_s)
-        span = ticks[-1] - ticks[0] if len(ticks) > 1 else 0.0
+        span = run.ticks[-1] - run.ticks[0] if len(run.ticks) > 1 else 0.0
         return ControlReport(
-            steps=step, duration_s=time.monotonic() - start, target_rate_hz=self.rate_hz,
-            achieved_rate_hz=(len(ticks) - 1) / span if span > 0 else float("nan"), budget_ms=self.budget_ms,
-            cycle_ms=latency_summary(cycle_ms), jitter_ms=latency_summary(jitter_ms),
-            inference_ms=latency_summary(inference_ms), inference_ms_per_chunk=inference_ms,
-            first_chunk_ms=first_chunk_ms, chunks=len(inference_ms), stop_reason=reason,
-            inference_thread_joined=joined, **counts)
+            steps=run.step, duration_s=time.monotonic() - start, target_rate_hz=self.rate_hz,
+            achieved_rate_hz=(len(run.ticks) - 1) / span if span > 0 else float("nan"), budget_ms=self.budget_ms,
+            cycle_ms=latency_summary(run.cycle_ms), jitter_ms=latency_summary(run.jitter_ms),
+            inference_ms=latency_summary(run.inference_ms), inference_ms_per_chunk=run.inference_ms,
+            first_chunk_ms=first_chunk_ms, chunks=len(run.inference_ms), stop_reason=reason,
+            inference_thread_joined=joined, **run.counts)
+
+    @staticmethod
+    def _stop_reason(step: int, start: float, max_steps: int | None, duration_s: float | None,
+                     should_stop: Callable[[], bool]) -> str | None:
+        """Why the loop ends before control step ``step`` (``ControlReport.stop_reason``), or None to go on."""
+        if max_steps is not None and step >= max_steps:
+            return "max_steps"
+        if duration_s is not None and time.monotonic() - start >= duration_s:
+            return "duration"
+        if should_stop():
+            return "stopped"
+        return None
+
+    def _control_step(self, run: _Run, read: Callable[[], Any], send: Callable[[np.ndarray], Any],
+                      worker: InferenceWorker | None, bar: Any) -> None:
+        """One tick: wait for it, observe, take in finished chunks, send a safe action, plan ahead."""
+        now = time.monotonic()
+        if now < run.next_tick:
+            time.sleep(run.next_tick - now)
+        tick = time.monotonic()
+        run.ticks.append(tick)
+        run.jitter_ms.append(1000.0 * (tick - run.next_tick))
+        if run.step > 0:
+            run.history.push(read())
+        if worker is not None:
+            for origin, chunk, latency_s in worker.poll():
+                self._record(run, origin, chunk, latency_s)
+                run.estimate_s = 0.7 * run.estimate_s + 0.3 * latency_s
+        elif run.step >= run.plan.newest_origin + self.replan_every:
+            started = time.perf_counter()
+            self._record(run, run.step, self._infer(run.history.stacked()), time.perf_counter() - started)
+        proposal, dropped = run.plan.action_for(run.step)
+        run.counts["non_finite_blocked"] += int(dropped)
+        action = self._safe(proposal, run.counts, run.last_safe)
+        send(action.copy())
+        run.last_safe = action
+        run.cycle_ms.append(1000.0 * (time.monotonic() - tick))
+        if worker is not None and not worker.busy:
+            # Request the next chunk `lead` steps early so that it is ready when the current plan runs out.
+            lead = max(1, math.ceil(run.estimate_s / self.period_s))
+            if run.step >= run.plan.newest_origin + self.replan_every - lead:
+                worker.submit(run.step, run.history.stacked())
+        run.step += 1
+        bar.update(1)
+        if run.step % 50 == 0:
+            bar.set_postfix(held=run.counts["held_actions"], missed=run.counts["missed_deadlines"], refresh=False)
+        run.next_tick += self.period_s
+        now = time.monotonic()
+        if now > run.next_tick:
+            run.counts["overruns"] += 1
+            if now > run.next_tick + self.period_s:  # fell behind: re-anchor rather than burst
+                run.next_tick = now
+
+
+@dataclass
+class _Run:
+    """What one run of :meth:`ControlLoop._loop` keeps between ticks."""
+
+    history: ObservationHistory
+    plan: ActionPlan
+    last_safe: np.ndarray
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
+        ("missed_deadlines", "held_actions", "non_finite_blocked", "clipped_actions", "overruns"), 0))
+    cycle_ms: list[float] = field(default_factory=list)
+    jitter_ms: list[float] = field(default_factory=list)
+    inference_ms: list[float] = field(default_factory=list)
+    ticks: list[float] = field(default_factory=list)
+    step: int = 0
+    estimate_s: float = 0.0  # running estimate of one inference's latency
+    next_tick: float = 0.0

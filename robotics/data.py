@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 
 from flowzoo.core.errors import (CheckpointError, ConfigError, EmptyInputError, NonFiniteError, ShapeError,
                                  expected)
+from flowzoo.core.validation import check_positive_int
 from flowzoo.core.training import atomic_write_bytes, fsync_directory
 from flowzoo.robotics.normalizer import Normalizer
 from flowzoo.robotics.spec import EnvSpec
@@ -323,8 +324,7 @@ class WindowDataset(Dataset):
     def __init__(self, demos: DemoDataset, n_obs_steps: int = 2, horizon: int = 4,
                  episodes: Sequence[int] | None = None) -> None:
         for name, value in (("n_obs_steps", n_obs_steps), ("horizon", horizon)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(expected(f"{name} as an int >= 1", repr(value), f"pass e.g. {name}=2"))
+            check_positive_int(value, name, fix=f"pass e.g. {name}=2")
         self.demos, self.n_obs_steps, self.horizon = demos, n_obs_steps, horizon
         chosen = range(demos.episodes) if episodes is None else list(episodes)
         if len(chosen) == 0:
@@ -383,8 +383,7 @@ class WindowDataset(Dataset):
     def sampler(self, batch_size: int) -> Callable[[torch.Generator], dict[str, Any]]:
         """A ``sample_batch(generator)`` callable drawing ``batch_size`` windows uniformly with replacement,
         for the core Trainer's ``data`` argument (exactly resumable: the trainer owns the generator)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(expected("batch_size as an int >= 1", repr(batch_size), "pass e.g. 128"))
+        check_positive_int(batch_size, "batch_size", fix="pass e.g. 128")
 
         def sample_batch(generator: torch.Generator) -> dict[str, Any]:
             return self.batch(torch.randint(len(self), (batch_size,), generator=generator))

@@ -1,5 +1,4 @@
-r"""DM1: MeanFlow policies with dispersive regularisation (DM1, arXiv 2510.07865; code Guowei-Zou/dm1-release;
-research notes §2).
+r"""DM1: MeanFlow policies with dispersive regularisation (DM1, arXiv 2510.07865; code Guowei-Zou/dm1-release).
 
 DM1 is the MeanFlow action-chunk policy of :mod:`flowzoo.robotics.mp1` (same objective, same time sampler in flowzoo
 time: logit-normal(+0.4, 1) pairs, 50 % with s = t) with a **dispersive loss** that keeps the representations of
@@ -28,21 +27,17 @@ can be raised.
 :func:`representation_health` measures the collapse DM1 targets: the effective rank (participation ratio) and the
 mean pairwise distance of the observation features over a set of observations.
 
-Measured on the bimodal toy of :mod:`flowzoo.robotics.toy` (one-level U-Net, 400 steps, batch 64, one seed, 200
-roll-outs at 1 NFE): DM1 defaults 47 % success / 50 % collisions; with ``dispersive_target="down"`` and
-``adaptive_p=0.5``, 94.5 % success but 95 % of the passes on one side (a mode dropped); MP1 84 % / 13 %, passes on
-both sides (68 % left). Dispersing the *time* embeddings is DM1's choice, not obviously a good one at this scale.
-
-Measured on Meta-World (``benchmarks/robotics_metaworld.py --quick``: state, U-Net (32, 64), 10 demos, 1200
-updates, seed 0, 20 episodes per evaluation): reach-v3 0.70 (MeanFlow 0.55) but drawer-close-v3 0.00 at all three
-evaluations, where every other row reaches 1.00. There the summed dispersive term sits at −12.02 ≈ 3·(−log 64),
-its floor: all three embeddings (observation features, both time embeddings) are pushed apart until the loss
-saturates, and the flow error is 3–4× MeanFlow's (mse 0.051 vs 0.011–0.017). The ablation confirms it
-(``benchmarks/robotics_dispersive.py --seeds 0 --rows mf dm1_none dm1_05 dm1_down01``, six tasks, 30 episodes each):
-DM1's defaults give mean success 0.15 (button-press 0.07, drawer-close 0.00, door-open 0.03), DM1 without the term
-0.76, and InfoNCE-L2 at weight 0.1 on the down-block features 0.76 — so on small networks pass
-``dispersive_target="down", dispersive_weight=0.1`` (what ``benchmarks/robotics_metaworld.py`` trains). The defaults
-stay DM1's own, tuned for its (512, 1024, 2048) U-Net.
+On small networks DM1's defaults hurt. On the bimodal toy of :mod:`flowzoo.robotics.toy` they succeed less
+often and collide more than MP1, and the variant that disperses the down-block features instead succeeds more
+often but drops one of the two modes: dispersing the *time* embeddings is DM1's choice, not obviously a good one
+at this scale. On Meta-World with a (32, 64) U-Net the summed dispersive term of the defaults sits at its floor,
+3·(−log B): all three embeddings (observation features, both time embeddings) are pushed apart until the loss
+saturates, the flow error is several times MeanFlow's, and tasks such as drawer-close fail outright. The
+ablation ``python -m benchmarks.robotics_dispersive --seeds 0 --rows mf dm1_none dm1_05 dm1_down01`` shows the
+defaults far below DM1 without the term, which InfoNCE-L2 at weight 0.1 on the down-block features matches, so
+on small networks pass ``dispersive_target="down", dispersive_weight=0.1`` (what ``benchmarks/robotics_metaworld.py``
+trains; ``benchmarks/results/robotics_metaworld.json``). The defaults stay DM1's own, tuned for its
+(512, 1024, 2048) U-Net.
 """
 
 from __future__ import annotations

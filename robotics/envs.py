@@ -15,7 +15,7 @@ the controller and evaluation:
     camera's view back-projected to the world frame, cropped and farthest-point sampled
     (:mod:`flowzoo.robotics.pointcloud`); ``agent_pos`` is the proprioceptive state: **hand xyz and gripper
     opening, i.e. Meta-World obs[0:4]**. The goal of reach/push/pick-place is then not observed (it is a
-    marker site, absent from depth images: measured, no cloud point within 18 cm of it), so those tasks can
+    marker site, absent from depth images: no cloud point lies near it), so those tasks can
     only be solved by chance; ``goal_visible=True`` appends it (obs[36:39]) to ``agent_pos`` (7 values).
 
 * ``info["success"]`` is a float (1.0 once the task's success test passes at that step, else 0.0), and
@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_int
 from flowzoo.robotics.metaworld_env import import_metaworld, make_metaworld_env, metaworld_tasks
 from flowzoo.robotics.spec import EnvSpec, check_obs_options, env_spec
 
@@ -103,10 +104,16 @@ def list_tasks() -> list[str]:
 
 
 def _unknown_task(task: object) -> ConfigError:
+    import difflib
+
     tasks = list_tasks()
     hint = "" if tasks else f" (no Meta-World tasks found: {_EXTRA_HINT})"
-    return ConfigError(expected(f"a task name, one of {tasks}{hint}", repr(task),
-                                "pick one of the listed tasks or register_task() your own"))
+    # The full list is ~50 names: name the closest ones and where the list is, so the error stays one line.
+    close = difflib.get_close_matches(str(task), tasks, n=3, cutoff=0.75)
+    shown = f"e.g. {', '.join(tasks[:4])}, ..." if len(tasks) > 6 else ", ".join(tasks)
+    return ConfigError(expected(f"a task name ({len(tasks)} known: {shown}){hint}", repr(task),
+                                (f"did you mean {' or '.join(close)}? " if close else "") +
+                                "flowzoo.robotics.envs.list_tasks() lists them all; register_task() adds your own"))
 
 
 # --------------------------------------------------------------------------------------------- public API
@@ -134,8 +141,7 @@ def make_env(task: str, obs_mode: str = "state", *, seed: int = 0, num_points: i
         MissingDependencyError: gymnasium / mujoco / metaworld is not installed.
     """
     check_obs_options(obs_mode, num_points, render_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(expected("seed as an int", repr(seed), "pass e.g. seed=0"))
+    check_int(seed, "seed", fix="pass e.g. seed=0")
     _ensure_registered(task)
     if task in _REGISTRY:
         return _REGISTRY[task].factory(obs_mode=obs_mode, seed=int(seed), num_points=num_points,

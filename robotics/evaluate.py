@@ -4,7 +4,7 @@
 ``seed + k``; each environment slot keeps its own observation history and executes the first
 ``n_action_steps`` actions of each predicted chunk, and the slots that need a new chunk at the same step share
 one batched policy call (:mod:`flowzoo.robotics.rollout` runs the episodes). Success is Meta-World's: the
-maximum over the episode of ``info["success"]`` (MP1's ``max(info['success'])``, research notes §1). An episode
+maximum over the episode of ``info["success"]`` (``max(info['success'])`` in MP1's code, LogSSim/MP1). An episode
 ends at termination, truncation or ``max_steps`` (default the policy spec's ``max_episode_steps``);
 ``stop_on_success=True`` ends it at the first success (shorter, cheaper; the return then differs from the
 paper's full-length episodes).
@@ -28,6 +28,7 @@ it is always shown *beside* the last checkpoint's success, in separate columns, 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +38,8 @@ import torch
 
 from flowzoo.core.config import parse_config
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_int
+from flowzoo.core.training import atomic_write_bytes
 from flowzoo.robotics.chunking import ChunkPolicy
 from flowzoo.robotics.rollout import EvalResult, guarded_vector_env, require_gymnasium, run_episodes
 from flowzoo.robotics.tracking import write_video
@@ -72,12 +75,13 @@ def evaluate_policy(policy: ChunkPolicy, task: str | Callable[[], Any], *, episo
     """
     for name, value, low in (("episodes", episodes, 1), ("num_envs", num_envs, 1),
                              ("video_episodes", video_episodes, 0), ("video_fps", video_fps, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ConfigError(expected(f"{name} as an int >= {low}", repr(value), f"pass a valid {name}"))
+        check_int(value, name, low=low, fix=f"pass {name} >= {low}")
     spec = policy.spec
     if obs_mode is not None and obs_mode != spec.obs_mode:
         raise ConfigError(expected(f"obs_mode {spec.obs_mode!r}, the mode the policy was trained with", obs_mode,
                                    "leave obs_mode out, or evaluate a policy trained with that mode"))
+    if video is not None and Path(video).suffix.lower() not in (".mp4", ".gif"):
+        raise ConfigError(expected("a video path ending in .mp4 or .gif", str(video), "rename the video file"))
     max_steps = int(max_steps if max_steps is not None else spec.max_episode_steps)
     if max_steps < 1:
         raise ConfigError(expected("max_steps >= 1", max_steps, "pass a positive step limit"))
@@ -166,11 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = evaluate_policy(policy, task, episodes=cfg.episodes, seed=cfg.seed, num_envs=cfg.num_envs,
                              max_steps=cfg.max_steps, video=cfg.video, video_episodes=cfg.video_episodes,
                              stop_on_success=cfg.stop_on_success, progress=cfg.progress)
-    out = result.save(cfg.out or _default_results_path(Path(cfg.checkpoint), task, cfg.seed))
+    # The record names the weights it evaluated, so a record left beside replaced weights is recognisable
+    # (save_policy removes such records when a run overwrites its policy).
+    record = {**result.to_dict(), "checkpoint": str(cfg.checkpoint),
+              "weights_sha256": getattr(policy, "weights_sha256", None)}
+    out = Path(cfg.out or _default_results_path(Path(cfg.checkpoint), task, cfg.seed))
+    atomic_write_bytes(out, (json.dumps(record, indent=2) + "\n").encode())
     print(result.table())
     print(f"results: {out}" + (f"; video: {result.video}" if result.video else ""))
     return 0
 
 
 if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
+    from flowzoo.core.cli import run_main
+
+    raise SystemExit(run_main(main, prog="python -m flowzoo.robotics.evaluate"))

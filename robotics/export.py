@@ -16,6 +16,16 @@ noise (tested to 1e-5): the caller draws ``torch.randn`` (or passes zeros for th
 :func:`save_exported` writes the program with ``torch.export.save`` (atomically: temporary file, fsync, rename) and
 stores the EnvSpec and policy config beside it (``extra_files``); :func:`load_exported` returns both.
 
+Checked inputs. A raw exported program refuses a wrong shape with ``AssertionError: Guard failed: ...``;
+:class:`ExportedPolicy` (what :func:`load_exported` returns) checks the observations and the noise first with the
+eager policy's own checks (:func:`~flowzoo.robotics.policy.check_observations`), so a bad input raises the same
+:class:`~flowzoo.core.errors.ShapeError` as ``FlowPolicy.predict_action_chunk``.
+
+Command line (``flowzoo robotics export``, :func:`main`; prints its progress, refuses an existing ``--out`` unless
+``--overwrite true``, and writes nothing unless the exported actions equal the eager policy's)::
+
+    flowzoo robotics export --checkpoint runs/push_mp1/policy --out policy.pt2
+
 Batch size. By default the batch is a dynamic dimension (``torch.export.Dim``), so one program serves any B ≥ 1;
 ``dynamic_batch=False`` fixes it to the example's batch.
 """
@@ -26,19 +36,24 @@ import copy
 import io
 import json
 import os
+import sys
+import time
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from flowzoo.core.errors import CheckpointError, ConfigError, expected
+from flowzoo.core.config import parse_config
+from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
 from flowzoo.core.sampling import uniform_grid
 from flowzoo.core.training import atomic_write_bytes
 
-__all__ = ["DeployablePolicy", "export_policy", "save_exported", "load_exported", "EXPORT_META"]
+__all__ = ["DeployablePolicy", "ExportedPolicy", "export_policy", "save_exported", "load_exported", "ExportConfig",
+           "main", "EXPORT_META"]
 
 Tensor = torch.Tensor
 EXPORT_META = "flowzoo_policy.json"
@@ -166,8 +181,11 @@ def save_exported(program: torch.export.ExportedProgram, path: str | os.PathLike
     return path
 
 
-def load_exported(path: str | os.PathLike) -> tuple[torch.export.ExportedProgram, dict[str, Any]]:
-    """Load a program written by :func:`save_exported`: ``(program, meta)``; call ``program.module()(obs, noise)``.
+def load_exported(path: str | os.PathLike) -> tuple[ExportedPolicy, dict[str, Any]]:
+    """Load a program written by :func:`save_exported`: ``(policy, meta)``; call ``policy(obs, noise)``.
+
+    ``policy`` is an :class:`ExportedPolicy` (inputs checked like the eager policy's; ``policy.program`` is the raw
+    :class:`torch.export.ExportedProgram`); ``policy.module()(obs, noise)`` works too and is checked as well.
 
     Raises:
         CheckpointError: a missing, truncated or foreign file.
@@ -186,4 +204,135 @@ def load_exported(path: str | os.PathLike) -> tuple[torch.export.ExportedProgram
     if meta.get("format") != "flowzoo-exported-policy":
         raise CheckpointError(expected("a flowzoo exported policy", f"meta {str(meta)[:100]}",
                                        "export it with flowzoo.robotics.export.save_exported"))
-    return program, meta
+    return ExportedPolicy(program, meta), meta
+
+
+class ExportedPolicy:
+    """An exported policy whose call checks its inputs like the eager policy before running the program.
+
+    The expected shapes are read off the program's own input placeholders (observation keys, ``n_obs_steps``,
+    ``horizon``, action size, and the batch: fixed, or the range of a dynamic batch), so a program saved without
+    the policy's metadata is checked as well.
+
+    Args:
+        program: a program from :func:`export_policy` (or ``torch.export.load``).
+        meta: the metadata saved beside it (optional; kept as :attr:`meta`).
+    """
+
+    def __init__(self, program: torch.export.ExportedProgram, meta: Mapping[str, Any] | None = None) -> None:
+        self.program = program
+        self.meta = dict(meta or {})
+        shapes, (self.horizon, self.action_dim) = _input_shapes(program)
+        self.n_obs_steps = next(iter(shapes.values()))[0]
+        self.obs_shapes = {key: shape[1:] for key, shape in shapes.items()}
+        self.batch = _batch_range(program)
+        self._module = program.module()
+
+    def module(self) -> ExportedPolicy:
+        """Itself: ``policy.module()(obs, noise)`` reads like a raw program's call and is checked too."""
+        return self
+
+    def __call__(self, obs: Mapping[str, Any], noise: Tensor) -> Tensor:
+        """Actions ``(B, horizon, action_dim)`` for observations ``{key: (B, n_obs_steps, ...)}`` and source noise.
+
+        Raises:
+            ShapeError / DTypeError / NonFiniteError: as :meth:`FlowPolicy.predict_action_chunk` for the same input.
+        """
+        from flowzoo.robotics.policy import check_noise, check_observations
+
+        checked = check_observations(obs, self.obs_shapes, self.n_obs_steps)
+        batch = next(iter(checked.values())).shape[0]
+        low, high = self.batch
+        if not low <= batch <= high:
+            fixed = low == high
+            raise ShapeError(expected(f"a batch of {low}" if fixed else f"a batch between {low} and {high}",
+                                      f"a batch of {batch}", "export the policy again with dynamic_batch=True"
+                                      if fixed else f"split the batch into chunks of at most {high}"))
+        check_noise(noise, batch, self.horizon, self.action_dim)
+        return self._module(checked, noise.to(torch.float32))
+
+
+def _placeholder_values(program: torch.export.ExportedProgram) -> dict[str, Any]:
+    return {node.name: node.meta.get("val") for node in program.graph.nodes if node.op == "placeholder"}
+
+
+def _input_shapes(program: torch.export.ExportedProgram) -> tuple[dict[str, tuple[int, ...]], tuple[int, int]]:
+    """``({key: (n_obs_steps, *shape)}, (horizon, action_dim))`` read off the program's user inputs."""
+    values = _placeholder_values(program)
+    user = list(program.graph_signature.user_inputs)
+    obs = {name[len("obs_"):]: tuple(int(d) for d in values[name].shape[1:]) for name in user
+           if name.startswith("obs_") and values.get(name) is not None}
+    if "noise" not in user or not obs:
+        raise CheckpointError(expected("a program with inputs (obs: dict, noise) from export_policy", f"inputs {user}",
+                                       "export the policy with flowzoo.robotics.export.export_policy"))
+    noise = values["noise"].shape
+    return obs, (int(noise[1]), int(noise[2]))
+
+
+def _batch_range(program: torch.export.ExportedProgram) -> tuple[int, int]:
+    """``(low, high)`` batch sizes the program accepts (equal for a fixed batch)."""
+    dim = _placeholder_values(program)["noise"].shape[0]
+    if isinstance(dim, int):
+        return dim, dim
+    bounds = program.range_constraints.get(dim.node.expr)
+    if bounds is None:
+        return 1, sys.maxsize
+    return int(bounds.lower), int(bounds.upper) if bounds.upper.is_finite else sys.maxsize
+
+
+@dataclass
+class ExportConfig:
+    """Export a saved policy for deployment with torch.export: flowzoo robotics export --checkpoint DIR --out FILE."""
+
+    checkpoint: Path = field(metadata={"help": "policy saved by the training entrypoint (its policy directory)"})
+    out: Path = field(default=Path("policy.pt2"), metadata={"help": "file to write (.pt2)"})
+    overwrite: bool = field(default=False, metadata={"help": "replace an existing --out file"})
+    raw_obs: bool = field(default=True, metadata={"help": "the program takes observations in environment units "
+                                                          "(false: already normalised)"})
+    dynamic_batch: bool = field(default=True, metadata={"help": "any batch size from 1 to 4096 (false: batch 1 only)"})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``flowzoo robotics export --checkpoint DIR --out policy.pt2 [--overwrite]``; returns the exit code."""
+    cfg = parse_config(ExportConfig, argv, prog="flowzoo robotics export")
+    out = Path(cfg.out)
+    if out.is_dir():
+        raise ConfigError(expected("--out naming a file (e.g. policy.pt2)", f"{out}, a directory", "pass a file path"))
+    if out.exists() and not cfg.overwrite:
+        raise ConfigError(expected("--out naming a new file", f"{out} exists",
+                                   "pass --overwrite to replace it, or choose another --out"))
+    started = time.perf_counter()
+    from flowzoo.robotics.policy import load_policy
+
+    def say(message: str) -> None:
+        print(f"[{time.perf_counter() - started:5.1f} s] {message}", file=sys.stderr, flush=True)
+
+    policy = load_policy(cfg.checkpoint)
+    say(f"loaded {cfg.checkpoint}: {policy.config.method}, {policy.nfe} NFE, task {policy.spec.task} "
+        f"({policy.spec.obs_mode})")
+    say("exporting with torch.export (this takes up to a minute)...")
+    example = None if cfg.dynamic_batch else {k: torch.zeros(1, policy.config.n_obs_steps, *shape)
+                                              for k, shape in policy.spec.obs_shapes.items()}
+    program = export_policy(policy, example, raw_obs=cfg.raw_obs, dynamic_batch=cfg.dynamic_batch)
+    say("checking the exported actions against the eager policy's...")
+    gen = torch.Generator().manual_seed(0)
+    obs = {k: torch.randn(1, policy.config.n_obs_steps, *shape, generator=gen)
+           for k, shape in policy.spec.obs_shapes.items()}
+    noise = torch.randn(1, policy.config.horizon, policy.spec.action_dim, generator=gen)
+    want = policy.predict_action_chunk(obs, noise=noise)
+    with torch.no_grad():
+        got = ExportedPolicy(program)(obs if cfg.raw_obs else policy.normalize_obs(obs), noise)
+    difference = float((got - want).abs().max())
+    if difference > 1e-4:  # never write a program that does not do what the policy does
+        raise CheckpointError(expected("exported actions equal to the eager policy's (max difference <= 1e-4)",
+                                       f"max difference {difference:.2e}", "report this; nothing was written"))
+    path = save_exported(program, out, policy)
+    say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB; max difference to eager {difference:.1e}); "
+        "load it with flowzoo.robotics.export.load_exported")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from flowzoo.core.cli import run_main
+
+    raise SystemExit(run_main(main, prog="python -m flowzoo.robotics.export"))

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from flowzoo.core.errors import ConfigError, MissingDependencyError, NonFiniteError, ShapeError, expected
+from flowzoo.core.errors import MissingDependencyError, NonFiniteError, ShapeError, expected
+from flowzoo.core.validation import check_int
 from flowzoo.robotics.pointcloud import METAWORLD_CAMERA, METAWORLD_WORKSPACE, DepthPointCloud, open_renderer
 from flowzoo.robotics.spec import EnvSpec, check_obs_options
 
@@ -71,16 +72,14 @@ def make_metaworld_env(task: str, obs_mode: str = "state", *, seed: int = 0, num
         MissingDependencyError: gymnasium / mujoco / metaworld is not installed.
     """
     check_obs_options(obs_mode, num_points, render_size)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(expected("seed as an int", repr(seed), "pass e.g. seed=0"))
+    check_int(seed, "seed", fix="pass e.g. seed=0")
     seed = int(seed)
     import_metaworld()
     import gymnasium as gym
 
     steps = METAWORLD_MAX_STEPS if max_episode_steps is None else max_episode_steps
-    if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= METAWORLD_MAX_STEPS:
-        raise ConfigError(expected(f"max_episode_steps an int in [1, {METAWORLD_MAX_STEPS}] (Meta-World's limit)",
-                                   repr(max_episode_steps), f"pass at most {METAWORLD_MAX_STEPS}"))
+    check_int(steps, "max_episode_steps (Meta-World's limit)", low=1, high=METAWORLD_MAX_STEPS,
+              fix=f"pass at most {METAWORLD_MAX_STEPS}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         inner = gym.make("Meta-World/MT1", env_name=task, seed=seed, max_episode_steps=steps,
@@ -102,14 +101,7 @@ def _build_wrapper_class() -> type:
         def __init__(self, env: Any, *, task: str, obs_mode: str, seed: int, num_points: int, render_size: int,
                      max_episode_steps: int, goal_visible: bool, frame_size: int) -> None:
             super().__init__(env)
-            # One MT1 task sets the task's constants; then the object/goal positions are unfrozen so that
-            # every reset draws fresh ones from the env's seeded generator (as DP3's wrapper does), instead
-            # of cycling through MT1's 50 precomputed configurations.
-            env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
-            self.unwrapped.set_task(env.get_wrapper_attr("tasks")[0])
-            self.unwrapped._freeze_rand_vec = False
-            self.unwrapped.seeded_rand_vec = True
-            self.unwrapped.seed(seed)
+            _draw_fresh_variations(env, seed)
             self._obs_mode = obs_mode
             self._goal_visible = goal_visible
             self._frame_size = frame_size
@@ -118,21 +110,13 @@ def _build_wrapper_class() -> type:
             low = np.asarray(env.action_space.low, dtype=np.float32)
             high = np.asarray(env.action_space.high, dtype=np.float32)
             self.action_space = spaces.Box(low, high, dtype=np.float32)
-            if obs_mode == "state":
-                shapes = {"state": (39,)}
-            else:
-                shapes = {"point_cloud": (num_points, 3), "agent_pos": (7,) if goal_visible else (4,)}
+            self.spec_flowzoo = _metaworld_spec(task, obs_mode, num_points, render_size, max_episode_steps,
+                                                goal_visible, low, high)
+            self.observation_space = spaces.Dict({key: spaces.Box(-np.inf, np.inf, shape, dtype=np.float32)
+                                                  for key, shape in self.spec_flowzoo.obs_shapes.items()})
+            if obs_mode == "pointcloud":
                 self._cloud = DepthPointCloud(self.unwrapped.model, METAWORLD_CAMERA, size=render_size,
                                               num_points=num_points, workspace=METAWORLD_WORKSPACE, seed=seed)
-            self.observation_space = spaces.Dict({key: spaces.Box(-np.inf, np.inf, shape, dtype=np.float32)
-                                                  for key, shape in shapes.items()})
-            extras = {"camera": METAWORLD_CAMERA, "render_size": render_size,
-                      "workspace": [list(METAWORLD_WORKSPACE[0]), list(METAWORLD_WORKSPACE[1])],
-                      "goal_visible": goal_visible} if obs_mode == "pointcloud" else {}
-            self.spec_flowzoo = EnvSpec(task=task, obs_mode=obs_mode, obs_shapes=shapes, action_dim=len(low),
-                                        action_low=tuple(float(v) for v in low),
-                                        action_high=tuple(float(v) for v in high),
-                                        max_episode_steps=max_episode_steps, extras=extras)
 
         def _observe(self, raw: np.ndarray) -> dict[str, np.ndarray]:
             raw = np.asarray(raw, dtype=np.float32)
@@ -168,20 +152,8 @@ def _build_wrapper_class() -> type:
             return "rgb_array"  # render() always returns a frame (gymnasium's video wrappers check this)
 
         def render(self) -> np.ndarray:
-            import mujoco
-
             if self._frame_renderer is None:
-                model = self.unwrapped.model
-                model.vis.quality.offsamples = 0
-                model.vis.global_.offwidth = max(model.vis.global_.offwidth, self._frame_size)
-                model.vis.global_.offheight = max(model.vis.global_.offheight, self._frame_size)
-                self._frame_renderer = open_renderer(model, self._frame_size)
-                # Meta-World's corner cameras are rolled upside down; a free camera gives upright videos.
-                self._frame_camera = mujoco.MjvCamera()
-                self._frame_camera.type = mujoco.mjtCamera.mjCAMERA_FREE
-                self._frame_camera.lookat[:] = (0.0, 0.65, 0.1)
-                self._frame_camera.distance = 1.2
-                self._frame_camera.azimuth, self._frame_camera.elevation = 155.0, -30.0
+                self._frame_renderer, self._frame_camera = _video_renderer(self.unwrapped.model, self._frame_size)
             self._frame_renderer.update_scene(self.unwrapped.data, camera=self._frame_camera)
             return np.asarray(self._frame_renderer.render(), dtype=np.uint8).copy()
 
@@ -198,6 +170,52 @@ def _build_wrapper_class() -> type:
             super().close()
 
     return MetaWorldDictObs
+
+
+def _draw_fresh_variations(env: Any, seed: int) -> None:
+    """Fix ``env`` (an MT1 env) on its task and let every reset draw fresh object/goal positions.
+
+    One MT1 task sets the task's constants; then the positions are unfrozen so that every reset draws new ones
+    from the env's seeded generator (as DP3's wrapper does), instead of cycling through MT1's 50 precomputed
+    configurations.
+    """
+    env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
+    env.unwrapped.set_task(env.get_wrapper_attr("tasks")[0])
+    env.unwrapped._freeze_rand_vec = False
+    env.unwrapped.seeded_rand_vec = True
+    env.unwrapped.seed(seed)
+
+
+def _metaworld_spec(task: str, obs_mode: str, num_points: int, render_size: int, max_episode_steps: int,
+                    goal_visible: bool, low: np.ndarray, high: np.ndarray) -> EnvSpec:
+    """The :class:`EnvSpec` of a wrapped task: observation shapes, action limits and the point-cloud settings."""
+    if obs_mode == "state":
+        shapes = {"state": (39,)}
+    else:
+        shapes = {"point_cloud": (num_points, 3), "agent_pos": (7,) if goal_visible else (4,)}
+    extras = {"camera": METAWORLD_CAMERA, "render_size": render_size,
+              "workspace": [list(METAWORLD_WORKSPACE[0]), list(METAWORLD_WORKSPACE[1])],
+              "goal_visible": goal_visible} if obs_mode == "pointcloud" else {}
+    return EnvSpec(task=task, obs_mode=obs_mode, obs_shapes=shapes, action_dim=len(low),
+                   action_low=tuple(float(v) for v in low), action_high=tuple(float(v) for v in high),
+                   max_episode_steps=max_episode_steps, extras=extras)
+
+
+def _video_renderer(model: Any, size: int) -> tuple[Any, Any]:
+    """An offscreen renderer of ``size`` pixels for ``model`` and the free camera that video frames use."""
+    import mujoco
+
+    model.vis.quality.offsamples = 0
+    model.vis.global_.offwidth = max(model.vis.global_.offwidth, size)
+    model.vis.global_.offheight = max(model.vis.global_.offheight, size)
+    renderer = open_renderer(model, size)
+    # Meta-World's corner cameras are rolled upside down; a free camera gives upright videos.
+    camera = mujoco.MjvCamera()
+    camera.type = mujoco.mjtCamera.mjCAMERA_FREE
+    camera.lookat[:] = (0.0, 0.65, 0.1)
+    camera.distance = 1.2
+    camera.azimuth, camera.elevation = 155.0, -30.0
+    return renderer, camera
 
 
 _WRAPPER_CLASS: type | None = None

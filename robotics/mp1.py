@@ -1,5 +1,4 @@
-r"""MP1: a one-step MeanFlow policy with a dispersive loss (MP1, AAAI 2026, arXiv 2507.10543; code LogSSim/MP1;
-research notes §1).
+r"""MP1: a one-step MeanFlow policy with a dispersive loss (MP1, AAAI 2026, arXiv 2507.10543; code LogSSim/MP1).
 
 MP1 trains the action-chunk generator of a DP3-style policy (point-cloud + state encoder → 1-D conditional
 U-Net, :mod:`flowzoo.robotics.nets`) with the **MeanFlow** objective (Geng et al., arXiv 2505.13447, Eq. 6/9;
@@ -40,17 +39,14 @@ u(\varepsilon, r=0, t=1)`, data at 0, noise at 1). What this module pins down, i
   deepest (``net.last_features``), weight 0.5, τ = 1: :math:`L = L_{MF} + 0.5\sum_\ell L_{disp}^{(\ell)}`.
   The features are those of the gradient pass (the last network call of the objective; tested). The term is
   bounded (≥ log(1/B + (1 − 1/B)/e) ≈ −0.97 at batch 64) and its gradient does not fade as the flow loss falls,
-  so on a small network and a short budget it competes with the regression. Measured here (U-Net (32, 64),
-  reach-v3 state, 10 demos, 1000 updates, training seed 1, held-out demonstrations of another seed): weight 0.5
-  doubles the MeanFlow training error (mse 0.0092 vs 0.0043) and raises the held-out error of the 1-NFE chunk by
-  8 % (0.0313 vs 0.0289); weight 0.1 stays within 5 % of no dispersive term (0.0045, 0.0299) but spreads the
-  features much less (−0.34 vs −0.53). No weight beat no dispersive term on this low-dimensional, 10-demo task;
-  the default stays MP1's 0.5 (what the paper trains with, on a (512, 1024, 2048) U-Net for 3000 epochs), and
-  ``benchmarks/robotics_metaworld.py`` reports MeanFlow with and without it at otherwise equal settings.
-  In success (``benchmarks/robotics_dispersive.py``: six Meta-World state tasks, 30 episodes per run, paired
-  over (task, seed) cells) weight 0.5 costs 0.035 ± 0.037 of mean success (reach 0.44 → 0.16) while 0.1 costs
-  nothing (+0.007 ± 0.018 on seeds 0-2, −0.002 ± 0.014 on seeds 3-5), and MP1 at 0.1 matches the 10-step
-  FM policy (+0.019 ± 0.032, +0.006 ± 0.015): use ``dispersive_weight=0.1`` on small networks.
+  so on a small network and a short budget it competes with the regression: on a (32, 64) U-Net with 10
+  demonstrations weight 0.5 raises the MeanFlow training error and the held-out error of the 1-NFE chunk, while
+  weight 0.1 barely changes them but spreads the features less. The default stays MP1's 0.5 (what the paper
+  trains with, on a (512, 1024, 2048) U-Net for 3000 epochs). In success on six Meta-World state tasks
+  (``python -m benchmarks.robotics_dispersive``, paired over (task, seed) cells;
+  ``benchmarks/results/robotics_dispersive.json``, on the robotics docs page) weight 0.5 costs success, mostly on
+  reach, while 0.1 costs nothing and MP1 at 0.1 matches the 10-step FM policy: use ``dispersive_weight=0.1`` on
+  small networks (what ``benchmarks/robotics_metaworld.py`` trains).
 
 :func:`mp1_config` returns a :class:`~flowzoo.robotics.policy.PolicyConfig` with these defaults;
 :func:`meanflow_objective` builds the objective the policy uses for ``method`` "meanflow", "mp1" and "dm1".
@@ -64,12 +60,10 @@ from typing import Any
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.fewstep import TwoTimeSampler
 from flowzoo.core.fewstep import MeanFlowLoss
+from flowzoo.robotics.policy_config import MP1_TIME_MEAN, PolicyConfig
 
-__all__ = ["MP1_DEFAULTS", "MP1_TIME_MEAN", "mp1_time_sampler", "meanflow_objective", "mp1_config",
-           "meanflow_config", "GUIDANCE_FORMS"]
-
-MP1_TIME_MEAN = 0.4
-"""MP1's logit-normal mean −0.4 (data at 0) read in flowzoo time (data at 1)."""
+__all__ = ["MP1_DEFAULTS", "mp1_time_sampler", "meanflow_objective", "mp1_config", "meanflow_config",
+           "GUIDANCE_FORMS"]
 
 GUIDANCE_FORMS = ("none", "cfg", "mp1")
 
@@ -137,15 +131,11 @@ def meanflow_objective(*, guidance: str = "none", guidance_scale: float = 1.0, c
 
 def mp1_config(**overrides: Any):
     """A :class:`~flowzoo.robotics.policy.PolicyConfig` with MP1's defaults (:data:`MP1_DEFAULTS`) and ``overrides``."""
-    from flowzoo.robotics.policy_config import PolicyConfig
-
     return PolicyConfig(**{**MP1_DEFAULTS, **overrides})
 
 
 def meanflow_config(**overrides: Any):
     """The "MP" ablation of MP1: the same MeanFlow policy without dispersive loss and without guidance."""
-    from flowzoo.robotics.policy_config import PolicyConfig
-
     values: Mapping[str, Any] = {**MP1_DEFAULTS, "method": "meanflow", "dispersive": None, "guidance": "none",
                                  "guidance_scale": 1.0}
     return PolicyConfig(**{**values, **overrides})

@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.core.validation import check_number, check_positive_int
 
 __all__ = ["MPPIConfig", "MPPIPlanner", "goal_distance_cost", "GaussianEnsemble", "LearnedDynamics",
            "PlannerController", "run_mission"]
@@ -63,12 +64,10 @@ class MPPIConfig:
     def __post_init__(self) -> None:
         for name in ("horizon", "population", "iterations"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(expected(f"{name} as an integer >= 1", repr(value), f"set {name} >= 1"))
-        for name, low, high in (("gamma", 0.0, math.inf), ("sigma", 0.0, math.inf), ("beta", 0.0, 1.0)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low < value <= high:
-                raise ConfigError(expected(f"{name} in ({low}, {high}]", repr(value), "see the MPPIConfig docstring"))
+            check_positive_int(value, name, fix=f"set {name} >= 1")
+        for name, high in (("gamma", None), ("sigma", None), ("beta", 1.0)):
+            check_number(getattr(self, name), name, low=0.0, high=high, strict_low=True,
+                         fix="see the MPPIConfig docstring")
 
 
 def goal_distance_cost(position: Callable[[Tensor], Tensor],

@@ -37,18 +37,13 @@ import torch
 from torch import nn
 
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
+from flowzoo.core.validation import check_int, check_positive_int
 from flowzoo.core.nets import SinusoidalTimeEmbedding
 
 __all__ = ["PointCloudEncoder", "StateEncoder", "ObservationEncoder", "ConditionalUnet1D", "TimeEmbedding"]
 
 Tensor = torch.Tensor
 POINT_KEYS = ("point_cloud",)
-
-
-def _positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(expected(f"{name} as a positive int", repr(value), f"pass e.g. {name}=64"))
-    return value
 
 
 class PointCloudEncoder(nn.Module):
@@ -59,10 +54,10 @@ class PointCloudEncoder(nn.Module):
         layers: list[nn.Module] = []
         width = 3
         for size in hidden:
-            layers += [nn.Linear(width, _positive(size, "hidden")), nn.LayerNorm(size), nn.ReLU()]
+            layers += [nn.Linear(width, check_positive_int(size, "hidden")), nn.LayerNorm(size), nn.ReLU()]
             width = size
         self.point_mlp = nn.Sequential(*layers)
-        self.projection = nn.Sequential(nn.Linear(width, _positive(out_dim, "out_dim")), nn.LayerNorm(out_dim))
+        self.projection = nn.Sequential(nn.Linear(width, check_positive_int(out_dim, "out_dim")), nn.LayerNorm(out_dim))
         self.out_dim = out_dim
 
     def forward(self, points: Tensor) -> Tensor:
@@ -70,7 +65,7 @@ class PointCloudEncoder(nn.Module):
             raise ShapeError(expected("a point cloud (B, N, 3)", f"shape {tuple(points.shape)}",
                                       "pass xyz points, channels last"))
         features = self.point_mlp(points)
-        # amax skips the argmax that max(dim=1) also computes: ~10x faster pooling, the same values. With autograd
+        # amax skips the argmax that max(dim=1) also computes: much faster pooling, the same values. With autograd
         # on, max keeps its backward (the gradient to one point per channel), which is also the faster one.
         pooled = features.max(dim=1).values if torch.is_grad_enabled() else features.amax(dim=1)
         return self.projection(pooled)
@@ -82,11 +77,11 @@ class StateEncoder(nn.Module):
     def __init__(self, in_dim: int, out_dim: int = 64, hidden: Sequence[int] = (64,)):
         super().__init__()
         layers: list[nn.Module] = []
-        width = _positive(in_dim, "in_dim")
+        width = check_positive_int(in_dim, "in_dim")
         for size in hidden:
-            layers += [nn.Linear(width, _positive(size, "hidden")), nn.ReLU()]
+            layers += [nn.Linear(width, check_positive_int(size, "hidden")), nn.ReLU()]
             width = size
-        layers.append(nn.Linear(width, _positive(out_dim, "out_dim")))
+        layers.append(nn.Linear(width, check_positive_int(out_dim, "out_dim")))
         self.mlp = nn.Sequential(*layers)
         self.out_dim = out_dim
 
@@ -114,7 +109,7 @@ class ObservationEncoder(nn.Module):
         if not isinstance(obs_shapes, Mapping) or not obs_shapes:
             raise ConfigError(expected("obs_shapes as a non-empty mapping key -> shape", repr(obs_shapes),
                                        'pass e.g. {"state": (39,)}'))
-        self.n_obs_steps = _positive(n_obs_steps, "n_obs_steps")
+        self.n_obs_steps = check_positive_int(n_obs_steps, "n_obs_steps")
         self.obs_shapes = {str(k): tuple(int(n) for n in v) for k, v in sorted(obs_shapes.items())}
         encoders: dict[str, nn.Module] = {}
         for key, shape in self.obs_shapes.items():
@@ -209,20 +204,18 @@ class ConditionalUnet1D(nn.Module):
                  kernel_size: int = 5, n_groups: int = 8, time_dim: int = 64, time_scale: float = 1.0,
                  record_features: bool = True):
         super().__init__()
-        self.action_dim = _positive(action_dim, "action_dim")
-        if isinstance(global_cond_dim, bool) or not isinstance(global_cond_dim, int) or global_cond_dim < 0:
-            raise ConfigError(expected("global_cond_dim as an int >= 0", repr(global_cond_dim),
-                                       "pass the encoder's out_dim"))
-        dims = [_positive(d, "down_dims entries") for d in down_dims]
+        self.action_dim = check_positive_int(action_dim, "action_dim")
+        check_int(global_cond_dim, "global_cond_dim", low=0, fix="pass the encoder's out_dim")
+        dims = [check_positive_int(d, "down_dims entries") for d in down_dims]
         if not dims:
             raise ConfigError(expected("at least one entry in down_dims", list(down_dims), "use e.g. (64, 128, 256)"))
-        if any(d % _positive(n_groups, "n_groups") for d in dims):
+        if any(d % check_positive_int(n_groups, "n_groups") for d in dims):
             raise ConfigError(expected(f"down_dims divisible by n_groups={n_groups}", dims,
                                        "use multiples of 8 or change n_groups"))
-        if _positive(kernel_size, "kernel_size") % 2 == 0:
+        if check_positive_int(kernel_size, "kernel_size") % 2 == 0:
             raise ConfigError(expected("an odd kernel_size (the horizon keeps its length)", kernel_size, "use 5"))
         self.global_cond_dim, self.down_dims = global_cond_dim, tuple(dims)
-        self.time_embedding = TimeEmbedding(_positive(time_dim, "time_dim"), time_scale)
+        self.time_embedding = TimeEmbedding(check_positive_int(time_dim, "time_dim"), time_scale)
         self.gap_embedding = TimeEmbedding(time_dim, time_scale)
         cond_dim = time_dim + global_cond_dim
         widths = [self.action_dim, *dims]

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, EmptyInputError, MissingDependencyError, ShapeError, expected
+from flowzoo.core.validation import check_int, check_positive_int
 
 __all__ = [
     "headless_gl_default",
@@ -177,8 +178,7 @@ def farthest_point_sample(points: np.ndarray | torch.Tensor, n: int, *, seed: in
     Raises:
         EmptyInputError: ``points`` is empty (e.g. the crop box missed the scene).
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ConfigError(expected("n as a positive int", repr(n), "ask for at least one point"))
+    check_positive_int(n, "n", fix="ask for at least one point")
     is_numpy = not isinstance(points, torch.Tensor)
     tensor = torch.as_tensor(np.asarray(points)) if is_numpy else points
     if tensor.ndim != 2:
@@ -276,8 +276,7 @@ class DepthPointCloud:
         except ImportError as error:
             raise MissingDependencyError(expected("mujoco for depth rendering", f"ImportError: {error}",
                                                   "pip install 'flowzoo[robotics]'")) from error
-        if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-            raise ConfigError(expected("render size as an int >= 8", repr(size), "use e.g. 84 or 128"))
+        check_int(size, "render size", low=8, fix="use e.g. 84 or 128")
         camera_id = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if camera_id < 0:
             names = [mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_CAMERA, i) for i in range(model.ncam)]

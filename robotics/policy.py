@@ -58,7 +58,8 @@ from flowzoo.robotics.mp1 import meanflow_objective
 from flowzoo.robotics.nets import ConditionalUnet1D, ObservationEncoder
 from flowzoo.robotics.policy_config import PolicyConfig
 
-__all__ = ["FlowPolicy", "save_policy", "load_policy", "policy_objective", "POLICY_FORMAT"]
+__all__ = ["FlowPolicy", "save_policy", "load_policy", "policy_objective", "check_observations", "check_noise",
+           "remove_stale_evaluations", "POLICY_FORMAT"]
 
 Tensor = torch.Tensor
 POLICY_FORMAT = "flowzoo-policy"
@@ -101,6 +102,7 @@ class FlowPolicy(nn.Module):
         self.objective = self._build_objective()
         self._queue: deque[Tensor] = deque()
         self._history: deque[dict[str, Tensor]] = deque(maxlen=c.n_obs_steps)
+        self.weights_sha256: str | None = None  # set by save_policy / load_policy: the checkpoint's weights
 
     # ------------------------------------------------------------------------------------ training
     def _null_value(self) -> Tensor | float:
@@ -172,31 +174,8 @@ class FlowPolicy(nn.Module):
 
     def normalize_obs(self, obs: Mapping[str, Any]) -> dict[str, Tensor]:
         """Validate a raw batched observation history ``{key: (B, n_obs_steps, *shape)}`` and normalise it."""
-        if not isinstance(obs, Mapping):
-            raise DTypeError(expected("observations as a dict key -> array", type(obs).__name__,
-                                      f"pass {{key: (B, n_obs_steps, ...)}} with keys {sorted(self.spec.obs_shapes)}"))
-        missing = sorted(set(self.spec.obs_shapes) - set(obs))
-        if missing:
-            raise ShapeError(expected(f"observation keys {sorted(self.spec.obs_shapes)}", f"keys {sorted(obs)}",
-                                      f"add {missing} (was the policy trained with another obs mode?)"))
-        out, batch = {}, None
-        for key, shape in self.spec.obs_shapes.items():
-            value = torch.as_tensor(np.asarray(obs[key]) if not isinstance(obs[key], Tensor) else obs[key])
-            want = (self.config.n_obs_steps, *shape)
-            if value.dim() != len(want) + 1 or tuple(value.shape[1:]) != want or batch not in (None, value.shape[0]):
-                raise ShapeError(expected(f'obs["{key}"] of shape (B, {", ".join(map(str, want))})',
-                                          f"shape {tuple(value.shape)}",
-                                          "stack n_obs_steps observations after the batch axis"))
-            if value.shape[0] == 0:
-                raise ShapeError(expected(f'obs["{key}"] with at least one sample', "an empty batch", "pass B >= 1"))
-            if not value.is_floating_point():
-                value = value.float()
-            value = value.to(self.device, torch.float32)
-            if not bool(torch.isfinite(value).all()):
-                raise NonFiniteError(expected(f'finite obs["{key}"]', "NaN/Inf", "check the sensor / environment"))
-            batch = value.shape[0]
-            out[key] = self.normalizer.normalize(key, value)
-        return out
+        checked = check_observations(obs, self.spec.obs_shapes, self.config.n_obs_steps, self.device)
+        return {key: self.normalizer.normalize(key, value) for key, value in checked.items()}
 
     def initial_noise(self, batch: int, generator: torch.Generator | None = None) -> Tensor:
         """Source samples (batch, horizon, action_dim) at time 0."""
@@ -235,9 +214,8 @@ class FlowPolicy(nn.Module):
         batch = next(iter(normalized.values())).shape[0]
         if noise is None:
             noise = self.initial_noise(batch, generator)
-        elif not isinstance(noise, Tensor) or tuple(noise.shape) != (batch, self.config.horizon, self.spec.action_dim):
-            raise ShapeError(expected(f"noise of shape ({batch}, {self.config.horizon}, {self.spec.action_dim})",
-                                      getattr(noise, "shape", type(noise).__name__), "pass policy.initial_noise(B)"))
+        else:
+            check_noise(noise, batch, self.config.horizon, self.spec.action_dim)
         features = self.obs_encoder(normalized)
         return self._finish(self.sample_normalized(features, noise.to(self.device, torch.float32)))
 
@@ -271,6 +249,49 @@ class FlowPolicy(nn.Module):
         return {k: torch.stack([h[k] for h in self._history], dim=1) for k in step}
 
 
+def check_observations(obs: Any, obs_shapes: Mapping[str, tuple[int, ...]], n_obs_steps: int,
+                       device: torch.device | str = "cpu") -> dict[str, Tensor]:
+    """A raw batched observation history ``{key: (B, n_obs_steps, *shape)}`` checked and converted to float32.
+
+    The one input check of a policy's inference, shared by :meth:`FlowPolicy.normalize_obs` and the exported
+    program's wrapper (:class:`flowzoo.robotics.export.ExportedPolicy`), so both refuse bad input alike.
+
+    Raises:
+        DTypeError: ``obs`` is not a mapping. ShapeError: a key is missing, a shape does not fit or the batch is
+        empty. NonFiniteError: a value is NaN or infinite.
+    """
+    if not isinstance(obs, Mapping):
+        raise DTypeError(expected("observations as a dict key -> array", type(obs).__name__,
+                                  f"pass {{key: (B, n_obs_steps, ...)}} with keys {sorted(obs_shapes)}"))
+    missing = sorted(set(obs_shapes) - set(obs))
+    if missing:
+        raise ShapeError(expected(f"observation keys {sorted(obs_shapes)}", f"keys {sorted(obs)}",
+                                  f"add {missing} (was the policy trained with another obs mode?)"))
+    out, batch = {}, None
+    for key, shape in obs_shapes.items():
+        value = torch.as_tensor(np.asarray(obs[key]) if not isinstance(obs[key], Tensor) else obs[key])
+        want = (n_obs_steps, *shape)
+        if value.dim() != len(want) + 1 or tuple(value.shape[1:]) != want or batch not in (None, value.shape[0]):
+            raise ShapeError(expected(f'obs["{key}"] of shape (B, {", ".join(map(str, want))})',
+                                      f"shape {tuple(value.shape)}",
+                                      "stack n_obs_steps observations after the batch axis"))
+        if value.shape[0] == 0:
+            raise ShapeError(expected(f'obs["{key}"] with at least one sample', "an empty batch", "pass B >= 1"))
+        value = value.to(device, torch.float32)
+        if not bool(torch.isfinite(value).all()):
+            raise NonFiniteError(expected(f'finite obs["{key}"]', "NaN/Inf", "check the sensor / environment"))
+        batch = value.shape[0]
+        out[key] = value
+    return out
+
+
+def check_noise(noise: Any, batch: int, horizon: int, action_dim: int) -> None:
+    """Refuse source noise that is not a tensor of shape ``(batch, horizon, action_dim)`` (ShapeError)."""
+    if not isinstance(noise, Tensor) or tuple(noise.shape) != (batch, horizon, action_dim):
+        raise ShapeError(expected(f"noise of shape ({batch}, {horizon}, {action_dim})",
+                                  getattr(noise, "shape", type(noise).__name__), "pass policy.initial_noise(B)"))
+
+
 def policy_objective(policy_model: nn.Module, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
     """``objective(model, batch)`` for :class:`flowzoo.core.training.Trainer`: the policy's :meth:`FlowPolicy.loss`
     through its forward (works with a DistributedDataParallel-wrapped policy)."""
@@ -289,7 +310,8 @@ def save_policy(policy: FlowPolicy, path: str | os.PathLike) -> Path:
     """Write ``policy`` to the directory ``path`` (created if needed); returns the path of ``policy.json``.
 
     Weights go to ``weights-<sha256[:16]>.safetensors`` and the JSON (config, spec, normaliser, file name, hash)
-    is written last; weight files the new JSON does not name are removed afterwards.
+    is written last; weight files the new JSON does not name are removed afterwards, and so are the evaluation
+    records beside them that describe other weights (:func:`remove_stale_evaluations`).
     """
     if not isinstance(policy, FlowPolicy):
         raise ConfigError(expected("a FlowPolicy", type(policy).__name__, "pass the trained policy"))
@@ -309,7 +331,29 @@ def save_policy(policy: FlowPolicy, path: str | os.PathLike) -> Path:
     for stale in root.glob("weights-*.safetensors"):
         if stale.name != weights_name:
             stale.unlink(missing_ok=True)
+    remove_stale_evaluations(root, digest)
+    policy.weights_sha256 = digest
     return root / "policy.json"
+
+
+def remove_stale_evaluations(root: str | os.PathLike, weights_sha256: str) -> list[Path]:
+    """Delete the evaluation records in ``root`` (``*eval_*.json``, written by ``flowzoo robotics evaluate``)
+    that do not name ``weights_sha256``; returns the removed paths.
+
+    An evaluation record names the weights it evaluated (``weights_sha256``), so a record whose weights were
+    replaced would describe weights that are no longer there. Files that are not evaluation records (no
+    ``success_rate``) are left alone; a record without a hash cannot show which weights it describes and goes.
+    """
+    removed = []
+    for path in Path(root).glob("*eval_*.json"):
+        try:
+            record = json.loads(path.read_text("utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(record, dict) and "success_rate" in record and record.get("weights_sha256") != weights_sha256:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def load_policy(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> FlowPolicy:
@@ -361,4 +405,5 @@ def load_policy(path: str | os.PathLike, map_location: str | torch.device = "cpu
     except (RuntimeError, ValueError) as error:
         raise CheckpointError(expected("weights that fit the stored config", f"{type(error).__name__}: {error}"[:400],
                                        "the JSON and the weights come from different policies; save again")) from error
+    policy.weights_sha256 = digest
     return policy.to(map_location).eval()

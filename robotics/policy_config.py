@@ -3,8 +3,9 @@
 ``method`` picks the training objective (``fm``: the multi-step flow-matching policy; ``meanflow``: MeanFlow without
 dispersive loss; ``mp1``: MP1, arXiv 2507.10543; ``dm1``: DM1's dispersive variants). The method-dependent fields
 stay ``"auto"`` / None until :meth:`PolicyConfig.resolved` fills them from :data:`_METHOD_DEFAULTS`, which is what
-:class:`~flowzoo.robotics.policy.FlowPolicy` does when it is built. Also importable from
-:mod:`flowzoo.robotics.policy`.
+:class:`~flowzoo.robotics.policy.FlowPolicy` does when it is built. The command line
+(:func:`flowzoo.robotics.train.method_config_class`) starts from its method's resolved values instead, so its
+``--help`` and the run's ``config.yaml`` show the values that run.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from typing import Any, Literal
 from flowzoo.core.config import config_from_dict, config_to_dict, option_help, validate_config
 from flowzoo.core.fewstep import DISPERSIVE_KINDS
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.robotics.mp1 import MP1_TIME_MEAN
 
-__all__ = ["PolicyConfig", "METHODS", "DISPERSIVE_TARGETS"]
+__all__ = ["PolicyConfig", "METHODS", "DISPERSIVE_TARGETS", "MP1_TIME_MEAN"]
+
+MP1_TIME_MEAN = 0.4
+"""MP1's logit-normal mean −0.4 (data at 0) read in flowzoo time (data at 1); the default ``time_mean`` of every
+MeanFlow-family policy. It lives here, with the other per-method defaults, so that :mod:`flowzoo.robotics.mp1`
+can build a :class:`PolicyConfig` without an import cycle."""
 
 METHODS = ("fm", "meanflow", "mp1", "dm1")
 DISPERSIVE_TARGETS = ("down", "mid", "embeddings")

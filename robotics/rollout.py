@@ -9,7 +9,7 @@ recorded for the episodes that go into a video.
 **Episodes.** :func:`run_episodes` gives each slot its own observation history (first frame repeated, as in
 training) and executes the first ``n_action_steps`` actions of each predicted chunk; the slots that need a new
 chunk at the same step share one batched policy call. Success is Meta-World's: the maximum over the episode of
-``info["success"]`` (MP1's ``max(info['success'])``, research notes §1). An episode ends at termination,
+``info["success"]`` (``max(info['success'])`` in MP1's released code, LogSSim/MP1). An episode ends at termination,
 truncation, ``max_steps`` or, with ``stop_on_success``, its first success. A non-finite action is never sent: it
 is replaced by zeros (clipped into the limits) and counted per episode.
 
@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, MissingDependencyError, ShapeError, expected
+from flowzoo.core.validation import check_int
 from flowzoo.core.training import atomic_write_bytes
 from flowzoo.robotics.chunking import ChunkPolicy, ObservationHistory, batch_observations
 
@@ -215,135 +216,171 @@ def run_episodes(policy: ChunkPolicy, vector: Any, task_name: str, episodes: int
 
     for name, value, least in (("episodes", episodes, 1), ("max_steps", max_steps, 1),
                                ("record_episodes", record_episodes, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise ConfigError(expected(f"{name} as an int >= {least}", repr(value), f"pass a valid {name}"))
+        check_int(value, name, low=least, fix=f"pass a valid {name}")
     if not all(hasattr(env, "flowzoo_frames") for env in getattr(vector, "envs", [None])):
         raise ConfigError(expected("a vector env from guarded_vector_env(envs)", type(vector).__name__,
                                    "wrap the environments with guarded_vector_env"))
-
-    spec, n = policy.spec, vector.num_envs
-    action_dim, n_action_steps = int(spec.action_dim), int(policy.config.n_action_steps)
-    low = np.asarray(spec.action_low, dtype=np.float64)
-    high = np.asarray(spec.action_high, dtype=np.float64)
-    rest_action = np.clip(np.zeros(action_dim), low, high)
-    params = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
-    device = params[0].device if params else torch.device("cpu")
-    histories = [ObservationHistory(int(policy.config.n_obs_steps), spec.obs_shapes) for _ in range(n)]
-    queues: list[deque] = [deque() for _ in range(n)]
-    running: list[dict[str, Any] | None] = [None] * n
-    idle, record = [False] * n, [False] * n
-    records: list[EpisodeRecord] = []
-    frames: dict[int, list[np.ndarray]] = {}
-    counter = {"next": 0, "actions": 0}
-    call_ms: list[float] = []
-    batch_sizes: list[int] = []
+    bar = tqdm(total=episodes, disable=not progress, desc=f"evaluate {task_name}", unit="episode")
+    loop = _EpisodeLoop(policy, vector, episodes, seed, record_episodes, bar)
     if callable(getattr(policy, "reset", None)):
         policy.reset()
-    bar = tqdm(total=episodes, disable=not progress, desc=f"evaluate {task_name}", unit="episode")
+    started = time.perf_counter()
+    try:
+        loop.start(list(range(loop.n)))
+        while loop.any_running():
+            loop.fill_queues()
+            ended = loop.step(max_steps, stop_on_success)
+            if ended:
+                loop.start(ended)
+    finally:
+        bar.close()
+    result = loop.result(task_name, seed, time.perf_counter() - started, getattr(policy, "nfe", None))
+    return result, [frame for k in sorted(loop.frames) for frame in loop.frames[k]]
 
-    def finish(slot: int, error: str | None) -> None:
-        episode = running[slot]
-        records.append(EpisodeRecord(episode["episode"], episode["seed"], bool(episode["success"]) and error is None,
-                                     float(episode["return"]), int(episode["length"]), episode["non_finite"], error))
-        if record[slot]:
-            frames[episode["episode"]] = list(vector.get_attr("flowzoo_frames")[slot])
-        running[slot] = None
-        queues[slot].clear()
-        bar.update(1)
-        bar.set_postfix(success=f"{np.mean([r.success for r in records]):.2f}")
 
-    def start(slots: list[int]) -> None:
+class _EpisodeLoop:
+    """The state of :func:`run_episodes`: one slot per sub-environment, each with its observation history, its
+    queue of actions still to execute from the last chunk and its running episode (None when idle)."""
+
+    def __init__(self, policy: ChunkPolicy, vector: Any, episodes: int, seed: int, record_episodes: int,
+                 bar: Any) -> None:
+        spec, n = policy.spec, vector.num_envs
+        self.policy, self.vector, self.n, self.bar = policy, vector, n, bar
+        self.episodes, self.seed, self.record_episodes = episodes, seed, record_episodes
+        self.action_dim, self.n_action_steps = int(spec.action_dim), int(policy.config.n_action_steps)
+        self.low = np.asarray(spec.action_low, dtype=np.float64)
+        self.high = np.asarray(spec.action_high, dtype=np.float64)
+        # Sent in place of a non-finite action, and by idle slots (which do not step).
+        self.rest_action = np.clip(np.zeros(self.action_dim), self.low, self.high)
+        params = list(policy.parameters()) if isinstance(policy, torch.nn.Module) else []
+        self.device = params[0].device if params else torch.device("cpu")
+        self.histories = [ObservationHistory(int(policy.config.n_obs_steps), spec.obs_shapes) for _ in range(n)]
+        self.queues: list[deque] = [deque() for _ in range(n)]
+        self.running: list[dict[str, Any] | None] = [None] * n
+        self.idle, self.record = [False] * n, [False] * n
+        self.records: list[EpisodeRecord] = []
+        self.frames: dict[int, list[np.ndarray]] = {}
+        self.next_episode, self.actions_executed = 0, 0
+        self.call_ms: list[float] = []
+        self.batch_sizes: list[int] = []
+
+    def any_running(self) -> bool:
+        return any(episode is not None for episode in self.running)
+
+    def finish(self, slot: int, error: str | None) -> None:
+        """Close the episode of ``slot`` into an :class:`EpisodeRecord` (a failure when ``error`` is set)."""
+        episode = self.running[slot]
+        self.records.append(EpisodeRecord(episode["episode"], episode["seed"],
+                                          bool(episode["success"]) and error is None, float(episode["return"]),
+                                          int(episode["length"]), episode["non_finite"], error))
+        if self.record[slot]:
+            self.frames[episode["episode"]] = list(self.vector.get_attr("flowzoo_frames")[slot])
+        self.running[slot] = None
+        self.queues[slot].clear()
+        self.bar.update(1)
+        self.bar.set_postfix(success=f"{np.mean([r.success for r in self.records]):.2f}")
+
+    def start(self, slots: list[int]) -> None:
         """Reset ``slots`` into their next episodes (or idle); an episode whose reset fails is a failure."""
         while slots:
-            mask, seeds = np.zeros(n, dtype=bool), [None] * n
-            current_frames = list(vector.get_attr("flowzoo_frames"))
-            for slot in slots:
-                mask[slot] = True
-                current_frames[slot] = []
-                if counter["next"] < episodes:
-                    k = counter["next"]
-                    counter["next"] += 1
-                    running[slot] = {"episode": k, "seed": seed + k, "return": 0.0, "length": 0, "success": False,
-                                     "non_finite": 0}
-                    seeds[slot], idle[slot], record[slot] = seed + k, False, k < record_episodes
-                else:
-                    idle[slot], record[slot] = True, False
-            vector.set_attr("flowzoo_idle", list(idle))
-            vector.set_attr("flowzoo_record", list(record))
-            vector.set_attr("flowzoo_frames", current_frames)
-            obs, infos = vector.reset(seed=seeds, options={"reset_mask": mask})
+            mask, seeds = self._assign(slots)
+            obs, infos = self.vector.reset(seed=seeds, options={"reset_mask": mask})
             retry = []
             for slot in np.flatnonzero(mask):
-                if running[slot] is None:
+                if self.running[slot] is None:
                     continue
                 error = _info_at(infos, "error", slot)
                 if error is not None:
-                    finish(slot, str(error))
-                    retry.append(int(slot))
+                    self.finish(slot, str(error))
+                    retry.append(int(slot))  # the slot moves on to the next episode
                     continue
-                histories[slot].reset()
-                histories[slot].push(_slot(obs, slot))
+                self.histories[slot].reset()
+                self.histories[slot].push(_slot(obs, slot))
             slots = retry
 
-    started = time.perf_counter()
-    try:
-        start(list(range(n)))
-        while any(episode is not None for episode in running):
-            need = [s for s in range(n) if running[s] is not None and not queues[s]]
-            if need:
-                batch = batch_observations([histories[s].stacked() for s in need], device)
-                tick = time.perf_counter()
-                with torch.inference_mode():
-                    chunk = policy.predict_action_chunk(batch)
-                chunk = torch.as_tensor(chunk).detach().to("cpu", torch.float64).numpy()
-                call_ms.append(1000.0 * (time.perf_counter() - tick))
-                batch_sizes.append(len(need))
-                if chunk.ndim != 3 or chunk.shape[0] != len(need) or chunk.shape[2] != action_dim or chunk.shape[1] < 1:
-                    raise ShapeError(expected(f"predict_action_chunk output ({len(need)}, horizon, {action_dim})",
-                                              chunk.shape, "return (B, horizon, action_dim) actions"))
-                for row, slot in enumerate(need):
-                    queues[slot].extend(chunk[row, :n_action_steps])
-            actions = np.tile(rest_action, (n, 1))
-            for slot in range(n):
-                if running[slot] is None:
-                    continue
-                action = queues[slot].popleft()
-                if not np.all(np.isfinite(action)):
-                    running[slot]["non_finite"] += 1
-                    action = rest_action
-                actions[slot] = np.clip(action, low, high)
-            obs, rewards, terminated, truncated, infos = vector.step(actions.astype(np.float32))
-            ended = []
-            for slot in range(n):
-                episode = running[slot]
-                if episode is None:
-                    continue
-                counter["actions"] += 1
-                episode["return"] += float(rewards[slot])
-                episode["length"] += 1
-                success = _info_at(infos, "success", slot)
-                episode["success"] = episode["success"] or (success is not None and bool(float(success) > 0))
-                error = _info_at(infos, "error", slot)
-                if error is None:
-                    histories[slot].push(_slot(obs, slot))
-                if (error is not None or terminated[slot] or truncated[slot] or episode["length"] >= max_steps
-                        or (stop_on_success and episode["success"])):
-                    finish(slot, None if error is None else str(error))
-                    ended.append(slot)
-            if ended:
-                start(ended)
-    finally:
-        bar.close()
-    wall = time.perf_counter() - started
-    records.sort(key=lambda r: r.episode)
-    actions = max(counter["actions"], 1)
-    result = EvalResult(
-        task=task_name, seed=seed, episodes=records, success_rate=float(np.mean([r.success for r in records])),
-        mean_return=float(np.mean([r.episode_return for r in records])),
-        mean_length=float(np.mean([r.length for r in records])),
-        crashed_episodes=sum(r.error is not None for r in records),
-        policy_ms_per_action=sum(call_ms) / actions, end_to_end_ms_per_action=1000.0 * wall / actions,
-        policy_ms_per_call=float(np.median(call_ms)) if call_ms else float("nan"),
-        mean_batch_size=float(np.mean(batch_sizes)) if batch_sizes else float("nan"),
-        nfe=getattr(policy, "nfe", None), wall_s=wall)
-    return result, [frame for k in sorted(frames) for frame in frames[k]]
+    def _assign(self, slots: list[int]) -> tuple[np.ndarray, list[int | None]]:
+        """Give each of ``slots`` the next episode (or mark it idle) and tell the guarded environments."""
+        mask, seeds = np.zeros(self.n, dtype=bool), [None] * self.n
+        current_frames = list(self.vector.get_attr("flowzoo_frames"))
+        for slot in slots:
+            mask[slot] = True
+            current_frames[slot] = []
+            if self.next_episode < self.episodes:
+                k = self.next_episode
+                self.next_episode += 1
+                self.running[slot] = {"episode": k, "seed": self.seed + k, "return": 0.0, "length": 0,
+                                      "success": False, "non_finite": 0}
+                seeds[slot], self.idle[slot], self.record[slot] = self.seed + k, False, k < self.record_episodes
+            else:
+                self.idle[slot], self.record[slot] = True, False
+        self.vector.set_attr("flowzoo_idle", list(self.idle))
+        self.vector.set_attr("flowzoo_record", list(self.record))
+        self.vector.set_attr("flowzoo_frames", current_frames)
+        return mask, seeds
+
+    def fill_queues(self) -> None:
+        """One batched policy call for every running slot whose action queue is empty."""
+        need = [s for s in range(self.n) if self.running[s] is not None and not self.queues[s]]
+        if not need:
+            return
+        batch = batch_observations([self.histories[s].stacked() for s in need], self.device)
+        tick = time.perf_counter()
+        with torch.inference_mode():
+            chunk = self.policy.predict_action_chunk(batch)
+        chunk = torch.as_tensor(chunk).detach().to("cpu", torch.float64).numpy()
+        self.call_ms.append(1000.0 * (time.perf_counter() - tick))
+        self.batch_sizes.append(len(need))
+        if chunk.ndim != 3 or chunk.shape[0] != len(need) or chunk.shape[2] != self.action_dim or chunk.shape[1] < 1:
+            raise ShapeError(expected(f"predict_action_chunk output ({len(need)}, horizon, {self.action_dim})",
+                                      chunk.shape, "return (B, horizon, action_dim) actions"))
+        for row, slot in enumerate(need):
+            self.queues[slot].extend(chunk[row, :self.n_action_steps])
+
+    def _next_actions(self) -> np.ndarray:
+        """The next queued action of every running slot, finite and clipped into the limits."""
+        actions = np.tile(self.rest_action, (self.n, 1))
+        for slot in range(self.n):
+            if self.running[slot] is None:
+                continue
+            action = self.queues[slot].popleft()
+            if not np.all(np.isfinite(action)):
+                self.running[slot]["non_finite"] += 1
+                action = self.rest_action
+            actions[slot] = np.clip(action, self.low, self.high)
+        return actions
+
+    def step(self, max_steps: int, stop_on_success: bool) -> list[int]:
+        """Step every environment once and update the running episodes; returns the slots whose episode ended."""
+        obs, rewards, terminated, truncated, infos = self.vector.step(self._next_actions().astype(np.float32))
+        ended = []
+        for slot in range(self.n):
+            episode = self.running[slot]
+            if episode is None:
+                continue
+            self.actions_executed += 1
+            episode["return"] += float(rewards[slot])
+            episode["length"] += 1
+            success = _info_at(infos, "success", slot)
+            episode["success"] = episode["success"] or (success is not None and bool(float(success) > 0))
+            error = _info_at(infos, "error", slot)
+            if error is None:
+                self.histories[slot].push(_slot(obs, slot))
+            if (error is not None or terminated[slot] or truncated[slot] or episode["length"] >= max_steps
+                    or (stop_on_success and episode["success"])):
+                self.finish(slot, None if error is None else str(error))
+                ended.append(slot)
+        return ended
+
+    def result(self, task_name: str, seed: int, wall: float, nfe: int | None) -> EvalResult:
+        records = sorted(self.records, key=lambda r: r.episode)
+        actions = max(self.actions_executed, 1)
+        call_ms, batch_sizes = self.call_ms, self.batch_sizes
+        return EvalResult(
+            task=task_name, seed=seed, episodes=records, success_rate=float(np.mean([r.success for r in records])),
+            mean_return=float(np.mean([r.episode_return for r in records])),
+            mean_length=float(np.mean([r.length for r in records])),
+            crashed_episodes=sum(r.error is not None for r in records),
+            policy_ms_per_action=sum(call_ms) / actions, end_to_end_ms_per_action=1000.0 * wall / actions,
+            policy_ms_per_call=float(np.median(call_ms)) if call_ms else float("nan"),
+            mean_batch_size=float(np.mean(batch_sizes)) if batch_sizes else float("nan"),
+            nfe=nfe, wall_s=wall)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_int, check_positive_int
 
 __all__ = ["OBS_MODES", "EnvSpec", "env_spec", "check_obs_options"]
 
@@ -150,9 +151,6 @@ def check_obs_options(obs_mode: object, num_points: object, render_size: object)
     ``render_size`` None or an int >= 8."""
     if obs_mode not in OBS_MODES:
         raise ConfigError(expected(f"obs_mode in {OBS_MODES}", repr(obs_mode), "pass 'state' or 'pointcloud'"))
-    if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points < 1:
-        raise ConfigError(expected("num_points as a positive int", repr(num_points), "use e.g. 512 or 256"))
-    if render_size is not None and (isinstance(render_size, bool) or not isinstance(render_size, int)
-                                    or render_size < 8):
-        raise ConfigError(expected("render_size as an int >= 8 (or None for automatic)", repr(render_size),
-                                   "use e.g. 84 or 128"))
+    check_positive_int(num_points, "num_points", fix="use e.g. 512 or 256")
+    if render_size is not None:
+        check_int(render_size, "render_size (or None for automatic)", low=8, fix="use e.g. 84 or 128")

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, MissingDependencyError, expected
+from flowzoo.core.validation import check_positive_int
 from flowzoo.robotics.data import DemoDataset
 from flowzoo.robotics.spec import EnvSpec
 from flowzoo.robotics.envs import register_task
@@ -60,8 +61,7 @@ class ToyWorld:
     """B independent copies of the world, stepped together (NumPy)."""
 
     def __init__(self, batch: int, seed: int | None = 0):
-        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-            raise ConfigError(expected("batch as a positive int", repr(batch), "pass e.g. 100"))
+        check_positive_int(batch, "batch", fix="pass e.g. 100")
         self.rng = np.random.default_rng(seed)
         self.batch = batch
         self.reset()
@@ -206,8 +206,7 @@ def generate_toy_demos(episodes: int = 100, seed: int = 0, action_noise: float =
         seed: seeds starts, sides and noise.
         action_noise: std of Gaussian noise added to the executed (and recorded) actions.
     """
-    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
-        raise ConfigError(expected("episodes as a positive int", repr(episodes), "pass e.g. 100"))
+    check_positive_int(episodes, "episodes", fix="pass e.g. 100")
     world = ToyWorld(episodes, seed)
     expert = ToyExpert(seed + 1)
     expert.reset(episodes)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from flowzoo.core.errors import ConfigError, MissingDependencyError, ShapeError, expected
+from flowzoo.core.validation import check_int, check_positive_int, check_probability
 from flowzoo.core.analysis import require_matplotlib
 from flowzoo.core.training import atomic_write_bytes, atomic_write_with
 from flowzoo.robotics.rollout import ROBOTICS_EXTRA, EvalResult
@@ -36,13 +37,12 @@ class BestKRecorder:
     """
 
     def __init__(self, k: int) -> None:
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ConfigError(expected("K as an int >= 1", repr(k), "use K=3 or K=5 as DP3/MP1 do"))
+        check_positive_int(k, "K", fix="use K=3 or K=5 as DP3/MP1 do")
         self.k = k
         self.values: list[float] = []
 
     def add(self, value: float) -> None:
-        self.values.append(_success_value(value))
+        self.values.append(check_probability(value, "a success rate", fix="pass EvalResult.success_rate"))
 
     @property
     def complete(self) -> bool:
@@ -53,12 +53,6 @@ class BestKRecorder:
         if not self.values:
             return float("nan")
         return float(np.mean(sorted(self.values, reverse=True)[:self.k]))
-
-
-def _success_value(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0.0 <= value <= 1.0):
-        raise ConfigError(expected("a success rate in [0, 1]", repr(value), "pass EvalResult.success_rate"))
-    return float(value)
 
 
 class SuccessTracker:
@@ -81,10 +75,8 @@ class SuccessTracker:
     def record(self, step: int, success_rate: float | EvalResult) -> None:
         """Add the evaluation made after training step ``step`` (a success rate or an :class:`EvalResult`)."""
         rate = success_rate.success_rate if isinstance(success_rate, EvalResult) else success_rate
-        rate = _success_value(rate)
-        if isinstance(step, bool) or not isinstance(step, int) or (self.steps and step < self.steps[-1]):
-            raise ConfigError(expected(f"an int step >= the last one ({self.steps[-1] if self.steps else 0})",
-                                       repr(step), "record evaluations in training order"))
+        rate = check_probability(rate, "a success rate", fix="pass EvalResult.success_rate")
+        check_int(step, "step", low=self.steps[-1] if self.steps else None, fix="record evaluations in training order")
         self.steps.append(step)
         self.success.append(rate)
         for recorder in self.recorders.values():

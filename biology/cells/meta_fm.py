@@ -17,7 +17,7 @@ population encoder (:mod:`flowzoo.biology.cells.nets`) and c the treatment. The 
 flowzoo and in the paper's code: t = 0 is the control population, t = 1 the treated one. Prediction integrates
 dx/dt = v(x, t | φ(p0)) from the control cells of a new population.
 
-The objective and its batches live in :mod:`flowzoo.biology.cells.objective` (re-exported here).
+The objective and its batches live in :mod:`flowzoo.biology.cells.objective`.
 
 Encoders (``encoder``): the paper's kNN-graph GCN (the default), DeepSets, or ``"characteristic"``: the
 population's empirical characteristic function at fixed random frequencies, with ``readout=True`` read out
@@ -53,20 +53,23 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from flowzoo.biology.cells.objective import MetaFlowMatchingLoss, PopulationBatchSampler
 from flowzoo.biology.cells.metrics import population_distances
 from flowzoo.biology.cells.nets import (CharacteristicEncoder, ConditionedVelocity, DeepSetsEncoder, GCNPopulationEncoder,
                                   PopulationFlow)
 from flowzoo.biology.cells.populations import PopulationPair, PopulationSet, read_adata, representation
+from flowzoo.core import __version__ as flowzoo_version
 from flowzoo.core.config import option_help
 from flowzoo.core.errors import ConfigError, NonFiniteError, expected
+from flowzoo.core.validation import check_int
 from flowzoo.core.analysis import plot_samples_2d
 from flowzoo.core.sampling import integrate
 from flowzoo.core.training import Trainer, TrainerConfig, TrainResult
 
-__all__ = ["METHODS", "MetaFMOptions", "build_model", "fit", "predict_population", "evaluate_pairs", "predict",
-           "plot_prediction"]
+__all__ = ["METHODS", "MetaFMOptions", "build_model", "fit", "predict_population", "evaluate_pairs", "model_method",
+           "predict", "plot_prediction"]
 
 METHODS = ("meta_fm", "fm", "per_population_fm")
 _CONDITIONING = {"meta_fm": "encoder", "fm": "none", "per_population_fm": "population"}
@@ -243,9 +246,8 @@ def predict_population(model: PopulationFlow, source: torch.Tensor, *, treatment
         population_index = torch.tensor([population_index], device=device)
     cond = None if source_cond is None else source_cond.to(device, torch.float32)
     context = getattr(model, "context_cells", 0) if context_cells is None else context_cells
-    if isinstance(context, bool) or not isinstance(context, int) or context < 0:
-        raise ConfigError(expected("context_cells as an int >= 0 (0: all cells)", repr(context_cells),
-                                   "pass e.g. the training cells_per_population"))
+    context = check_int(context, "context_cells (0: all cells)", low=0,
+                        fix="pass e.g. the training cells_per_population")
     embedding = _embed(model, source, cond, population_index, context)
     n = source.shape[0]
     flow_cond = {"treatment": torch.full((n,), tindex, device=device, dtype=torch.long)}
@@ -279,16 +281,26 @@ def evaluate_pairs(model: PopulationFlow, pairs: Sequence[PopulationPair], *, st
     return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]} if rows else {}
 
 
+def model_method(model: PopulationFlow) -> str:
+    """Which of :data:`METHODS` a model was built as (read from its conditioning)."""
+    return next(method for method, conditioning in _CONDITIONING.items() if conditioning == model.conditioning)
+
+
 def predict(model: PopulationFlow, adata: Any, *, population_key: str, condition_key: str,
             control_value: str = "control", rep: str = "X", treatment: str | None = None,
-            cell_condition_key: str | None = None, key_added: str = "X_meta_fm", steps: int = 100,
-            method: str = "euler", allow_unseen: bool = False) -> Any:
+            cell_condition_key: str | None = None, key_added: str | None = None, steps: int = 100,
+            method: str = "euler", allow_unseen: bool = False, provenance: dict[str, Any] | None = None,
+            progress: bool = False) -> Any:
     """Predict every control population of ``adata`` under ``treatment``; return an annotated COPY.
 
     The input (an AnnData or an ``.h5ad`` path, read only) is never modified. In the copy, each control
     cell's predicted treated state is stored in ``.obsm[key_added]`` (n_obs, d) when ``rep`` is an ``.obsm``
     key, or in ``.layers[key_added]`` (n_obs, n_vars) when ``rep`` is ``"X"`` or a layer; rows of other cells
-    are NaN. ``.uns[key_added]`` records the treatment, the representation and the populations predicted.
+    are NaN. ``key_added`` defaults to ``"X_" + the model's method`` (``X_meta_fm``, ``X_fm``,
+    ``X_per_population_fm``), so baselines never land under Meta FM's name. ``.uns[key_added]`` records what
+    produced the prediction: the model's ``method``, the ODE ``solver`` and ``steps``, the treatment, the
+    representation, the populations predicted, the flowzoo version, plus ``provenance`` (e.g. the checkpoint
+    path and weights hash, as ``flowzoo biology predict`` passes them). ``progress`` shows a bar over populations.
     """
     original = read_adata(adata)
     copy = original.copy()
@@ -312,7 +324,8 @@ def predict(model: PopulationFlow, adata: Any, *, population_key: str, condition
         onehot = np.stack([labels == c for c in categories], axis=1).astype(np.float32)
     out = np.full(matrix.shape, np.nan, dtype=np.float32)
     names = sorted(set(populations[control]))
-    for name in names:
+    _check_population_sizes(model, {name: int((control & (populations == name)).sum()) for name in names})
+    for name in tqdm(names, desc=f"predict ({len(names)} populations)", unit="population", disable=not progress):
         rows = np.flatnonzero(control & (populations == name))
         bad = int((~np.isfinite(matrix[rows])).sum())
         if bad:
@@ -322,14 +335,28 @@ def predict(model: PopulationFlow, adata: Any, *, population_key: str, condition
         out[rows] = predict_population(model, torch.from_numpy(matrix[rows]), treatment=treatment, source_cond=cond,
                                        population=name, steps=steps, method=method,
                                        allow_unseen=allow_unseen).cpu().numpy()
+    key_added = key_added or f"X_{model_method(model)}"
     if rep in copy.obsm:
         copy.obsm[key_added] = out
     else:
         copy.layers[key_added] = out
     treatments = getattr(model, "treatments", [])
-    copy.uns[key_added] = {"treatment": str(treatment if treatment is not None else (treatments or [""])[0]),
-                           "rep": rep, "populations": names, "steps": steps, "method": method}
+    copy.uns[key_added] = {"method": model_method(model), "solver": method, "steps": steps,
+                           "treatment": str(treatment if treatment is not None else (treatments or [""])[0]),
+                           "rep": rep, "populations": names, "flowzoo_version": flowzoo_version,
+                           **(provenance or {})}
     return copy
+
+
+def _check_population_sizes(model: PopulationFlow, control_cells: dict[str, int]) -> None:
+    """The kNN encoder of a trained model needs k + 1 control cells: name the populations that have fewer."""
+    k = getattr(model.encoder, "knn_k", None) if model.conditioning == "encoder" else None
+    small = {name: n for name, n in control_cells.items() if k is not None and n < k + 1}
+    if small:
+        listed = ", ".join(f"{name!r} ({n} control cells)" for name, n in list(small.items())[:10])
+        raise ConfigError(expected(f"at least {k + 1} control cells per population (the model's kNN encoder was "
+                                   f"trained with k = {k})", listed,
+                                   "leave those populations out of the file, or give them more control cells"))
 
 
 def _project(reference: torch.Tensor, *sets: torch.Tensor) -> list[torch.Tensor]:

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from flowzoo.biology.cells.populations import _require
+from flowzoo.biology.cells.populations import require_dependency
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_int
 
 __all__ = ["letters_adata", "pbmc_pseudo_patients", "pbmc_treatment", "pbmc_monocyte_estimate", "PBMC_RESPONSE_GAIN"]
 
@@ -62,7 +63,7 @@ def letters_adata(letters: str = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", *, rotations: int
         AnnData with X (cells x 2), ``.obs`` columns ``population`` (e.g. ``"A/3"``), ``letter``,
         ``condition`` (``"control"`` noisy / ``"treated"`` clean) and ``split``.
     """
-    anndata = _require("anndata")
+    anndata = require_dependency("anndata")
     import pandas as pd
 
     rng = np.random.default_rng(seed)
@@ -98,9 +99,8 @@ _DRUG_SEED = 20240814  # the simulated drug (W, d) is the same in every data set
 @functools.lru_cache(maxsize=4)
 def _pbmc_cells(n_pcs: int) -> tuple[np.ndarray, np.ndarray]:
     """pbmc68k_reduced's first ``n_pcs`` PCs (700, n_pcs) and its ``bulk_labels`` (read-only: cached)."""
-    if isinstance(n_pcs, bool) or not isinstance(n_pcs, (int, np.integer)) or not 1 <= n_pcs <= 50:
-        raise ConfigError(expected("n_pcs in [1, 50]", n_pcs, "pbmc68k_reduced stores 50 PCs"))
-    pbmc = _require("scanpy").datasets.pbmc68k_reduced()
+    n_pcs = check_int(n_pcs, "n_pcs", low=1, high=50, fix="pbmc68k_reduced stores 50 PCs")
+    pbmc = require_dependency("scanpy").datasets.pbmc68k_reduced()
     features = np.asarray(pbmc.obsm["X_pca"][:, :n_pcs], dtype=np.float64)
     cell_types = pbmc.obs["bulk_labels"].astype(str).to_numpy()
     features.setflags(write=False)
@@ -183,7 +183,7 @@ def pbmc_pseudo_patients(n_patients: int = 60, seed: int = 0, n_pcs: int = 10, c
         (``"control"``/``"treated"``) and ``cell_type``, and ``.uns["pseudo_patients"]`` holding each patient's
         monocyte fraction and this description's parameters.
     """
-    anndata = _require("anndata")
+    anndata = require_dependency("anndata")
     import pandas as pd
 
     if n_patients < 1 or cells_per_condition < 1 or not concentration > 0:

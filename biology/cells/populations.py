@@ -15,7 +15,7 @@ into such pairs:
   seeded shuffle of the population names (every treatment of a population lands in the same split).
 
 Offline data goes through the same loader: ``flowzoo.biology.cells.offline_populations`` builds the paper's
-synthetic letters experiment and pseudo-patients from scanpy's bundled pbmc68k_reduced (re-exported here).
+synthetic letters experiment and pseudo-patients from scanpy's bundled pbmc68k_reduced.
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ import torch
 
 from flowzoo.core.errors import (ConfigError, DTypeError, EmptyInputError, MissingDependencyError, NonFiniteError,
                                  expected)
+from flowzoo.core.validation import check_positive_int
 
-__all__ = ["PopulationPair", "PopulationSet", "SPLITS", "load_populations", "read_adata", "representation"]
-_OFFLINE = ("letters_adata", "pbmc_pseudo_patients", "PBMC_RESPONSE_GAIN")
+__all__ = ["PopulationPair", "PopulationSet", "SPLITS", "load_populations", "read_adata", "representation",
+           "require_dependency"]
 
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "valid": "validation",
@@ -41,7 +42,9 @@ _SPLIT_ALIASES = {"train": "train", "training": "train", "val": "validation", "v
 _INSTALL = "pip install 'flowzoo[biology]'"
 
 
-def _require(module: str) -> Any:
+def require_dependency(module: str) -> Any:
+    """Import the optional dependency ``module`` (anndata, scanpy), or raise MissingDependencyError naming the
+    ``flowzoo[biology]`` extra that installs it."""
     try:
         return __import__(module)
     except ImportError as error:
@@ -79,6 +82,9 @@ class PopulationSet:
         dim: number of features per cell.
         cell_conditions: categories of the per-cell condition channels (empty without them).
         feature_names: names of the features (var names for ``"X"`` and layers), or None.
+        dropped: population -> why it has no pair (no control cells, no treated cells) or which of its cells
+            were left out (condition values that are neither the control nor a treated value). Nothing is left
+            out silently: the training entrypoint prints this.
     """
 
     pairs: list[PopulationPair]
@@ -87,6 +93,7 @@ class PopulationSet:
     dim: int
     cell_conditions: list[str] = field(default_factory=list)
     feature_names: list[str] | None = None
+    dropped: dict[str, str] = field(default_factory=dict)
 
     def split(self, name: str) -> list[PopulationPair]:
         """The pairs of one split: ``"train"``, ``"validation"`` or ``"test"``."""
@@ -104,7 +111,7 @@ def read_adata(adata: Any) -> Any:
 
     The file is opened read-only and never written.
     """
-    anndata = _require("anndata")
+    anndata = require_dependency("anndata")
     if isinstance(adata, anndata.AnnData):
         return adata
     if isinstance(adata, (str, Path)):
@@ -211,8 +218,7 @@ def load_populations(adata: Any, *, population_key: str, condition_key: str, con
     _check_obs_keys(adata, {"population_key": population_key, "condition_key": condition_key,
                             "treatment_key": treatment_key, "cell_condition_key": cell_condition_key,
                             "split_key": split_key})
-    if isinstance(min_cells, bool) or not isinstance(min_cells, int) or min_cells < 1:
-        raise ConfigError(expected("min_cells as an int >= 1", repr(min_cells), "pass e.g. knn_k + 1"))
+    check_positive_int(min_cells, "min_cells", fix="pass e.g. knn_k + 1")
     matrix, feature_names = representation(adata, rep)
     populations, conditions = _labels(adata, population_key), _labels(adata, condition_key)
     control = conditions == str(control_value)
@@ -229,6 +235,7 @@ def load_populations(adata: Any, *, population_key: str, condition_key: str, con
         cell_conditions = sorted(set(cell_labels))
         onehot = np.eye(len(cell_conditions), dtype=np.float32)[np.searchsorted(cell_conditions, cell_labels)]
 
+    dropped = _unpaired_populations(populations, conditions, control, treated, control_value)
     raw: list[tuple[str, str, np.ndarray, np.ndarray]] = []
     for name in sorted(set(populations[control]) & set(populations[treated])):
         source_rows = np.flatnonzero(control & (populations == name))
@@ -257,6 +264,8 @@ def load_populations(adata: Any, *, population_key: str, condition_key: str, con
 
     names = sorted({name for name, *_ in raw})
     split_of = _population_splits(names, adata, population_key, split_key, (val_fraction, test_fraction), seed)
+    if split_key is not None:
+        _check_held_out_not_dropped(dropped, populations, _labels(adata, split_key), split_key)
 
     def tensor(rows: np.ndarray, values: np.ndarray | None) -> torch.Tensor | None:
         return None if values is None else torch.from_numpy(np.array(values[rows], dtype=np.float32))
@@ -266,14 +275,37 @@ def load_populations(adata: Any, *, population_key: str, condition_key: str, con
                             target_rows=tgt, source_cond=tensor(src, onehot), target_cond=tensor(tgt, onehot))
              for name, treatment, src, tgt in raw]
     return PopulationSet(pairs=pairs, treatments=sorted({pair.treatment for pair in pairs}), rep=rep,
-                         dim=matrix.shape[1], cell_conditions=cell_conditions, feature_names=feature_names)
+                         dim=matrix.shape[1], cell_conditions=cell_conditions, feature_names=feature_names,
+                         dropped=dropped)
 
 
-def __getattr__(name: str) -> Any:
-    # The offline data builders moved to offline_populations, which imports this module; a lazy re-export keeps
-    # ``from flowzoo.biology.cells.populations import letters_adata`` working without an import cycle.
-    if name in _OFFLINE:
-        from flowzoo.biology.cells import offline_populations
+def _check_held_out_not_dropped(dropped: dict[str, str], populations: np.ndarray, splits: np.ndarray,
+                                split_key: str) -> None:
+    """A population the split column holds out by name must be evaluable: fail instead of skipping it."""
+    for name, reason in dropped.items():
+        if not reason.startswith("dropped"):
+            continue
+        held_out = {_SPLIT_ALIASES.get(v.lower()) for v in set(splits[populations == name])} - {"train", None}
+        if held_out:
+            raise ConfigError(expected(f"every population that .obs[{split_key!r}] marks {sorted(held_out)} to "
+                                       "have control and treated cells", f"population {name!r}: {reason[9:]}",
+                                       "give it both kinds of cells, or mark it 'train' / remove it"))
 
-        return getattr(offline_populations, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def _unpaired_populations(populations: np.ndarray, conditions: np.ndarray, control: np.ndarray,
+                          treated: np.ndarray, control_value: str) -> dict[str, str]:
+    """Population -> what keeps it (or some of its cells) out of the pairs, in words a user can act on."""
+    out: dict[str, str] = {}
+    for name in sorted(set(populations)):
+        here = populations == name
+        n_control, n_treated = int((control & here).sum()), int((treated & here).sum())
+        neither = sorted(set(conditions[here & ~control & ~treated]))
+        n_neither = int((here & ~control & ~treated).sum())
+        other = (f"{n_neither} cells with condition values {neither[:5]} that are neither the control nor a "
+                 "treated value") if n_neither else ""
+        if n_control == 0 or n_treated == 0:
+            missing = f"no control cells (condition {control_value!r})" if n_control == 0 else "no treated cells"
+            out[name] = f"dropped: {missing}" + (f"; {other}" if other else "")
+        elif other:
+            out[name] = f"kept, without {other}"
+    return out

@@ -3,8 +3,12 @@
 An :class:`Alphabet` maps single-character tokens to indices ``0..K-1``. Three are built in: DNA (``ACGT``,
 K = 4), protein (the 20 standard amino acids ``ACDEFGHIKLMNPQRSTVWY``) and ``base64`` (the 64 characters
 ``A-Z a-z 0-9 + /``, a stand-in for any 64-token vocabulary such as codons); any string of distinct
-characters is an alphabet too. DNA and protein are case-insensitive (soft-masked lower-case letters read as
-upper-case); other alphabets are case-sensitive.
+characters is an alphabet too.
+
+Case follows one rule: **an alphabet ignores case unless it holds some letter in both cases** (as ``base64``
+does). So DNA, protein and a custom alphabet such as ``acgtn`` read ``a`` and ``A`` as the same token
+(soft-masked lower-case DNA reads as upper-case), and letters are decoded in the alphabet's own case; base64
+and any alphabet holding both ``a`` and ``A`` match exactly.
 
 FASTA: :func:`read_fasta` reads multi-line records and keeps each header line (everything after ``>``) and
 any ``;`` comment lines that precede the record's sequence; :func:`write_fasta` writes them back atomically
@@ -63,12 +67,13 @@ class Alphabet:
     Args:
         letters: the tokens, in index order; distinct single characters.
         name: a label stored in checkpoints (``"dna"``, ``"protein"``, ``"base64"`` or ``"custom"``).
-        case_sensitive: if False, input letters are upper-cased before lookup.
+        case_sensitive: None (the default) applies the module's rule: exact matching only when ``letters``
+            holds some letter in both cases. True / False force it (checkpoints store the value used).
     """
 
     letters: str
     name: str = "custom"
-    case_sensitive: bool = True
+    case_sensitive: bool | None = None
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -81,7 +86,14 @@ class Alphabet:
         if any(c.isspace() or c in ">;" for c in self.letters):
             raise SequenceError(expected("alphabet letters without whitespace, '>' or ';' (FASTA syntax)",
                                          repr(self.letters), "pick other characters"))
-        object.__setattr__(self, "_index", {c: i for i, c in enumerate(self.letters)})
+        if self.case_sensitive is None:
+            both_cases = any(c != c.swapcase() and c.swapcase() in self.letters for c in self.letters)
+            object.__setattr__(self, "case_sensitive", both_cases)
+        if not self.case_sensitive and len({c.upper() for c in self.letters}) != len(self.letters):
+            raise SequenceError(expected("a case-insensitive alphabet without two cases of one letter",
+                                         repr(self.letters), "pass case_sensitive=True or drop one of them"))
+        fold = (lambda c: c) if self.case_sensitive else str.upper
+        object.__setattr__(self, "_index", {fold(c): i for i, c in enumerate(self.letters)})
 
     @property
     def size(self) -> int:
@@ -104,7 +116,8 @@ class Alphabet:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Alphabet":
-        return cls(str(data["letters"]), str(data.get("name", "custom")), bool(data.get("case_sensitive", True)))
+        sensitive = data.get("case_sensitive")
+        return cls(str(data["letters"]), str(data.get("name", "custom")), None if sensitive is None else bool(sensitive))
 
     def encode(self, sequence: str, record: str | None = None) -> torch.Tensor:
         """Indices (L,) of ``sequence``; a foreign letter raises :class:`SequenceError` naming it and its position."""
@@ -130,7 +143,7 @@ class Alphabet:
 
 DNA = Alphabet("ACGT", "dna", case_sensitive=False)
 PROTEIN = Alphabet("ACDEFGHIKLMNPQRSTVWY", "protein", case_sensitive=False)
-BASE64 = Alphabet("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", "base64")
+BASE64 = Alphabet("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", "base64", case_sensitive=True)
 ALPHABETS: dict[str, Alphabet] = {"dna": DNA, "protein": PROTEIN, "base64": BASE64}
 """The built-in alphabets by name."""
 

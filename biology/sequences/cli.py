@@ -67,7 +67,8 @@ class SequenceTrainConfig:
     """Train a flow on the simplex on the sequences of a FASTA file (all of one length)."""
 
     fasta: str = field(default="", metadata=option_help("training sequences (FASTA, equal lengths)"))
-    alphabet: str = field(default="dna", metadata=option_help("dna, protein, base64, or the letters themselves"))
+    alphabet: str = field(default="dna", metadata=option_help("dna, protein, base64, or the letters themselves; case is "
+                                                             "ignored unless the alphabet holds a letter in both cases"))
     out: str = field(default="runs/gumbel_fm",
                      metadata=option_help("run directory: checkpoints and the exported model (sets trainer.out_dir)"))
     method: Literal["gumbel_fm", "gumbel_score", "linear_fm"] = field(default="gumbel_fm", metadata=option_help("flow"))
@@ -90,7 +91,8 @@ class GuideTrainConfig:
     """Train a clean-sequence classifier for straight-through guidance."""
 
     fasta: str = field(default="", metadata=option_help("labelled sequences (FASTA, equal lengths)"))
-    alphabet: str = field(default="dna", metadata=option_help("dna, protein, base64, or the letters themselves"))
+    alphabet: str = field(default="dna", metadata=option_help("dna, protein, base64, or the letters themselves; case is "
+                                                             "ignored unless the alphabet holds a letter in both cases"))
     out: str = field(default="runs/guide", metadata=option_help("output directory of guide.safetensors / guide.json"))
     motif: str = field(default="", metadata=option_help("label = 1 if the sequence holds this motif (else read headers)"))
     label_key: str = field(default="label", metadata=option_help("header token key=value giving the class label"))
@@ -113,7 +115,8 @@ class SampleConfig:
     out: str = field(default="samples.fa", metadata=option_help("output FASTA"))
     steps: int = field(default=0, metadata=option_help("Euler steps (0: the model's default)"))
     guide: str = field(default="", metadata=option_help("guide directory (or guide.json) from train ... guide"))
-    guide_strength: float = field(default=1.0, metadata=option_help("guidance strength gamma"))
+    guide_strength: float = field(default=1.0, metadata=option_help("guidance strength gamma: higher meets the constraint more "
+                                                                    "often and drifts the letter composition more"))
     guide_samples: int = field(default=16, metadata=option_help("sequences drawn per step for the straight-through gradient"))
     target_class: int = field(default=-1, metadata=option_help("class to raise (-1: the guide's default)"))
     batch_size: int = field(default=500, metadata=option_help("sequences per sampling batch"))
@@ -198,7 +201,13 @@ def _load_tokens(fasta: str, alphabet_name: str) -> tuple[list[FastaRecord], tor
         raise ConfigError(expected("--fasta FILE", "nothing", "name the FASTA file of training sequences"))
     alphabet = Alphabet.from_name(alphabet_name)
     records = read_fasta(fasta)
-    return records, encode_records(records, alphabet), alphabet
+    tokens = encode_records(records, alphabet)
+    if not alphabet.case_sensitive:
+        folded = sum(c not in alphabet.letters for record in records for c in record.sequence)
+        if folded:
+            print(f"note: {folded} letters not in the alphabet's case were read as {alphabet.letters!r} letters "
+                  f"(the {alphabet.name} alphabet ignores case)")
+    return records, tokens, alphabet
 
 
 def train_sequence_model(cfg: SequenceTrainConfig):

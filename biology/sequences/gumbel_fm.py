@@ -1,7 +1,7 @@
 r"""Gumbel-softmax flow matching on the simplex and its score-matching variant.
 
 Tang, Zhang, Tong, Chatterjee, "Gumbel-Softmax Flow Matching with Straight-Through Guidance for Controllable
-Biological Sequence Generation", arXiv 2503.17361 (research notes §5). The interpolant, its two noise
+Biological Sequence Generation", arXiv 2503.17361. The interpolant, its two noise
 schedules and the Concrete density are in :mod:`flowzoo.biology.sequences.gumbel_path`; the denoiser recipe, the
 sampler and the linear-simplex baseline in :mod:`flowzoo.biology.sequences.simplex_flow`. Everything is re-exported
 here, so ``from flowzoo.biology.sequences.gumbel_fm import ...`` reaches all of it.

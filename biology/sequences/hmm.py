@@ -1,7 +1,8 @@
 r"""A planted-motif hidden Markov model: sequence data whose statistics are known exactly.
 
-Evaluation data for sequence generators (research notes §5: "synthetic HMM/motif sequences with closed-form
-oracles"). The model has ``B`` background states and ``m`` motif states at alphabet size K:
+Evaluation data for sequence generators: synthetic motif sequences whose likelihood and k-mer statistics have
+closed forms, so a generator is judged against the true model rather than against held-out samples. The model
+has ``B`` background states and ``m`` motif states at alphabet size K:
 
 * background state b emits from its own distribution (a Dirichlet(``concentration``) draw, seeded), stays with
   probability :math:`1 - p_{enter} - p_{switch}`, moves to another background state with :math:`p_{switch}`
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, ShapeError, expected
+from flowzoo.core.validation import check_int
 
 __all__ = [
     "PlantedMotifHMM",
@@ -86,8 +88,7 @@ class PlantedMotifHMM:
     def __init__(self, alphabet_size: int, motif: Sequence[int], background_states: int = 3,
                  concentration: float = 0.3, p_enter: float = 0.03, p_switch: float = 0.05,
                  motif_fidelity: float = 0.95, seed: int = 0):
-        if isinstance(alphabet_size, bool) or not isinstance(alphabet_size, int) or alphabet_size < 2:
-            raise ConfigError(expected("alphabet_size as an integer >= 2", repr(alphabet_size), "use 4, 20 or 64"))
+        check_int(alphabet_size, "alphabet_size", low=2, fix="use 4, 20 or 64")
         motif = [int(m) for m in motif]
         if not motif or any(not 0 <= m < alphabet_size for m in motif):
             raise ConfigError(expected(f"a non-empty motif of indices in [0, {alphabet_size})", motif,

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.core.validation import check_positive_int
 from flowzoo.core.nets import SinusoidalTimeEmbedding
 
 __all__ = ["ConvSequenceNet", "TransformerSequenceNet", "simplex_features", "build_sequence_net", "NETS"]
@@ -41,12 +42,6 @@ def _check_input(x: torch.Tensor, t: torch.Tensor, alphabet_size: int) -> torch.
     if t.shape != (x.shape[0],):
         raise ShapeError(expected(f"t of shape ({x.shape[0]},)", tuple(t.shape), "pass one time per sequence"))
     return t
-
-
-def _positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(expected(f"{name} as a positive integer", repr(value), f"pass e.g. {name}=64"))
-    return value
 
 
 class _ResidualConvBlock(nn.Module):
@@ -84,10 +79,10 @@ class ConvSequenceNet(nn.Module):
     def __init__(self, alphabet_size: int, hidden: int = 128, depth: int = 4, kernel_size: int = 5,
                  time_dim: int = 64):
         super().__init__()
-        self.alphabet_size = _positive(alphabet_size, "alphabet_size")
-        hidden, depth = _positive(hidden, "hidden"), _positive(depth, "depth")
-        time_dim = _positive(time_dim, "time_dim")
-        if _positive(kernel_size, "kernel_size") % 2 == 0:
+        self.alphabet_size = check_positive_int(alphabet_size, "alphabet_size")
+        hidden, depth = check_positive_int(hidden, "hidden"), check_positive_int(depth, "depth")
+        time_dim = check_positive_int(time_dim, "time_dim")
+        if check_positive_int(kernel_size, "kernel_size") % 2 == 0:
             raise ConfigError(expected("an odd kernel_size (keeps the length)", kernel_size, "use 5"))
         self.embed_in = nn.Sequential(nn.Linear(2 * alphabet_size, hidden), nn.LayerNorm(hidden))
         self.time_embedding = nn.Sequential(SinusoidalTimeEmbedding(time_dim), nn.Linear(time_dim, time_dim),
@@ -117,9 +112,10 @@ class TransformerSequenceNet(nn.Module):
     def __init__(self, alphabet_size: int, max_length: int = 512, hidden: int = 128, depth: int = 2,
                  heads: int = 4, time_dim: int = 64):
         super().__init__()
-        self.alphabet_size = _positive(alphabet_size, "alphabet_size")
-        self.max_length = _positive(max_length, "max_length")
-        hidden, depth, heads = _positive(hidden, "hidden"), _positive(depth, "depth"), _positive(heads, "heads")
+        self.alphabet_size = check_positive_int(alphabet_size, "alphabet_size")
+        self.max_length = check_positive_int(max_length, "max_length")
+        hidden, depth = check_positive_int(hidden, "hidden"), check_positive_int(depth, "depth")
+        heads = check_positive_int(heads, "heads")
         if hidden % heads:
             raise ConfigError(expected("hidden divisible by heads", (hidden, heads), "e.g. hidden=128, heads=4"))
         self.embed_in = nn.Sequential(nn.Linear(2 * alphabet_size, hidden), nn.LayerNorm(hidden))

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from flowzoo.core.batching import per_sample_weight, reduce_weighted
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
+from flowzoo.core.validation import check_positive_int
 from flowzoo.core.paths import UniformTime
 
 __all__ = ["SimplexFlowMethod", "LinearSimplexFM", "SimplexSample", "SimplexVelocity", "Guidance",
@@ -146,8 +147,8 @@ class SimplexFlowMethod:
         more at t = 1 and draws each letter from its categorical :math:`x_\theta(x_1, 1)`, which is exact
         for a Bayes denoiser even where :math:`x_1` is still ambiguous.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1 or n < 1 or length < 1:
-            raise ConfigError(expected("steps, n and length >= 1", (steps, n, length), "e.g. steps=100"))
+        for name, value in (("steps", steps), ("n", n), ("length", length)):
+            check_positive_int(value, name, fix="e.g. steps=100, n=64, length=50")
         if final not in ("argmax", "denoiser"):
             raise ConfigError(expected("final 'argmax' or 'denoiser'", repr(final), "use 'argmax'"))
         cond = dict(cond or {})

@@ -1,6 +1,6 @@
 r"""Straight-through guidance (STGFlow) for flows on the simplex.
 
-Tang, Zhang, Tong, Chatterjee, arXiv 2503.17361, §5 and Fig. 2 (research notes §5): a classifier or
+Tang, Zhang, Tong, Chatterjee, arXiv 2503.17361, §5 and Fig. 2: a classifier or
 regressor trained only on **clean** one-hot sequences steers any simplex flow. At every integration step
 
 1. draw M discrete sequences :math:`h^{(m)} \sim \mathrm{Cat}(p)` from the current token distribution p
@@ -15,6 +15,11 @@ regressor trained only on **clean** one-hot sequences steers any simplex flow. A
    (the marginal velocity with :math:`x_\theta` moved by d), for the linear path
    :math:`x \odot (d - \langle x, d\rangle)/(1 - t)`. Both are tangent to the simplex and vanish on empty
    letters, so guided samples stay on it; γ is the guidance strength.
+
+The strength trades the constraint against fidelity to the data: a guide trained on "holds the motif" is
+satisfied just as well by sequences full of motif repeats, so a large γ drifts the letter composition
+toward the motif's letters (a TATA motif makes samples AT-rich). Check the composition beside the
+constraint (``benchmarks/biology_sequences.py`` reports both) and lower γ until the drift is acceptable.
 
 The guide model is :class:`SequenceClassifier` (1-D convolutions, max- and mean-pooled over positions),
 trained by :func:`train_guide` on letter indices and labels.

@@ -1,9 +1,9 @@
 r"""Is a learned field a gradient? Differential and integral tests of non-conservativeness.
 
-Vuong, McCann, Santos, Lin, "Are We Really Learning the Score Function?" (arXiv 2509.00336; research notes
-§21) observe that trained diffusion / flow networks are not conservative: the score :math:`s_\theta` violates
-both the differential constraint of a gradient field (a symmetric Jacobian, :math:`J = J^\top` with
-:math:`J = \partial_x s_\theta`) and the integral one (zero circulation :math:`\oint_C s_\theta\cdot dl` around
+Vuong, McCann, Santos, Lin, "Are We Really Learning the Score Function?" (arXiv 2509.00336) observe that
+trained diffusion / flow networks are not conservative: the score :math:`s_\theta` violates both the differential
+constraint of a gradient field (a symmetric Jacobian, :math:`J = J^\top` with :math:`J = \partial_x s_\theta`) and
+the integral one (zero circulation :math:`\oint_C s_\theta\cdot dl` around
 every closed loop). Two diagnostics measure this for any field ``field(x, t, **cond)``:
 
 * :func:`jacobian_asymmetry`: :math:`A(x, t) = \|J - J^\top\|_F / \|J\|_F` per sample; 0 for a gradient
@@ -18,7 +18,7 @@ flowzoo's (t = 0 noise, 1 data; linear path :math:`x_t = (1-t)x_0 + t x_1`, Gaus
 :math:`\partial_x s = (t\,\partial_x v - I)/(1 - t)`: the antisymmetric part of the score's Jacobian is
 :math:`t/(1-t)` times the velocity's, and a velocity field is conservative iff its score is. The *ratio*
 :math:`A` differs between the two (the identity term enters the denominator), so compute it on the score when
-comparing with the paper (§21 pitfall), and report it per t-bin (it blows up as t -> 1 for the score).
+comparing with the paper (which measures the score's), and report it per t-bin (it blows up as t -> 1 for the score).
 
 Both functions assume the field treats samples independently (no batch statistics), so that the Jacobian of
 the batch output with respect to the batch input is block diagonal.
@@ -34,20 +34,14 @@ from typing import Any
 import torch
 from torch.func import jacrev
 
-from flowzoo.core.validation import as_time, check_tensor
+from flowzoo.core.validation import (as_time, check_bool, check_int, check_number, check_positive, check_positive_int,
+                                     check_tensor)
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 
 __all__ = ["jacobian_asymmetry", "loop_integral", "LoopIntegralResult", "random_planes"]
 
 Field = Callable[..., torch.Tensor]
 _TINY = 1e-30
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(expected(f"{name} as an integer >= {minimum}", repr(value),
-                                   f"pass e.g. {name}={minimum * 8}"))
-    return value
 
 
 def _prepare(x: object, t: object, cond: Mapping[str, Any] | None) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -57,8 +51,8 @@ def _prepare(x: object, t: object, cond: Mapping[str, Any] | None) -> tuple[torc
         if t.dim() > 1 or (t.dim() == 1 and t.shape[0] != x.shape[0]):
             raise ShapeError(expected(f"t as a number or a tensor of shape ({x.shape[0]},)", f"shape {tuple(t.shape)}",
                                       "pass one time per sample"))
-    elif isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
-        raise ConfigError(expected("t as a finite number or a (B,) tensor", repr(t), "pass e.g. t=0.5"))
+    else:
+        check_number(t, "t", fix="pass a number or a (B,) tensor, e.g. t=0.5")
     if cond is not None and not isinstance(cond, Mapping):
         raise ConfigError(expected("cond as a mapping of keyword arguments", type(cond).__name__, "pass cond={'y': y}"))
     return x, as_time(t, x.shape[0], x), dict(cond or {})
@@ -116,8 +110,7 @@ def jacobian_asymmetry(field: Field, x: torch.Tensor, t: float | torch.Tensor, *
     """
     x, t, cond = _prepare(x, t, cond)
     batch, shape = x.shape[0], x.shape
-    if not isinstance(exact, bool):
-        raise ConfigError(expected("exact as a bool", repr(exact), "pass exact=True or exact=False"))
+    check_bool(exact, "exact", fix="pass exact=True or exact=False")
     with torch.enable_grad():
         if exact:
             def summed(flat: torch.Tensor) -> torch.Tensor:
@@ -127,7 +120,7 @@ def jacobian_asymmetry(field: Field, x: torch.Tensor, t: float | torch.Tensor, *
             jac = jac.permute(1, 0, 2)
             antisym = (jac - jac.transpose(1, 2)).flatten(1).norm(dim=1)
             return antisym / jac.flatten(1).norm(dim=1).clamp_min(_TINY)
-        probes = _check_int(n_probes, "n_probes", 1)
+        probes = check_positive_int(n_probes, "n_probes", fix="pass e.g. n_probes=8")
         xs = x.detach().repeat_interleave(probes, dim=0).requires_grad_(True)
         out = _call(field, xs, t.repeat_interleave(probes), _repeat_cond(cond, batch, probes))
         v = torch.randn(xs.shape, generator=generator, dtype=xs.dtype, device=xs.device)
@@ -160,7 +153,7 @@ class LoopIntegralResult:
 def random_planes(n_planes: int, dim: int, *, generator: torch.Generator | None = None,
                   dtype: torch.dtype = torch.float32, device: torch.device | str | None = None) -> torch.Tensor:
     """``n_planes`` uniformly random 2-D planes in R^dim as orthonormal pairs, shape (n_planes, 2, dim)."""
-    _check_int(n_planes, "planes", 1)
+    check_positive_int(n_planes, "planes", fix="pass e.g. planes=8")
     if dim < 2:
         raise ShapeError(expected("at least 2 features for a plane", f"{dim}", "loop integrals need N >= 2"))
     gauss = torch.randn(n_planes, dim, 2, generator=generator, dtype=torch.float64)
@@ -222,9 +215,8 @@ def loop_integral(field: Field, x: torch.Tensor, t: float | torch.Tensor, radius
     """
     x, t, cond = _prepare(x, t, cond)
     batch, dim = x.shape[0], math.prod(x.shape[1:])
-    if isinstance(radius, bool) or not isinstance(radius, (int, float)) or not (0 < radius < math.inf):
-        raise ConfigError(expected("radius as a finite number > 0", repr(radius), "pass e.g. radius=0.05"))
-    points = _check_int(n_points, "n_points", 8)
+    check_positive(radius, "radius", fix="pass e.g. radius=0.05")
+    points = check_int(n_points, "n_points", low=8, fix="pass e.g. n_points=64")
     if isinstance(planes, torch.Tensor):
         basis = _orthonormal(planes.to(torch.float64), dim)
     elif isinstance(planes, int) and not isinstance(planes, bool):

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from flowzoo.core.validation import check_tensor
+from flowzoo.core.validation import check_positive_int, check_tensor
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
 
 __all__ = [
@@ -119,8 +119,7 @@ def sliced_wasserstein(x: torch.Tensor, y: torch.Tensor, n_projections: int = 25
         p: the order, ≥ 1.
         seed: seed of the directions (``None``: the global torch RNG).
     """
-    if not isinstance(n_projections, int) or n_projections < 1:
-        raise ConfigError(expected("n_projections as an int >= 1", repr(n_projections), "pass e.g. 256"))
+    check_positive_int(n_projections, "n_projections", fix="pass e.g. 256")
     if not isinstance(p, (int, float)) or not p >= 1:
         raise ConfigError(expected("p >= 1", repr(p), "pass p=1 or p=2"))
     xf, yf = _pair_of_sets(x, y)
@@ -214,8 +213,7 @@ def path_straightness(model: Callable[..., torch.Tensor], x0: torch.Tensor, step
         >>> round(path_straightness(constant, torch.randn(8, 2), steps=10), 9)
         0.0
     """
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ConfigError(expected("steps as an int >= 1", repr(steps), "pass e.g. steps=100"))
+    check_positive_int(steps, "steps", fix="pass e.g. steps=100")
     x = check_tensor(x0, "x0").detach()
     cond = dict(cond or {})
     dt = 1.0 / steps

@@ -5,7 +5,7 @@ Import from the subpackage (``from flowzoo.core.couplings import X``) or from th
 
 from __future__ import annotations
 
-from flowzoo.core.couplings.base import Condition, Pairing, Coupling
+from flowzoo.core.couplings.base import Condition, Pairing, Coupling, cond_rows
 from flowzoo.core.couplings.minibatch import (
     IndependentCoupling,
     ExactOTCoupling,
@@ -29,6 +29,7 @@ __all__ = [
     "Condition",
     "Pairing",
     "Coupling",
+    "cond_rows",
     "IndependentCoupling",
     "ExactOTCoupling",
     "SinkhornCoupling",

@@ -17,69 +17,34 @@ What matters is the rank of the interaction part of the cost. Double-centring C 
 and column offsets ‖x0_i‖², ‖x1_j‖² (which do not change the assignment) and leaves
 K = −2 X0c X1cᵀ. When K has a low effective rank (2-D toys, or data with few intrinsic dimensions
 even if embedded in thousands of pixels) the augmenting-path solvers hit long chains of near-ties
-and the network simplex wins by up to 14×; when K looks like a full-rank random matrix (noise → images,
-high-d Gaussians) the augmenting paths are short and lapjv wins by 2–7× over the simplex.
+and the network simplex is much faster; when K looks like a full-rank random matrix (noise → images,
+high-d Gaussians) the augmenting paths are short and lapjv is much faster than the simplex.
 ``solver="auto"`` therefore estimates the participation ratio PR(K) = (Σλ)²/Σλ² of KᵀK's
 eigenvalues (≈ the intrinsic dimension): exactly from the d×d Gram matrices when samples have at
-most 256 numbers (< 0.3 ms), otherwise by a Hutchinson estimate on the cost with 16 fixed probes
-(0.1 ms at n=256, 1 ms at n=1024, 12 ms at n=4096; refined with 64 probes when it reads below 6),
-and dispatches
+most 256 numbers, otherwise by a Hutchinson estimate on the cost with 16 fixed probes (refined with 64
+probes when it reads below 6); both cost little next to the solve. It dispatches
 
-* n0 ≤ 64: ``scipy`` (everything takes well under a millisecond);
+* n0 ≤ 64: ``scipy`` (every solver is fast at that size);
 * PR < 3: ``pot``;
 * PR ≥ 25 with ``lap`` installed: ``lap``;
 * otherwise (and for PR ≥ 25 without ``lap``): ``scipy``.
 
-Between these, lapjv is erratic (on digits at n=1024 it ran from 1.8× faster to 3.7× slower than
-SciPy depending on the draw), so SciPy is the safe choice. Subtracting the row and then the column
-minima leaves the optimum unchanged and made SciPy up to 3.2× and lapjv up to 2× faster (e.g.
-SciPy 76 → 31 ms, lapjv 24 → 15 ms for iid N(0, I_3072) at n=1024).
-
-Measured on the 2-core Xeon VM (CPU only; torch 2.13, SciPy 1.17.1, lap 0.5.13, POT 0.9.7.post1)
-as single-thread CPU time (``time.thread_time``: the machine was shared with other jobs), minimum
-of 3 runs (1 for n ≥ 2048), in ms; every solver returned the same optimal cost. "embedded moons"
-maps 2-D moons linearly into 3072 dims; "1/f images" are 3×32×32 Gaussian fields with amplitude
-∝ 1/f (the power spectrum of natural images), "1/f² images" smoother ones; digits are sklearn's 8×8
-digits scaled to [−1, 1], drawn with replacement; "–": not run (minutes)::
-
-    data (x0 → x1)                     n     PR    scipy      lap      pot  auto
-    iid N(0, I_2)                    256    2.1      2.6      6.1      2.4  pot
-    iid N(0, I_2)                   1024    1.7     65.6    188.8     64.3  pot
-    iid N(0, I_2)                   2048    0.9    453.1     1252    273.1  pot
-    iid N(0, I_2)                   4096    3.0     2821        –     1254  pot
-    8gaussians → moons               256    1.4      3.7      9.1      2.6  pot
-    8gaussians → moons              1024    1.2    175.6    644.9     79.0  pot
-    8gaussians → moons              2048    1.1     2025     5291    378.1  pot
-    N(0, I_3072) → embedded moons   1024    1.8    438.1    643.5    102.2  pot
-    N(0, I_3072) → embedded moons   2048    1.1     5760     4665    471.2  pot
-    iid N(0, I_4)                   1024    3.8     45.8    163.3     62.4  scipy
-    iid N(0, I_4)                   4096    4.1     2409     8237     2454  scipy
-    iid N(0, I_8)                   1024    6.7     32.2     74.6     73.8  scipy
-    iid N(0, I_8)                   4096    7.5     1740     1965     2813  scipy
-    N(0, I_64) → digits             1024   13.5     56.6     31.2    110.7  scipy
-    N(0, I_64) → digits             2048   11.9    502.0    309.5    606.6  scipy
-    N(0, I_64) → digits             4096   13.7     5342     3652     3169  scipy
-    iid N(0, I_32)                  1024   32.0     31.4     53.7     88.0  lap
-    iid N(0, I_32)                  4096   33.6     1559     1334        –  lap
-    N(0, I_3072) → 1/f² images      1024   28.6     45.9     23.9    124.4  lap
-    N(0, I_3072) → 1/f² images      2048   29.9    382.2    131.0    897.0  lap
-    iid N(0, I_3072)                 256  121.9      1.5      1.1      3.3  lap
-    iid N(0, I_3072)                1024  438.3     30.6     14.9    102.9  lap
-    iid N(0, I_3072)                2048  769.7    219.3     97.2    746.6  lap
-    iid N(0, I_3072)                4096 1225.1     1834    619.3        –  lap
-    N(0, I_3072) → 1/f images        256   83.6      1.9      1.3      4.0  lap
-    N(0, I_3072) → 1/f images       1024  163.6     33.2     18.6    110.4  lap
-    N(0, I_3072) → 1/f images       2048  200.8    247.8    128.5    784.9  lap
-    N(0, I_3072) → 1/f images       4096  225.5     1681    464.6        –  lap
+Between these, lapjv's speed is erratic (on digits it ran from faster to several times slower than SciPy
+depending on the draw), so SciPy is the safe choice. Subtracting the row and then the column minima leaves the
+optimum unchanged and shortens the augmenting paths of SciPy and lapjv. The thresholds come from timing the
+three solvers (single-thread CPU time; every solver returned the same optimal cost) on costs of known
+structure: iid Gaussians of 2 to 3072 dimensions, 8 Gaussians → moons, moons embedded linearly in 3072
+dimensions, the 8×8 digits, and 3×32×32 Gaussian fields with 1/f and 1/f² amplitude spectra, at n = 256 to
+4096. ``python -m benchmarks.core_vs_peers`` measures the resulting ``ExactOTCoupling`` against torchcfm's
+``OTPlanSampler`` (``benchmarks/results/core_vs_peers_ot.json``, on the core docs page).
 
 POT's default limit of 1e5 simplex iterations stops short of the optimum at n=4096 (torchcfm keeps
 that default), so ``pot`` raises it and falls back to SciPy if the plan is not a permutation.
 
 The cost matrix is computed in torch on the batch's device as ‖a‖² + ‖b‖² − 2ab (one ``addmm``)
 after centring both batches on their joint mean, which keeps the float32 cancellation error near
-1e-6 of the mean cost; it costs the same as ``torch.cdist(x0, x1) ** 2`` (both are one GEMM:
-about 30 ms at n=1024, d=3072 on this machine) and is float64 on the CPU for d ≤ 64, where that is
-free.
+1e-6 of the mean cost; it costs the same as ``torch.cdist(x0, x1) ** 2`` (both are one GEMM) and is
+float64 on the CPU for d ≤ 64, where that is nearly free.
 """
 
 from __future__ import annotations
@@ -103,7 +68,7 @@ __all__ = [
 
 SOLVERS = ("auto", "scipy", "lap", "pot")
 
-# Dispatch thresholds, from the table above.
+# Dispatch thresholds, from the solver timings described in the module docstring.
 POT_BELOW_RANK = 3.0
 LAP_FROM_RANK = 25.0
 SMALL_ROWS = 64
@@ -118,7 +83,7 @@ def squared_euclidean_cost(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
     Computed as ‖a‖² + ‖b‖² − 2 a·b after subtracting the joint mean (distances are translation
     invariant, and centring shrinks the norms that would otherwise cancel). The matrix is float64
     when an input is float64, or on the CPU for samples of at most 64 numbers, where float64 costs
-    no more than float32 plus the conversion the solvers need anyway (0.9 vs 1.3 ms at n=1024, d=2);
+    about as much as float32 plus the conversion to float64 that the solvers need anyway;
     otherwise float32 (relative error about 1e-6 of the mean cost).
     """
     a = x0.reshape(x0.shape[0], -1)
@@ -204,8 +169,8 @@ def _reduce(cost: np.ndarray) -> np.ndarray:
     """Subtract row minima, then column minima when every column is used.
 
     The optimal assignment is unchanged (each row pays its offset once; in a square problem each
-    column does too), and the augmenting-path solvers find shorter paths: SciPy up to 3.2x and lapjv
-    up to 2x faster on high-rank costs.
+    column does too), and the augmenting-path solvers find shorter paths, which makes SciPy and lapjv
+    markedly faster on high-rank costs.
     """
     reduced = cost - cost.min(1, keepdims=True)
     if cost.shape[0] == cost.shape[1]:

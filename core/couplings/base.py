@@ -23,7 +23,7 @@ import torch
 from flowzoo.core.validation import check_finite, check_tensor
 from flowzoo.core.errors import DTypeError, ShapeError, expected
 
-__all__ = ["Condition", "Pairing", "Coupling"]
+__all__ = ["Condition", "Pairing", "Coupling", "cond_rows"]
 
 
 @dataclass
@@ -68,8 +68,9 @@ def _check_cond(cond: object, name: str, batch: int, device: torch.device) -> Co
     return cond
 
 
-def _cond_rows(cond: Condition, name: str) -> torch.Tensor:
-    """Flatten a condition to a float64 matrix (B, K) whose rows compare equal iff the conditions do."""
+def cond_rows(cond: Condition, name: str) -> torch.Tensor:
+    """Flatten a condition to a float64 matrix (B, K) whose rows compare equal iff the conditions do (how the
+    conditional couplings group samples that share a label; NaN/Inf in a float condition raise NonFiniteError)."""
     values = [cond[k] for k in sorted(cond)] if isinstance(cond, Mapping) else [cond]
     for value in values:
         if value.is_floating_point():
@@ -87,7 +88,7 @@ class Coupling:
                  cond1: Condition | None = None) -> Pairing:
         for x, name in ((x0, "x0"), (x1, "x1")):
             check_tensor(x, name, finite=False)
-            # One reduction instead of an elementwise mask (0.2 vs 4.7 ms for two 1024×3072 batches):
+            # One reduction instead of an elementwise mask (far cheaper on large batches):
             # NaN/Inf always reach the sum; a sum that overflows gets the exact check.
             if x.is_floating_point() and not bool(torch.isfinite(x.sum())):
                 check_finite(x, name)

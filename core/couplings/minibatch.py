@@ -24,7 +24,6 @@ the squared Euclidean distance between flattened samples, c(x0, x1) = ‖x0 − 
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Mapping
 
@@ -38,8 +37,9 @@ from flowzoo.core.couplings.assignment import (
     solve_assignment,
     squared_euclidean_cost,
 )
-from flowzoo.core.couplings.base import Condition, Coupling, Pairing, _cond_rows
+from flowzoo.core.couplings.base import Condition, Coupling, Pairing, cond_rows
 from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.core.validation import check_positive
 
 __all__ = [
     "IndependentCoupling",
@@ -50,12 +50,6 @@ __all__ = [
     "GibbsWeightedCoupling",
     "get_coupling",
 ]
-
-
-def _positive(value: float, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ConfigError(expected(f"{name} as a finite number > 0", repr(value), f"pass e.g. {name}=0.1"))
-    return float(value)
 
 
 class IndependentCoupling(Coupling):
@@ -139,10 +133,10 @@ class SinkhornCoupling(Coupling):
 
     def __init__(self, reg: float = 0.05, relative: bool = True, max_iter: int = 1000, tol: float = 1e-4,
                  generator: torch.Generator | None = None) -> None:
-        self.reg = _positive(reg, "reg")
+        self.reg = check_positive(reg, "reg", fix="pass e.g. reg=0.1")
         self.relative = bool(relative)
-        self.max_iter = int(_positive(max_iter, "max_iter"))
-        self.tol = _positive(tol, "tol")
+        self.max_iter = int(check_positive(max_iter, "max_iter", fix="pass e.g. max_iter=1000"))
+        self.tol = check_positive(tol, "tol", fix="pass e.g. tol=1e-4")
         self.generator = generator
 
     def _epsilon(self, cost: torch.Tensor) -> float:
@@ -180,18 +174,18 @@ class SchrodingerBridgeCoupling(SinkhornCoupling):
 
     def __init__(self, sigma: float = 1.0, max_iter: int = 1000, tol: float = 1e-4,
                  generator: torch.Generator | None = None) -> None:
-        self.sigma = _positive(sigma, "sigma")
+        self.sigma = check_positive(sigma, "sigma", fix="pass e.g. sigma=0.1")
         super().__init__(reg=2.0 * self.sigma**2, relative=False, max_iter=max_iter, tol=tol, generator=generator)
 
 
 def _group_ids(cond0: Condition | None, cond1: Condition) -> tuple[torch.Tensor | None, torch.Tensor]:
     """Map conditions (tensors (B,) / (B, k), or mappings of them) to integer group ids shared by both batches."""
-    rows1 = _cond_rows(cond1, "cond1")
+    rows1 = cond_rows(cond1, "cond1")
     if cond0 is None:
         return None, torch.unique(rows1, dim=0, return_inverse=True)[1]
     keys0 = sorted(cond0) if isinstance(cond0, Mapping) else None
     keys1 = sorted(cond1) if isinstance(cond1, Mapping) else None
-    rows0 = _cond_rows(cond0, "cond0")
+    rows0 = cond_rows(cond0, "cond0")
     if keys0 != keys1 or rows0.shape[1] != rows1.shape[1]:
         raise ShapeError(expected("cond0 and cond1 of the same kind (same keys, same per-sample shape)",
                                   f"{keys0 or tuple(rows0.shape)} and {keys1 or tuple(rows1.shape)}",
@@ -288,7 +282,7 @@ class GibbsWeightedCoupling(Coupling):
     """
 
     def __init__(self, eps: float = 1.0, relative: bool = True, normalize: bool = False) -> None:
-        self.eps = _positive(eps, "eps")
+        self.eps = check_positive(eps, "eps", fix="pass e.g. eps=0.1")
         self.relative = bool(relative)
         self.normalize = bool(normalize)
 

@@ -21,7 +21,7 @@ from flowzoo.core.families.rectified_diffusion import (
     ddim_sample,
     x1_prediction_variance,
 )
-from flowzoo.core.families.transition_matching import DTMModel, DTMLoss, DTMResult, dtm_sample
+from flowzoo.core.families.transition_matching import DTMModel, DTMLoss, dtm_sample
 
 __all__ = [
     "sample_perturbation",
@@ -38,6 +38,5 @@ __all__ = [
     "x1_prediction_variance",
     "DTMModel",
     "DTMLoss",
-    "DTMResult",
     "dtm_sample",
 ]

@@ -41,10 +41,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from flowzoo.core.validation import broadcast_time, check_tensor
+from flowzoo.core.validation import broadcast_time, check_int, check_positive, check_positive_int, check_tensor
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
 from flowzoo.core.batching import per_sample_weight, reduce_weighted
-from flowzoo.core.sampling import ODEResult
+from flowzoo.core.sampling import Callback, SampleResult, StepRecorder, check_cond, check_end_state, check_output
 
 __all__ = ["sample_perturbation", "sample_prior", "sample_radius", "PFGMPPLoss", "EDMPrecond", "edm_sigma_grid",
            "pfgmpp_sample"]
@@ -54,16 +54,8 @@ Denoiser = Callable[..., Tensor]
 
 
 def _check_dim(D: object) -> int:
-    if isinstance(D, bool) or not isinstance(D, int) or D < 1:
-        raise ConfigError(expected("D (the augmented dimension) as an integer >= 1", repr(D),
-                                   "pass e.g. D=128 (large D -> diffusion, D=1 -> PFGM)"))
-    return D
-
-
-def _positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
-        raise ConfigError(expected(f"{name} as a finite number > 0", repr(value), f"pass e.g. {name}=0.5"))
-    return float(value)
+    return check_positive_int(D, "D (the augmented dimension)",
+                              fix="pass e.g. D=128 (large D -> diffusion, D=1 -> PFGM)")
 
 
 def _numpy_rng(generator: torch.Generator | None) -> np.random.Generator:
@@ -141,7 +133,7 @@ def sample_prior(shape: Sequence[int], sigma_max: float, D: int, generator: torc
     shape = tuple(shape)
     if len(shape) < 2 or any(not isinstance(s, int) or s < 1 for s in shape):
         raise ShapeError(expected("shape as (B, ...) with positive sizes", repr(shape), "pass e.g. (512, 2)"))
-    D, sigma_max = _check_dim(D), _positive(sigma_max, "sigma_max")
+    D, sigma_max = _check_dim(D), check_positive(sigma_max, "sigma_max", fix="pass e.g. sigma_max=0.5")
     radius = sample_radius(shape[0], math.prod(shape[1:]), D, sigma_max * math.sqrt(D), generator=generator,
                            clip=clip, dtype=dtype, device=device)
     directions = _directions(shape, generator, dtype, device)
@@ -175,7 +167,7 @@ class EDMPrecond(nn.Module):
 
     def __init__(self, net: nn.Module, sigma_data: float = 0.5):
         super().__init__()
-        self.net, self.sigma_data = net, _positive(sigma_data, "sigma_data")
+        self.net, self.sigma_data = net, check_positive(sigma_data, "sigma_data", fix="pass e.g. sigma_data=0.5")
 
     def forward(self, x: Tensor, sigma: Tensor, **cond: Any) -> Tensor:
         s = broadcast_time(sigma.to(x.dtype), x)
@@ -209,8 +201,8 @@ class PFGMPPLoss:
         self.D = _check_dim(D)
         if not (isinstance(p_mean, (int, float)) and math.isfinite(p_mean)):
             raise ConfigError(expected("p_mean as a finite number", repr(p_mean), "keep the default -1.2"))
-        self.p_mean, self.p_std = float(p_mean), _positive(p_std, "p_std")
-        self.sigma_data, self.clip = _positive(sigma_data, "sigma_data"), clip
+        self.p_mean, self.p_std = float(p_mean), check_positive(p_std, "p_std", fix="pass e.g. p_std=0.5")
+        self.sigma_data, self.clip = check_positive(sigma_data, "sigma_data", fix="pass e.g. sigma_data=0.5"), clip
 
     def __call__(self, model: Denoiser, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -249,10 +241,10 @@ def edm_sigma_grid(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0
         >>> [round(s, 3) for s in edm_sigma_grid(3, 0.002, 80.0).tolist()]
         [80.0, 2.515, 0.002, 0.0]
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise ConfigError(expected("steps as an integer >= 2", repr(steps), "pass e.g. steps=18"))
-    sigma_min, sigma_max = _positive(sigma_min, "sigma_min"), _positive(sigma_max, "sigma_max")
-    rho = _positive(rho, "rho")
+    check_int(steps, "steps", low=2, fix="pass e.g. steps=18")
+    sigma_min = check_positive(sigma_min, "sigma_min", fix="pass e.g. sigma_min=0.5")
+    sigma_max = check_positive(sigma_max, "sigma_max", fix="pass e.g. sigma_max=0.5")
+    rho = check_positive(rho, "rho", fix="pass e.g. rho=0.5")
     if sigma_min >= sigma_max:
         raise ConfigError(expected("sigma_min < sigma_max", f"{sigma_min} >= {sigma_max}", "swap them"))
     i = torch.arange(steps, dtype=torch.float64)
@@ -261,59 +253,66 @@ def edm_sigma_grid(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0
 
 
 @torch.no_grad()
-def pfgmpp_sample(denoiser: Denoiser, shape: Sequence[int], D: int, steps: int = 18, *, sigma_min: float = 0.002,
-                  sigma_max: float = 80.0, rho: float = 7.0, generator: torch.Generator | None = None,
-                  x: Tensor | None = None, cond: Mapping[str, Any] | None = None, dtype: torch.dtype | None = None,
-                  device: torch.device | str | None = None, return_trajectory: bool = False) -> ODEResult:
+def pfgmpp_sample(denoiser: Denoiser, x: Tensor, *, steps: int = 18, sigma_min: float = 0.002,
+                  sigma_max: float = 80.0, rho: float = 7.0, cond: Mapping[str, Any] | None = None,
+                  generator: torch.Generator | None = None, callback: Callback | None = None,
+                  return_trajectory: bool = False) -> SampleResult:
     r"""EDM's deterministic Heun sampler (Karras et al. Alg. 1) from the PFGM++ prior.
 
     :math:`dx/d\sigma = (x - D_\theta(x, \sigma))/\sigma` over :func:`edm_sigma_grid`; Heun's correction on
     every step but the last (to :math:`\sigma = 0`, Euler). ``2·steps − 1`` denoiser calls.
 
+    The start ``x`` is a draw of the prior :math:`p_{r_{\max}}`: make it with
+    ``sample_prior(shape, sigma_max, D, generator)`` using the same ``sigma_max`` and the D used in training
+    (the sampler itself does not depend on D once :math:`r = \sigma\sqrt D`).
+
     Args:
         denoiser: ``denoiser(x, sigma, **cond)`` with ``sigma`` (B,).
-        shape: (B, ...) of the samples.
-        D: the augmented dimension used in training.
+        x: the prior sample (B, ...) at :math:`\sigma_{\max}`, e.g. from :func:`sample_prior`.
         steps: number of noise levels (EDM: 18 for CIFAR-10).
         sigma_min, sigma_max, rho: the grid.
-        generator: for the prior.
-        x: a start state instead of a prior draw (e.g. for paired comparisons); ``shape`` is then ignored.
-        dtype, device: of the prior draw (default float32), or a conversion of ``x``.
         cond: conditioning keyword arguments.
+        generator: unused (the sampler is deterministic; the prior draw takes the generator); accepted so that
+            every sampler has one call shape.
+        callback: called after every step with ``{"i", "t", "t_next", "x", "sigma", "sigma_next"}``; ``t`` is
+            flowzoo time :math:`1/(1 + \sigma)` (module docstring), ``sigma`` the noise level.
         return_trajectory: keep the state at every σ.
 
     Returns:
-        :class:`~flowzoo.core.sampling.ode.ODEResult`; ``times`` holds the σ grid (decreasing, not flowzoo's t).
-    """
-    D = _check_dim(D)
-    if x is None:
-        dtype = dtype or torch.float32
-        x = sample_prior(shape, sigma_max, D, generator, dtype=dtype, device=device)
-    else:
-        x = check_tensor(x, "x", min_dim=2)
-        x = x.to(dtype=dtype or x.dtype, device=device or x.device)
-    grid = edm_sigma_grid(steps, sigma_min, sigma_max, rho, dtype=x.dtype, device=x.device)
-    cond = dict(cond or {})
-    batch, nfe, states = x.shape[0], 0, [x]
+        :class:`~flowzoo.core.sampling.result.SampleResult`; ``times`` is :math:`t = 1/(1 + \sigma)` on the σ grid
+        (increasing from about 0 to 1) and ``extras["sigmas"]`` the σ grid itself (decreasing, ending at 0).
 
-    def velocity(state: Tensor, sigma: Tensor) -> Tensor:
-        out = denoiser(state, sigma.expand(batch), **cond)
-        if not isinstance(out, Tensor) or out.shape != state.shape:
-            raise ShapeError(expected(f"the denoiser to return a tensor shaped like x {tuple(state.shape)}",
-                                      getattr(out, "shape", type(out).__name__), "return D(x, sigma)"))
-        return (state - out) / sigma
+    Example:
+        >>> prior = sample_prior((5, 2), sigma_max=80.0, D=4, generator=torch.Generator().manual_seed(0))
+        >>> out = pfgmpp_sample(lambda x, sigma: torch.zeros_like(x), prior, steps=4)
+        >>> out.x.abs().max().item() < 1e-6, out.nfe, len(out.extras["sigmas"])
+        (True, 7, 5)
+    """
+    x = check_tensor(x, "x", min_dim=2)
+    cond = check_cond(cond)
+    grid = edm_sigma_grid(steps, sigma_min, sigma_max, rho, dtype=x.dtype, device=x.device)
+    times = 1.0 / (1.0 + grid)
+    recorder = StepRecorder(x, times, callback=callback, return_trajectory=return_trajectory, desc="pfgmpp_sample")
+    batch, nfe = x.shape[0], 0
+    sigmas = grid.tolist()
+    levels = grid[:, None].expand(-1, batch).unbind(0)
+
+    def velocity(state: Tensor, i: int) -> Tensor:
+        out = denoiser(state, levels[i], **cond)
+        if nfe == 0:
+            check_output(out, state, "the denoiser(x, sigma, **cond)")
+        return (state - out) / sigmas[i]
 
     for i in range(steps):
-        sigma, sigma_next = grid[i], grid[i + 1]
-        d = velocity(x, sigma)
-        x_next = x + (sigma_next - sigma) * d
+        h = sigmas[i + 1] - sigmas[i]
+        d = velocity(x, i)
         nfe += 1
+        x_next = x.add(d, alpha=h)
         if i < steps - 1:
-            x_next = x + (sigma_next - sigma) * 0.5 * (d + velocity(x_next, sigma_next))
+            x_next = x.add(d + velocity(x_next, i + 1), alpha=0.5 * h)
             nfe += 1
         x = x_next
-        if return_trajectory:
-            states.append(x)
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(expected("finite samples", "NaN/Inf", "check the denoiser and the D used in training"))
-    return ODEResult(x, nfe, torch.stack(states) if return_trajectory else None, grid)
+        if recorder.active:
+            recorder.record(i, x, sigma=grid[i], sigma_next=grid[i + 1])
+    check_end_state(x, "check the denoiser and the D used in training")
+    return SampleResult(x=x, nfe=nfe, trajectory=recorder.trajectory(), times=times, extras={"sigmas": grid})

@@ -25,7 +25,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -34,7 +34,7 @@ from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.batching import (call_model, check_time_sampler, per_sample_mean, raise_if_batch_not_finite,
                                    reduce_weighted, sample_time, unpack_batch)
 from flowzoo.core.paths import AffinePath, VPScheduler
-from flowzoo.core.sampling import uniform_grid
+from flowzoo.core.sampling import Callback, SampleResult, StepRecorder, check_cond, check_end_state, resolve_grid
 
 __all__ = ["EpsilonPredictionLoss", "RectifiedDiffusionLoss", "EpsilonAsVelocity", "ddim_sample",
            "x1_prediction_variance"]
@@ -140,28 +140,51 @@ def _x1_hat(eps_model, path, x, t, cond):
 
 
 @torch.no_grad()
-def ddim_sample(eps_model: Callable[..., Tensor], x0: Tensor, *, path: AffinePath | None = None,
-                steps: int = 50, time_grid: Tensor | None = None, cond: Mapping[str, Tensor] | None = None,
-                return_x1_predictions: bool = False):
+def ddim_sample(eps_model: Callable[..., Tensor], x: Tensor, *, path: AffinePath | None = None,
+                steps: int | None = None, time_grid: Tensor | Sequence[float] | None = None,
+                cond: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None,
+                callback: Callback | None = None, return_trajectory: bool = False,
+                return_x1_predictions: bool = False) -> SampleResult:
     r"""Deterministic DDIM (Song, Meng, Ermon, arXiv 2010.02502, Eq. 12 with σ = 0) in flowzoo time.
 
     Each step predicts :math:`\hat\varepsilon, \hat x_1` at t and moves to
     :math:`x_{t'} = \alpha(t')\hat\varepsilon + \beta(t')\hat x_1` — exact in one step for a first-order
-    model. Returns the final :math:`\hat x_1` (the last step lands at t = 1 where α = 0), and with
-    ``return_x1_predictions`` also the (steps, B, ...) stack of :math:`\hat x_1` predictions.
+    model. The last step lands at t = 1 where α = 0, so the result is the final :math:`\hat x_1`.
+
+    Args:
+        eps_model: the ε-network ``eps_model(x_t, t, **cond)`` in flowzoo time.
+        x: noise at t = 0 (B, ...).
+        path: the diffusion path (default VP, :class:`~flowzoo.core.paths.affine.VPScheduler`).
+        steps: number of uniform steps on [0, 1] (default 50 when no ``time_grid`` is given).
+        time_grid: an explicit increasing grid instead of ``steps``.
+        cond: conditioning keyword arguments.
+        generator: unused (σ = 0 DDIM is deterministic); accepted so that every sampler has one call shape.
+        callback: called after every step with ``{"i", "t", "t_next", "x"}`` (``x`` at ``t_next``).
+        return_trajectory: keep the state at every grid time.
+        return_x1_predictions: also return the (steps, B, ...) stack of :math:`\hat x_1` predictions as
+            ``extras["x1_predictions"]``.
+
+    Returns:
+        :class:`~flowzoo.core.sampling.result.SampleResult`, one ε-model call per step.
     """
-    x = check_tensor(x0, "x0")
+    x = check_tensor(x, "x")
     path = AffinePath(VPScheduler()) if path is None else path
-    grid = uniform_grid(steps, dtype=x.dtype) if time_grid is None else torch.as_tensor(time_grid, dtype=x.dtype)
-    cond = dict(cond or {})
+    cond = check_cond(cond)
+    grid = resolve_grid(steps, time_grid, x, default_steps=50)
+    recorder = StepRecorder(x, grid, callback=callback, return_trajectory=return_trajectory, desc="ddim_sample")
+    times = grid[:, None].expand(-1, x.shape[0]).unbind(0)
     preds = []
-    n = x.shape[0]
-    for t, t_next in zip(grid[:-1], grid[1:]):
-        x1_hat, eps = _x1_hat(eps_model, path, x, t.expand(n), cond)
-        preds.append(x1_hat)
-        a, b, _, _ = path.coefficients(t_next.expand(n), x)
+    for i in range(len(grid) - 1):
+        x1_hat, eps = _x1_hat(eps_model, path, x, times[i], cond)
+        if return_x1_predictions:
+            preds.append(x1_hat)
+        a, b, _, _ = path.coefficients(times[i + 1], x)
         x = a * eps + b * x1_hat
-    return (x, torch.stack(preds)) if return_x1_predictions else x
+        if recorder.active:
+            recorder.record(i, x)
+    check_end_state(x, "check the ε-model, and keep the grid inside [0, 1]")
+    extras = {"x1_predictions": torch.stack(preds)} if return_x1_predictions else {}
+    return SampleResult(x=x, nfe=len(grid) - 1, trajectory=recorder.trajectory(), times=grid, extras=extras)
 
 
 @torch.no_grad()
@@ -173,6 +196,6 @@ def x1_prediction_variance(eps_model: Callable[..., Tensor], x0: Tensor, *, path
     grid times; 0 for a perfectly first-order model. The first tenth of the grid is skipped, where 1/β
     amplifies every error.
     """
-    _, preds = ddim_sample(eps_model, x0, path=path, steps=steps, cond=cond, return_x1_predictions=True)
-    preds = preds[steps // 10:].flatten(2)
+    preds = ddim_sample(eps_model, x0, path=path, steps=steps, cond=cond, return_x1_predictions=True).extras
+    preds = preds["x1_predictions"][steps // 10:].flatten(2)
     return float(preds.var(dim=0).sum(-1).mean())

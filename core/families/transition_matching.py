@@ -30,26 +30,20 @@ time s also runs 0 = Gaussian → 1 = Y.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from flowzoo.core.validation import as_time, broadcast_time, check_same_shape, check_tensor
+from flowzoo.core.validation import (as_time, broadcast_time, check_int, check_positive_int, check_same_shape,
+                                     check_tensor)
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
 from flowzoo.core.nets import SinusoidalTimeEmbedding
 from flowzoo.core.batching import per_sample_weight, reduce_weighted
+from flowzoo.core.sampling import Callback, SampleResult, StepRecorder, check_end_state
 
-__all__ = ["DTMModel", "DTMLoss", "DTMResult", "dtm_sample"]
+__all__ = ["DTMModel", "DTMLoss", "dtm_sample"]
 
 Tensor = torch.Tensor
-
-
-def _int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(expected(f"{name} as an integer >= {minimum}", repr(value),
-                                   f"pass e.g. {name}={max(4, minimum)}"))
-    return value
 
 
 def _mlp(inputs: int, hidden: int, depth: int, outputs: int) -> nn.Sequential:
@@ -85,10 +79,10 @@ class DTMModel(nn.Module):
     def __init__(self, dim: int, T: int, hidden: int = 256, head_hidden: int = 64, depth: int = 3,
                  head_depth: int = 2, time_dim: int = 32):
         super().__init__()
-        self.dim, self.T = _int(dim, "dim"), _int(T, "T")
-        hidden, head_hidden = _int(hidden, "hidden"), _int(head_hidden, "head_hidden")
-        depth, head_depth = _int(depth, "depth"), _int(head_depth, "head_depth")
-        time_dim = _int(time_dim, "time_dim", 2)
+        self.dim, self.T = check_positive_int(dim, "dim"), check_positive_int(T, "T")
+        hidden, head_hidden = check_positive_int(hidden, "hidden"), check_positive_int(head_hidden, "head_hidden")
+        depth, head_depth = check_positive_int(depth, "depth"), check_positive_int(head_depth, "head_depth")
+        time_dim = check_int(time_dim, "time_dim", low=2, fix="pass e.g. time_dim=4")
         self.time_embedding = SinusoidalTimeEmbedding(time_dim)
         self.backbone = nn.Sequential(_mlp(dim + time_dim, hidden, depth - 1, hidden) if depth > 1
                                       else nn.Linear(dim + time_dim, hidden), nn.SiLU())
@@ -137,7 +131,7 @@ class DTMLoss:
     """
 
     def __init__(self, T: int, head_samples: int = 1):
-        self.T, self.head_samples = _int(T, "T"), _int(head_samples, "head_samples")
+        self.T, self.head_samples = check_positive_int(T, "T"), check_positive_int(head_samples, "head_samples")
 
     def __call__(self, model: DTMModel, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
@@ -175,57 +169,48 @@ class DTMLoss:
         return f"DTMLoss(T={self.T}, head_samples={self.head_samples})"
 
 
-@dataclass
-class DTMResult:
-    """What :func:`dtm_sample` returns.
-
-    Attributes:
-        x: the final state :math:`X_T` (samples), shaped like the start.
-        backbone_nfe: backbone evaluations (= T; the cost that matters).
-        head_nfe: head evaluations (= T · inner_steps).
-        trajectory: (T + 1, B, ...) states :math:`X_0, \\dots, X_T` when requested, else None.
-    """
-
-    x: Tensor
-    backbone_nfe: int
-    head_nfe: int
-    trajectory: Tensor | None = None
-
-
 @torch.no_grad()
-def dtm_sample(model: DTMModel, x0: Tensor, inner_steps: int = 4, *, generator: torch.Generator | None = None,
-               return_trajectory: bool = False) -> DTMResult:
+def dtm_sample(model: DTMModel, x: Tensor, *, inner_steps: int = 4, generator: torch.Generator | None = None,
+               callback: Callback | None = None, return_trajectory: bool = False) -> SampleResult:
     r"""Run the learned chain: for k = 0..T−1, :math:`f = f_\theta(X_k, k/T)`, draw Y by ``inner_steps`` Euler
     steps of :math:`dY/ds = h_\theta(Y, s; f)` from :math:`Y_0 \sim N(0, I)`, then :math:`X_{k+1} = X_k + Y/T`.
 
+    The number of outer steps is the model's ``T`` (training and sampling must use the same chain).
+
     Args:
         model: a trained :class:`DTMModel` (its ``T`` sets the number of outer steps).
-        x0: source samples :math:`X_0` (B, ...), N(0, I) as in training.
+        x: source samples :math:`X_0` (B, ...), N(0, I) as in training.
         inner_steps: Euler steps of the head ODE per transition.
-        generator: for the head's Gaussian starts :math:`Y_0`.
+        generator: for the head's Gaussian starts :math:`Y_0` (a seeded generator makes the chain reproducible).
+        callback: called after every transition with ``{"i", "t", "t_next", "x"}`` (t = k/T, ``x`` = X_{k+1}).
         return_trajectory: keep :math:`X_0, \dots, X_T`.
+
+    Returns:
+        :class:`~flowzoo.core.sampling.result.SampleResult` with ``nfe`` = T backbone evaluations (the cost that
+        matters), ``times`` = k/T, and ``extras`` ``{"head_nfe": T · inner_steps, "inner_steps": inner_steps}``.
 
     Example:
         >>> out = dtm_sample(DTMModel(2, T=3, hidden=16, head_hidden=8), torch.randn(5, 2), inner_steps=2)
-        >>> out.x.shape, out.backbone_nfe, out.head_nfe
+        >>> out.x.shape, out.nfe, out.extras["head_nfe"]
         (torch.Size([5, 2]), 3, 6)
     """
     if not isinstance(model, DTMModel):
         raise ConfigError(expected("a DTMModel", type(model).__name__, "build DTMModel(dim, T, ...)"))
-    x = check_tensor(x0, "x0", min_dim=2)
-    inner = _int(inner_steps, "inner_steps")
+    x = check_tensor(x, "x", min_dim=2)
+    inner = check_positive_int(inner_steps, "inner_steps")
     T, batch = model.T, x.shape[0]
-    states, head_nfe = [x], 0
+    times = torch.linspace(0.0, 1.0, T + 1, dtype=x.dtype, device=x.device)
+    recorder = StepRecorder(x, times, callback=callback, return_trajectory=return_trajectory, desc="dtm_sample")
     ds = 1.0 / inner
+    head_times = [torch.full((batch,), j * ds, dtype=x.dtype, device=x.device) for j in range(inner)]
     for k in range(T):
-        features = model.features(x, torch.full((batch,), k / T, dtype=x.dtype, device=x.device))
+        features = model.features(x, times[k].expand(batch))
         y = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         for j in range(inner):
-            y = y + ds * model.head(y, j * ds, features)
-            head_nfe += 1
-        x = x + y / T
-        if return_trajectory:
-            states.append(x)
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(expected("finite samples", "NaN/Inf", "check the trained model"))
-    return DTMResult(x, T, head_nfe, torch.stack(states) if return_trajectory else None)
+            y = y.add(model.head(y, head_times[j], features), alpha=ds)
+        x = x.add(y, alpha=1.0 / T)
+        if recorder.active:
+            recorder.record(k, x)
+    check_end_state(x, "check the trained model")
+    return SampleResult(x=x, nfe=T, trajectory=recorder.trajectory(), times=times,
+                        extras={"head_nfe": T * inner, "inner_steps": inner})

@@ -21,9 +21,9 @@ from flowzoo.core.fewstep.consistency_midtraining import teacher_trajectory, Tra
 from flowzoo.core.fewstep.reflow import (
     PairStore,
     generate_pairs,
-    reflow_objective,
+    ReflowLoss,
     rectify,
-    DistillationLoss,
+    ReflowDistillationLoss,
     MANIFEST_NAME,
 )
 from flowzoo.core.fewstep.distillation import (
@@ -45,7 +45,6 @@ from flowzoo.core.fewstep.flowturbo import (
     refiner_step,
     VelocityRefiner,
     RefinerLoss,
-    FlowTurboResult,
     flowturbo_sample,
 )
 from flowzoo.core.fewstep.mle_finetune import coupled_pairs, SolverReconstructionLoss
@@ -89,9 +88,9 @@ __all__ = [
     "ConsistencyMidTrainingLoss",
     "PairStore",
     "generate_pairs",
-    "reflow_objective",
+    "ReflowLoss",
     "rectify",
-    "DistillationLoss",
+    "ReflowDistillationLoss",
     "MANIFEST_NAME",
     "FlowMapToData",
     "VelocityMatchingLoss",
@@ -107,7 +106,6 @@ __all__ = [
     "refiner_step",
     "VelocityRefiner",
     "RefinerLoss",
-    "FlowTurboResult",
     "flowturbo_sample",
     "coupled_pairs",
     "SolverReconstructionLoss",

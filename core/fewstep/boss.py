@@ -42,7 +42,7 @@ from typing import Any
 
 import torch
 
-from flowzoo.core.validation import as_time, check_tensor
+from flowzoo.core.validation import as_time, check_positive_int, check_tensor
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, unpack_batch
 from flowzoo.core.sampling import FIXED_STEP_METHODS, integrate, uniform_grid
@@ -57,12 +57,6 @@ __all__ = [
 
 Tensor = torch.Tensor
 Model = Callable[..., Tensor]
-
-
-def _positive_int(value: object, name: str, example: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(expected(f"{name} as a positive integer", repr(value), f"pass e.g. {name}={example}"))
-    return value
 
 
 @torch.no_grad()
@@ -86,7 +80,7 @@ def boss_cost_matrix(model: Model, x0: Tensor, *, fine_steps: int = 100,
         >>> float(cost[0, 4]), bool(torch.isinf(cost[2, 1]))  # constant field: Euler is exact
         (0.0, True)
     """
-    fine_steps = _positive_int(fine_steps, "fine_steps", 100)
+    fine_steps = check_positive_int(fine_steps, "fine_steps", fix="pass e.g. fine_steps=100")
     x = check_tensor(x0, "x0")
     grid = uniform_grid(fine_steps, dtype=x.dtype, device=x.device)
     states, velocities = [x], []
@@ -141,7 +135,7 @@ def bellman_steps(cost: Tensor, num_steps: int) -> list[int]:
     """
     cost = _check_cost(cost).detach().to("cpu", torch.float64)
     last = cost.shape[0] - 1
-    num_steps = _positive_int(num_steps, "num_steps", min(4, last))
+    num_steps = check_positive_int(num_steps, "num_steps", fix=f"pass e.g. num_steps={min(4, last)}")
     if num_steps > last:
         raise ConfigError(expected(f"num_steps <= K = {last} (the fine grid's steps)", num_steps,
                                    "use fewer steps or a finer cost matrix"))
@@ -193,7 +187,7 @@ def boss_redress_states(teacher: Model, x0: Tensor, grid: Tensor | Sequence[floa
     so for a BOSS grid (a subset of the uniform fine grid) and ``method="euler"`` the states equal the
     reference trajectory that the costs were measured on.
     """
-    fine_steps = _positive_int(fine_steps, "fine_steps", 100)
+    fine_steps = check_positive_int(fine_steps, "fine_steps", fix="pass e.g. fine_steps=100")
     if method not in FIXED_STEP_METHODS:
         raise ConfigError(expected(f"method in {list(FIXED_STEP_METHODS)}", repr(method), "use 'euler'"))
     x = check_tensor(x0, "x0")
@@ -238,7 +232,7 @@ class BossStraighteningLoss:
             raise ConfigError(expected("a callable teacher velocity model", type(teacher).__name__,
                                        "pass the pretrained model"))
         self.teacher, self.grid = teacher, _check_grid(grid).detach().clone()
-        self.fine_steps = _positive_int(fine_steps, "fine_steps", 100)
+        self.fine_steps = check_positive_int(fine_steps, "fine_steps", fix="pass e.g. fine_steps=100")
         if method not in FIXED_STEP_METHODS:
             raise ConfigError(expected(f"method in {list(FIXED_STEP_METHODS)}", repr(method), "use 'euler'"))
         self.method = method

@@ -35,20 +35,15 @@ from dataclasses import dataclass
 
 import torch
 
-from flowzoo.core.validation import broadcast_time, check_tensor
+from flowzoo.core.validation import broadcast_time, check_positive_int, check_tensor
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.batching import per_sample_mean, raise_if_batch_not_finite, reduce_weighted, unpack_batch
+from flowzoo.core.batching import (call_flowmap, per_sample_mean, raise_if_batch_not_finite, reduce_weighted,
+                                   unpack_batch)
 from flowzoo.core.sampling import FIXED_STEP_METHODS, integrate, uniform_grid
 
 __all__ = ["teacher_trajectory", "TrajectoryBank", "ConsistencyMidTrainingLoss"]
 
 Tensor = torch.Tensor
-
-
-def _check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(expected(f"{name} as an integer >= {minimum}", repr(value), f"pass e.g. {name}=16"))
-    return value
 
 
 def _check_solver(solver: object) -> str:
@@ -86,7 +81,7 @@ class TrajectoryBank:
         """Roll the teacher out from ``x0`` (in chunks of ``chunk`` rows to bound memory) and keep everything."""
         x0 = check_tensor(x0, "x0")
         cond = dict(cond or {})
-        chunk = x0.shape[0] if chunk is None else _check_positive_int(chunk, "chunk")
+        chunk = x0.shape[0] if chunk is None else check_positive_int(chunk, "chunk", fix="pass e.g. chunk=16")
         parts = []
         for start in range(0, x0.shape[0], chunk):
             sub = {k: v[start:start + chunk] for k, v in cond.items()}
@@ -112,7 +107,7 @@ def teacher_trajectory(teacher: Callable[..., Tensor], x0: Tensor, steps: int = 
         cond: conditioning passed to the teacher.
 
     Returns:
-        :class:`~flowzoo.core.sampling.ode.ODEResult` with ``trajectory`` (len(times), B, ...) and ``times``.
+        :class:`~flowzoo.core.sampling.result.SampleResult` with ``trajectory`` (len(times), B, ...) and ``times``.
 
     Example:
         >>> out = teacher_trajectory(lambda x, t: torch.ones_like(x), torch.zeros(2, 1), steps=4)
@@ -124,7 +119,7 @@ def teacher_trajectory(teacher: Callable[..., Tensor], x0: Tensor, steps: int = 
                                    "pass a trained velocity network"))
     x0 = check_tensor(x0, "x0")
     solver = _check_solver(solver)
-    grid = _grid(_check_positive_int(steps, "steps"), time_grid, x0)
+    grid = _grid(check_positive_int(steps, "steps", fix="pass e.g. steps=16"), time_grid, x0)
     with torch.no_grad():
         return integrate(teacher, x0, method=solver, time_grid=grid, cond=cond, return_trajectory=True)
 
@@ -163,8 +158,9 @@ class ConsistencyMidTrainingLoss:
             raise ConfigError(expected("teacher as a velocity model teacher(x, t, **cond)", type(teacher).__name__,
                                        "pass a trained velocity network"))
         self.teacher = teacher
-        self.steps = _check_positive_int(steps, "steps")
-        self.pairs_per_sample = _check_positive_int(pairs_per_sample, "pairs_per_sample")
+        self.steps = check_positive_int(steps, "steps", fix="pass e.g. steps=16")
+        self.pairs_per_sample = check_positive_int(pairs_per_sample, "pairs_per_sample",
+                                                   fix="pass e.g. pairs_per_sample=16")
         self.solver = _check_solver(solver)
         self.time_grid = time_grid
         if time_grid is not None:
@@ -213,11 +209,7 @@ class ConsistencyMidTrainingLoss:
         s, t = times[i], times[j]
         target = (x_j - x_i) / broadcast_time(t - s, x_i)
         sub = {key: value.repeat_interleave(k, dim=0) for key, value in cond.items()}
-        prediction = model(x_i, s, t, **sub)
-        if not isinstance(prediction, Tensor) or prediction.shape != x_i.shape:
-            got = f"shape {tuple(prediction.shape)}" if isinstance(prediction, Tensor) else type(prediction).__name__
-            raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x_i.shape)}", got,
-                                      "make model(x, s, t, **cond) return the average velocity with x's shape"))
+        prediction = call_flowmap(model, x_i, s, t, sub)
         per_sample = per_sample_mean((prediction - target.detach()) ** 2)
         w = None if weight is None else weight.repeat_interleave(k)
         loss = reduce_weighted(per_sample, w)

@@ -10,11 +10,11 @@ repulsive half of a contrastive loss. Three papers use it, each with its own for
   .. math::  \mathcal L = \log \frac{1}{B^2}\sum_{i,j} \exp\!\big(-\|h_i - h_j\|^2 / (D\,\tau)\big),
 
   the squared distance divided by the feature size D, the diagonal (distance 0) included, τ = 1.
-* **MP1** (arXiv 2507.10543, §"Dispersive loss"; research notes §1), kind ``"mp1"``: the same
+* **MP1** (arXiv 2507.10543, §"Dispersive loss"; code LogSSim/MP1), kind ``"mp1"``: the same
   log-mean-exp, but the squared distances are divided by their **maximum over the batch** instead of by D, τ = 1.
   The loss is therefore invariant to the scale of the features: it spreads them relative to one another and
   cannot be lowered by inflating them (tested).
-* **DM1** (arXiv 2510.07865; research notes §2), kinds ``"infonce_l2"``, ``"infonce_cosine"``,
+* **DM1** (arXiv 2510.07865; code Guowei-Zou/dm1-release), kinds ``"infonce_l2"``, ``"infonce_cosine"``,
   ``"hinge"`` and ``"covariance"``:
 
   - ``"hinge"``: :math:`\mathrm{mean}_{i\ne j}\max(0, m - \|h_i - h_j\|)`, margin m = 1.
@@ -24,7 +24,7 @@ repulsive half of a contrastive loss. Three papers use it, each with its own for
     :math:`\cos(h_i, h_j)/\tau` (cosine), fills the diagonal with −1e9, **clamps s to [−10, 10]** and returns
     :math:`-\mathrm{mean}_i \log\sum_j e^{-s_{ij}}`. The clamp turns the −1e9 diagonal into −10, i.e. a
     constant :math:`e^{10}` term in every row: for L2 the loss is nearly flat for collapsed features
-    (−log(e^{10} + B − 1)) and saturates once every distance exceeds 10τ; for cosine (|s| ≤ 1/τ) that constant
+    (−log(e^{10} + B − 1)) and saturates once every distance exceeds 10τ; for cosine (:math:`|s| \le 1/\tau`) that constant
     swamps the informative terms and shrinks the gradient by roughly :math:`e^{-10 + 1/\tau}`. That exact
     behaviour is available as ``"infonce_l2_dm1"`` and ``"infonce_cosine_dm1"``.
 
@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
+from flowzoo.core.validation import check_positive
 
 __all__ = ["dispersive_loss", "DISPERSIVE_KINDS", "DEFAULT_TEMPERATURES", "pairwise_sq_distances",
            "effective_rank", "mean_pairwise_distance"]
@@ -72,7 +73,7 @@ def pairwise_sq_distances(h: Tensor) -> Tensor:
     """Squared Euclidean distances (B, B) between the rows of ``h`` (B, D); the diagonal is exactly 0.
 
     Small problems use explicit differences (exactly 0 for identical rows, so collapsed features have a zero,
-    finite gradient); large ones the Gram form |a|² + |b|² − 2a·b, clamped at 0, to save memory.
+    finite gradient); large ones the Gram form ``|a|² + |b|² − 2a·b``, clamped at 0, to save memory.
     """
     b, d = h.shape
     if b * b * d <= _DIRECT_LIMIT:
@@ -211,8 +212,7 @@ def dispersive_loss(features: Tensor | Sequence[Tensor], kind: str = "mp1", temp
                                    "pick one of the listed names"))
     tau = DEFAULT_TEMPERATURES[kind] if temperature is None else temperature
     for name, value in (("temperature", tau), ("margin", margin)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-            raise ConfigError(expected(f"{name} as a positive finite number", repr(value), f"pass e.g. {name}=0.5"))
+        check_positive(value, name, fix=f"pass e.g. {name}=0.5")
     if isinstance(features, Tensor):
         return _LOSSES[kind](_flatten(features, None), float(tau), float(margin))
     if not isinstance(features, Sequence) or len(features) == 0:

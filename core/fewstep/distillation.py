@@ -44,9 +44,10 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from flowzoo.core.validation import broadcast_time
+from flowzoo.core.validation import broadcast_time, check_nonnegative, check_number, check_positive, check_tensor
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.sampling import ClassifierFreeGuidance
+from flowzoo.core.sampling import (Callback, ClassifierFreeGuidance, SampleResult, StepRecorder, check_cond,
+                                  check_end_state)
 from flowzoo.core.batching import (call_model, check_time_sampler, per_sample_mean, raise_if_batch_not_finite,
                                    reduce_weighted, sample_time, unpack_batch)
 from flowzoo.core.paths import LogitNormalTime
@@ -70,17 +71,36 @@ class FlowMapToData(torch.nn.Module):
         return self.flowmap(x, s, torch.ones_like(s), **cond)
 
 
-def one_step_sample(student: Callable[..., Tensor], z: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
-    """The student's one-step sample :math:`z + u_\\theta(z, 0)`."""
-    return z + call_model(student, z, torch.zeros(z.shape[0], dtype=z.dtype, device=z.device), dict(cond or {}))
+def one_step_sample(student: Callable[..., Tensor], x: Tensor, *, cond: Mapping[str, Tensor] | None = None,
+                    generator: torch.Generator | None = None, callback: Callback | None = None,
+                    return_trajectory: bool = False, enable_grad: bool = False) -> SampleResult:
+    """The student's one-step sample :math:`x_1 = z + u_\\theta(z, 0)` from noise ``x`` = z at t = 0.
 
+    Args:
+        student: the one-jump student ``student(x, s, **cond)`` (module docstring).
+        x: noise z at t = 0 (B, ...).
+        cond: conditioning keyword arguments.
+        generator: unused (one deterministic jump); accepted so that every sampler has one call shape.
+        callback: called once with ``{"i": 0, "t": 0, "t_next": 1, "x"}`` (``x`` the sample).
+        return_trajectory: also return ``[z, x_1]`` stacked.
+        enable_grad: keep the autograd graph.
 
-def _positive(value: object, name: str, upper: float | None = None) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    if not ok or (upper is not None and value >= upper):
-        raise ConfigError(expected(f"{name} as a finite number > 0" + (f" and < {upper}" if upper else ""),
-                                   repr(value), "see the class docstring for typical values"))
-    return float(value)
+    Returns:
+        :class:`~flowzoo.core.sampling.result.SampleResult` with ``nfe = 1``.
+
+    Example:
+        >>> one_step_sample(lambda x, s: torch.ones_like(x), torch.zeros(2, 3)).x.tolist()
+        [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
+    """
+    x = check_tensor(x, "x")
+    cond = check_cond(cond)
+    grid = torch.tensor([0.0, 1.0], dtype=x.dtype, device=x.device)
+    recorder = StepRecorder(x, grid, callback=callback, return_trajectory=return_trajectory)
+    with torch.set_grad_enabled(enable_grad):
+        x1 = x + call_model(student, x, grid[0].expand(x.shape[0]), cond)
+    recorder.record(0, x1)
+    check_end_state(x1, "check the student for NaN outputs")
+    return SampleResult(x=x1, nfe=1, trajectory=recorder.trajectory(), times=grid)
 
 
 class VelocityMatchingLoss:
@@ -104,8 +124,10 @@ class VelocityMatchingLoss:
                  time_sampler=None):
         if not callable(teacher):
             raise ConfigError(expected("a callable teacher velocity model", type(teacher).__name__, "pass the net"))
-        self.delta = _positive(delta, "delta", upper=0.5)
-        self.normalize_eps = None if normalize_eps is None else _positive(normalize_eps, "normalize_eps")
+        advice = "see the class docstring for typical values"
+        self.delta = check_number(delta, "delta", low=0.0, high=0.5, strict_low=True, strict_high=True, fix=advice)
+        self.normalize_eps = None if normalize_eps is None else check_positive(normalize_eps, "normalize_eps",
+                                                                              fix=advice)
         if teacher_guidance is not None:
             if not null_cond:
                 raise ConfigError(expected("null_cond with teacher_guidance", repr(null_cond),
@@ -207,8 +229,7 @@ class MDTDistillationLoss:
     def __init__(self, teacher: Callable[..., Tensor], vm_weight: float = 1.0, vd_weight: float = 1.0,
                  vd_teacher_guidance: float | None = None, **vm_kwargs):
         for name, w in (("vm_weight", vm_weight), ("vd_weight", vd_weight)):
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
-                raise ConfigError(expected(f"{name} as a finite number >= 0", repr(w), "use 1.0"))
+            check_nonnegative(w, name, fix="use 1.0")
         self.vm = VelocityMatchingLoss(teacher, **vm_kwargs)
         if vd_teacher_guidance is None:
             self.vd = VelocityDistillationLoss(vm=self.vm)

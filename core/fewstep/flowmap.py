@@ -6,8 +6,8 @@ called ``model(x, s, t, **cond)`` with ``x`` the state **at time s**, ``s`` and 
 
 .. math::  u(x_s, s, t) = \frac{\Phi_{s\to t}(x_s) - x_s}{t - s} = \frac{1}{t - s}\int_s^t v(x_\tau, \tau)\,d\tau,
 
-so one step is :math:`x_t = x_s + (t - s)\,u(x_s, s, t)` and :math:`u(x, t, t) = v(x, t)`. This is the
-direction-agnostic signature :math:`\Phi(x_a, a, b)` of the research notes (§1.1). MeanFlow (Geng et al.,
+so one step is :math:`x_t = x_s + (t - s)\,u(x_s, s, t)` and :math:`u(x, t, t) = v(x, t)`. The signature
+:math:`\Phi(x_a, a, b)` is direction-agnostic: the state is always the one at the first time. MeanFlow (Geng et al.,
 arXiv 2505.13447) runs time the other way (t = 1 noise) and writes :math:`u(z_t, r, t)` with the state at its
 *later* time t; the translation is :math:`s = 1 - t_{\rm MF}`, :math:`t = 1 - r_{\rm MF}`, and its 1-NFE
 sampler :math:`z_0 = z_1 - u(z_1, 0, 1)` becomes :math:`x_1 = x_0 + u(x_0, 0, 1)` here.
@@ -30,10 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowzoo.core.validation import as_time, broadcast_time, check_tensor
-from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.core.validation import (as_time, broadcast_time, check_number, check_positive, check_positive_int,
+                                     check_probability, check_tensor)
+from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.nets import MLPVelocity, SinusoidalTimeEmbedding
-from flowzoo.core.sampling.ode import ODEResult, _check_cond, _resolve_grid
+from flowzoo.core.sampling import (Callback, SampleResult, StepRecorder, check_cond, check_end_state, check_output,
+                                  resolve_grid)
 
 __all__ = ["MLPFlowMap", "FlowMapAsVelocity", "flowmap_sample", "TwoTimeSampler", "GaussianOracle"]
 
@@ -48,13 +50,13 @@ class MLPFlowMap(MLPVelocity):
     the sinusoidal embedding of the gap ``t - s`` (MeanFlow conditions on :math:`(t, t - r)`, py-meanflow
     ``u_func``), the class embedding of ``y`` (``num_classes + 1`` rows, the last one the null class of
     classifier-free guidance, :attr:`null_class`) and a linear map of ``c``. The gap is formed *inside* the
-    network from (s, t), so a JVP over (x, s, t) with tangent (v, 1, 0) is the total derivative d/ds (the
-    research notes, Appendix A: differentiating over (s, t − s) instead would need tangent (v, 1, −1)).
+    network from (s, t), so a JVP over (x, s, t) with tangent (v, 1, 0) is the total derivative d/ds
+    (differentiating over (s, t − s) instead would need tangent (v, 1, −1)).
 
     ``time_scale`` multiplies both times before the sinusoidal features. It defaults to 100 rather than
     MLPVelocity's 1000: MeanFlow differentiates the network in s, and the fastest features
-    :math:`\cos(1000\,s)` make :math:`\partial_s u` large and the target noisy. On 2-D moons (1500 steps,
-    hidden 128) 1-NFE W2 was 0.89 / 0.53 / 0.62 for scales 1000 / 100 / 10 (one seed each).
+    :math:`\cos(1000\,s)` make :math:`\partial_s u` large and the target noisy; on 2-D moons 100 gave a clearly
+    better one-step sample than 1000, and somewhat better than 10 (a short one-seed check).
 
     It inherits from :class:`MLPVelocity` only to share the label / condition handling; it is called with
     two times. Wrap it in :class:`FlowMapAsVelocity` to use it where a velocity model is expected.
@@ -162,19 +164,11 @@ class FlowMapAsVelocity(nn.Module):
         return self.flowmap(x, t, t, **cond)
 
 
-def _average_velocity(model: FlowMap, x: Tensor, s: Tensor, t: Tensor, cond: Mapping[str, Any]) -> Tensor:
-    u = model(x, s, t, **cond)
-    if not isinstance(u, Tensor) or u.shape != x.shape:
-        got = tuple(u.shape) if isinstance(u, Tensor) else type(u).__name__
-        raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x.shape)}", got,
-                                  "make model(x, s, t, **cond) return the average velocity with x's shape"))
-    return u
-
-
 def flowmap_sample(model: FlowMap, x: Tensor, *, steps: int | None = None,
                    time_grid: Tensor | Sequence[float] | None = None, t0: float = 0.0, t1: float = 1.0,
-                   cond: Mapping[str, Any] | None = None, return_trajectory: bool = False,
-                   enable_grad: bool = False) -> ODEResult:
+                   cond: Mapping[str, Any] | None = None, generator: torch.Generator | None = None,
+                   callback: Callback | None = None, return_trajectory: bool = False,
+                   enable_grad: bool = False) -> SampleResult:
     r"""Jump along a time grid with a flow map.
 
     .. math::  x_{t_{k+1}} = x_{t_k} + (t_{k+1} - t_k)\,u(x_{t_k}, t_k, t_{k+1})
@@ -191,11 +185,13 @@ def flowmap_sample(model: FlowMap, x: Tensor, *, steps: int | None = None,
         time_grid: explicit grid instead of ``steps``.
         t0, t1: ends of the uniform grid.
         cond: conditioning passed as keyword arguments.
+        generator: unused (the jumps are deterministic); accepted so that every sampler has one call shape.
+        callback: called after every jump with ``{"i", "t", "t_next", "x"}`` (``x`` at ``t_next``).
         return_trajectory: also return the state at every grid time (start included).
         enable_grad: keep the autograd graph.
 
     Returns:
-        :class:`~flowzoo.core.sampling.ode.ODEResult` ``(x, nfe, trajectory, times)``.
+        :class:`~flowzoo.core.sampling.result.SampleResult` ``(x, nfe, trajectory, times)``.
 
     Raises:
         ConfigError: both / bad ``steps`` and ``time_grid``, a non-monotone grid.
@@ -207,23 +203,21 @@ def flowmap_sample(model: FlowMap, x: Tensor, *, steps: int | None = None,
         2.0
     """
     check_tensor(x, "x")
-    cond = _check_cond(cond)
-    if steps is None and time_grid is None:
-        steps = 1
-    grid = _resolve_grid(steps, time_grid, t0, t1, x, adaptive=False)
-    batch = x.shape[0]
-    states = [x] if return_trajectory else None
+    cond = check_cond(cond)
+    grid = resolve_grid(steps, time_grid, x, t0=t0, t1=t1, default_steps=1)
+    recorder = StepRecorder(x, grid, callback=callback, return_trajectory=return_trajectory, desc="flowmap_sample")
+    sizes = (grid[1:] - grid[:-1]).tolist()
+    times = grid[:, None].expand(-1, x.shape[0]).unbind(0)
     with torch.set_grad_enabled(enable_grad):
-        for k in range(len(grid) - 1):
-            s, t = grid[k].expand(batch), grid[k + 1].expand(batch)
-            x = x + (grid[k + 1] - grid[k]) * _average_velocity(model, x, s, t, cond)
-            if states is not None:
-                states.append(x)
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(expected("a finite end state", "NaN/Inf after the flow-map steps",
-                                      "check the model for NaN outputs"))
-    return ODEResult(x=x, nfe=len(grid) - 1, trajectory=torch.stack(states) if states is not None else None,
-                     times=grid)
+        for k, h in enumerate(sizes):
+            u = model(x, times[k], times[k + 1], **cond)
+            if k == 0:
+                check_output(u, x, "the flow map model(x, s, t, **cond)")
+            x = x.add(u, alpha=h)
+            if recorder.active:
+                recorder.record(k, x)
+    check_end_state(x, "check the model for NaN outputs")
+    return SampleResult(x=x, nfe=len(sizes), trajectory=recorder.trajectory(), times=grid)
 
 
 class TwoTimeSampler:
@@ -235,8 +229,9 @@ class TwoTimeSampler:
     2505.13447, Table 1; JAX ``data_proportion = 0.75``) uses 25 % distinct pairs and LN(−0.4, 1) in its own
     time (t = 1 noise); ``mean`` here is in flowzoo time, where MeanFlow's −0.4 reads +0.4 (a positive mean
     shifts mass towards the data). The default keeps −0.4 in flowzoo time: on N(0, I) → moons it learned
-    better (1-NFE W2 0.49 vs 0.56 at 3000 steps), while checkerboard in ``benchmarks/few_step.py`` favours
-    +0.4 (0.81 vs 1.71), so the paper's emphasis is not a universal win at this scale. MeanFlow keeps the *state*
+    better, while checkerboard in ``benchmarks/few_step.py`` clearly favours +0.4
+    (:func:`~flowzoo.core.fewstep.presets.meanflow_settings`), so the paper's emphasis is not a universal win at
+    this scale. MeanFlow keeps the *state*
     time when r = t, which is s here.
     ``distinct_fraction = 0`` is pure flow matching and cannot learn a one-step map.
 
@@ -245,12 +240,11 @@ class TwoTimeSampler:
     jumps a 1- or 2-step sampler takes are trained far more often than with two sorted draws (P(d > 0.9) = 0.1
     against 0.01 for sorted uniform draws and under 0.001 for sorted LN(0.4, 1) draws). Bootstrapped objectives
     (SplitMeanFlow) learn long intervals from shorter ones, so they need those samples: on 8 Gaussians → moons
-    (``benchmarks/few_step.py`` settings, 6000 steps) SplitMeanFlow's 1-NFE W2 went from 0.669 (sorted uniform
-    pairs) to 0.557. MeanFlow's JVP target is noisier on long intervals started near the source and did worse
-    with it (1-NFE W2 1.63 against 0.81 at 2000 steps), so MeanFlow keeps the logit-normal pairs with independent
-    pairs. On minibatch-OT pairs, whose conditional velocity is close to the marginal one, uniform-gap intervals
-    suit MeanFlow too: moons 1-NFE W2 0.327 / 0.284 (seeds 0 / 1, 12000 steps) against 0.408 with logit-normal
-    intervals on the same pairs.
+    (``benchmarks/few_step.py`` settings) SplitMeanFlow's one-step sample improved over sorted uniform pairs.
+    MeanFlow's JVP target is noisier on long intervals started near the source and did worse with it, so MeanFlow
+    keeps the logit-normal pairs with independent pairs. On minibatch-OT pairs, whose conditional velocity is
+    close to the marginal one, uniform-gap intervals suit MeanFlow too: they beat logit-normal intervals on the
+    same pairs (:func:`~flowzoo.core.fewstep.presets.meanflow_ot_settings`).
 
     ``sample(n, device=None, generator=None) -> (s, t)``, both float32 of shape (n,).
 
@@ -264,14 +258,9 @@ class TwoTimeSampler:
 
     def __init__(self, mean: float = -0.4, std: float = 1.0, distinct_fraction: float = 0.25,
                  interval: str = "logit_normal"):
-        for name, value in (("mean", mean), ("std", std), ("distinct_fraction", distinct_fraction)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(expected(f"{name} as a finite number", repr(value), f"pass a float {name}"))
-        if std <= 0:
-            raise ConfigError(expected("std > 0", std, "use e.g. std=1.0"))
-        if not 0.0 <= distinct_fraction <= 1.0:
-            raise ConfigError(expected("distinct_fraction in [0, 1]", distinct_fraction,
-                                       "use 0.25 (MeanFlow's ImageNet setting)"))
+        check_number(mean, "mean")
+        check_positive(std, "std", fix="use e.g. std=1.0")
+        check_probability(distinct_fraction, "distinct_fraction", fix="use 0.25 (MeanFlow's ImageNet setting)")
         if interval not in self.INTERVALS:
             raise ConfigError(expected(f"interval in {list(self.INTERVALS)}", repr(interval),
                                        "use 'logit_normal' (MeanFlow) or 'uniform_gap' (every length equally likely)"))
@@ -280,8 +269,7 @@ class TwoTimeSampler:
 
     def sample(self, n: int, device: torch.device | str | None = None,
                generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(expected("n as a positive int", repr(n), "pass the batch size"))
+        check_positive_int(n, "n", fix="pass the batch size")
         if self.interval == "uniform_gap":
             gap, start = torch.rand(2, n, device=device, generator=generator)
             s = start * (1 - gap)
@@ -311,7 +299,7 @@ class GaussianOracle:
         u(x, s, t) = m + \frac{(t + s)(1 + \sigma^2) - 2}{S(s)\,(S(s) + S(t))}\,(x - s m),
 
     the last from :math:`S(t)^2 - S(s)^2 = (t - s)[(t + s)(1 + \sigma^2) - 2]`, so u has no 0/0 at s = t and
-    reduces to v there (research notes, Appendix A, in flowzoo time). ``mean`` and ``std`` may be numbers or
+    reduces to v there. ``mean`` and ``std`` may be numbers or
     tensors broadcastable to one sample (per-coordinate Gaussians). Calling the oracle, ``oracle(x, s, t)``,
     is :meth:`average_velocity`, so it is itself an exact flow-map model; ``oracle.velocity`` is a velocity model.
     Extra keyword arguments (conditioning) are ignored.

@@ -28,28 +28,26 @@ Example:
     >>> import torch
     >>> field = lambda x, t: -x
     >>> out = flowturbo_sample(field, torch.ones(3, 2), heun_steps=1, pseudo_steps=4, refiner_steps=0)
-    >>> out.nfe, out.refiner_calls
+    >>> out.nfe, out.extras["refiner_calls"]
     (6, 0)
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from flowzoo.core.validation import as_time, check_tensor
-from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.core.validation import as_time, check_int, check_number, check_tensor
+from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.nets import SinusoidalTimeEmbedding
 from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, sample_path, unpack_batch
 from flowzoo.core.paths import CondOTPath
-from flowzoo.core.sampling import uniform_grid
+from flowzoo.core.sampling import Callback, SampleResult, StepRecorder, check_cond, check_end_state, uniform_grid
 
-__all__ = ["pseudo_corrector_step", "refiner_step", "VelocityRefiner", "RefinerLoss", "FlowTurboResult",
-           "flowturbo_sample"]
+__all__ = ["pseudo_corrector_step", "refiner_step", "VelocityRefiner", "RefinerLoss", "flowturbo_sample"]
 
 Tensor = torch.Tensor
 Model = Callable[..., Tensor]
@@ -106,8 +104,7 @@ class VelocityRefiner(nn.Module):
     def __init__(self, dim: int, hidden: int = 32, depth: int = 2, time_dim: int = 16):
         super().__init__()
         for name, value in (("dim", dim), ("hidden", hidden), ("depth", depth), ("time_dim", time_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (2 if name == "time_dim" else 1):
-                raise ConfigError(expected(f"{name} as a positive integer", repr(value), f"pass e.g. {name}=32"))
+            check_int(value, name, low=2 if name == "time_dim" else 1, fix=f"pass e.g. {name}=32")
         self.dim = dim
         self.time_embedding = SinusoidalTimeEmbedding(time_dim)
         layers: list[nn.Module] = []
@@ -157,8 +154,7 @@ class RefinerLoss:
     def __init__(self, teacher: Model, max_dt: float = 0.12, path=None, time_sampler=None):
         if not callable(teacher):
             raise ConfigError(expected("a callable teacher", type(teacher).__name__, "pass the predictor"))
-        if isinstance(max_dt, bool) or not isinstance(max_dt, (int, float)) or not 0 < max_dt < 1:
-            raise ConfigError(expected("max_dt in (0, 1)", repr(max_dt), "use the paper's 0.12"))
+        check_number(max_dt, "max_dt", low=0.0, high=1.0, strict_low=True, strict_high=True, fix="use the paper's 0.12")
         from flowzoo.core.batching import check_time_sampler
 
         self.teacher, self.max_dt = teacher, float(max_dt)
@@ -181,39 +177,37 @@ class RefinerLoss:
         return loss, {"loss": float(loss.detach()), "dt": dt}
 
 
-@dataclass
-class FlowTurboResult:
-    """:class:`~flowzoo.core.sampling.ode.ODEResult`'s fields plus ``refiner_calls``.
-
-    ``nfe`` counts predictor calls only; ``refiner_calls`` the (much cheaper) refiner calls.
-    """
-
-    x: Tensor
-    nfe: int
-    trajectory: Tensor | None
-    times: Tensor
-    refiner_calls: int = 0
-
-
-def _count(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ConfigError(expected(f"{name} as a non-negative integer", repr(value), f"pass e.g. {name}=2"))
-    return value
-
-
 def flowturbo_sample(predictor: Model, x: Tensor, *, heun_steps: int, pseudo_steps: int, refiner_steps: int,
                      refiner: Model | None = None, cond: Mapping[str, Any] | None = None,
-                     return_trajectory: bool = False) -> FlowTurboResult:
+                     generator: torch.Generator | None = None, callback: Callback | None = None,
+                     return_trajectory: bool = False) -> SampleResult:
     r"""FlowTurbo's sampler: N_H Heun, then N_P pseudo-corrector, then N_R refiner steps on a uniform grid.
 
     Predictor calls: :math:`2N_H + N_P`, plus 1 when :math:`N_H = 0` and a pseudo-corrector or refiner step
     needs a first velocity; refiner calls: :math:`2N_R`. Runs without gradients.
 
+    Args:
+        predictor: the velocity model ``predictor(x, t, **cond)``.
+        x: source samples at t = 0 (B, ...).
+        heun_steps, pseudo_steps, refiner_steps: :math:`N_H, N_P, N_R` (the grid has their sum of steps).
+        refiner: a trained :class:`VelocityRefiner`, needed when ``refiner_steps > 0``.
+        cond: conditioning keyword arguments, passed to predictor and refiner.
+        generator: unused (the sampler is deterministic); accepted so that every sampler has one call shape.
+        callback: called after every step with ``{"i", "t", "t_next", "x"}`` (``x`` at ``t_next``).
+        return_trajectory: keep the state at every grid time.
+
+    Returns:
+        :class:`~flowzoo.core.sampling.result.SampleResult`: ``nfe`` counts predictor calls only;
+        ``extras["stage_nfe"]`` splits them by stage, ``{"heun": ..., "pseudo": ..., "refiner": ...}`` (the
+        one call that computes a first velocity to reuse counts towards the stage that needed it), and
+        ``extras["refiner_calls"]`` counts the (much cheaper) refiner calls.
+
     Raises:
         ConfigError: negative or all-zero step counts, or refiner steps without a refiner.
     """
-    heun_steps, pseudo_steps = _count(heun_steps, "heun_steps"), _count(pseudo_steps, "pseudo_steps")
-    refiner_steps = _count(refiner_steps, "refiner_steps")
+    heun_steps = check_int(heun_steps, "heun_steps", low=0, fix="pass e.g. heun_steps=2")
+    pseudo_steps = check_int(pseudo_steps, "pseudo_steps", low=0, fix="pass e.g. pseudo_steps=2")
+    refiner_steps = check_int(refiner_steps, "refiner_steps", low=0, fix="pass e.g. refiner_steps=2")
     total = heun_steps + pseudo_steps + refiner_steps
     if total == 0:
         raise ConfigError(expected("at least one step", "heun_steps = pseudo_steps = refiner_steps = 0",
@@ -222,31 +216,34 @@ def flowturbo_sample(predictor: Model, x: Tensor, *, heun_steps: int, pseudo_ste
         raise ConfigError(expected("a refiner for refiner_steps > 0", "refiner=None",
                                    "train a VelocityRefiner with RefinerLoss, or set refiner_steps=0"))
     x = check_tensor(x, "x")
-    cond = dict(cond or {})
+    cond = check_cond(cond)
     grid = uniform_grid(total, dtype=x.dtype, device=x.device)
-    states = [x] if return_trajectory else None
-    nfe = refiner_calls = 0
+    recorder = StepRecorder(x, grid, callback=callback, return_trajectory=return_trajectory,
+                            desc="flowturbo_sample")
+    stage_nfe = {"heun": 0, "pseudo": 0, "refiner": 0}
+    refiner_calls = 0
     d: Tensor | None = None
     with torch.no_grad():
         for i in range(total):
             t, t_next = grid[i], grid[i + 1]
-            if i >= heun_steps and d is None:  # nothing to reuse yet
+            stage = "heun" if i < heun_steps else "pseudo" if i < heun_steps + pseudo_steps else "refiner"
+            if stage != "heun" and d is None:  # nothing to reuse yet
                 d = call_model(predictor, x, as_time(t, x.shape[0], x), cond)
-                nfe += 1
-            if i < heun_steps:
+                stage_nfe[stage] += 1
+            if stage == "heun":
                 h = t_next - t
                 k1 = call_model(predictor, x, as_time(t, x.shape[0], x), cond)
                 d = call_model(predictor, x + h * k1, as_time(t_next, x.shape[0], x), cond)
-                x, nfe = x + 0.5 * h * (k1 + d), nfe + 2
-            elif i < heun_steps + pseudo_steps:
+                x = x + 0.5 * h * (k1 + d)
+                stage_nfe["heun"] += 2
+            elif stage == "pseudo":
                 x, d, calls = pseudo_corrector_step(predictor, x, t, t_next, d, cond)
-                nfe += calls
+                stage_nfe["pseudo"] += calls
             else:
                 x, d, calls = refiner_step(refiner, x, t, t_next, d, cond)
                 refiner_calls += calls
-            if states is not None:
-                states.append(x)
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(expected("a finite end state", "NaN/Inf", "check the predictor and refiner"))
-    return FlowTurboResult(x=x, nfe=nfe, trajectory=torch.stack(states) if states is not None else None,
-                           times=grid, refiner_calls=refiner_calls)
+            if recorder.active:
+                recorder.record(i, x)
+    check_end_state(x, "check the predictor and refiner")
+    return SampleResult(x=x, nfe=sum(stage_nfe.values()), trajectory=recorder.trajectory(), times=grid,
+                        extras={"stage_nfe": stage_nfe, "refiner_calls": refiner_calls})

@@ -11,7 +11,7 @@ s slides along the trajectory, so :math:`\frac{d}{ds}[(t - s)u] = -\dot x_s = -v
 :math:`-u + (t - s)\,\frac{du}{ds} = -v`. *Mapping to the paper* (t = 1 noise, state at the later time):
 :math:`t_{\rm MF} = 1 - s`, :math:`r_{\rm MF} = 1 - t`, :math:`v_{\rm MF} = -v`, :math:`u_{\rm MF} = -u`,
 :math:`d/dt_{\rm MF} = -d/ds`; the paper's Eq. 6, :math:`u = v - (t - r)\,du/dt`, becomes the line above.
-Checked against the Gaussian oracle in the tests (research notes, Appendix A).
+Checked against the Gaussian oracle (:class:`~flowzoo.core.fewstep.flowmap.GaussianOracle`) in the tests.
 
 The total derivative is a Jacobian-vector product of :math:`(x, s, t) \mapsto u_\theta(x, s, t)` with tangent
 **(v, 1, 0)** (py-meanflow ``torch.func.jvp(u_func, (z, t, r), (v, 1, 0))``; here forward-mode dual tensors);
@@ -56,9 +56,9 @@ from flowzoo.core.fewstep.target_passes import (functional_model, has_active_dro
                                          set_rng_state, unwrap_parallel)
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.fewstep.flowmap import TwoTimeSampler
-from flowzoo.core.validation import check_number
-from flowzoo.core.batching import (couple_batch, per_sample_mean, raise_if_batch_not_finite, reduce_weighted,
-                                   sample_path, unpack_batch)
+from flowzoo.core.validation import check_bool, check_number
+from flowzoo.core.batching import (call_flowmap, couple_batch, drop_conditions, per_sample_mean,
+                                   raise_if_batch_not_finite, reduce_weighted, sample_path, unpack_batch)
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.paths import CondOTPath
 
@@ -99,13 +99,11 @@ class MeanFlowLoss:
     Why the target has its own pass: the JVP runs under ``no_grad`` (no graph for the forward-mode pass), and
     the gradient comes from an ordinary forward. A model may provide its own forward mode,
     ``model.jvp(x, s, t, dx, ds, dt, **cond) -> (u, du)`` (:meth:`MLPFlowMap.jvp`, hand-written, much cheaper
-    than generic forward-mode AD for small nets); otherwise dual tensors are used. Measured on 1 CPU thread
-    (MLPFlowMap 3x256, batch 256, 2-D): a step costs ≈2.0x a flow-matching step of MLPVelocity 3x256 (1.8x
-    FM on the same flow map); 2.7x with generic dual tensors, 3.5x with one ``torch.func.jvp`` whose primal
-    carries the gradient, 1.9x with finite differences. The target passes run only on the samples with
-    t > s (where s = t the target is v_g), so the flow-matching fraction costs no JVP; iMF adds one forward
-    without gradient on those samples (``benchmarks/few_step.py``, batch 512, 75 % of pairs s < t: MeanFlow
-    1.64x and iMF 1.92x an FM step). Separate passes are also what DDP needs:
+    than generic forward-mode AD for small nets); otherwise dual tensors are used. A separate no-grad target
+    pass is also cheaper than one ``torch.func.jvp`` whose primal carries the gradient. The target passes run
+    only on the samples with t > s (where s = t the target is v_g), so the flow-matching fraction costs no JVP;
+    iMF adds one forward without gradient on those samples (the cost of a step relative to a flow-matching step
+    is in the notes of ``benchmarks/results/few_step.json``). Separate passes are also what DDP needs:
     forward-mode AD bypasses DDP's hooks, so the JVP runs on ``model.module`` (unwrapped here) while the
     gradient flows, and is all-reduced, through the normal DDP forward. Autocast is disabled around the target
     (py-meanflow); models with active dropout get the same random state in both passes. Avoid BatchNorm in
@@ -115,13 +113,13 @@ class MeanFlowLoss:
 
     Generic models are differentiated under :class:`flowzoo.core.fewstep.forward_ad.LeanForwardAD`: each convolution runs
     twice (PyTorch's own rule runs it three times) and group norm has its closed-form tangent. The derivative pass
-    sees the s < t samples padded with s = t ones to a multiple of 8, so cuDNN plans few batch sizes. On an H200
-    (``benchmarks/meanflow_unet_step.py``: torchcfm's CIFAR U-Net layout, 36 M parameters, batch 128, float32) a
-    MeanFlow step costs 1.67x a flow-matching step with 25 % s < t and 2.12x with 75 % (3.18x with PyTorch's
-    rules; 2.6-3.3x for one ``torch.func.jvp`` whose output carries the gradient, which also takes 4.6x the
-    memory), and 1.42x with finite differences. The finite difference needs δ small against the period of the
-    network's fastest time feature: with times scaled by 1000 before a sinusoidal embedding (the diffusion-step
-    habit) δ = 5e-3 spans several periods and the target was 88 % off the JVP's; with times in [0, 1], 8e-6.
+    sees the s < t samples padded with s = t ones to a multiple of 8, so cuDNN plans few batch sizes.
+    ``python -m benchmarks.meanflow_unet_step`` measures the step on a CIFAR U-Net against a flow-matching step,
+    with the JVP, PyTorch's own forward-mode rules, ``torch.func.jvp`` and finite differences
+    (``benchmarks/results/meanflow_unet_step.json``, on the core docs page); the finite difference is the
+    cheapest. It needs δ small against the period of the network's fastest time feature: with times scaled by
+    1000 before a sinusoidal embedding (the diffusion-step habit) δ = 5e-3 spans several periods and the target
+    is far from the JVP's, so keep times in [0, 1] there.
 
     Args:
         path: an affine path with ``.sample``; default :class:`~flowzoo.core.paths.affine.CondOTPath`.
@@ -140,6 +138,13 @@ class MeanFlowLoss:
         coupling: how the batch's (x0, x1) are paired, as in :class:`FlowMatchingLoss` (e.g.
             ``flowzoo.core.couplings.minibatch.ExactOTCoupling()``: minibatch OT straightens the paths a one-step map
             must jump along); None keeps the pairs as they come.
+        stop_gradient: keep the whole target under ``no_grad`` (Eq. 9's stop-gradient). An ablation switch:
+            ``False`` lets the gradient flow through the target too, which moves the loss's stationary point
+            away from the true average velocity; leave it on for training.
+        lean_forward_ad: differentiate generic models under
+            :class:`~flowzoo.core.fewstep.forward_ad.LeanForwardAD` (cheaper convolution and group-norm
+            tangents); ``False`` uses PyTorch's own forward-AD rules, e.g. to compare the two. The derivative is
+            the same either way.
 
     Metrics: ``loss``, ``mse`` (unweighted mean of ℓ), ``distinct`` (fraction of s < t), and
     ``cond_dropped`` with condition dropout.
@@ -153,14 +158,11 @@ class MeanFlowLoss:
         True
     """
 
-    _stop_gradient = True  # the flip-the-bug tests switch this off
-    _lean_forward_ad = True  # benchmarks/meanflow_unet_step.py switches this off for its generic-dual-tensor row
-
     def __init__(self, path=None, time_sampler=None, adaptive_p: float = 1.0, adaptive_c: float = 1e-3,
                  derivative: str = "jvp", fd_delta: float = 5e-3, guidance_scale: float = 1.0,
                  guidance_kappa: float = 0.0, cond_dropout: float = 0.0, null_cond: Mapping[str, object] | None = None,
                  teacher: Callable[..., Tensor] | None = None, formulation: str = "meanflow",
-                 coupling: Callable | None = None):
+                 coupling: Callable | None = None, stop_gradient: bool = True, lean_forward_ad: bool = True):
         self.path = CondOTPath() if path is None else path
         # Reuse FlowMatchingLoss's validation, coupling and condition dropout (same batch conventions).
         self._conditioning = FlowMatchingLoss(path=self.path, coupling=coupling, cond_dropout=cond_dropout,
@@ -193,6 +195,8 @@ class MeanFlowLoss:
             raise ConfigError(expected(f"formulation in {list(FORMULATIONS)}", repr(formulation),
                                        "use 'meanflow' (Geng et al. 2025) or 'imf' (improved MeanFlow's v-loss)"))
         self.formulation = formulation
+        self.stop_gradient = check_bool(stop_gradient, "stop_gradient")
+        self.lean_forward_ad = check_bool(lean_forward_ad, "lean_forward_ad")
 
     @property
     def coupling(self) -> Callable | None:
@@ -214,8 +218,9 @@ class MeanFlowLoss:
     def uses_null_branch(self) -> bool:
         """Whether the guided target needs the unconditional prediction (weight 1 − ω − κ ≠ 0).
 
-        MP1's released code uses ω v + (1 − ω) u(x, s, s | c): κ = 1 − ω, no null branch and no condition
-        dropout (research notes §1, "CFG" caveat)."""
+        MP1's released code (LogSSim/MP1; arXiv 2507.10543) uses ω v + (1 − ω) u(x, s, s | c): κ = 1 − ω, no
+        null branch and no condition dropout, so it is not classifier-free guidance (see
+        :mod:`flowzoo.robotics.mp1`)."""
         return self.guided and abs(1.0 - self.guidance_scale - self.guidance_kappa) > 1e-12
 
     def __repr__(self) -> str:
@@ -243,7 +248,7 @@ class MeanFlowLoss:
 
     def own_velocity(self, model, x: Tensor, s: Tensor, cond: Mapping[str, Tensor] | None = None) -> Tensor:
         r"""The model's own velocity :math:`v_\theta = u_\theta(x, s, s \mid c)`, iMF's tangent; no gradient."""
-        with torch.set_grad_enabled(not self._stop_gradient and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(not self.stop_gradient and torch.is_grad_enabled()):
             return functional_model(model, dict(cond or {}))(x, s, s)
 
     def guided_velocity(self, model, x: Tensor, s: Tensor, v: Tensor, cond: Mapping[str, Tensor],
@@ -280,7 +285,7 @@ class MeanFlowLoss:
             if callable(getattr(inner, "jvp", None)):  # a model's own forward mode, e.g. MLPFlowMap.jvp
                 return inner.jvp(x, s, t, *tangent, **cond)[1]
             # Lean rules: convolutions and group norms without generic forward AD's waste.
-            return forward_ad.jvp(functional_model(model, cond), (x, s, t), tangent, lean=self._lean_forward_ad)[1]
+            return forward_ad.jvp(functional_model(model, cond), (x, s, t), tangent, lean=self.lean_forward_ad)[1]
         # Central difference along the tangent; one-sided where s ± δ would leave [0, 1].
         d_x, d_s, d_t = tangent
         delta = self.fd_delta
@@ -299,7 +304,7 @@ class MeanFlowLoss:
         r""":math:`u_{\rm tgt} = v + (t - s)\, du_\theta/ds` along (tangent, 1, 0); tangent ``v`` by default
         (MeanFlow; no guidance), the model's own velocity for iMF. No gradient."""
         cond = dict(cond or {})
-        with torch.set_grad_enabled(not self._stop_gradient and torch.is_grad_enabled()), \
+        with torch.set_grad_enabled(not self.stop_gradient and torch.is_grad_enabled()), \
                 torch.autocast(device_type=x.device.type, enabled=False):
             du_ds = self._derivative(model, x, s, t, v if tangent is None else tangent, cond)
             return self._combine(v, du_ds, s, t)
@@ -349,7 +354,7 @@ class MeanFlowLoss:
         x, v = sample.x_t, sample.dx_t
         cond, dropped = data.cond, None
         if self.cond_dropout > 0:
-            cond, dropped = self._conditioning._drop_conditions(cond, n, data.x1, generator)
+            cond, dropped = drop_conditions(cond, self.null_cond, self.cond_dropout, n, data.x1.device, generator)
         if self.teacher is not None:
             with torch.no_grad():
                 v = self.teacher(x, s, **cond)
@@ -368,11 +373,7 @@ class MeanFlowLoss:
         same_mask()
         u_target = self._target_on_gaps(model, x, s, t, v, cond, own, subset=rng is None)
         same_mask()
-        u_pred = model(x, s, t, **cond)
-        if not isinstance(u_pred, Tensor) or u_pred.shape != x.shape:
-            raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x.shape)}",
-                                      getattr(u_pred, "shape", type(u_pred).__name__),
-                                      "make model(x, s, t, **cond) return the average velocity"))
+        u_pred = call_flowmap(model, x, s, t, cond)
         per_sample = per_sample_mean((u_pred - u_target.to(u_pred.dtype)) ** 2)
         weighted = per_sample
         if self.adaptive_p > 0:

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_nonnegative, check_positive_int
 from flowzoo.core.batching import per_sample_mean, reduce_weighted, unpack_batch
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import FIXED_STEP_METHODS, integrate
@@ -74,14 +75,11 @@ class SolverReconstructionLoss:
 
     def __init__(self, steps: int = 4, method: str = "euler", anchor_weight: float = 0.1,
                  anchor: Callable | None = None):
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(expected("steps as a positive integer", repr(steps), "pass the deployed steps, e.g. 4"))
+        check_positive_int(steps, "steps", fix="pass the deployed steps, e.g. 4")
         if method not in FIXED_STEP_METHODS:
             raise ConfigError(expected(f"a fixed-step method in {list(FIXED_STEP_METHODS)}", repr(method),
                                        "backpropagation needs a fixed grid; use e.g. 'euler'"))
-        if isinstance(anchor_weight, bool) or not isinstance(anchor_weight, (int, float)) \
-                or not 0 <= anchor_weight < float("inf"):
-            raise ConfigError(expected("anchor_weight as a finite number >= 0", repr(anchor_weight), "use e.g. 0.1"))
+        check_nonnegative(anchor_weight, "anchor_weight", fix="use e.g. 0.1")
         if anchor is not None and not callable(anchor):
             raise ConfigError(expected("a callable anchor objective", type(anchor).__name__,
                                        "use FlowMatchingLoss()"))

@@ -2,14 +2,16 @@
 
 The objectives' own defaults are their papers' (:class:`~flowzoo.core.fewstep.meanflow.MeanFlowLoss`,
 :class:`~flowzoo.core.fewstep.splitmeanflow.SplitMeanFlowLoss`). These presets are what ``benchmarks/few_step.py`` trains
-with, each function holding the evidence for its choices in its docstring: use them as the starting point for
-low-dimensional data (they were tuned on 2-D toys, N(0, I) / 8 Gaussians -> checkerboard / moons, and checked on
-the 64-D digits). Each returns fresh keyword arguments for the objective, e.g.::
+with, each function saying why it chose what it chose: use them as the starting point for low-dimensional data
+(they were tuned on 2-D toys, N(0, I) / 8 Gaussians -> checkerboard / moons, and checked on the 64-D digits).
+``python -m benchmarks.few_step`` measures them against flow matching; the numbers are in
+``benchmarks/results/few_step.json``, rendered on the core docs page. Each returns fresh keyword arguments for the
+objective, e.g.::
 
     from flowzoo.core.fewstep.presets import splitmeanflow_settings
     from flowzoo.core.fewstep.splitmeanflow import SplitMeanFlowLoss
 
-    loss_fn = SplitMeanFlowLoss(**splitmeanflow_settings(dim=2))  # N(0, I) -> moons, MLP 3x256: 1-NFE 1.21x FM-100
+    loss_fn = SplitMeanFlowLoss(**splitmeanflow_settings(dim=2))  # the benchmark's SplitMeanFlow row
 
 :func:`meanflow_ot_settings` is meant with minibatch-OT pairs: ``MeanFlowLoss(coupling=ExactOTCoupling(),
 **meanflow_ot_settings())``, at :data:`MEANFLOW_OT_LR_FACTOR` times the learning rate.
@@ -27,24 +29,19 @@ __all__ = ["meanflow_settings", "imf_settings", "meanflow_ot_settings", "MEANFLO
 def meanflow_settings() -> dict:
     """MeanFlow's time sampler logit-normal(-0.4, 1) in its own time, translated to flowzoo time
     (t = 1 - t_MF, so the mean reads +0.4), with 75 % of pairs s != t (py-meanflow's CIFAR ratio) and
-    adaptive weight p = 0.5 (the paper ablates p in {0, 0.5, 1}). One-seed checks on checkerboard:
-    at 2000 steps 1-NFE W2 0.55 with p = 0.5, 0.81 with p = 1, 1.71 with mean -0.4; at 6000 steps
-    0.392 with 75 % distinct pairs against 0.506 with the ImageNet default of 25 %.
+    adaptive weight p = 0.5 (the paper ablates p in {0, 0.5, 1}; arXiv 2505.13447, §4.3). Each of these three
+    choices was the best of its alternatives on checkerboard in ``python -m benchmarks.few_step``'s setting (p = 1,
+    the paper's mean -0.4 left untranslated, the ImageNet default of 25 % distinct pairs); the 25 % default did
+    better on the 64-D digits, so the fraction trades 2-D one-step quality for 64-D (the notes of
+    ``benchmarks/results/few_step.json``).
 
-    On 8 Gaussians -> moons (1-NFE W2 0.815 at 6000 steps, FM-100 0.287) nothing here reaches 1.3x: std 2
-    0.860, mean 0 / std 2 0.817, time_scale 10 0.851, uniform-gap intervals 1.63 (2000 steps), py-meanflow's
-    CIFAR pair (s ~ LN(0.6, 1.6), t ~ LN(4, 1.6)) 1.67 (2000 steps), 18000 steps 0.686. The target
-    v + (t - s) du/ds carries the conditional velocity's noise times (t - s) and the map's Jacobian, which
-    is large for a map that splits 8 blobs onto 2 thin moons: batch 1024 gave 0.531 after 2000 steps against
-    0.811 at batch 512. In the moons table's current setting (3x512, 12000 steps) 0.612 against FM-100 0.266
-    (2.30x); iMF 0.566, iMF + OT 0.393. Over full runs the noise is not the limit
-    (``benchmarks/meanflow_moons_ablation.py``, 12000 steps): batch 2048 0.590, Adam beta2 0.95 0.589, an EMA
-    of the weights 0.628, p = 0 0.769, and the batch-posterior *marginal* velocity in place of x1 - x0 (nearly
-    noise-free) 0.59-0.69; minibatch-OT pairs (straighter paths) 0.408 with this formulation. Longer training
-    does not help: over 36000 steps (cosine decay over the whole run) the 1-NFE W2 went 0.659 / 0.795 / 1.068 at
-    steps 4000 / 12000 / 32000 while the 2-NFE W2 improved 0.596 / 0.464 / 0.385; stopped at step 10000, uniform-gap
-    intervals gave 1.03 (1 NFE) / 0.74 (2 NFE) and logit-normal(0, 2) 0.91 / 0.76. With OT pairs and uniform-gap
-    intervals (:func:`meanflow_ot_settings`) it reaches 1.1-1.2x FM-100."""
+    With independent pairs these settings leave MeanFlow well short of flow matching's 100-step quality on
+    8 Gaussians -> moons. The target v + (t - s) du/ds carries the conditional velocity's noise times (t - s) and
+    the map's Jacobian, which is large for a map that splits 8 blobs onto 2 thin moons, yet over a full run that
+    noise is not the limit: ``python -m benchmarks.meanflow_moons_ablation`` (one change per variant: batch size,
+    Adam beta2, an EMA of the weights, p = 0, the nearly noise-free batch-posterior marginal velocity) moves the
+    1-NFE error little, and longer training even makes it worse while the 2-NFE error keeps improving. Straighter paths are what helps: with minibatch-OT pairs and uniform-gap intervals
+    (:func:`meanflow_ot_settings`) MeanFlow comes close to flow matching."""
     return {"time_sampler": TwoTimeSampler(mean=0.4, std=1.0, distinct_fraction=0.75), "adaptive_p": 0.5}
 
 
@@ -54,62 +51,54 @@ def splitmeanflow_settings(dim: int = 2) -> dict:
     uniform-gap intervals is -log s, the velocity near the data is rarely trained); the other half on intervals
     whose length is uniform on (0, 1) (``TwoTimeSampler(interval="uniform_gap")``), so that the long jumps of 1-
     and 2-step sampling are trained often, with MeanFlow's adaptive weight p = 0.5 on those split samples only.
-    1-NFE W2 at 6000 steps, seeds 0 / 1: moons 0.430 / 0.456 (FM-100 0.287 / 0.234; 1.50x / 1.95x),
-    checkerboard 0.415 / 0.390 (FM-100 0.322 / 0.351; 1.29x / 1.11x). Before (no boundary sampler, p = 0):
-    moons 0.557 / 0.533, checkerboard 0.491 / diverged. Moons is still short of 1.3x. Ablations on moons seed 0
-    (with uniform boundary times): p = 0 0.478, 0.25 0.440, 0.75 0.661, 1 1.19; p on the boundary too 0.780;
-    boundary_fraction 0.25 0.554, 0.75 0.430; EMA target network 2.10. What closes the gap is capacity and
-    steps: 3x512 at 6000 steps 0.380, 3x512 at 12000 steps 0.313 (means over 3 evaluation draws; FM-100 3x512
-    0.253; an EMA of the weights for sampling did not help: 0.392 against 0.370), so moons now trains every
-    method on 3x512 for 12000 steps, where the table gives 1-NFE 0.297 against FM-100 0.266 (1.12x). Batch 2048
-    at 3000 steps (the same samples seen) was worse: 0.482.
+    Together the boundary sampler and the weight clearly improve the 1-NFE error on moons and checkerboard
+    over the ports' setting (no boundary sampler, p = 0), which diverged on one checkerboard seed; p = 0.5 was the
+    best of p in {0, 0.25, 0.5, 0.75, 1}, and applying it to the boundary samples too, other boundary fractions or
+    an EMA target network did not help. On moons the remaining gap to flow matching is closed by capacity and
+    steps, not by these settings, which is why the benchmark trains every method on moons with a 3x512 MLP for
+    12000 steps (``python -m benchmarks.few_step --methods splitmeanflow``; ``benchmarks/results/few_step.json``).
 
-    Digits (64-D, seed 0, 3000 steps, FD; FM-100 19.5): the uniform boundary times help there too (1-NFE 42.4 ->
-    34.6, 2-NFE 33.4 -> 26.1) but the adaptive weight does not transfer: p = 0.5 gives FD 138 at 1 and 2 NFE
-    (with or without the boundary sampler), so above 2-D the split samples keep p = 0."""
+    On the 64-D digits the uniform boundary times help too, but the adaptive weight does not transfer (it makes the
+    one- and two-step samples far worse, with or without the boundary sampler), so above 2-D the split samples keep
+    p = 0."""
     return {"boundary_fraction": 0.5,
             "time_sampler": TwoTimeSampler(distinct_fraction=1.0, interval="uniform_gap"),
             "boundary_time_sampler": UniformTime(), "adaptive_p": 0.5 if dim <= 2 else 0.0}
 
 def imf_settings() -> dict:
     """MeanFlow-iMF (``formulation="imf"``: the JVP tangent is the model's own velocity u(x, s, s), so the
-    conditional velocity's noise is no longer multiplied by the map's Jacobian) with MeanFlow's settings above.
+    conditional velocity's noise is no longer multiplied by the map's Jacobian) with MeanFlow's settings above
+    (Geng et al., "Improved Mean Flows", arXiv 2512.02012, §4).
 
-    One-seed checks at 6000 steps, batch 512 (1-NFE / 2-NFE W2; FM Euler-100: moons 0.287, checkerboard 0.322):
-    moons 0.640 / 1.019 against MeanFlow's 0.815; checkerboard 0.502 / 0.938 against 0.392. Alternatives on
-    moons: iMF's own defaults (50 % s != t, p = 1, c = 0.005 for the per-coordinate mean: the paper's 0.01 on a
-    sum over 2 coordinates) 0.673 / 0.806; uniform-gap intervals 0.962 / 0.768; batch 1024 for 3000 steps
-    (same wall time) 0.753 / 1.147; an EMA of the weights (decay 0.999) for sampling 0.584 / 0.955 (not used:
-    the table samples every method from its raw weights). None reaches 1.3x FM-100 on moons with independent
-    pairs. Minibatch-OT pairs (exact OT on each batch of 512, ``MeanFlowLoss(coupling=ExactOTCoupling())``)
-    were the separate "MeanFlow-iMF + OT" row: moons 0.440 / 0.376 in the same one-seed check (now
-    :func:`meanflow_ot_settings`)."""
+    In ``python -m benchmarks.few_step --methods meanflow`` iMF improves on MeanFlow on moons but not on
+    checkerboard (``benchmarks/results/few_step.json``). MeanFlow's settings are kept because iMF's own defaults
+    (50 % s != t, p = 1, c = 0.005 for the per-coordinate mean: the paper's 0.01 on a sum over 2 coordinates),
+    uniform-gap intervals and a larger batch at the same wall time did no better on moons; an EMA of the weights
+    for sampling helped one step a little but is not used, since the table samples every method from its raw
+    weights. With independent pairs iMF stays short of flow matching on moons; minibatch-OT pairs
+    (``MeanFlowLoss(coupling=ExactOTCoupling())``, now :func:`meanflow_ot_settings`) close most of the gap."""
     return {**meanflow_settings(), "formulation": "imf"}
 
 
 def meanflow_ot_settings() -> dict:
     """MeanFlow on minibatch-OT pairs (exact OT on each batch) with uniform-gap intervals: the "MeanFlow + OT" row.
 
-    With independent pairs uniform-gap intervals hurt MeanFlow (moons 1-NFE W2 1.63 against 0.81 at 2000 steps):
-    the long jumps they train most start near the source, where the conditional velocity x1 - x0 is nearly
-    independent of x_s and the JVP target is at its noisiest. On OT pairs x1 - x0 is close to the marginal
-    velocity, so the long jumps of 1- and 2-step sampling can be trained often. Full runs (12000 steps moons,
-    6000 checkerboard; 1-NFE / 2-NFE W2, FM Euler-100 0.266 and 0.322): moons seed 0 0.327 / 0.264, seed 1
-    0.284 / 0.272, seed 2 0.352 / 0.363 (1.32x: the seeds' mean is 1.21x); checkerboard seed 0 0.368 / 0.383,
-    seed 1 0.328 / 0.308. The same OT pairs with MeanFlow's logit-normal intervals:
-    moons 0.408 (iMF 0.393). The 1-NFE W2 swings during training (0.35-0.89 between evaluations at steps
-    4500-9000, seed 0) and settles as the cosine learning rate decays. A 2-D setting: on digits (64-D, batch 256)
-    exact OT pairs the batch poorly and the row gives FD 188 (1 NFE) / 173 (2 NFE) against MeanFlow's 52 / 16.
-    These numbers are at the table's learning rate 1e-3; the row now trains at :data:`MEANFLOW_OT_LR_FACTOR` x it."""
+    With independent pairs uniform-gap intervals hurt MeanFlow (about twice the 1-NFE error on moons): the long
+    jumps they train most start near the source, where the conditional velocity x1 - x0 is nearly independent of
+    x_s and the JVP target is at its noisiest. On OT pairs (Tong et al., arXiv 2302.00482) x1 - x0 is close to
+    the marginal velocity, so the long jumps of 1- and 2-step sampling can be trained often; they beat
+    MeanFlow's logit-normal intervals on the same pairs. The 1-NFE error swings during training and settles as
+    the cosine learning rate decays. A 2-D setting: on digits (64-D, batch 256) exact OT pairs the batch poorly and
+    the row is far worse than MeanFlow. ``python -m benchmarks.few_step --methods meanflow`` measures the row
+    (``benchmarks/results/few_step.json``); it trains at :data:`MEANFLOW_OT_LR_FACTOR` times the table's
+    learning rate."""
     return {"time_sampler": TwoTimeSampler(distinct_fraction=0.75, interval="uniform_gap"), "adaptive_p": 0.5}
 
 
 MEANFLOW_OT_LR_FACTOR = 0.5
 """The "MeanFlow + OT" row trains at half the table's learning rate (5e-4 instead of 1e-3).
 
-At 1e-3 the row trained in spikes (1-NFE W2 8.2 at step 3000 of moons seed 2) and its seeds spread from 1.07x to
-1.32x FM-100. ``benchmarks/meanflow_moons_ablation.py``'s loop (checkerboard: the same loop, a scratch run), 1-NFE W2,
-lr 1e-3 -> 5e-4: moons seed 0 0.327 -> 0.289, seed 2 0.352 -> 0.264 (worst evaluation during training 8.19 -> 0.87);
-checkerboard seed 0 0.368 -> 0.382, seed 1 0.328 -> 0.348. The worst seed goes from 1.32x to 1.19x FM-100. The
-table at 5e-4 (``few_step.py --methods meanflow --datasets moons checkerboard --threads 1``, seed 0, 32 min):
-moons 0.279 (1.05x) / 0.246 at 1 / 2 NFE, checkerboard 0.375 (1.16x) / 0.380."""
+At 1e-3 the row trained in spikes and its seeds spread widely; at half the rate the spikes are gone and the worst
+seed improves, at a small cost on checkerboard (``python -m benchmarks.meanflow_moons_ablation --variants
+ot_ugap_lr --seed N`` against ``ot_ugap``; the row itself: ``python -m benchmarks.few_step --methods meanflow``,
+``benchmarks/results/few_step.json``)."""

@@ -12,7 +12,7 @@ Time convention: flowzoo's t = 0 is the noise and t = 1 the data, the same as th
 code (which feeds the net ``t * 999`` and samples t ~ U(1e-3, 1)); nothing needs remapping.
 
 k-step distillation (§2.3 of the paper): train a student so that k Euler steps on the integer grid
-:math:`t_i = i/k` from Z0 land on Z1 (:class:`DistillationLoss`; k = 1 is the paper's ``'t0'`` schedule).
+:math:`t_i = i/k` from Z0 land on Z1 (:class:`ReflowDistillationLoss`; k = 1 is the paper's ``'t0'`` schedule).
 
 Example:
     >>> import tempfile, torch
@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save
 
-from flowzoo.core.validation import check_tensor
+from flowzoo.core.validation import check_positive_int, check_tensor
 from flowzoo.core.training.checkpoint import atomic_write_bytes
 from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
 from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, unpack_batch
@@ -44,7 +44,7 @@ from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import integrate, uniform_grid
 from flowzoo.core.paths import UShapedTime
 
-__all__ = ["PairStore", "generate_pairs", "reflow_objective", "rectify", "DistillationLoss", "MANIFEST_NAME"]
+__all__ = ["PairStore", "generate_pairs", "ReflowLoss", "rectify", "ReflowDistillationLoss", "MANIFEST_NAME"]
 
 Tensor = torch.Tensor
 MANIFEST_NAME = "manifest.json"
@@ -105,10 +105,9 @@ def generate_pairs(model: Callable[..., Tensor], source, n: int | None = None, *
         the :class:`PairStore` over ``out_dir``.
     """
     out = Path(out_dir)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigError(expected("chunk_size as a positive int", repr(chunk_size), "pass e.g. 4096"))
-    if not isinstance(source, Tensor) and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(expected("n as a positive int with a sampler", repr(n), "pass n=number of pairs"))
+    check_positive_int(chunk_size, "chunk_size", fix="pass e.g. 4096")
+    if not isinstance(source, Tensor):
+        check_positive_int(n, "n (pairs to draw from a sampler)", fix="pass n=number of pairs")
     total = source.shape[0] if isinstance(source, Tensor) and n is None else n
     cond = dict(cond or {})
     for key, value in cond.items():
@@ -254,19 +253,44 @@ class PairStore(torch.utils.data.Dataset):
         return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def reflow_objective(u_shaped: bool = True, a: float = 4.0, **kwargs) -> FlowMatchingLoss:
-    """The reflow loss: :class:`FlowMatchingLoss` on stored pairs, with U-shaped times by default.
+class ReflowLoss(FlowMatchingLoss):
+    """The reflow loss (arXiv 2209.03003, Alg. 1): :class:`FlowMatchingLoss` on stored pairs, U-shaped times by default.
 
     Lee, Lin, Fanti (arXiv 2405.20320, §3.1) show that reflow's loss concentrates near t = 0 and t = 1 and
-    train it with :class:`~flowzoo.core.paths.timesamplers.UShapedTime`; ``u_shaped=False`` keeps uniform t (the
-    original paper). Extra keyword arguments go to FlowMatchingLoss (not ``coupling``: the pairs are fixed).
+    train it with :class:`~flowzoo.core.paths.timesamplers.UShapedTime` (parameter ``a``); ``u_shaped=False``
+    keeps uniform t (the original paper). The batch must hold the paired noise under ``"x0"`` (a
+    :class:`PairStore` batch): drawing fresh noise would silently train plain flow matching. There is no
+    coupling: the stored pairs are the coupling. Other arguments are :class:`FlowMatchingLoss`'s.
+
+    Example:
+        >>> loss, metrics = ReflowLoss()(lambda x, t: x, {"x0": torch.zeros(4, 2), "x1": torch.zeros(4, 2)})
+        >>> loss.item(), sorted(metrics)
+        (0.0, ['loss'])
     """
-    if kwargs.get("coupling") is not None:
-        raise ConfigError(expected("no coupling for reflow (the pairs are the coupling)", kwargs["coupling"],
-                                   "drop the coupling argument"))
-    if u_shaped and "time_sampler" not in kwargs:
-        kwargs["time_sampler"] = UShapedTime(a)
-    return FlowMatchingLoss(**kwargs)
+
+    def __init__(self, u_shaped: bool = True, a: float = 4.0, *, path=None, time_sampler=None,
+                 cond_dropout: float = 0.0, null_cond: Mapping[str, object] | None = None, coupling: None = None):
+        if coupling is not None:
+            raise ConfigError(expected("no coupling for reflow (the pairs are the coupling)", coupling,
+                                       "drop the coupling argument"))
+        if u_shaped and time_sampler is None:
+            time_sampler = UShapedTime(a)
+        super().__init__(path=path, time_sampler=time_sampler, cond_dropout=cond_dropout, null_cond=null_cond)
+
+    def __repr__(self) -> str:
+        return (f"ReflowLoss(path={self.path!r}, time_sampler={self.time_sampler!r}, "
+                f"cond_dropout={self.cond_dropout})")
+
+    def __call__(self, model, batch: Mapping[str, Tensor], *,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        _require_pairs(batch)
+        return super().__call__(model, batch, generator=generator)
+
+
+def _require_pairs(batch: object) -> None:
+    if not isinstance(batch, Mapping) or batch.get("x0") is None:
+        raise ConfigError(expected('a batch with the paired noise under "x0"', type(batch).__name__,
+                                   "reflow trains on the stored pairs; use a PairStore"))
 
 
 def rectify(model: torch.nn.Module, pairs: PairStore | Mapping[str, Tensor], steps: int, *, lr: float = 1e-3,
@@ -276,17 +300,16 @@ def rectify(model: torch.nn.Module, pairs: PairStore | Mapping[str, Tensor], ste
 
     The official README fine-tunes 2-RF from the 1-RF checkpoint rather than training from scratch; this helper
     does the same with Adam for ``steps`` updates on chunk-shuffled minibatches. ``objective`` defaults to
-    :func:`reflow_objective` (U-shaped t); the same call distils with :class:`DistillationLoss`.
+    :class:`ReflowLoss` (U-shaped t); the same call distils with :class:`ReflowDistillationLoss`.
     For real runs, plug :class:`PairStore` into the Trainer instead.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(expected("steps as a positive int", repr(steps), "pass e.g. steps=2000"))
+    check_positive_int(steps, "steps", fix="pass e.g. steps=2000")
     data = pairs.tensors() if isinstance(pairs, PairStore) else dict(pairs)
     if "x0" not in data or "x1" not in data:
         raise ConfigError(expected('pairs with keys "x0" and "x1"', sorted(data), "pass a PairStore"))
     student = copy.deepcopy(model)
     student.train()
-    objective = reflow_objective() if objective is None else objective
+    objective = ReflowLoss() if objective is None else objective
     optimizer = torch.optim.Adam(student.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
     n = data["x1"].shape[0]
@@ -302,7 +325,7 @@ def rectify(model: torch.nn.Module, pairs: PairStore | Mapping[str, Tensor], ste
     return student
 
 
-class DistillationLoss:
+class ReflowDistillationLoss:
     r"""k-step distillation of a rectified flow (arXiv 2209.03003, §2.3).
 
     Loss :math:`\|\mathrm{Euler}^k_\theta(Z_0) - Z_1\|^2`.
@@ -313,24 +336,22 @@ class DistillationLoss:
     gradient flows through all k steps. Per-sample weights and conditioning follow FlowMatchingLoss.
 
     Example:
-        >>> loss, m = DistillationLoss(steps=1)(lambda x, t: torch.ones_like(x),
-        ...                                      {"x0": torch.zeros(3, 2), "x1": torch.ones(3, 2)})
+        >>> loss, m = ReflowDistillationLoss(steps=1)(lambda x, t: torch.ones_like(x),
+        ...                                            {"x0": torch.zeros(3, 2), "x1": torch.ones(3, 2)})
         >>> loss.item()
         0.0
     """
 
     def __init__(self, steps: int = 1):
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-            raise ConfigError(expected("steps as a positive int (1 or 2 typically)", repr(steps), "use steps=1"))
+        check_positive_int(steps, "steps (1 or 2 typically)", fix="use steps=1")
         self.steps = steps
 
     def __repr__(self) -> str:
-        return f"DistillationLoss(steps={self.steps})"
+        return f"ReflowDistillationLoss(steps={self.steps})"
 
-    def __call__(self, model, batch, *, generator: torch.Generator | None = None):
-        if not isinstance(batch, Mapping) or batch.get("x0") is None:
-            raise ConfigError(expected('a batch with the paired noise under "x0"', type(batch).__name__,
-                                       "distillation needs the stored pairs; use a PairStore"))
+    def __call__(self, model, batch: Mapping[str, Tensor], *,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        _require_pairs(batch)
         data = unpack_batch(batch, generator)
         grid = uniform_grid(self.steps, dtype=data.x1.dtype, device=data.x1.device)
         x = data.x0

@@ -42,10 +42,11 @@ Two training choices beyond the paper's Algorithm 1 (both options of :class:`Spl
   boundary samples keep weight 1: there only the squared loss has the conditional *mean* (the marginal
   velocity) as its minimiser, and a robust weight would learn a biased field.
 
-Together, in ``benchmarks/few_step.py``'s 2-D setting (6000 steps, uniform-gap intervals, 1-NFE W2, seeds 0 / 1):
-8 Gaussians → moons 0.430 / 0.456 against 0.557 / 0.533 without them (FM Euler-100: 0.287 / 0.234);
-N(0, I) → checkerboard 0.415 / 0.390 against 0.491 / diverged (FM Euler-100: 0.322 / 0.351). With a 3×512
-MLP and 12000 steps (the benchmark's moons setting now) moons reaches 0.297 against FM Euler-100's 0.266.
+Together they clearly improve the one-step samples in ``benchmarks/few_step.py``'s 2-D setting (uniform-gap
+intervals), and without them one checkerboard seed diverged; with a 3×512 MLP and 12000 steps (the benchmark's
+moons setting) the one-step sample comes close to flow matching's 100-step one (``python -m benchmarks.few_step
+--methods splitmeanflow``, ``benchmarks/results/few_step.json``; the settings are
+:func:`~flowzoo.core.fewstep.presets.splitmeanflow_settings`).
 
 Example:
     >>> import torch
@@ -65,25 +66,16 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from flowzoo.core.validation import broadcast_time, check_number
+from flowzoo.core.validation import broadcast_time, check_number, check_probability
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.batching import (check_time_sampler, per_sample_mean, raise_if_batch_not_finite, reduce_weighted,
-                                   sample_path, sample_time, unpack_batch)
+from flowzoo.core.batching import (call_flowmap, check_time_sampler, drop_conditions, per_sample_mean,
+                                   raise_if_batch_not_finite, reduce_weighted, sample_path, sample_time, unpack_batch)
 from flowzoo.core.objectives import FlowMatchingLoss
 
 __all__ = ["SplitMeanFlowLoss", "interval_split_target"]
 
 Tensor = torch.Tensor
 FlowMap = Callable[..., Tensor]
-
-
-def _call_flowmap(model: FlowMap, x: Tensor, s: Tensor, t: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
-    out = model(x, s, t, **cond)
-    if not isinstance(out, Tensor) or out.shape != x.shape:
-        got = f"shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
-        raise ShapeError(expected(f"the flow map to return a tensor shaped like x {tuple(x.shape)}", got,
-                                  "make model(x, s, t, **cond) return the average velocity with x's shape"))
-    return out
 
 
 def interval_split_target(model: FlowMap, x_s: Tensor, s: Tensor, t: Tensor, lam: Tensor,
@@ -112,9 +104,9 @@ def interval_split_target(model: FlowMap, x_s: Tensor, s: Tensor, t: Tensor, lam
     """
     cond = dict(cond or {})
     m = s + lam * (t - s)
-    u1 = _call_flowmap(model, x_s, s, m, cond)
+    u1 = call_flowmap(model, x_s, s, m, cond)
     x_m = x_s + broadcast_time(m - s, x_s) * u1
-    u2 = _call_flowmap(model, x_m, m, t, cond)
+    u2 = call_flowmap(model, x_m, m, t, cond)
     lam_b = broadcast_time(lam, x_s)
     return lam_b * u1 + (1 - lam_b) * u2
 
@@ -142,21 +134,21 @@ class SplitMeanFlowLoss:
             ``distinct_fraction=1.0`` to let ``boundary_fraction`` alone decide). For 1- and 2-step sampling,
             ``TwoTimeSampler(distinct_fraction=1.0, interval="uniform_gap")`` trains the long intervals those
             samplers jump across ten times more often than two sorted uniform draws (P(t − s > 0.9) = 0.1 vs
-            0.01); the target of a long interval is bootstrapped from shorter ones, so it converges faster.
-            On 8 Gaussians → moons (``benchmarks/few_step.py``, 6000 steps) 1-NFE W2 0.557 vs 0.669.
+            0.01); the target of a long interval is bootstrapped from shorter ones, so it converges faster
+            (a better one-step sample on 8 Gaussians → moons in ``benchmarks/few_step.py``'s setting).
         boundary_fraction: probability per sample of the boundary (flow-matching) term, in [0, 1]; the
             unofficial ports use 0.5. 0 leaves the map unanchored (see the module docstring).
         boundary_time_sampler: one-time sampler (``.sample(n, device, generator)``) of the boundary samples'
             time; None (default, the ports' behaviour) keeps the start time s of the drawn pair.
             ``UniformTime()`` trains the boundary exactly like flow matching, independently of the interval
-            sampler (module docstring). On 8 Gaussians → moons (``benchmarks/few_step.py``, 6000 steps, with
-            uniform-gap intervals) the flow map's own 100-step Euler W2 went from 0.394 to 0.289 (FM: 0.287)
-            and its 1-NFE W2 from 0.540 to 0.478.
+            sampler (module docstring). On 8 Gaussians → moons (``benchmarks/few_step.py``'s setting, with
+            uniform-gap intervals) it brought the flow map's own 100-step Euler samples to flow matching's
+            quality and improved its one-step samples.
         adaptive_p, adaptive_c: adaptive weight :math:`(\ell + c)^{-p}` (detached) of the split samples; the
-            boundary samples keep weight 1 (module docstring). p = 0 (default) is the plain squared loss. Same
-            moons setting with uniform boundary times, 1-NFE W2: p = 0.5 0.415, p = 0 0.478, p = 0.25 0.440,
-            p = 0.75 0.661, p = 1 1.19; p = 0.5 on the boundary samples too 0.780; p = 0.5 with the weights
-            rescaled to mean 1 over the split samples (robustness without the larger gradient scale) 0.532.
+            boundary samples keep weight 1 (module docstring). p = 0 (default) is the plain squared loss. In the
+            same moons setting p = 0.5 gave the best one-step samples of p in {0, 0.25, 0.5, 0.75, 1}; applying
+            it to the boundary samples too, or rescaling the weights to mean 1 over the split samples (robustness
+            without the larger gradient scale), made them worse.
         teacher: optional velocity model ``teacher(x, t, **cond)`` giving the boundary target (distillation).
         cond_dropout, null_cond: condition dropout for classifier-free guidance, as in
             :class:`~flowzoo.core.objectives.FlowMatchingLoss`; the teacher sees the same (dropped) conditions.
@@ -183,11 +175,8 @@ class SplitMeanFlowLoss:
                                     cond_dropout=cond_dropout, null_cond=null_cond)
         self.path, self.time_sampler = self._fm.path, self._fm.time_sampler
         self.cond_dropout, self.null_cond = self._fm.cond_dropout, self._fm.null_cond
-        if isinstance(boundary_fraction, bool) or not isinstance(boundary_fraction, (int, float)) \
-                or not 0.0 <= boundary_fraction <= 1.0:
-            raise ConfigError(expected("boundary_fraction in [0, 1]", repr(boundary_fraction),
-                                       "use e.g. 0.5 (the share of flow-matching samples u(x, s, s) = v)"))
-        self.boundary_fraction = float(boundary_fraction)
+        self.boundary_fraction = check_probability(
+            boundary_fraction, "boundary_fraction", fix="use e.g. 0.5 (the share of flow-matching samples u(x, s, s) = v)")
         if teacher is not None and not callable(teacher):
             raise ConfigError(expected("teacher as a velocity model teacher(x, t, **cond) or None",
                                        type(teacher).__name__, "pass a trained velocity network"))
@@ -237,7 +226,7 @@ class SplitMeanFlowLoss:
         x_s = sample.x_t
         cond, dropped = data.cond, None
         if self.cond_dropout > 0:
-            cond, dropped = self._fm._drop_conditions(cond, n, like, generator)
+            cond, dropped = drop_conditions(cond, self.null_cond, self.cond_dropout, n, like.device, generator)
 
         with torch.no_grad():
             target = sample.dx_t.detach().clone()
@@ -255,7 +244,7 @@ class SplitMeanFlowLoss:
                 sub = {k: v[idx] for k, v in cond.items()}
                 target[idx] = self._split_target(model, x_s[idx], s[idx], t[idx], lam[idx], sub).to(target.dtype)
 
-        prediction = _call_flowmap(model, x_s, s, t, cond)
+        prediction = call_flowmap(model, x_s, s, t, cond)
         per_sample = per_sample_mean((prediction - target) ** 2)
         detached = per_sample.detach()
         is_b = boundary.to(detached.dtype)

@@ -1,4 +1,4 @@
-"""Networks: small backbones with time embeddings.
+"""Networks with time embeddings: an MLP for vectors, an image U-Net and its two-time flow-map variant.
 
 Import from the subpackage (``from flowzoo.core.nets import X``) or from the module that defines X.
 """
@@ -6,9 +6,12 @@ Import from the subpackage (``from flowzoo.core.nets import X``) or from the mod
 from __future__ import annotations
 
 from flowzoo.core.nets.mlp import SinusoidalTimeEmbedding, MLPVelocity, ACTIVATIONS
+from flowzoo.core.nets.unet import UNet, FlowMapUNet
 
 __all__ = [
     "SinusoidalTimeEmbedding",
     "MLPVelocity",
     "ACTIVATIONS",
+    "UNet",
+    "FlowMapUNet",
 ]

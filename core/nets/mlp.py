@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from flowzoo.core.validation import as_time, check_tensor
+from flowzoo.core.validation import as_time, check_int, check_tensor
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
 
 __all__ = ["SinusoidalTimeEmbedding", "MLPVelocity", "ACTIVATIONS"]
@@ -24,13 +24,6 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "softplus": nn.Softplus,
 }
 """Activation names accepted by :class:`MLPVelocity`."""
-
-
-def _positive_int(value: object, name: str, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(expected(f"{name} as an integer >= {minimum}", repr(value),
-                                   f"pass e.g. {name}={max(minimum, 64)}"))
-    return value
 
 
 class SinusoidalTimeEmbedding(nn.Module):
@@ -53,7 +46,7 @@ class SinusoidalTimeEmbedding(nn.Module):
 
     def __init__(self, dim: int, max_period: float = 10000.0, scale: float = 1000.0):
         super().__init__()
-        self.dim = _positive_int(dim, "dim", 2)
+        self.dim = check_int(dim, "dim", low=2, fix="pass e.g. dim=64")
         if not (max_period > 1 and math.isfinite(max_period)) or not (scale > 0 and math.isfinite(scale)):
             raise ConfigError(expected("max_period > 1 and scale > 0, both finite",
                                        f"max_period={max_period}, scale={scale}", "keep the defaults 10000 and 1000"))
@@ -111,11 +104,12 @@ class MLPVelocity(nn.Module):
     def __init__(self, dim: int, hidden: int = 256, depth: int = 3, time_dim: int = 64, num_classes: int = 0,
                  cond_dim: int = 0, activation: str = "silu"):
         super().__init__()
-        self.dim = _positive_int(dim, "dim")
-        hidden, depth = _positive_int(hidden, "hidden"), _positive_int(depth, "depth")
-        time_dim = _positive_int(time_dim, "time_dim", 2)
-        self.num_classes = _positive_int(num_classes, "num_classes", 0)
-        self.cond_dim = _positive_int(cond_dim, "cond_dim", 0)
+        self.dim = check_int(dim, "dim", low=1, fix="pass e.g. dim=64")
+        hidden = check_int(hidden, "hidden", low=1, fix="pass e.g. hidden=64")
+        depth = check_int(depth, "depth", low=1, fix="pass e.g. depth=64")
+        time_dim = check_int(time_dim, "time_dim", low=2, fix="pass e.g. time_dim=64")
+        self.num_classes = check_int(num_classes, "num_classes", low=0, fix="pass e.g. num_classes=64")
+        self.cond_dim = check_int(cond_dim, "cond_dim", low=0, fix="pass e.g. cond_dim=64")
         if activation not in ACTIVATIONS:
             raise ConfigError(expected(f"activation in {sorted(ACTIVATIONS)}", repr(activation), "use 'silu'"))
         act = ACTIVATIONS[activation]

@@ -70,6 +70,7 @@ class AffinePath:
         scheduler: any callable ``(t) -> SchedulerOutput``.
 
     Example:
+        >>> from flowzoo.core.paths.schedulers import CosineScheduler
         >>> path = AffinePath(CosineScheduler())
         >>> x0, x1, t = torch.randn(4, 2), torch.randn(4, 2), torch.rand(4)
         >>> s = path.sample(x0, x1, t)
@@ -148,7 +149,7 @@ class CondOTPath(AffinePath):
         super().__init__(LinearScheduler())
 
     def sample_unchecked(self, x0: Tensor, x1: Tensor, t: Tensor, **_: object) -> PathSample:
-        # The same values as the generic affine formula with one subtraction fewer: this is the
-        # hot path of every CFM training step.
+        # The same values as the generic affine formula with one subtraction fewer, and x0 + t dx_t as one
+        # fused addcmul: this is the hot path of every CFM training step.
         dx_t = x1 - x0
-        return PathSample(x0=x0, x1=x1, t=t, x_t=x0 + broadcast_time(t, x1) * dx_t, dx_t=dx_t)
+        return PathSample(x0=x0, x1=x1, t=t, x_t=torch.addcmul(x0, broadcast_time(t, x1), dx_t), dx_t=dx_t)

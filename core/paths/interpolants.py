@@ -135,6 +135,7 @@ class StochasticInterpolant:
         gamma: the latent noise scale, e.g. :class:`BrownianGamma`.
 
     Example:
+        >>> from flowzoo.core.paths.schedulers import LinearScheduler
         >>> si = StochasticInterpolant(LinearScheduler(), BrownianGamma())
         >>> x0, x1, z = torch.zeros(1, 2), torch.ones(1, 2), torch.ones(1, 2)
         >>> s = si.sample(x0, x1, torch.tensor([0.5]), z=z)

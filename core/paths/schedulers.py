@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_positive
 
 __all__ = ["SchedulerOutput", "Scheduler", "LinearScheduler", "CosineScheduler", "VPScheduler", "PolynomialScheduler"]
 
@@ -136,8 +137,7 @@ class PolynomialScheduler(Scheduler):
     """
 
     def __init__(self, n: float = 2.0):
-        if isinstance(n, bool) or not isinstance(n, (int, float)) or not (n > 0 and math.isfinite(n)):
-            raise ConfigError(expected("a finite exponent n > 0", repr(n), "use e.g. PolynomialScheduler(2)"))
+        check_positive(n, "the exponent n", fix="use e.g. PolynomialScheduler(2)")
         self.n = n
 
     def __call__(self, t: Tensor) -> SchedulerOutput:

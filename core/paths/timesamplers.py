@@ -18,25 +18,10 @@ import math
 
 import torch
 
-from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, expected
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_count, check_number, check_positive
 
 __all__ = ["TimeSampler", "UniformTime", "LogitNormalTime", "UShapedTime", "TIME_SAMPLERS", "get_time_sampler"]
-
-
-def _check_count(n: object) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise DTypeError(expected("the number of times n as an int", type(n).__name__, "pass e.g. batch size"))
-    if n < 1:
-        raise EmptyInputError(expected("n >= 1 times", n, "sample at least one time"))
-    return n
-
-
-def _check_finite_number(value: object, name: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(expected(f"{name} as a finite number", repr(value), f"pass a float {name}"))
-    if positive and value <= 0:
-        raise ConfigError(expected(f"{name} > 0", value, f"pass a positive {name}"))
-    return float(value)
 
 
 class TimeSampler:
@@ -61,13 +46,13 @@ class UniformTime(TimeSampler):
     """
 
     def __init__(self, low: float = 0.0, high: float = 1.0):
-        low, high = _check_finite_number(low, "low"), _check_finite_number(high, "high")
+        low, high = check_number(low, "low"), check_number(high, "high")
         if not 0.0 <= low < high <= 1.0:
             raise ConfigError(expected("0 <= low < high <= 1", f"low={low}, high={high}", "use UniformTime(0, 1)"))
         self.low, self.high = low, high
 
     def sample(self, n, device=None, generator=None):
-        u = torch.rand(_check_count(n), device=device, generator=generator)
+        u = torch.rand(check_count(n), device=device, generator=generator)
         if self.low == 0.0 and self.high == 1.0:  # the common case, without three extra kernels
             return u
         return (self.low + (self.high - self.low) * u).clamp(self.low, self.high)
@@ -87,11 +72,11 @@ class LogitNormalTime(TimeSampler):
     """
 
     def __init__(self, mean: float = 0.0, std: float = 1.0):
-        self.mean = _check_finite_number(mean, "mean")
-        self.std = _check_finite_number(std, "std", positive=True)
+        self.mean = check_number(mean, "mean")
+        self.std = check_positive(std, "std")
 
     def sample(self, n, device=None, generator=None):
-        eps = torch.randn(_check_count(n), device=device, generator=generator)
+        eps = torch.randn(check_count(n), device=device, generator=generator)
         return torch.sigmoid(self.mean + self.std * eps)
 
 
@@ -113,12 +98,12 @@ class UShapedTime(TimeSampler):
     """
 
     def __init__(self, a: float = 4.0):
-        self.a = _check_finite_number(a, "a")
+        self.a = check_number(a, "a")
         if self.a < 0:
             raise ConfigError(expected("a >= 0 (a = 0 is uniform)", a, "use e.g. UShapedTime(4.0)"))
 
     def sample(self, n, device=None, generator=None):
-        n = _check_count(n)
+        n = check_count(n)
         r = torch.rand(n, device=device, generator=generator)
         flip = torch.rand(n, device=device, generator=generator) < 0.5
         if self.a < 1e-6:

@@ -14,17 +14,19 @@ condition. A *schedule* replaces the constant :math:`w` by a per-sample value co
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from flowzoo.core.validation import as_time, broadcast_time
+from flowzoo.core.validation import (as_time, broadcast_time, check_bool, check_nonnegative, check_number,
+                                     check_positive)
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 
 __all__ = ["GuidanceSchedule", "ConstantGuidance", "RatioAwareGuidance", "ClassifierFreeGuidance"]
+
+_SCALE_FIX = "pass e.g. scale=3.0 (1.0 = conditional, 0.0 = unconditional)"
 
 
 class GuidanceSchedule(Protocol):
@@ -38,7 +40,7 @@ class ConstantGuidance:
     """The classic schedule: the same scale ``w`` at every time and for every sample."""
 
     def __init__(self, scale: float):
-        self.scale = _check_scale(scale)
+        self.scale = check_number(scale, "the guidance scale", fix=_SCALE_FIX)
 
     def __call__(self, t: torch.Tensor, v_cond: torch.Tensor, v_uncond: torch.Tensor) -> float:
         return self.scale
@@ -47,11 +49,6 @@ class ConstantGuidance:
         return f"ConstantGuidance(scale={self.scale})"
 
 
-def _check_scale(scale: object) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise ConfigError(expected("a finite guidance scale", repr(scale),
-                                   "pass e.g. scale=3.0 (1.0 = conditional, 0.0 = unconditional)"))
-    return float(scale)
 
 class RatioAwareGuidance:
     r"""RAAG, ratio-aware adaptive guidance (Zhu et al., arXiv 2508.03442): one scale per sample from the ratio
@@ -88,14 +85,10 @@ class RatioAwareGuidance:
     """
 
     def __init__(self, max_scale: float, alpha: float, eps: float = 1e-8, squared: bool = False):
-        self.max_scale = _check_scale(max_scale)
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (0.0 <= alpha < math.inf):
-            raise ConfigError(expected("alpha as a finite number >= 0", repr(alpha), "pass e.g. alpha=12.0"))
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 < eps < math.inf):
-            raise ConfigError(expected("eps as a finite number > 0", repr(eps), "keep the default 1e-8"))
-        if not isinstance(squared, bool):
-            raise ConfigError(expected("squared as a bool", repr(squared), "pass squared=False or True"))
-        self.alpha, self.eps, self.squared = float(alpha), float(eps), squared
+        self.max_scale = check_number(max_scale, "max_scale (a guidance scale)", fix=_SCALE_FIX)
+        self.alpha = check_nonnegative(alpha, "alpha", fix="pass e.g. alpha=12.0")
+        self.eps = check_positive(eps, "eps", fix="keep the default 1e-8")
+        self.squared = check_bool(squared, "squared", fix="pass squared=False or True")
 
     def ratio(self, v_cond: torch.Tensor, v_uncond: torch.Tensor) -> torch.Tensor:
         """The per-sample ratio :math:`\rho` (B,) (squared when ``squared=True``)."""

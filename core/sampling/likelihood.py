@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 
-from flowzoo.core.validation import check_tensor
+from flowzoo.core.validation import check_positive_int, check_tensor
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.sampling.ode import FIXED_STEP_METHODS, _check_cond, _check_method, integrate
+from flowzoo.core.sampling.ode import FIXED_STEP_METHODS, check_method, integrate
+from flowzoo.core.sampling.result import check_cond
 
 __all__ = ["log_likelihood", "standard_normal_log_prob", "ESTIMATORS", "PROBES"]
 
@@ -128,19 +129,18 @@ def log_likelihood(
         >>> round(logp.item(), 4)                               # log N(2; 2, 1) = -log(2 pi) / 2
         -0.9189
     """
-    _check_method(method)
+    check_method(method)
     check_tensor(x1, "x1")
     if estimator not in ESTIMATORS:
         raise ConfigError(expected(f"estimator in {list(ESTIMATORS)}", repr(estimator),
                                    "use 'exact' for small dimensions, 'hutchinson' for large ones"))
     if probe not in PROBES:
         raise ConfigError(expected(f"probe in {list(PROBES)}", repr(probe), "use 'rademacher'"))
-    if isinstance(n_probes, bool) or not isinstance(n_probes, int) or n_probes < 1:
-        raise ConfigError(expected("n_probes as a positive integer", repr(n_probes), "pass e.g. n_probes=1"))
+    check_positive_int(n_probes, "n_probes", fix="pass e.g. n_probes=1")
     if steps is None and method in FIXED_STEP_METHODS:
         raise ConfigError(expected(f"steps for the fixed-step method {method!r}", "steps=None",
                                    "pass e.g. steps=100, or use method='dopri5'"))
-    cond = _check_cond(cond)
+    cond = check_cond(cond)
     batch, shape = x1.shape[0], tuple(x1.shape[1:])
     flat = x1.reshape(batch, -1)
     probes = None

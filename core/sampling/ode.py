@@ -1,4 +1,4 @@
-r"""ODE integrators for velocity models, time grids and NFE counting.
+r"""ODE integrators for velocity models, with NFE counting.
 
 A velocity model is called ``model(x, t, **cond)`` with ``t`` a float tensor of shape (B,) and returns a
 tensor shaped like ``x``. Time runs from 0 (source / noise) to 1 (data), so sampling integrates
@@ -12,8 +12,8 @@ Every fixed-step method is a plain function with one signature, in the style of 
 ``step(model, x, t, t_next, cond) -> (x_next, nfe)``; :func:`integrate` loops one of them over a time grid,
 or hands adaptive methods (``"dopri5"``, ...) to :func:`torchdiffeq.odeint` behind an NFE-counting wrapper.
 
-``integrate_sde`` (stochastic interpolants, :mod:`flowzoo.core.sampling.sde`) and ``log_likelihood`` (continuous
-normalizing flows, :mod:`flowzoo.core.sampling.likelihood`) are re-exported from here.
+Time grids (:func:`~flowzoo.core.sampling.grids.uniform_grid`, ...) live in :mod:`flowzoo.core.sampling.grids`;
+the result type and the per-step bookkeeping shared by every sampler in :mod:`flowzoo.core.sampling.result`.
 
 Example:
     >>> import torch
@@ -26,17 +26,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from flowzoo.core.validation import as_time, check_tensor
-from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.sampling.grids import resolve_grid
+from flowzoo.core.sampling.result import (Callback, SampleResult, StepRecorder, check_cond, check_end_state,
+                                          check_output, progress_bar)
 
 __all__ = [
-    "ODEResult",
     "StepFunction",
     "euler_step",
     "midpoint_step",
@@ -45,9 +47,8 @@ __all__ = [
     "FIXED_STEP_METHODS",
     "ADAPTIVE_METHODS",
     "METHODS",
+    "check_method",
     "integrate",
-    "uniform_grid",
-    "shifted_grid",
 ]
 
 Model = Callable[..., torch.Tensor]
@@ -56,52 +57,67 @@ StepFunction = Callable[[Model, torch.Tensor, torch.Tensor, torch.Tensor, Mappin
 """The shared signature of a fixed-step method: ``(model, x, t, t_next, cond) -> (x_next, nfe)``."""
 
 
-@dataclass
-class ODEResult:
-    """What an integrator returns.
-
-    Attributes:
-        x: the state at the last time of the grid, shaped like the input.
-        nfe: number of model evaluations (each batched call counts once; for the SDE, drift and score calls
-            are counted separately).
-        trajectory: ``(len(times), B, ...)`` states at every grid time, the start included, when
-            ``return_trajectory=True``; otherwise ``None``.
-        times: the time grid that was used (output times for adaptive methods), shape ``(len(times),)``.
-    """
-
-    x: torch.Tensor
-    nfe: int
-    trajectory: torch.Tensor | None
-    times: torch.Tensor
-
-
 # ---------------------------------------------------------------------------------------------- steps
+# A kernel advances one step with the model already bound to its conditioning, ``f(x, t)``. ``h`` is the step
+# size: a Python float inside :func:`integrate` (read from the grid once, so each update is one fused
+# ``x.add(v, alpha=h)`` and no step builds a tensor for h), a tensor when a public step function is called
+# with tensor times. ``t``, ``t_mid`` and ``t_next`` are the (B,) times at the start, middle and end.
 
-def _velocity(model: Model, x: torch.Tensor, t: torch.Tensor, cond: Mapping[str, Any]) -> torch.Tensor:
-    v = model(x, as_time(t, x.shape[0], x), **cond)
-    if not isinstance(v, torch.Tensor) or v.shape != x.shape:
-        got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-        raise ShapeError(expected(f"the model to return a tensor shaped like x {tuple(x.shape)}", got,
-                                  "make model(x, t, **cond) return the velocity with x's shape"))
-    return v
+def _axpy(x: torch.Tensor, h: float | torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    return x.add(v, alpha=h) if isinstance(h, float) else x + h * v
+
+
+def _euler(f, x, h, t, t_mid, t_next):
+    return _axpy(x, h, f(x, t))
+
+
+def _midpoint(f, x, h, t, t_mid, t_next):
+    return _axpy(x, h, f(_axpy(x, 0.5 * h, f(x, t)), t_mid))
+
+
+def _heun(f, x, h, t, t_mid, t_next):
+    k1 = f(x, t)
+    k2 = f(_axpy(x, h, k1), t_next)
+    return _axpy(x, 0.5 * h, k1 + k2)
+
+
+def _rk4(f, x, h, t, t_mid, t_next):
+    k1 = f(x, t)
+    k2 = f(_axpy(x, 0.5 * h, k1), t_mid)
+    k3 = f(_axpy(x, 0.5 * h, k2), t_mid)
+    k4 = f(_axpy(x, h, k3), t_next)
+    return _axpy(x, h / 6.0, torch.add(k1, k2 + k3, alpha=2.0) + k4)
+
+
+_KERNELS = {"euler": (_euler, 1), "midpoint": (_midpoint, 2), "heun": (_heun, 2), "rk4": (_rk4, 4)}
+
+_MODEL_CALL = "model(x, t, **cond)"
+
+
+def _checked(model: Model, cond: Mapping[str, Any]) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """``f(x, t)`` that calls the model and checks that its output is shaped like ``x``."""
+    return lambda x, t: check_output(model(x, t, **cond), x, _MODEL_CALL)
+
+
+def _public_step(kernel, calls: int, model: Model, x: torch.Tensor, t, t_next,
+                 cond: Mapping[str, Any] | None) -> tuple[torch.Tensor, int]:
+    h = t_next - t
+    batch = x.shape[0]
+    times = as_time(t, batch, x), as_time(t + 0.5 * h, batch, x), as_time(t_next, batch, x)
+    return kernel(_checked(model, cond or {}), x, h, *times), calls
 
 
 def euler_step(model: Model, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
                cond: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, int]:
     r"""Explicit Euler, first order, 1 evaluation: :math:`x' = x + h\,v(x, t)`, :math:`h = t' - t`."""
-    h = t_next - t
-    return x + h * _velocity(model, x, t, cond or {}), 1
+    return _public_step(_euler, 1, model, x, t, t_next, cond)
 
 
 def midpoint_step(model: Model, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
                   cond: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, int]:
     r"""Explicit midpoint (RK2), second order, 2 evaluations:
     :math:`x' = x + h\,v(x + \tfrac h2 v(x, t),\ t + \tfrac h2)`."""
-    cond = cond or {}
-    h = t_next - t
-    k1 = _velocity(model, x, t, cond)
-    k2 = _velocity(model, x + 0.5 * h * k1, t + 0.5 * h, cond)
-    return x + h * k2, 2
+    return _public_step(_midpoint, 2, model, x, t, t_next, cond)
 
 
 def heun_step(model: Model, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
@@ -109,24 +125,13 @@ def heun_step(model: Model, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tens
     r"""Heun's method (explicit trapezoid, the EDM sampler's corrector), second order, 2 evaluations:
     :math:`\tilde x = x + h\,k_1`, :math:`x' = x + \tfrac h2 (k_1 + v(\tilde x, t'))` with :math:`k_1 = v(x, t)`.
     """
-    cond = cond or {}
-    h = t_next - t
-    k1 = _velocity(model, x, t, cond)
-    k2 = _velocity(model, x + h * k1, t_next, cond)
-    return x + 0.5 * h * (k1 + k2), 2
+    return _public_step(_heun, 2, model, x, t, t_next, cond)
 
 
 def rk4_step(model: Model, x: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
              cond: Mapping[str, Any] | None = None) -> tuple[torch.Tensor, int]:
     r"""Classical Runge–Kutta, fourth order, 4 evaluations (weights 1/6, 1/3, 1/3, 1/6)."""
-    cond = cond or {}
-    h = t_next - t
-    half = t + 0.5 * h
-    k1 = _velocity(model, x, t, cond)
-    k2 = _velocity(model, x + 0.5 * h * k1, half, cond)
-    k3 = _velocity(model, x + 0.5 * h * k2, half, cond)
-    k4 = _velocity(model, x + h * k3, t_next, cond)
-    return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4), 4
+    return _public_step(_rk4, 4, model, x, t, t_next, cond)
 
 
 FIXED_STEP_METHODS: dict[str, StepFunction] = {
@@ -143,96 +148,11 @@ ADAPTIVE_METHODS: tuple[str, ...] = ("dopri5", "dopri8", "bosh3", "fehlberg2", "
 METHODS: tuple[str, ...] = tuple(FIXED_STEP_METHODS) + ADAPTIVE_METHODS
 
 
-# ---------------------------------------------------------------------------------------------- grids
-
-def _check_steps(steps: object, name: str = "steps") -> int:
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ConfigError(expected(f"{name} as a positive integer", repr(steps), f"pass e.g. {name}=50"))
-    return steps
-
-
-def uniform_grid(steps: int, t0: float = 0.0, t1: float = 1.0, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> torch.Tensor:
-    """``steps + 1`` equally spaced times from ``t0`` to ``t1`` (both included; ``t1 < t0`` runs backward).
-
-    Example:
-        >>> uniform_grid(4).tolist()
-        [0.0, 0.25, 0.5, 0.75, 1.0]
-    """
-    steps = _check_steps(steps)
-    if not (torch.isfinite(torch.tensor([t0, t1])).all() and t0 != t1):
-        raise ConfigError(expected("finite t0 != t1", f"t0={t0}, t1={t1}", "pass e.g. t0=0.0, t1=1.0"))
-    grid = torch.linspace(t0, t1, steps + 1, dtype=dtype, device=device)
-    grid[0], grid[-1] = t0, t1  # exact endpoints whatever the rounding of linspace
-    return grid
-
-
-def shifted_grid(steps: int, shift: float, *, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str | None = None) -> torch.Tensor:
-    r"""A time grid from 0 to 1 warped by the timestep shift of SD3 (Esser et al. 2024, arXiv 2403.03206, §5.3.2).
-
-    SD3 counts noise with :math:`\sigma` (1 = noise) and shifts a uniform :math:`\sigma` grid as
-    :math:`\sigma' = s\sigma / (1 + (s - 1)\sigma)`. In flowzoo's convention (t = 0 noise, t = 1 data) we take
-    :math:`\sigma = 1 - t` on a uniform grid and return :math:`t' = 1 - \sigma'`. The endpoints stay at 0 and 1
-    and the grid stays increasing; ``shift > 1`` packs the steps towards the source / noise end (t ≈ 0), where
-    large images need more of them, ``shift < 1`` towards the data end, and ``shift = 1`` is
-    :func:`uniform_grid`.
-
-    Example:
-        >>> [round(v, 4) for v in shifted_grid(4, shift=3.0).tolist()]
-        [0.0, 0.1, 0.25, 0.5, 1.0]
-    """
-    steps = _check_steps(steps)
-    if isinstance(shift, bool) or not isinstance(shift, (int, float)) or not (0 < float(shift) < float("inf")):
-        raise ConfigError(expected("shift as a positive finite number", repr(shift),
-                                   "pass e.g. shift=3.0 (1.0 means no shift)"))
-    sigma = 1.0 - torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    shifted = shift * sigma / (1.0 + (shift - 1.0) * sigma)
-    grid = (1.0 - shifted).to(dtype=dtype, device=device)
-    grid[0], grid[-1] = 0.0, 1.0
-    return grid
-
-
-def _resolve_grid(steps: int | None, time_grid: torch.Tensor | Sequence[float] | None, t0: float, t1: float,
-                  x: torch.Tensor, *, adaptive: bool) -> torch.Tensor:
-    """The grid to integrate over, validated and moved to ``x``'s device and dtype."""
-    if steps is not None and time_grid is not None:
-        raise ConfigError(expected("either steps or time_grid", "both",
-                                   "pass steps (with t0, t1) for a uniform grid, or an explicit time_grid"))
-    if time_grid is None:
-        if steps is None:
-            if not adaptive:
-                raise ConfigError(expected("steps or time_grid for a fixed-step method", "neither",
-                                           "pass e.g. steps=100, or use method='dopri5'"))
-            steps = 1  # adaptive methods pick their own steps; output only the endpoints
-        return uniform_grid(steps, t0, t1, dtype=x.dtype, device=x.device)
-    grid = torch.as_tensor(time_grid)
-    if not grid.is_floating_point() and not grid.is_complex() and grid.dtype != torch.bool:
-        grid = grid.to(x.dtype)  # an integer grid such as [1, 0] is a fine grid
-    if grid.dim() != 1 or grid.shape[0] < 2:
-        raise ShapeError(expected("time_grid as a 1-D tensor with at least 2 times", f"shape {tuple(grid.shape)}",
-                                  "pass e.g. uniform_grid(50)"))
-    check_tensor(grid, "time_grid")
-    grid = grid.to(device=x.device, dtype=x.dtype)
-    diffs = grid[1:] - grid[:-1]
-    if not (bool((diffs > 0).all()) or bool((diffs < 0).all())):
-        raise ConfigError(expected("a strictly monotone time_grid (increasing: source→data, decreasing: "
-                                   "data→source)", grid.tolist()[:8], "sort the grid and remove repeated times"))
-    return grid
-
-
-def _check_method(method: str) -> None:
+def check_method(method: object) -> str:
+    """``method`` if it names one of :data:`METHODS`, else ConfigError listing them."""
     if method not in METHODS:
         raise ConfigError(expected(f"method in {list(METHODS)}", repr(method), "pick one of the listed methods"))
-
-
-def _check_cond(cond: Mapping[str, Any] | None) -> dict[str, Any]:
-    if cond is None:
-        return {}
-    if not isinstance(cond, Mapping) or not all(isinstance(k, str) for k in cond):
-        raise ConfigError(expected("cond as a mapping from keyword names to values", type(cond).__name__,
-                                   "pass e.g. cond={'y': labels}"))
-    return dict(cond)
+    return method
 
 
 class _CountingVelocity:
@@ -245,7 +165,8 @@ class _CountingVelocity:
         self.nfe += 1
         if self.on_call is not None:
             self.on_call()
-        return _velocity(self.model, x, t.to(x.dtype), self.cond)
+        v = self.model(x, as_time(t, x.shape[0], x), **self.cond)
+        return check_output(v, x, _MODEL_CALL) if self.nfe == 1 else v
 
 
 # ---------------------------------------------------------------------------------------------- integrate
@@ -262,11 +183,12 @@ def integrate(
     atol: float = 1e-5,
     rtol: float = 1e-5,
     cond: Mapping[str, Any] | None = None,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
     return_trajectory: bool = False,
-    callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
     enable_grad: bool = False,
-) -> ODEResult:
+) -> SampleResult:
     r"""Integrate :math:`dx/dt = v(x, t)` from the first time of the grid to the last.
 
     Args:
@@ -277,20 +199,21 @@ def integrate(
             ``"adaptive_heun"``), which choose their own steps within ``atol`` / ``rtol``.
         steps: number of uniform steps from ``t0`` to ``t1``. For adaptive methods it only sets the output
             times (default: just the endpoints).
-        time_grid: explicit grid instead of ``steps`` (e.g. :func:`shifted_grid`); strictly increasing
-            (forward, source → data) or strictly decreasing (backward, data → source).
+        time_grid: explicit grid instead of ``steps`` (e.g. :func:`~flowzoo.core.sampling.grids.shifted_grid`);
+            strictly increasing (forward, source → data) or strictly decreasing (backward, data → source).
         t0, t1: start and end time of the uniform grid; ``t1 < t0`` integrates backward.
         atol, rtol: tolerances of adaptive methods.
         cond: conditioning passed to the model as keyword arguments (e.g. ``{"y": labels}``).
-        return_trajectory: also return the state at every grid time.
+        generator: unused (the ODE is deterministic); accepted so that every sampler has one call shape.
         callback: called after every step with ``{"i", "t", "t_next", "x"}`` (``x`` at ``t_next``); for
             adaptive methods once per output time, after the solve.
+        return_trajectory: also return the state at every grid time.
         progress: show a tqdm bar (steps, or model calls for adaptive methods).
         enable_grad: keep the autograd graph (e.g. to backpropagate through the sampler); off by default.
 
     Returns:
-        :class:`ODEResult` with the end state, the exact number of model calls, the optional trajectory
-        and the grid.
+        :class:`~flowzoo.core.sampling.result.SampleResult` with the end state, the exact number of model
+        calls, the optional trajectory and the grid (``times``; the output times for adaptive methods).
 
     Raises:
         ConfigError: unknown method, missing or conflicting steps / time_grid, non-monotone grid.
@@ -304,59 +227,50 @@ def integrate(
         >>> round(out.x[0, 0].item(), 4), out.nfe > 0
         (0.3679, True)
     """
-    _check_method(method)
+    check_method(method)
     check_tensor(x, "x")
-    cond = _check_cond(cond)
+    cond = check_cond(cond)
     adaptive = method in ADAPTIVE_METHODS
-    grid = _resolve_grid(steps, time_grid, t0, t1, x, adaptive=adaptive)
+    grid = resolve_grid(steps, time_grid, x, t0=t0, t1=t1, default_steps=1 if adaptive else None,
+                        missing_fix="pass e.g. steps=100, or use method='dopri5'")
+    recorder = StepRecorder(x, grid, callback=callback, return_trajectory=return_trajectory and not adaptive,
+                            progress=progress and not adaptive, desc="integrate")
     with torch.set_grad_enabled(enable_grad):
         if adaptive:
-            x_end, nfe, trajectory = _integrate_adaptive(model, x, grid, method, atol, rtol, cond,
-                                                         return_trajectory, callback, progress)
+            x_end, nfe, trajectory = _integrate_adaptive(model, x, grid, method, atol, rtol, cond, recorder,
+                                                         progress, return_trajectory)
         else:
-            x_end, nfe, trajectory = _integrate_fixed(model, x, grid, FIXED_STEP_METHODS[method], cond,
-                                                      return_trajectory, callback, progress)
-    if not bool(torch.isfinite(x_end).all()):
-        raise NonFiniteError(expected("a finite end state", "NaN/Inf after integration",
-                                      "check the model for NaN outputs, or use more steps / a smaller grid"))
-    return ODEResult(x=x_end, nfe=nfe, trajectory=trajectory, times=grid)
+            x_end, nfe, trajectory = _integrate_fixed(model, x, grid, method, cond, recorder)
+    check_end_state(x_end, "check the model for NaN outputs, or use more steps / a smaller grid")
+    return SampleResult(x=x_end, nfe=nfe, trajectory=trajectory, times=grid)
 
 
-def _progress_bar(total: int | None, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, leave=False)
-
-
-def _integrate_fixed(model, x, grid, step, cond, return_trajectory, callback, progress):
-    bar = _progress_bar(len(grid) - 1, progress, "integrate")
-    states = [x] if return_trajectory else None
-    nfe = 0
-    for i in range(len(grid) - 1):
-        x, calls = step(model, x, grid[i], grid[i + 1], cond)
-        nfe += calls
-        if states is not None:
-            states.append(x)
-        if callback is not None:
-            callback({"i": i, "t": grid[i], "t_next": grid[i + 1], "x": x})
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
-    return x, nfe, (torch.stack(states) if states is not None else None)
+def _integrate_fixed(model, x, grid, method, cond, recorder):
+    # Everything a step needs is built before the loop: the step sizes as Python floats (one transfer), the
+    # (B,) time views, and the model bound to its conditioning. Only the first call checks the output shape.
+    kernel, calls = _KERNELS[method]
+    f = functools.partial(model, **cond) if cond else model
+    first = _checked(model, cond)
+    batch = x.shape[0]
+    sizes = (grid[1:] - grid[:-1]).tolist()
+    times = grid[:, None].expand(-1, batch).unbind(0)
+    mids = (grid[:-1] + 0.5 * (grid[1:] - grid[:-1]))[:, None].expand(-1, batch).unbind(0)
+    for i, h in enumerate(sizes):
+        x = kernel(first if i == 0 else f, x, h, times[i], mids[i], times[i + 1])
+        if recorder.active:
+            recorder.record(i, x)
+    return x, calls * len(sizes), recorder.trajectory()
 
 
-def _integrate_adaptive(model, x, grid, method, atol, rtol, cond, return_trajectory, callback, progress):
+def _integrate_adaptive(model, x, grid, method, atol, rtol, cond, recorder, progress, return_trajectory):
     import torchdiffeq
 
-    bar = _progress_bar(None, progress, f"integrate ({method}, model calls)")
+    bar = progress_bar(None, progress, f"integrate ({method}, model calls)")
     func = _CountingVelocity(model, cond, on_call=(lambda: bar.update(1)) if bar is not None else None)
     states = torchdiffeq.odeint(func, x, grid, method=method, atol=atol, rtol=rtol)
     if bar is not None:
         bar.close()
-    if callback is not None:
+    if recorder.active:
         for i in range(len(grid) - 1):
-            callback({"i": i, "t": grid[i], "t_next": grid[i + 1], "x": states[i + 1]})
+            recorder.record(i, states[i + 1])
     return states[-1], func.nfe, (states if return_trajectory else None)

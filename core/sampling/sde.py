@@ -23,9 +23,10 @@ from typing import Any
 
 import torch
 
-from flowzoo.core.validation import as_time, broadcast_time, check_tensor
-from flowzoo.core.errors import ConfigError, NonFiniteError, expected
-from flowzoo.core.sampling.ode import ODEResult, _check_cond, _progress_bar, _resolve_grid, _velocity
+from flowzoo.core.validation import as_time, broadcast_time, check_nonnegative, check_tensor
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.sampling.grids import resolve_grid
+from flowzoo.core.sampling.result import Callback, SampleResult, StepRecorder, check_cond, check_end_state, check_output
 
 __all__ = ["integrate_sde"]
 
@@ -34,10 +35,10 @@ Diffusion = float | Callable[[torch.Tensor], float | torch.Tensor]
 
 
 def integrate_sde(
-    drift_model: Model,
-    score_model: Model | None,
+    model: Model,
     x: torch.Tensor,
     *,
+    score_model: Model | None = None,
     eps: Diffusion = 1.0,
     steps: int | None = None,
     time_grid: torch.Tensor | Sequence[float] | None = None,
@@ -45,12 +46,12 @@ def integrate_sde(
     t1: float = 1.0,
     cond: Mapping[str, Any] | None = None,
     generator: torch.Generator | None = None,
+    callback: Callback | None = None,
     return_trajectory: bool = False,
     final_noise: bool = False,
-    callback: Callable[[dict[str, Any]], None] | None = None,
     progress: bool = False,
     enable_grad: bool = False,
-) -> ODEResult:
+) -> SampleResult:
     r"""Sample the stochastic-interpolant SDE with Euler–Maruyama.
 
     One step from :math:`t` to :math:`t' = t + h` (``h < 0`` on a decreasing grid) is
@@ -68,9 +69,9 @@ def integrate_sde(
     :math:`\varepsilon(t)` that vanishes there.
 
     Args:
-        drift_model: :math:`b`, called ``drift_model(x, t, **cond)`` with ``t`` of shape (B,).
-        score_model: :math:`s`, same call; may be ``None`` when ``eps`` is the constant 0.
+        model: the drift :math:`b`, called ``model(x, t, **cond)`` with ``t`` of shape (B,).
         x: start state (B, ...), e.g. source samples at ``t0``.
+        score_model: :math:`s`, same call; may be ``None`` when ``eps`` is the constant 0.
         eps: diffusion coefficient :math:`\varepsilon \ge 0`, a number or a callable of the (B,) time tensor
             returning a number, a 0-dim tensor or a (B,) tensor. At steps where it is 0 the score is not called.
         steps, time_grid, t0, t1: the grid, as in :func:`~flowzoo.core.sampling.ode.integrate`.
@@ -83,7 +84,7 @@ def integrate_sde(
         enable_grad: keep the autograd graph.
 
     Returns:
-        :class:`~flowzoo.core.sampling.ode.ODEResult`; ``nfe`` counts drift and score calls together.
+        :class:`~flowzoo.core.sampling.result.SampleResult`; ``nfe`` counts drift and score calls together.
 
     Raises:
         ConfigError: missing score model with ``eps != 0``, negative ``eps``, missing or conflicting grid.
@@ -94,17 +95,16 @@ def integrate_sde(
         >>> drift = lambda x, t: torch.zeros_like(x)
         >>> score = lambda x, t: -x                                  # N(0, 1) stays N(0, 1)
         >>> g = torch.Generator().manual_seed(0)
-        >>> out = integrate_sde(drift, score, torch.randn(20000, 1, generator=g), eps=0.5, steps=20, generator=g)
+        >>> out = integrate_sde(drift, torch.randn(20000, 1, generator=g), score_model=score, eps=0.5, steps=20,
+        ...                     generator=g)
         >>> round(out.x.var().item(), 1), out.nfe
         (1.0, 40)
     """
     check_tensor(x, "x")
-    cond = _check_cond(cond)
-    grid = _resolve_grid(steps, time_grid, t0, t1, x, adaptive=False)
+    cond = check_cond(cond)
+    grid = resolve_grid(steps, time_grid, x, t0=t0, t1=t1)
     if not callable(eps):
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (0.0 <= float(eps) < float("inf")):
-            raise ConfigError(expected("eps as a finite number >= 0 or a callable of t", repr(eps),
-                                       "pass e.g. eps=1.0 (eps=0 gives the probability-flow ODE)"))
+        check_nonnegative(eps, "eps", fix="pass e.g. eps=1.0 (eps=0 gives the probability-flow ODE) or a callable of t")
         if eps > 0 and score_model is None:
             raise ConfigError(expected("a score_model when eps > 0", "score_model=None",
                                        "pass the score model, or eps=0 for the deterministic ODE"))
@@ -112,37 +112,38 @@ def integrate_sde(
         raise ConfigError(expected("a score_model with a callable eps", "score_model=None",
                                    "pass the score model, or eps=0 for the deterministic ODE"))
 
-    bar = _progress_bar(len(grid) - 1, progress, "integrate_sde")
-    states = [x] if return_trajectory else None
-    nfe = 0
+    recorder = StepRecorder(x, grid, callback=callback, return_trajectory=return_trajectory, progress=progress,
+                            desc="integrate_sde")
+    # Step sizes as Python floats, read once; the output shapes are checked on the first step only.
+    sizes = (grid[1:] - grid[:-1]).tolist()
+    times = grid[:, None].expand(-1, x.shape[0]).unbind(0)
+    nfe, score_checked = 0, False
     with torch.set_grad_enabled(enable_grad):
-        for i in range(len(grid) - 1):
-            t, t_next = grid[i], grid[i + 1]
-            h = t_next - t
-            eps_t = _diffusion_at(eps, t, x)
-            update = _velocity(drift_model, x, t, cond)
+        for i, h in enumerate(sizes):
+            t = times[i]
+            eps_t = _diffusion_at(eps, grid[i], x)
+            update = model(x, t, **cond)
             nfe += 1
+            if i == 0:
+                check_output(update, x, "model(x, t, **cond)")
             if eps_t is not None:
-                update = update + torch.sign(h) * eps_t * _velocity(score_model, x, t, cond)
+                score = score_model(x, t, **cond)
+                if not score_checked:
+                    check_output(score, x, "score_model(x, t, **cond)")
+                    score_checked = True
+                update = update + (eps_t if h > 0 else -eps_t) * score
                 nfe += 1
-            x_next = x + h * update
-            if eps_t is not None and (final_noise or i < len(grid) - 2):
+            x_next = x.add(update, alpha=h)
+            if eps_t is not None and (final_noise or i < len(sizes) - 1):
                 noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-                x_next = x_next + torch.sqrt(2.0 * eps_t * h.abs()) * noise
+                x_next = x_next + torch.sqrt(2.0 * abs(h) * eps_t) * noise
             x = x_next
-            if states is not None:
-                states.append(x)
-            if callback is not None:
-                callback({"i": i, "t": t, "t_next": t_next, "x": x})
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteError(expected("a finite end state", "NaN/Inf after integration",
-                                      "check the models, keep the grid away from a singular score, or use a "
-                                      "smaller eps / more steps"))
-    return ODEResult(x=x, nfe=nfe, trajectory=torch.stack(states) if states is not None else None, times=grid)
+            if recorder.active:
+                recorder.record(i, x)
+    trajectory = recorder.trajectory()
+    check_end_state(x, "check the models, keep the grid away from a singular score, or use a smaller eps / more "
+                       "steps")
+    return SampleResult(x=x, nfe=nfe, trajectory=trajectory, times=grid)
 
 
 def _diffusion_at(eps: Diffusion, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:

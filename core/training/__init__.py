@@ -29,14 +29,18 @@ from flowzoo.core.training.distributed import (
     world_size,
 )
 from flowzoo.core.training.ema import EMA, unwrap_model
+from flowzoo.core.training.interrupts import TrainingInterrupted
 from flowzoo.core.training.run_logging import RunLogger
 from flowzoo.core.training.schedule import WarmupCosineSchedule, warmup_cosine_factor
-from flowzoo.core.training.trainer import Trainer, TrainerConfig, TrainResult, preserved_rng, seed_everything
+from flowzoo.core.training.randomness import preserved_rng, seed_everything
+from flowzoo.core.training.trainer import Trainer, TrainResult
+from flowzoo.core.training.trainer_config import TrainerConfig
 
 __all__ = [
     "Trainer",
     "TrainerConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "seed_everything",
     "preserved_rng",
     "EMA",

@@ -10,7 +10,8 @@ A checkpoint is a directory ``<root>/step_0001000/`` holding
 Writing: every file is written atomically (temporary file, ``fsync``, ``os.replace``) into a hidden
 staging directory, which is renamed into place once complete; then the ``<root>/latest`` pointer is
 replaced atomically and old checkpoints are pruned. A crash at any point leaves either the previous
-checkpoint or the new one, never a half-written one.
+checkpoint or the new one, never a half-written one; the next save removes what such a crash left behind
+(hidden staging folders, a temporary ``latest`` pointer).
 
 Reading: :func:`read_checkpoint` checks the manifest and every hash before deserialising anything;
 a missing or corrupted file raises :class:`~flowzoo.core.errors.CheckpointError` naming it, and
@@ -45,6 +46,7 @@ __all__ = [
     "checkpoint_name",
     "list_checkpoints",
     "latest_checkpoint",
+    "checkpoint_candidates",
     "resolve_checkpoint",
     "write_checkpoint",
     "read_checkpoint",
@@ -147,6 +149,22 @@ def latest_checkpoint(root: str | Path) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+def checkpoint_candidates(root: str | Path) -> list[Path]:
+    """The checkpoints under ``root`` in the order a resume tries them: the one ``latest`` names, then newest first.
+
+    A pointer that names no existing checkpoint is ignored here (:func:`latest_checkpoint` reports it).
+    """
+    root = Path(root)
+    found = list_checkpoints(root)[::-1]
+    pointer = root / LATEST
+    if pointer.is_file():
+        target = root / pointer.read_text(encoding="utf-8").strip()
+        if target in found:
+            found.remove(target)
+            found.insert(0, target)
+    return found
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """Turn a checkpoint directory, a ``checkpoints`` root or a run's ``out_dir`` into a checkpoint path."""
     path = Path(path)
@@ -183,6 +201,8 @@ def write_checkpoint(root: str | Path, step: int, files: Mapping[str, bytes], *,
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(_STAGING_PREFIX + "*"):  # left by a crash during an earlier save
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(f".{LATEST}.tmp-*"):  # a crash between writing the pointer and renaming it
+        stale.unlink(missing_ok=True)
     name = checkpoint_name(step)
     staging = root / f"{_STAGING_PREFIX}{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()

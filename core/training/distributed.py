@@ -30,6 +30,7 @@ __all__ = [
     "barrier",
     "all_gather_object",
     "all_reduce_mean",
+    "all_reduce_max",
     "launched_with_torchrun",
 ]
 
@@ -122,3 +123,14 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
         value /= dist.get_world_size()
     return value
+
+
+def all_reduce_max(value: int) -> int:
+    """The largest of every rank's ``value`` (the value itself outside a process group)."""
+    if not is_distributed():
+        return value
+    backend = dist.get_backend()
+    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return int(tensor.item())

@@ -24,88 +24,33 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import random
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from flowzoo.core.config import option_help, validate_config
 from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, TrainingDivergedError, expected
 from flowzoo.core.training import distributed as ddp
 from flowzoo.core.training.data_stream import SamplerStream, as_batch, derive_seed, make_stream
 from flowzoo.core.training.ema import EMA
+from flowzoo.core.training.interrupts import SignalGuard, TrainingInterrupted, signal_name
+from flowzoo.core.training.randomness import preserved_rng, seed_everything
 from flowzoo.core.training.run_logging import RunLogger, logger
 from flowzoo.core.training.schedule import WarmupCosineSchedule
+from flowzoo.core.training.trainer_config import TrainerConfig
 from flowzoo.core.training.trainer_state import TrainerCheckpoints
 
-__all__ = ["TrainerConfig", "Trainer", "TrainResult", "seed_everything", "Objective", "Evaluate", "Callback"]
+__all__ = ["Trainer", "TrainResult", "Objective", "Evaluate", "Callback"]
 
 Objective = Callable[[nn.Module, Any], "tuple[torch.Tensor, Mapping[str, float]]"]
 Evaluate = Callable[[nn.Module, int, Path], Mapping[str, float]]
 Callback = Callable[["Trainer", int, Mapping[str, float]], None]
-
-
-
-
-@dataclass
-class TrainerConfig:
-    """Options of the training engine (``--trainer.<name>`` in an entrypoint)."""
-
-    steps: int = field(default=1000, metadata=option_help("total optimiser updates of the run"))
-    batch_size: int = field(default=256, metadata=option_help("samples per update and per process"))
-    lr: float = field(default=1e-3, metadata=option_help("peak AdamW learning rate"))
-    weight_decay: float = field(default=0.0, metadata=option_help("AdamW weight decay (matrices only; biases and norms are not decayed)"))
-    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=option_help("AdamW betas"))
-    warmup_steps: int = field(default=0, metadata=option_help("linear learning-rate warm-up updates"))
-    min_lr_ratio: float = field(default=0.0, metadata=option_help("cosine decay floor as a fraction of lr (1: constant)"))
-    grad_clip: float = field(default=1.0, metadata=option_help("clip the global gradient norm to this (0: no clipping)"))
-    ema_decay: float = field(default=0.999, metadata=option_help("EMA decay of the weights used for evaluation (0: no EMA)"))
-    precision: Literal["fp32", "bf16", "fp16"] = field(default="fp32", metadata=option_help("autocast precision; fp16 adds loss scaling"))
-    num_workers: int = field(default=0, metadata=option_help("DataLoader workers for a Dataset (ignored for callables)"))
-    log_every: int = field(default=50, metadata=option_help("log training metrics every this many updates"))
-    eval_every: int = field(default=0, metadata=option_help("evaluate every this many updates (0: only at the end)"))
-    checkpoint_every: int = field(default=1000, metadata=option_help("checkpoint every this many updates (0: only at the end)"))
-    keep_checkpoints: int = field(default=3, metadata=option_help("newest checkpoints kept (0: keep all)"))
-    out_dir: str = field(default="runs/flowzoo", metadata=option_help("run directory: checkpoints, logs, evaluations"))
-    seed: int = field(default=0, metadata=option_help("seed of every random stream of the run"))
-    device: Literal["auto", "cpu", "cuda"] = field(default="auto", metadata=option_help("auto: CUDA when available"))
-    progress: bool = field(default=True, metadata=option_help("show a progress bar (rank 0)"))
-    tensorboard: bool = field(default=True, metadata=option_help("write TensorBoard scalars when tensorboard is installed"))
-    resume: bool | str = field(default=False, metadata=option_help("true: continue the latest checkpoint in out_dir; or a checkpoint path"))
-    overwrite: bool = field(default=False, metadata=option_help("start a fresh run even if out_dir holds checkpoints (deletes them)"))
-    max_steps: int | None = field(default=None, metadata=option_help("stop (with a checkpoint) after this update without changing the schedule"))
-    ddp_find_unused_parameters: bool = field(default=False, metadata=option_help("DDP: allow parameters without gradient"))
-
-    def __post_init__(self) -> None:
-        validate_config(self)
-        checks = [
-            ("steps", self.steps >= 1, "at least 1"), ("batch_size", self.batch_size >= 1, "at least 1"),
-            ("lr", self.lr > 0 and math.isfinite(self.lr), "a positive number"),
-            ("weight_decay", self.weight_decay >= 0, "non-negative"),
-            ("betas", all(0 <= b < 1 for b in self.betas), "two numbers in [0, 1)"),
-            ("warmup_steps", self.warmup_steps >= 0, "non-negative"),
-            ("min_lr_ratio", 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
-            ("grad_clip", self.grad_clip >= 0, "non-negative (0 disables clipping)"),
-            ("ema_decay", 0 <= self.ema_decay < 1, "in [0, 1) (0 disables EMA)"),
-            ("num_workers", self.num_workers >= 0, "non-negative"), ("log_every", self.log_every >= 1, "at least 1"),
-            ("eval_every", self.eval_every >= 0, "non-negative (0: only at the end)"),
-            ("checkpoint_every", self.checkpoint_every >= 0, "non-negative (0: only at the end)"),
-            ("keep_checkpoints", self.keep_checkpoints >= 0, "non-negative (0: keep all)"),
-            ("max_steps", self.max_steps is None or self.max_steps >= 1, "at least 1, or none"),
-        ]
-        for name, ok, want in checks:
-            if not ok:
-                raise ConfigError(expected(f"trainer option {name} {want}", getattr(self, name),
-                                           f"pass --trainer.{name} with a value {want}"))
-
 
 @dataclass
 class TrainResult:
@@ -120,29 +65,6 @@ class TrainResult:
     metrics_csv: Path | None
     seconds: float
     resumed_from: Path | None = None
-
-
-def seed_everything(seed: int) -> int:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every CUDA device)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return seed
-
-
-@contextlib.contextmanager
-def preserved_rng(device: torch.device) -> Iterator[None]:
-    """Run a block without disturbing the global random streams (so evaluation never changes training)."""
-    state = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
-             torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
-    try:
-        yield
-    finally:
-        random.setstate(state[0])
-        np.random.set_state(state[1])
-        torch.set_rng_state(state[2])
-        if state[3] is not None:
-            torch.cuda.set_rng_state(state[3], device)
 
 
 def _to_device(obj: Any, device: torch.device) -> Any:
@@ -261,8 +183,19 @@ class Trainer:
                   ((decay, self.config.weight_decay), (rest, 0.0)) if g]
         return torch.optim.AdamW(groups, lr=self.config.lr, betas=self.config.betas)
 
+    def _check_out_dir(self) -> None:
+        # Before anything is written: a file in the way would surface as a raw FileExistsError much later.
+        for path in (self.out_dir, *self.out_dir.parents):
+            if path.exists():
+                if not path.is_dir():
+                    raise ConfigError(expected("trainer.out_dir to be a folder (or a path that can become one)",
+                                               f"{self.out_dir}, where {path} is a file",
+                                               "choose another --trainer.out_dir"))
+                return
+
     def _setup(self) -> None:
         cfg = self.config
+        self._check_out_dir()
         self.device = self._resolve_device()
         self._owns_group = ddp.init_distributed(device=self.device)
         self.rank, self.world_size = ddp.rank(), ddp.world_size()
@@ -293,21 +226,22 @@ class Trainer:
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def say(self, message: str) -> None:
-        """Tell the user something on rank 0 (through the progress bar if shown) and log it."""
+    def say(self, message: str, *, always: bool = False) -> None:
+        """Tell the user something on rank 0 (through the progress bar if shown; ``always``: even without it)."""
         if self.is_main:
             logger.info(message)
-            if self.config.progress:
+            if self.config.progress or always:
                 tqdm.write(message, file=sys.stderr)
 
     # ------------------------------------------------------------------------------------- steps
     def _diverged(self, what: str, value: float) -> TrainingDivergedError:
         good = self.checkpoints.last
-        where = f"the last good checkpoint is {good}" if good else "no checkpoint was written yet"
-        error = TrainingDivergedError(expected(
-            f"a finite {what}", f"{value} at step {self.step + 1}",
-            f"the run stopped; {where}. Lower lr, clip gradients (grad_clip) or use precision fp32, "
-            "then resume from that checkpoint"))
+        fix = "Lower lr, clip gradients (grad_clip) or use precision fp32"
+        if good:
+            fix = f"the run stopped; the last good checkpoint is {good}. {fix}, then resume from that checkpoint"
+        else:
+            fix = f"the run stopped before its first checkpoint. {fix}, then start the run again"
+        error = TrainingDivergedError(expected(f"a finite {what}", f"{value} at step {self.step + 1}", fix))
         error.step, error.checkpoint = self.step + 1, good
         return error
 
@@ -382,38 +316,16 @@ class Trainer:
             end = cfg.steps if cfg.max_steps is None else min(cfg.steps, cfg.max_steps)
             bar = tqdm(total=cfg.steps, initial=self.step, disable=not (cfg.progress and self.is_main),
                        desc="train", unit="step", dynamic_ncols=True, file=sys.stderr)
-            sums: dict[str, float] = {}
-            count, busy = 0, 0.0
-            evaluated_at = saved_at = -1
-            if self.resumed_from is not None:
-                saved_at = self.step
-            while self.step < end:
-                tic = time.perf_counter()
-                step_metrics = self.train_step()
-                busy += time.perf_counter() - tic
-                self.step += 1
-                count += 1
-                for key, value in step_metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value
-                bar.update(1)
-                if self.step % min(cfg.log_every, 10) == 0:
-                    bar.set_postfix(loss=f"{step_metrics['loss']:.4g}", refresh=False)
-                if self.step % cfg.log_every == 0 or self.step == end:
-                    self._log(sums, count, busy, step_metrics)
-                    sums, count, busy = {}, 0, 0.0
-                for callback in self.callbacks:
-                    callback(self, self.step, step_metrics)
-                if cfg.eval_every and self.step % cfg.eval_every == 0:
+            # SIGINT/SIGTERM finish the current update, then save below; a second one stops at once.
+            with SignalGuard(on_second=self._stop_now) as guard:
+                evaluated_at, saved_at, stopped_by = self._loop(end, bar, guard)
+                finished = self.step >= cfg.steps and stopped_by is None
+                if finished and evaluated_at != self.step:
                     self.run_evaluation()
-                    evaluated_at = self.step
-                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                if saved_at != self.step:
                     self.checkpoints.save()
-                    saved_at = self.step
-            finished = self.step >= cfg.steps
-            if finished and evaluated_at != self.step:
-                self.run_evaluation()
-            if saved_at != self.step:
-                self.checkpoints.save()
+            if stopped_by is not None:
+                raise self._interrupted(stopped_by)
         finally:
             if bar is not None:
                 bar.close()
@@ -425,6 +337,59 @@ class Trainer:
                            eval_metrics=dict(self.last_eval), out_dir=self.out_dir, checkpoint=self.checkpoints.last,
                            metrics_csv=self.logger.csv_path, seconds=time.perf_counter() - started,
                            resumed_from=self.resumed_from)
+
+    def _loop(self, end: int, bar: Any, guard: SignalGuard) -> tuple[int, int, int | None]:
+        """Update until ``end`` or a stop signal; returns (step last evaluated, step last saved, signal or None)."""
+        cfg = self.config
+        sums: dict[str, float] = {}
+        count, busy = 0, 0.0
+        evaluated_at = -1
+        saved_at = self.step if self.resumed_from is not None else -1
+        while self.step < end:
+            tic = time.perf_counter()
+            step_metrics = self.train_step()
+            busy += time.perf_counter() - tic
+            self.step += 1
+            count += 1
+            for key, value in step_metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            bar.update(1)
+            if self.step % min(cfg.log_every, 10) == 0:
+                bar.set_postfix(loss=f"{step_metrics['loss']:.4g}", refresh=False)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                self._log(sums, count, busy, step_metrics)
+                sums, count, busy = {}, 0, 0.0
+            for callback in self.callbacks:
+                callback(self, self.step, step_metrics)
+            stop = self._stop_signal(guard)
+            if cfg.eval_every and self.step % cfg.eval_every == 0 and stop is None:
+                self.run_evaluation()
+                evaluated_at = self.step
+            if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                self.checkpoints.save()
+                saved_at = self.step
+            if stop is not None:
+                return evaluated_at, saved_at, stop
+        return evaluated_at, saved_at, None
+
+    def _stop_signal(self, guard: SignalGuard) -> int | None:
+        """The signal that asks this run to stop (under DDP: any rank's, so that all ranks save together)."""
+        signum = guard.received or 0
+        if self.world_size > 1:
+            signum = ddp.all_reduce_max(signum)
+        return signum or None
+
+    def _interrupted(self, signum: int) -> TrainingInterrupted:
+        where = self.checkpoints.last
+        return TrainingInterrupted(
+            f"interrupted by {signal_name(signum)} at step {self.step}/{self.config.steps}: checkpoint saved in {where}",
+            signum=signum, step=self.step, checkpoint=where)
+
+    def _stop_now(self, signum: int) -> None:
+        where = self.checkpoints.last
+        saved = f"the last checkpoint is {where}" if where else "no checkpoint was written"
+        raise TrainingInterrupted(f"stopped at once by a second {signal_name(signum)} at step {self.step}; {saved}",
+                                  signum=signum, step=self.step, checkpoint=where)
 
     def _log(self, sums: Mapping[str, float], count: int, busy: float, last: Mapping[str, float]) -> None:
         row = {k: v / count for k, v in sums.items() if k not in ("lr",)}

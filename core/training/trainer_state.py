@@ -25,9 +25,11 @@ from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import distributed as ddp
 from flowzoo.core.training.checkpoint import (
     LATEST,
+    MANIFEST,
+    Checkpoint,
     atomic_write_bytes,
+    checkpoint_candidates,
     checkpoint_name,
-    latest_checkpoint,
     list_checkpoints,
     read_checkpoint,
     resolve_checkpoint,
@@ -106,7 +108,8 @@ class TrainerCheckpoints:
         self.last = self.root / checkpoint_name(t.step)
         return self.last
 
-    def _find(self) -> Path | None:
+    def _candidates(self) -> list[Path]:
+        """The checkpoints ``config.resume`` selects, in the order to try them (empty: a fresh run)."""
         t, resume = self.trainer, self.trainer.config.resume
         if resume is False:
             if list_checkpoints(self.root) or (self.root / LATEST).exists():
@@ -122,24 +125,59 @@ class TrainerCheckpoints:
                     for path in (out / "metrics.csv", out / "eval.jsonl"):
                         path.unlink(missing_ok=True)
                 ddp.barrier()
-            return None
+            return []
         if resume is True:
-            found = latest_checkpoint(self.root)
-            if found is None:
+            found = checkpoint_candidates(self.root)
+            if not found:
                 t.say(f"no checkpoint in {self.root}: starting a fresh run")
             return found
-        return resolve_checkpoint(resume)
+        path = Path(resume)
+        if path.is_dir() and not ((path / MANIFEST).exists() or (path / "state.pt").exists()):
+            for root in (path, path / "checkpoints"):  # a run or checkpoints folder: fall back within it
+                found = checkpoint_candidates(root)
+                if found:
+                    return found
+        return [resolve_checkpoint(path)]  # the one checkpoint the user named: no fallback
+
+    def _first_verified(self, candidates: list[Path]) -> Checkpoint:
+        """Read the first checkpoint that verifies, saying which ones were skipped and why.
+
+        Raises the newest one's CheckpointError when none verifies.
+        """
+        t = self.trainer
+        root = candidates[0].parent
+        pointer = root / LATEST
+        if pointer.is_file():
+            named = pointer.read_text(encoding="utf-8").strip()
+            if not (root / named).is_dir():
+                t.say(f"{pointer} names {named!r}, which does not exist: trying the newest checkpoints",
+                      always=True)
+        errors: list[CheckpointError] = []
+        for path in candidates:
+            try:
+                checkpoint = read_checkpoint(path)
+            except CheckpointError as error:
+                errors.append(error)
+                if len(candidates) > 1:
+                    t.say(f"skipped checkpoint {path}: {error}", always=True)
+                continue
+            if errors:
+                t.say(f"resuming from {path}, the newest checkpoint that verifies", always=True)
+            return checkpoint
+        raise errors[0]
 
     def resume(self) -> Path | None:
         """Restore the checkpoint that ``config.resume`` selects; returns its path (None: fresh run).
 
-        Reads only; raises CheckpointError (missing / corrupted / incompatible) before changing anything.
+        With ``resume=true`` (or a run folder) a checkpoint that does not verify is skipped, with a message,
+        for the next newest. Reads only; raises CheckpointError (missing, none verifies, incompatible)
+        before changing anything.
         """
         t = self.trainer
-        path = self._find()
-        if path is None:
+        candidates = self._candidates()
+        if not candidates:
             return None
-        checkpoint = read_checkpoint(path)
+        checkpoint = self._first_verified(candidates)
         try:
             t.model.load_state_dict(checkpoint.model)
             if t.ema is not None:

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.core.validation import check_positive_int
 from flowzoo.robotics.afm.regimes import Regime
 
 if TYPE_CHECKING:  # afm imports this module to re-export the controller
@@ -68,9 +69,7 @@ class AFMController:
         self.threshold = float(task.misalignment_threshold if threshold is None else threshold)
         if not self.threshold > 0:
             raise ConfigError(expected("threshold > 0", threshold, "pass a positive state-error norm"))
-        if isinstance(probe_interval, bool) or not isinstance(probe_interval, int) or probe_interval < 1:
-            raise ConfigError(expected("probe_interval as an integer >= 1", repr(probe_interval), "use e.g. 10"))
-        self.probe_interval = probe_interval
+        self.probe_interval = check_positive_int(probe_interval, "probe_interval", fix="use e.g. 10")
         self.steps_since_regime = probe_interval
         self.online, self.replay = bool(online), replay
         self.online_steps, self.online_batch = int(online_steps), int(online_batch)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, MissingDependencyError, expected
+from flowzoo.core.validation import check_number, check_positive
 from flowzoo.robotics.afm.waypoints import DriftSchedule, WaypointTask, circle_waypoints
 
 __all__ = ["PointMassTask"]
@@ -76,8 +77,7 @@ class PointMassTask(WaypointTask):
                  frame_skip: int = 5, reach_radius: float = 0.06, max_steps: int = 600):
         mujoco = _import_mujoco()
         for name, value in (("mass", mass), ("friction", friction), ("gear", gear), ("timestep", timestep)):
-            if self._check_gain(name, value) <= 0:
-                raise ConfigError(expected(f"{name} > 0", value, f"pass a positive {name}"))
+            check_positive(value, name)
         if schedule is not None and not set(schedule.changed) <= {"mass", "friction", "gain"}:
             raise ConfigError(expected('a schedule over "mass" / "friction" / "gain"', sorted(schedule.changed),
                                        'use DriftSchedule({"mass": 2.0, "gain": -1.0})'))
@@ -107,8 +107,7 @@ class PointMassTask(WaypointTask):
 
         Multipliers are relative to the nominal values; ``gain`` may be negative (inverted motors).
         """
-        mass, friction, gain = (self._check_gain(n, v)
-                                for n, v in (("mass", mass), ("friction", friction), ("gain", gain)))
+        mass, friction, gain = (check_number(v, n) for n, v in (("mass", mass), ("friction", friction), ("gain", gain)))
         if mass <= 0 or friction < 0:
             raise ConfigError(expected("mass multiplier > 0 and friction multiplier >= 0", (mass, friction),
                                        "scale by positive factors"))

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_number
 from flowzoo.robotics.afm.waypoints import DriftSchedule, WaypointTask, circle_waypoints, wrap_angle
 
 __all__ = ["UnicycleTask"]
@@ -87,7 +88,7 @@ class UnicycleTask(WaypointTask):
 
     def set_dynamics(self, v_gain: float = 1.0, w_gain: float = 1.0) -> None:
         """Set the control gains (the paper's ``intervene``); gains may be negative (inverted control)."""
-        self.v_gain, self.w_gain = self._check_gain("v_gain", v_gain), self._check_gain("w_gain", w_gain)
+        self.v_gain, self.w_gain = check_number(v_gain, "v_gain"), check_number(w_gain, "w_gain")
 
     def _advance(self, state: np.ndarray, action: np.ndarray) -> np.ndarray:
         v, w = action[0] * self.v_gain, action[1] * self.w_gain

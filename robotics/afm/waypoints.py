@@ -226,9 +226,3 @@ class WaypointTask:
 
     def _advance(self, state: np.ndarray, action: np.ndarray) -> np.ndarray:
         raise NotImplementedError
-
-    @staticmethod
-    def _check_gain(name: str, value: float) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ConfigError(expected(f"{name} as a finite number", repr(value), f"pass a float {name}"))
-        return float(value)

@@ -72,8 +72,8 @@ def test_predict_command_writes_a_new_file_only(run_dir, tmp_path):
 def test_bad_checkpoint_and_unknown_method(tmp_path, capsys):
     with pytest.raises(CheckpointError):
         train.load_trained(tmp_path)
-    assert train.main(["nonsense"]) == 2
-    assert "meta_fm or gumbel_fm" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="meta_fm or gumbel_fm"):
+        train.main(["nonsense"])
     with pytest.raises(ConfigError, match="population_kee"):
         train.main(["meta_fm", "--adata", "x.h5ad", "--population-kee", "p"])
 
@@ -92,3 +92,78 @@ def test_commands_and_gumbel_dispatch(monkeypatch):
     assert seen["sample"] == ["--n", "3"]
     assert train.normalize_option_names(["--population-key", "a-b", "--x-y=1-2"]) == [
         "--population_key", "a-b", "--x_y=1-2"]
+
+
+def test_predict_refuses_an_existing_out_and_records_provenance(run_dir, tmp_path):
+    source, out = run_dir
+    target = tmp_path / "pred.h5ad"
+    target.write_bytes(b"unrelated")
+    argv = ["--checkpoint", str(out), "--adata", str(source), "--out", str(target), "--steps", "2",
+            "--progress", "false"]
+    with pytest.raises(ConfigError, match="--overwrite"):
+        cli.predict_main(argv)
+    assert target.read_bytes() == b"unrelated"
+    assert cli.predict_main(argv + ["--overwrite", "true"]) == 0
+    record = anndata.read_h5ad(target).uns["X_meta_fm"]
+    assert record["method"] == "meta_fm" and record["solver"] == "euler" and record["steps"] == 2
+    assert len(record["weights_sha256"]) == 64 and record["checkpoint"] and record["flowzoo_version"]
+    _, _, meta = train.load_trained(out)
+    assert record["weights_sha256"] == meta["weights_sha256"]
+
+
+def test_predict_names_a_population_too_small_for_the_encoder(run_dir, tmp_path):
+    source, out = run_dir
+    small = anndata.read_h5ad(source)
+    keep = ~((small.obs["population"] == "p1") & (small.obs["condition"] == "control")).to_numpy()
+    keep[np.flatnonzero(~keep)[0]] = True  # p1 keeps one control cell
+    path = tmp_path / "small.h5ad"
+    small[keep].copy().write_h5ad(path)
+    with pytest.raises(ConfigError, match=r"'p1' \(1 control cells\)"):
+        cli.predict_main(["--checkpoint", str(out), "--adata", str(path), "--out", str(tmp_path / "p.h5ad")])
+    assert not (tmp_path / "p.h5ad").exists()
+
+
+def test_missing_checkpoint_names_the_training_command(tmp_path):
+    with pytest.raises(CheckpointError, match="flowzoo.biology.train meta_fm") as error:
+        train.load_trained(tmp_path / "no_such_run")
+    assert "resume" not in str(error.value)
+
+
+def test_train_reports_dropped_populations_and_needs_validation(tmp_path, capsys):
+    adata = toy_adata(populations=5, cells=6, dim=2)
+    condition = adata.obs["condition"].astype(str).to_numpy().copy()
+    condition[((adata.obs["population"] == "p0") & (adata.obs["condition"] == "control")).to_numpy()] = "other"
+    adata.obs["condition"] = condition
+    path = tmp_path / "screen.h5ad"
+    adata.write_h5ad(path)
+    base = ["meta_fm", "--adata", str(path), "--population_key", "population", "--condition_key", "condition",
+            "--treated", "treated", "--out", str(tmp_path / "run"), "--model.encoder", "deepsets",
+            "--trainer.steps", "2", "--trainer.progress", "false", "--trainer.tensorboard", "false",
+            "--eval_steps", "2", "--model.cells_per_population", "4", "--model.populations_per_batch", "2"]
+    with pytest.raises(ConfigError, match="validation population"):
+        train.main(base + ["--val_fraction", "0.05", "--test_fraction", "0.25"])
+    printed = capsys.readouterr().out
+    assert "population 'p0': dropped: no control cells" in printed and "'other'" in printed
+    assert not (tmp_path / "run").exists()
+
+
+def test_split_column_holding_out_a_dropped_population_fails(tmp_path):
+    from flowzoo.biology.cells.populations import load_populations
+
+    adata = toy_adata(populations=4, cells=6, dim=2)
+    adata = adata[~((adata.obs["population"] == "p3") & (adata.obs["condition"] == "control")).to_numpy()].copy()
+    adata.obs["split"] = ["test" if p == "p3" else "validation" if p == "p2" else "train"
+                          for p in adata.obs["population"]]
+    with pytest.raises(ConfigError, match="'p3'"):
+        load_populations(adata, population_key="population", condition_key="condition", split_key="split",
+                         min_cells=2)
+    adata.obs["split"] = ["validation" if p == "p2" else "train" for p in adata.obs["population"]]
+    popset = load_populations(adata, population_key="population", condition_key="condition", split_key="split",
+                              min_cells=2)
+    assert popset.dropped == {"p3": "dropped: no control cells (condition 'control')"}
+
+
+def test_train_help_lists_the_options(capsys):
+    assert train.main(["--help"]) == 0
+    printed = capsys.readouterr().out
+    assert "--population_key" in printed and "--trainer.steps" in printed and "gumbel_fm" in printed

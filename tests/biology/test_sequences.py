@@ -113,11 +113,14 @@ def test_one_hot_and_simplex_checks():
         check_simplex_tensor(torch.ones(3, 4) / 4)
 
 
-def test_docstring_examples_run():
-    import doctest
+def test_case_rule_is_one_rule_for_every_alphabet():
+    from flowzoo.biology.sequences.alphabets import Alphabet, BASE64
 
-    from flowzoo.biology.sequences import alphabets, hmm, nets
-
-
-    for module in (alphabets, hmm, nets):
-        assert doctest.testmod(module).failed == 0
+    custom = Alphabet.from_name("acgtn")
+    assert not custom.case_sensitive
+    assert custom.encode("ACgtN").tolist() == [0, 1, 2, 3, 4]
+    assert custom.decode([0, 3]) == "at"
+    assert Alphabet("aAb").case_sensitive and BASE64.case_sensitive
+    assert Alphabet.from_dict(custom.to_dict()) == custom
+    with pytest.raises(SequenceError):
+        Alphabet("aAb", case_sensitive=False)

@@ -126,12 +126,41 @@ def test_damaged_checkpoint_raises_and_changes_nothing(tmp_path, damage, culprit
         read_checkpoint(run / "checkpoints" / "step_0000010")
     with pytest.raises(CheckpointError, match=culprit):
         verify_checkpoint(run / "checkpoints" / "step_0000010")
-    # Resuming from it fails the same way, before anything is written.
+    # Resuming from it by name fails the same way, before anything is written.
     with pytest.raises(CheckpointError, match=culprit):
-        trained_run(tmp_path, steps=15, resume=True)
+        trained_run(tmp_path, steps=15, resume=str(run / "checkpoints" / "step_0000010"))
     assert snapshot(run) == before
     # The older checkpoint is intact and can be resumed explicitly.
     assert read_checkpoint(run / "checkpoints" / "step_0000005").step == 5
+
+
+def test_resume_skips_a_corrupted_latest_checkpoint_and_says_so(tmp_path, capsys):
+    _, run = trained_run(tmp_path)
+    reference, _ = trained_run(tmp_path / "reference")
+    damaged = run / "checkpoints" / "step_0000010" / "model.safetensors"
+    damaged.write_bytes(damaged.read_bytes()[:-8])
+    capsys.readouterr()
+    trainer, _ = trained_run(tmp_path, resume=True)
+    err = capsys.readouterr().err
+    assert f"skipped checkpoint {damaged.parent}" in err and "model.safetensors" in err
+    assert "resuming from" in err and "step_0000005" in err
+    assert trainer.resumed_from == run / "checkpoints" / "step_0000005" and trainer.step == 10
+    # Rerunning steps 6-10 from step 5 replaced the damaged checkpoint with the same run's good one.
+    assert verify_checkpoint(run / "checkpoints" / "step_0000010")
+    final = read_checkpoint(run).model
+    assert all(torch.equal(final[k], v) for k, v in reference.model.state_dict().items())
+    assert damaged.read_bytes() == (tmp_path / "reference" / "run" / "checkpoints" / "step_0000010" /
+                                    "model.safetensors").read_bytes()
+
+
+def test_resume_fails_when_no_checkpoint_verifies(tmp_path):
+    _, run = trained_run(tmp_path)
+    for step in ("step_0000005", "step_0000010"):
+        (run / "checkpoints" / step / "state.pt").unlink()
+    before = snapshot(run)
+    with pytest.raises(CheckpointError, match="step_0000010"):  # the newest one's error
+        trained_run(tmp_path, steps=15, resume=True)
+    assert snapshot(run) == before
 
 
 def test_missing_checkpoint_paths(tmp_path):
@@ -142,10 +171,11 @@ def test_missing_checkpoint_paths(tmp_path):
     assert not (tmp_path / "run").exists()  # nothing was created
     _, run = trained_run(tmp_path)
     (run / "checkpoints" / "latest").write_text("step_0000099\n")
-    before = snapshot(run)
     with pytest.raises(CheckpointError, match="step_0000099"):
-        trained_run(tmp_path, steps=15, resume=True)
-    assert snapshot(run) == before
+        latest_checkpoint(run / "checkpoints")
+    # Resuming says the pointer is wrong and continues from the newest checkpoint that verifies.
+    trainer, _ = trained_run(tmp_path, steps=15, resume=True)
+    assert trainer.resumed_from == run / "checkpoints" / "step_0000010" and trainer.step == 15
 
 
 def test_resume_from_an_explicit_older_checkpoint(tmp_path):
@@ -194,6 +224,17 @@ def test_stale_staging_directory_is_ignored_and_cleaned(tmp_path):
     assert latest_checkpoint(root) is None and list_checkpoints(root) == []
     write_checkpoint(root, 4, {"state.pt": b"x"})
     assert not list(root.glob(".staging-*")) and latest_checkpoint(root).name == "step_0000004"
+
+
+def test_stale_latest_pointer_temporary_is_cleaned(tmp_path):
+    """A kill between writing the new `latest` and renaming it over the old one leaves `.latest.tmp-*`."""
+    root = tmp_path / "checkpoints"
+    write_checkpoint(root, 2, {"a.bin": b"2"})
+    stale = root / ".latest.tmp-12345-deadbeef"
+    stale.write_text("step_0000004\n")
+    assert latest_checkpoint(root).name == "step_0000002"  # the temporary is never read
+    write_checkpoint(root, 4, {"a.bin": b"4"})
+    assert not stale.exists() and sorted(p.name for p in root.iterdir()) == ["latest", "step_0000002", "step_0000004"]
 
 
 def test_rewriting_a_step_replaces_it(tmp_path):

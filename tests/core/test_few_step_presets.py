@@ -36,13 +36,3 @@ def test_presets_differ_where_their_evidence_says_and_are_fresh_objects():
     assert presets.imf_settings()["formulation"] == "imf" and "formulation" not in presets.meanflow_settings()
     assert 0 < presets.MEANFLOW_OT_LR_FACTOR < 1
 
-
-def test_the_benchmark_module_re_exports_the_presets():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-    import few_step_settings
-
-    assert few_step_settings.splitmeanflow_settings is presets.splitmeanflow_settings
-    assert set(few_step_settings.__all__) == set(presets.__all__)

@@ -63,7 +63,9 @@ def test_nfe_accounting_is_exact(schedule):
                            refiner_steps=refine, refiner=refiner if refine else None, return_trajectory=True)
     expected = 2 * heun + pseudo + (1 if heun == 0 and pseudo + refine > 0 else 0)
     assert out.nfe == predictor.calls == expected
-    assert out.refiner_calls == refiner.calls == 2 * refine
+    assert out.extras["refiner_calls"] == refiner.calls == 2 * refine
+    stages = out.extras["stage_nfe"]
+    assert stages["heun"] == 2 * heun and sum(stages.values()) == expected
     assert out.trajectory.shape == (heun + pseudo + refine + 1, 4, 2)
     assert torch.allclose(out.times, torch.linspace(0, 1, heun + pseudo + refine + 1))
 
@@ -159,7 +161,7 @@ def test_refiner_steps_beat_plain_pseudo_steps_at_equal_predictor_nfe(setup):
     plain = flowturbo_sample(model, x0, heun_steps=1, pseudo_steps=6, refiner_steps=0)
     untrained = flowturbo_sample(model, x0, heun_steps=1, pseudo_steps=6, refiner_steps=3,
                                  refiner=VelocityRefiner(2, hidden=32, depth=2, time_dim=16))
-    assert refined.nfe == plain.nfe == untrained.nfe == 8 and refined.refiner_calls == 6
+    assert refined.nfe == plain.nfe == untrained.nfe == 8 and refined.extras["refiner_calls"] == 6
     mse_refined, mse_plain, mse_untrained = (_mse(o.x, ref) for o in (refined, plain, untrained))
     print(f"predictor NFE 8: refined {mse_refined:.4f} plain {mse_plain:.4f} untrained refiner {mse_untrained:.4f}")
     assert mse_refined < 0.8 * mse_plain

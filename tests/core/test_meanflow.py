@@ -148,9 +148,7 @@ def test_missing_stop_gradient_moves_the_stationary_point():
     """With the stop-gradient the exact map is a stationary point of plain MeanFlow (p = 0); without it, not."""
     sampler = TwoTimeSampler(distinct_fraction=1.0)
     clean = _gradient_at_truth(MeanFlowLoss(adaptive_p=0.0, time_sampler=sampler))
-    leaky = MeanFlowLoss(adaptive_p=0.0, time_sampler=sampler)
-    leaky._stop_gradient = False
-    broken = _gradient_at_truth(leaky)
+    broken = _gradient_at_truth(MeanFlowLoss(adaptive_p=0.0, time_sampler=sampler, stop_gradient=False))
     assert clean < 0.02 and broken > 10 * clean and broken > 0.1
 
 
@@ -372,8 +370,7 @@ def test_imf_stationary_at_the_truth_and_wrong_sign_is_not():
     clean = _gradient_at_truth(MeanFlowLoss(formulation="imf", adaptive_p=0.0, time_sampler=sampler))
     broken = _gradient_at_truth(_WrongSign(formulation="imf", adaptive_p=0.0, time_sampler=sampler))
     assert clean < 0.02 and broken > 10 * clean and broken > 0.1
-    leaky = MeanFlowLoss(formulation="imf", adaptive_p=0.0, time_sampler=sampler)
-    leaky._stop_gradient = False
+    leaky = MeanFlowLoss(formulation="imf", adaptive_p=0.0, time_sampler=sampler, stop_gradient=False)
     assert _gradient_at_truth(leaky) < 0.02
 
 
@@ -446,7 +443,7 @@ def test_coupling_pairs_the_batch_before_the_objective():
                                     dict(guidance_kappa=0.5), dict(teacher="net"), dict(time_sampler=object()),
                                     dict(cond_dropout=0.1), dict(guidance_scale=float("inf")),
                                     dict(formulation="improved"), dict(formulation=None),
-                                    dict(coupling="ot")])
+                                    dict(coupling="ot"), dict(stop_gradient=0), dict(lean_forward_ad="no")])
 def test_bad_config_raises(kwargs):
     with pytest.raises(ConfigError):
         MeanFlowLoss(**kwargs)

@@ -44,10 +44,27 @@ def test_wheel_builds_and_imports(tmp_path):
     # Import from the installed wheel only: the checkout must not be on the path.
     out = subprocess.run([sys.executable, "-I", "-c",
                           f"import sys; sys.path.insert(0, {str(target)!r}); "
-                          "import flowzoo.core.paths.affine as p; print(p.__file__)"],
+                          "import flowzoo, flowzoo.core.paths.affine as p; print(p.__file__); "
+                          "print(getattr(flowzoo, '__file__', None))"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     assert str(target) in out.stdout, out.stdout
+    # flowzoo stays a namespace package (no __init__.py) that `python -m flowzoo` runs.
+    assert "flowzoo/__main__.py" in names and "flowzoo/__init__.py" not in names
+    assert out.stdout.splitlines()[-1] == "None", out.stdout
+    run_m = subprocess.run([sys.executable, "-I", "-c",
+                            f"import runpy, sys; sys.path.insert(0, {str(target)!r}); sys.argv = ['flowzoo', '--help']; "
+                            "runpy.run_module('flowzoo', run_name='__main__', alter_sys=True)"],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert run_m.returncode == 0 and "flowzoo train <domain>" in run_m.stdout, run_m.stderr
+
+
+def test_python_m_flowzoo_in_the_editable_install(tmp_path):
+    """Outside the checkout, `python -m flowzoo` finds flowzoo/__main__.py through the editable install."""
+    out = subprocess.run([sys.executable, "-m", "flowzoo", "core", "--help"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "usage: flowzoo core <command>" in out.stdout
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["train", "core", "--help"]])
@@ -62,7 +79,7 @@ def test_domain_help_lists_its_commands():
     assert out.returncode == 0, out.stdout
     assert "usage: flowzoo core <command>" in out.stdout and "demo, train" in out.stdout
     bare = subprocess.run([sys.executable, "-m", "flowzoo.core.cli", "core"], capture_output=True, text=True)
-    assert bare.returncode == 2 and "demo, train" in bare.stdout
+    assert bare.returncode == 2 and bare.stderr.startswith("error: ") and "demo, train" in bare.stderr
 
 
 def test_train_help_lists_every_field_with_default():
@@ -76,7 +93,8 @@ def test_train_help_lists_every_field_with_default():
 def test_unknown_command_is_rejected_with_help():
     out = subprocess.run([sys.executable, "-m", "flowzoo.core.cli", "nonsense"], capture_output=True, text=True)
     assert out.returncode == 2
-    assert "unknown command" in out.stdout
+    assert out.stderr.startswith("error: ") and "unknown command 'nonsense'" in out.stderr
+    assert "flowzoo --help" in out.stderr
 
 
 def test_test_files_have_unique_basenames():

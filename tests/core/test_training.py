@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -372,15 +373,6 @@ def test_learning_on_a_tiny_problem(tmp_path):
     assert (x.mean(0) - SHIFT).norm() < 0.3 < SHIFT.norm()
 
 
-def test_docstring_examples():
-    import doctest
-
-    from flowzoo.core.training import ema, schedule, trainer
-
-    for module in (ema, schedule, trainer):
-        assert doctest.testmod(module).failed == 0, module.__name__
-
-
 def test_dataset_workers_give_the_same_batches(tmp_path):
     def final_weights(name, **overrides):
         trainer = Trainer(new_model(), fm_loss, ShiftedGaussians(),
@@ -417,3 +409,190 @@ def test_ema_warm_up_follows_the_step():
         net.weight.add_(1.0)
     late.update(net, step=10**6)  # long after warm-up: the configured decay
     assert torch.allclose(late.module.weight, 0.999 * late_before + 0.001 * net.weight.detach(), atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- signals
+_SIGNAL_SCRIPT = '''
+import sys, time
+from dataclasses import dataclass, field
+from pathlib import Path
+import torch
+from torch import nn
+from flowzoo.core.cli import run_main
+from flowzoo.core.config import parse_config
+from flowzoo.core.training import Trainer, TrainerConfig
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(3, 32), nn.SiLU(), nn.Linear(32, 2))
+
+    def forward(self, x, t):
+        return self.net(torch.cat([x, t[:, None]], dim=1))
+
+
+def loss(model, batch):
+    x1 = batch["x1"]
+    x0 = torch.randn_like(x1)
+    t = torch.rand(len(x1))
+    x_t = (1 - t[:, None]) * x0 + t[:, None] * x1
+    return (model(x_t, t) - (x1 - x0)).pow(2).mean(), {}
+
+
+@dataclass
+class Run:
+    ready: str = ""
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        steps=60, batch_size=16, checkpoint_every=25, ema_decay=0.9, progress=False, tensorboard=False,
+        device="cpu", log_every=5))
+
+
+def main(argv):
+    cfg = parse_config(Run, argv)
+
+    def pace(trainer, step, metrics):
+        if cfg.ready and step == 10:
+            Path(cfg.ready).write_text("training")
+        if cfg.ready and step > 10:
+            time.sleep(0.05)  # slow steps, so that the signal lands in the middle of the run
+
+    torch.manual_seed(0)
+    Trainer(Net(), loss, lambda g: {"x1": torch.randn(16, 2, generator=g) + 3.0}, cfg.trainer,
+            callbacks=[pace]).fit()
+    return 0
+
+
+raise SystemExit(run_main(main, prog="signal-test"))
+'''
+
+
+def test_sigterm_saves_a_checkpoint_and_the_resumed_run_is_bit_identical(tmp_path):
+    import os
+    import re
+    import shlex
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "train_script.py"
+    script.write_text(_SIGNAL_SCRIPT)
+    full = subprocess.run([sys.executable, str(script), "--trainer.out_dir", str(tmp_path / "full")],
+                          capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    ready = tmp_path / "ready"
+    cut = subprocess.Popen([sys.executable, str(script), "--ready", str(ready), "--trainer.out_dir", str(tmp_path / "cut")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not ready.exists() and cut.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(cut.pid, signal.SIGTERM)
+    _, stderr = cut.communicate(timeout=240)
+    assert cut.returncode == 128 + signal.SIGTERM, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    found = re.fullmatch(r"interrupted by SIGTERM at step (\d+)/60: checkpoint saved in (\S+); resume with: (.+)",
+                         lines[0])
+    assert found, lines[0]
+    step, saved = int(found.group(1)), Path(found.group(2))
+    assert 10 < step < 60 and saved.name == f"step_{step:07d}"
+    verify_checkpoint(saved)
+    assert not list((tmp_path / "cut" / "checkpoints").glob(".*"))  # no staging folder or temporary pointer
+    command = shlex.split(found.group(3))
+    assert command[:2] == ["python", str(script)] and command[-2:] == ["--trainer.resume", "true"]
+    resumed = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    for name in ("model.safetensors", "ema.safetensors"):
+        a = load_file(tmp_path / "cut" / "checkpoints" / "step_0000060" / name)
+        b = load_file(tmp_path / "full" / "checkpoints" / "step_0000060" / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_ctrl_c_in_process_saves_restores_handlers_and_resumes_exactly(tmp_path):
+    import os
+    import signal
+
+    from flowzoo.core.training import TrainingInterrupted
+
+    def interrupt_at_12(trainer, step, metrics):
+        if step == 12:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    reference = Trainer(new_model(), fm_loss, sample_batch, make_config(tmp_path, out_dir=str(tmp_path / "full")))
+    reference.fit()
+    with pytest.raises(TrainingInterrupted) as info:
+        Trainer(new_model(), fm_loss, sample_batch, make_config(tmp_path), callbacks=[interrupt_at_12]).fit()
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    error = info.value
+    assert isinstance(error, KeyboardInterrupt) and error.exit_code == 130 and error.step == 12
+    assert error.checkpoint == tmp_path / "run" / "checkpoints" / "step_0000012"
+    assert "interrupted by SIGINT at step 12/30" in str(error) and "resume=True" in str(error)
+    resumed = Trainer(new_model(), fm_loss, sample_batch, make_config(tmp_path, resume=True)).fit()
+    assert resumed.resumed_from == error.checkpoint and resumed.step == 30
+    final = read_checkpoint(tmp_path / "run").model
+    assert all(torch.equal(final[k], v) for k, v in reference.model.state_dict().items())
+
+
+def test_a_second_signal_stops_at_once(tmp_path):
+    import os
+    import signal
+
+    from flowzoo.core.training import TrainingInterrupted
+
+    def interrupt_twice_at_12(trainer, step, metrics):
+        if step == 12:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted, match="second SIGTERM at step 12") as info:
+        Trainer(new_model(), fm_loss, sample_batch, make_config(tmp_path), callbacks=[interrupt_twice_at_12]).fit()
+    assert info.value.exit_code == 143
+    assert info.value.checkpoint == latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert latest_checkpoint(tmp_path / "run" / "checkpoints").name == "step_0000010"  # nothing saved after
+
+
+def test_signal_guard_outside_the_main_thread_leaves_handlers_alone():
+    import signal
+    import threading
+
+    from flowzoo.core.training.interrupts import SignalGuard
+
+    seen = []
+
+    def run():
+        with SignalGuard() as guard:
+            seen.append((guard._previous, signal.getsignal(signal.SIGINT)))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join()
+    assert seen == [({}, signal.default_int_handler)]
+
+
+def test_resume_command_drops_overwrite_and_old_resume():
+    from flowzoo.core.cli import resume_command
+
+    assert resume_command(["flowzoo", "train", "core", "--trainer.overwrite", "true", "--x", "1"]) == \
+        "flowzoo train core --x 1 --trainer.resume true"
+    assert resume_command(["python", "-m", "m", "--trainer.resume=runs/a", "--trainer.overwrite", "--y", "a b"]) == \
+        "python -m m --y 'a b' --trainer.resume true"
+    assert resume_command(["t", "--trainer.resume", "runs/a/checkpoints/step_0000010"]) == "t --trainer.resume true"
+
+
+def test_divergence_before_the_first_checkpoint_says_so(tmp_path):
+    def nan_loss(model, batch):
+        loss, metrics = fm_loss(model, batch)
+        return loss * float("nan"), metrics
+
+    with pytest.raises(TrainingDivergedError) as info:
+        Trainer(new_model(), nan_loss, sample_batch, make_config(tmp_path)).fit()
+    message = str(info.value)
+    assert "before its first checkpoint" in message and "resume from that checkpoint" not in message
+
+
+def test_out_dir_naming_a_file_is_a_config_error(tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    for out_dir in (tmp_path / "taken", tmp_path / "taken" / "run"):
+        with pytest.raises(ConfigError, match="is a file"):
+            Trainer(new_model(), fm_loss, sample_batch, make_config(tmp_path, out_dir=str(out_dir))).fit()

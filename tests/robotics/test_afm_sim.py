@@ -139,11 +139,3 @@ def test_missing_mujoco_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "mujoco", None)            # makes `import mujoco` fail
     with pytest.raises(MissingDependencyError, match=r"flowzoo\[robotics\]"):
         PointMassTask()
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    import flowzoo.robotics.afm.waypoints as afm_waypoints
-
-    assert doctest.testmod(afm_waypoints).failed == 0

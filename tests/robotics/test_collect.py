@@ -118,6 +118,13 @@ def test_command_line(tmp_path, capsys):
     assert DemoDataset.load(out).episodes == 1
     with pytest.raises(ConfigError):
         main(["--task", "reach-v3", "--episodez", "1"])
+    before = (out / "data.npz").read_bytes()
+    with pytest.raises(ConfigError, match="--overwrite"):  # an existing dataset is never replaced unasked
+        main(["--task", "reach-v3", "--episodes", "1", "--seed", "1", "--out", str(out), "--progress", "false"])
+    assert (out / "data.npz").read_bytes() == before
+    assert main(["--task", "reach-v3", "--episodes", "1", "--seed", "1", "--out", str(out), "--overwrite",
+                 "--progress", "false"]) == 0
+    assert (out / "data.npz").read_bytes() != before
 
 
 def test_collect_from_a_registered_task(monkeypatch):

@@ -198,6 +198,20 @@ def test_video_of_the_first_episodes_is_written(tmp_path):
         write_video([np.zeros((4, 4), dtype=np.uint8)], tmp_path / "bad.gif")
 
 
+def test_an_mp4_is_written_where_an_mp4_is_asked(tmp_path):
+    pytest.importorskip("imageio_ffmpeg")  # part of the robotics extra
+    result = evaluate_policy(ChunkPolicy(), CountingEnv, episodes=1, num_envs=1, progress=False,
+                             video=tmp_path / "rollout.mp4")
+    assert result.video == str(tmp_path / "rollout.mp4")
+    assert (tmp_path / "rollout.mp4").read_bytes()[4:8] == b"ftyp"  # an MP4 container, not a GIF renamed
+
+
+def test_a_bad_video_name_is_refused_before_any_episode_runs(tmp_path):
+    with pytest.raises(ConfigError, match=".mp4 or .gif"):
+        evaluate_policy(ChunkPolicy(), CountingEnv, episodes=1, progress=False, video=tmp_path / "rollout.avi")
+    assert not any(tmp_path.iterdir())
+
+
 def register_counting_task(name):
     from flowzoo.robotics.envs import register_task
 
@@ -295,4 +309,6 @@ def test_main_with_a_saved_flow_policy_on_metaworld(tmp_path, capsys, reach_spec
                  "--out", str(out), "--progress", "false"]) == 0
     saved = json.loads(out.read_text())
     assert saved["task"] == "reach-v3" and saved["nfe"] == 1 and [e["length"] for e in saved["episodes"]] == [4, 4]
+    # the record names the weights it evaluated
+    assert saved["weights_sha256"] == json.loads((checkpoint / "policy.json").read_text())["weights_sha256"]
     assert "| reach-v3 | 2 |" in capsys.readouterr().out

@@ -1,12 +1,10 @@
 """SuccessTracker / BestKRecorder: best-K means beside the last success, JSON round trip, plot, bad input."""
 
-import doctest
 import json
 
 import numpy as np
 import pytest
 
-import flowzoo.robotics.tracking as tracking
 from flowzoo.core.errors import ConfigError
 from flowzoo.robotics.rollout import EvalResult
 from flowzoo.robotics.tracking import BestKRecorder, SuccessTracker
@@ -41,7 +39,3 @@ def test_best_k_and_last_are_reported_side_by_side(tmp_path):
         tracker.record(5, 0.5)
     with pytest.raises(ConfigError):
         BestKRecorder(0)
-
-
-def test_docstring_examples_run():
-    assert doctest.testmod(tracking).failed == 0

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from benchmarks.digits_features import feature_statistics, frechet_distance
 
-from digits_features import feature_statistics, frechet_distance  # noqa: E402
-
-from flowzoo.core.errors import FlowzooError, NonFiniteError, ShapeError  # noqa: E402
+from flowzoo.core.errors import FlowzooError, NonFiniteError, ShapeError
 
 
 def _random_spd(d: int, rng: np.random.Generator) -> np.ndarray:

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from benchmarks import guidance_raag as bench
+from benchmarks.digits_features import DigitClassifier, DigitsEvaluator, load_digits_scaled
 
-import guidance_raag as bench  # noqa: E402
-from digits_features import DigitClassifier, DigitsEvaluator, load_digits_scaled  # noqa: E402
-
-from flowzoo.core.sampling import ConstantGuidance, RatioAwareGuidance  # noqa: E402
-from flowzoo.core.sampling import integrate  # noqa: E402
+from flowzoo.core.sampling import ConstantGuidance, RatioAwareGuidance
+from flowzoo.core.sampling import integrate
 
 pytest.importorskip("sklearn")
 

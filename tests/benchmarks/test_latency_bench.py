@@ -6,17 +6,13 @@ Behaviour, not speed: the networks are tiny and the repeats few, so only what ho
 from __future__ import annotations
 
 import math
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import robotics_latency as bench  # noqa: E402
-from flowzoo.core.errors import ConfigError  # noqa: E402
+from benchmarks import robotics_latency as bench
+from flowzoo.core.errors import ConfigError
 
 torch.set_num_threads(1)
 
@@ -96,7 +92,7 @@ def test_unknown_observation_mode_is_refused():
 
 
 def test_benchmark_sizes_are_the_meta_world_benchmarks_networks():
-    import robotics_metaworld
+    from benchmarks import robotics_metaworld
 
     assert bench.SIZES["benchmark"].down_dims == robotics_metaworld.FULL.down_dims
     assert bench.SIZES["benchmark-cloud"].down_dims == robotics_metaworld.CLOUD_DOWN_DIMS

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import robotics_metaworld as bench  # noqa: E402
+from benchmarks import robotics_metaworld as bench
 
 
 def _args(**overrides) -> argparse.Namespace:

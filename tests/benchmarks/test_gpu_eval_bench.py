@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import robotics_gpu_eval as bench  # noqa: E402
+from benchmarks import robotics_gpu_eval as bench
 from flowzoo.robotics.spec import env_spec
-from flowzoo.robotics.envs import make_env  # noqa: E402
-from flowzoo.robotics.normalizer import Normalizer  # noqa: E402
+from flowzoo.robotics.envs import make_env
+from flowzoo.robotics.normalizer import Normalizer
 from flowzoo.robotics.policy import FlowPolicy, save_policy
-from flowzoo.robotics.policy_config import PolicyConfig  # noqa: E402
+from flowzoo.robotics.policy_config import PolicyConfig
 
 
 def _fake_gpu_output(tmp_path: Path) -> Path:

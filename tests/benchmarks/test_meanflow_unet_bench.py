@@ -1,20 +1,17 @@
-"""benchmarks/meanflow_unet_step.py and its U-Net: every row runs, the targets agree; no timing is asserted."""
+"""benchmarks/meanflow_unet_step.py and its U-Net (flowzoo.core.nets.FlowMapUNet): every row runs, the targets
+agree; no timing is asserted."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import meanflow_unet_step as bench  # noqa: E402
-from unet2d import TwoTimeUNet, cifar_unet, tiny_unet  # noqa: E402
-
-from flowzoo.core.fewstep import forward_ad  # noqa: E402
+from benchmarks import meanflow_unet_step as bench
+from benchmarks.meanflow_unet_step import tiny_unet
+from flowzoo.core.fewstep import forward_ad
+from flowzoo.core.nets import FlowMapUNet
 
 
 def test_unet_shapes_velocity_and_size():
@@ -24,8 +21,8 @@ def test_unet_shapes_velocity_and_size():
     assert torch.equal(net.velocity(x, t), net(x, t, t))
     assert not torch.allclose(net(x, s, t), net(x, t, t))  # the gap t - s conditions the output
     # torchcfm's CIFAR configuration has 35.7 M parameters; ours adds the gap embedding.
-    assert 35e6 < sum(p.numel() for p in cifar_unet().parameters()) < 37e6
-    assert isinstance(cifar_unet(), TwoTimeUNet)
+    assert 35e6 < sum(p.numel() for p in FlowMapUNet.cifar10().parameters()) < 37e6
+    assert isinstance(tiny_unet(), FlowMapUNet)
 
 
 def test_unet_jvp_matches_finite_difference():
@@ -55,4 +52,6 @@ def test_benchmark_runs_every_row_on_tiny_size(tmp_path, capsys):
     assert data["agreement"]["lean_vs_generic"] < 1e-5
     assert data["agreement"]["fd_vs_jvp"] < 1e-2
     assert "| meanflow jvp, 75% s<t |" in table and "ratio to its FM step" in table
-    assert bench.MeanFlowLoss._lean_forward_ad  # restored after the generic row
+    # The generic-dual-tensor row asks its own loss for PyTorch's forward-AD rules; no class-wide switch.
+    generic = next(v for v in bench.VARIANTS if not v.lean)
+    assert generic.build("tiny")[1].lean_forward_ad is False

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import meanflow_moons_ablation as ablation  # noqa: E402
+from benchmarks import meanflow_moons_ablation as ablation
 
 
 def test_posterior_velocity_is_the_marginal_velocity_of_a_discrete_target():

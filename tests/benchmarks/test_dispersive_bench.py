@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-
-import robotics_dispersive as bench  # noqa: E402
+from benchmarks import robotics_dispersive as bench
 
 
 def _cells():

@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 
 import pytest
 
 pytest.importorskip("scanpy")
-# Loaded by path under its own name: "biology" on sys.path could also resolve to the repository's biology/ package.
-_SPEC = importlib.util.spec_from_file_location(
-    "biology_benchmark", Path(__file__).resolve().parents[2] / "benchmarks" / "biology.py")
-bench = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(bench)
+from benchmarks import biology as bench  # noqa: E402  (after the skip: the benchmark needs scanpy)
 
 
 def test_fresh_cells_are_the_same_patients_and_every_method_is_scored_on_them():
