@@ -12,9 +12,9 @@
   as ``--population_key`` (the spelling the docs use); dashes are accepted too (``--population-key``).
   Every population left out of the pairs, or whose cells were partly left out, is printed with the reason; a
   population the split column holds out by name must be usable, and a run needs a validation population
-  unless ``--val_fraction 0``. The progress bar shows the time left; the default budget
-  (``--trainer.steps 3000``) is sized for a GPU or a long CPU run: ``docs/biology.md`` gives the measured
-  seconds per step, and ``--trainer.steps`` trades quality for time.
+  unless ``--val_fraction 0``. The progress bar shows the time left; ``docs/biology.md`` gives the measured
+  cost of the default budget (``--trainer.steps 3000``, from ``python -m benchmarks.meta_fm_budget``), and
+  ``--trainer.steps`` trades quality for time.
 * ``gumbel_fm``: sequence models, handed to :func:`flowzoo.biology.sequences.cli.train_main` (the rest of the
   command line, without the word ``gumbel_fm``).
 """

@@ -60,7 +60,7 @@ from flowzoo.biology.cells.metrics import population_distances
 from flowzoo.biology.cells.nets import (CharacteristicEncoder, ConditionedVelocity, DeepSetsEncoder, GCNPopulationEncoder,
                                   PopulationFlow)
 from flowzoo.biology.cells.populations import PopulationPair, PopulationSet, read_adata, representation
-from flowzoo.core import __version__ as flowzoo_version
+import flowzoo.core
 from flowzoo.core.config import option_help
 from flowzoo.core.errors import ConfigError, NonFiniteError, expected
 from flowzoo.core.validation import check_int
@@ -343,7 +343,7 @@ def predict(model: PopulationFlow, adata: Any, *, population_key: str, condition
     treatments = getattr(model, "treatments", [])
     copy.uns[key_added] = {"method": model_method(model), "solver": method, "steps": steps,
                            "treatment": str(treatment if treatment is not None else (treatments or [""])[0]),
-                           "rep": rep, "populations": names, "flowzoo_version": flowzoo_version,
+                           "rep": rep, "populations": names, "flowzoo_version": flowzoo.core.__version__,
                            **(provenance or {})}
     return copy
 
