@@ -11,8 +11,12 @@ Run (about 4 minutes on 2 CPU cores; ``--quick`` for a smoke run):
 
     .venv/bin/python -m benchmarks.core_vs_peers
 
+``--sections training`` runs the training table alone; on a machine busy with other work, ``--threads 1``
+gives steadier ratios (two threads per contender wait on each other whenever the other cores are taken).
+
 Sections:
-1. 8 Gaussians -> moons: W2 at 1, 2, 4 and 100 Euler steps, and training steps/s, for flowzoo I-CFM and
+1. 8 Gaussians -> moons: W2 at 1, 2, 4 and 100 Euler steps, and training steps/s (1 / the median step
+   time, steps in a fresh random order each round), for flowzoo I-CFM and
    OT-CFM, torchcfm's ConditionalFlowMatcher and ExactOptimalTransportConditionalFlowMatcher, and
    flow_matching's AffineProbPath(CondOTScheduler) (sampled with its ODESolver).
 2. Exact minibatch OT: flowzoo's ExactOTCoupling vs torchcfm's OTPlanSampler at batch 256/1024/4096
@@ -90,7 +94,7 @@ TRAINING_METHODS = ("flowzoo I-CFM", "torchcfm CFM", "flow_matching CondOT", "fl
 
 def time_training(args, peers) -> dict[str, dict]:
     """Train every method on the same batches and time each step (model, optimiser and per-step wall times
-    per method). Steps are interleaved (one step of each in turn, the order rotating) so that a slow-down of
+    per method). Steps are interleaved (one step of each in turn, in a random order) so that a slow-down of
     the shared machine hits all of them alike."""
     torch.manual_seed(args.seed)
     base = MLPVelocity(2, hidden=256, depth=3)
@@ -104,11 +108,13 @@ def time_training(args, peers) -> dict[str, dict]:
         runs[name] = dict(model=model, opt=torch.optim.Adam(model.parameters(), lr=1e-3),
                           step=_make_step(name, peers), rng=torch.Generator().manual_seed(args.seed),
                           np_rng=np.random.RandomState(args.seed), times=[])
-    order = list(runs)
-    for step_index, (x0, x1) in enumerate(batches):
-        # Rotate who goes first, so that no method always inherits the others' cache state.
-        rotation = step_index % len(order)
-        for name in order[rotation:] + order[:rotation]:
+    # A fresh random order every step, so that every method follows every other equally often: the step
+    # before leaves the caches and the allocator in its state, and a rotating order would put one method
+    # after the same (heavy, OT) neighbour four steps in five. The order's own stream leaves the methods' alone.
+    order_rng = np.random.default_rng(args.seed)
+    for x0, x1 in batches:
+        for index in order_rng.permutation(len(runs)):
+            name = TRAINING_METHODS[index]
             run = runs[name]
             torch.random.set_rng_state(run["rng"].get_state())
             np.random.set_state(run["np_rng"].get_state())
@@ -242,31 +248,34 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="300 steps and no batch-4096 OT (smoke run)")
+    parser.add_argument("--sections", nargs="+", choices=("training", "ot", "sampling"),
+                        default=["training", "ot", "sampling"], help="the tables to run (default: all three)")
     args = parser.parse_args()
     if args.quick:
         args.steps = 300
     torch.set_num_threads(args.threads)
     peers = _peers()
-    print("1. training: 8gaussians -> moons", flush=True)
-    training = bench_training(args, peers)
-    fastest_peer = max(r["steps/s"] for r in training if not r["method"].startswith("flowzoo"))
-    for r in training:
-        r["step time / fastest peer"] = fastest_peer / r["steps/s"]
-    print("2. exact OT", flush=True)
-    ot_rows = bench_ot(args, peers)
-    print("3. sampling", flush=True)
-    sampling = bench_sampling(args, peers)
-    print("\n## Training (same MLP 3x256, init, batches, Adam 1e-3, %d steps, batch %d)\n" % (args.steps, args.batch))
-    print(_table(training))
-    print("\n## Exact minibatch OT (best of interleaved runs, ms; fraction of unique sources kept)\n")
-    print(_table(ot_rows, "{:.2f}"))
-    print("\n## ODE sampling throughput (%d samples)\n" % args.sample_batch)
-    print(_table(sampling, "{:.1f}"))
+    tables = []  # (results name, rows, title, float format)
+    if "training" in args.sections:
+        print("1. training: 8gaussians -> moons", flush=True)
+        training = bench_training(args, peers)
+        fastest_peer = max(r["steps/s"] for r in training if not r["method"].startswith("flowzoo"))
+        for r in training:
+            r["step time / fastest peer"] = fastest_peer / r["steps/s"]
+        tables.append(("training", training, f"Training 8 Gaussians -> moons, MLP 3x256, Adam 1e-3, {args.steps} "
+                       f"steps, batch {args.batch}, {args.threads} thread(s); steps/s from the median step", "{:.3f}"))
+    if "ot" in args.sections:
+        print("2. exact OT", flush=True)
+        tables.append(("ot", bench_ot(args, peers),
+                       "Exact minibatch OT: best of interleaved runs (ms), fraction of unique sources kept", "{:.2f}"))
+    if "sampling" in args.sections:
+        print("3. sampling", flush=True)
+        tables.append(("sampling", bench_sampling(args, peers),
+                       f"ODE sampling throughput, {args.sample_batch} samples", "{:.1f}"))
     command = reproduce_command("benchmarks.core_vs_peers")
-    for part, rows, title in (
-            ("training", training, f"Training 8 Gaussians -> moons, MLP 3x256, {args.steps} steps, batch {args.batch}"),
-            ("ot", ot_rows, "Exact minibatch OT: best of interleaved runs (ms), fraction of unique sources kept"),
-            ("sampling", sampling, f"ODE sampling throughput, {args.sample_batch} samples")):
+    for part, rows, title, floatfmt in tables:
+        print(f"\n## {title}\n")
+        print(_table(rows, floatfmt))
         save_table(f"core_vs_peers_{part}", rows, title=title, command=command, quick=args.quick)
 
 

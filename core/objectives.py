@@ -31,6 +31,7 @@ import torch
 from flowzoo.core.batching import (Model, Tensor, call_model, check_time_sampler, couple_batch, drop_conditions,
                                    per_sample_mean, raise_if_batch_not_finite, reduce_weighted, sample_path,
                                    sample_time, unpack_batch)
+from flowzoo.core.couplings import Coupling
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.paths import CondOTPath, PathSample, StochasticInterpolant
 from flowzoo.core.validation import check_number, check_probability
@@ -99,7 +100,10 @@ class FlowMatchingLoss:
 
     def __call__(self, model: Model, batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        data = unpack_batch(batch, generator, finite=self.coupling is not None)
+        # A coupling reads the data's values, so NaN/Inf must be caught before it pairs them; a Coupling
+        # checks x0 and x1 itself, any other callable gets the batch's own scan.
+        data = unpack_batch(batch, generator,
+                            finite=self.coupling is not None and not isinstance(self.coupling, Coupling))
         if self.coupling is not None:
             data = couple_batch(self.coupling, data)
         n = data.x1.shape[0]
