@@ -39,7 +39,7 @@ from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, NonFin
 
 __all__ = ["check_number", "check_positive", "check_nonnegative", "check_probability", "check_int",
            "check_positive_int", "check_count", "check_bool", "check_tensor", "check_finite", "check_same_shape",
-           "check_pair", "check_time", "check_unit_time", "as_time", "broadcast_time"]
+           "check_pair", "check_time", "check_unit_time", "as_time", "broadcast_time", "check_class_labels"]
 
 
 def _text(bound: float) -> str:
@@ -265,3 +265,29 @@ def check_pair(a: object, b: object, names: tuple[str, str]) -> tuple[torch.Tens
     b = check_tensor(b, names[1])
     check_same_shape(a, b, names)
     return a, b
+
+
+def check_class_labels(y: object, batch: int, num_classes: int) -> torch.Tensor | None:
+    """Class labels of a conditional network: None for a net built without classes, else (batch,) integers.
+
+    ``num_classes`` is the number of real classes K; the index K is the null class (classifier-free guidance's
+    unconditional label), so labels lie in [0, K]. A net built with ``num_classes=0`` takes no labels.
+    """
+    if num_classes == 0:
+        if y is not None:
+            raise ConfigError(expected("no labels (the net was built with num_classes=0)", "y",
+                                       "build the net with num_classes=K to condition on labels"))
+        return None
+    if y is None:
+        raise ConfigError(expected(f"labels y (the net was built with num_classes={num_classes})", "y=None",
+                                   f"pass y, or y=torch.full((B,), {num_classes}) for unconditional"))
+    if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise DTypeError(expected("integer class labels y", getattr(y, "dtype", type(y).__name__),
+                                  "pass y as a torch.long tensor"))
+    if y.shape != (batch,):
+        raise ShapeError(expected(f"y of shape ({batch},)", f"shape {tuple(y.shape)}", "pass one label per sample"))
+    if bool(((y < 0) | (y > num_classes)).any()):
+        raise ConfigError(expected(f"labels in [0, {num_classes}] ({num_classes} = null class)",
+                                   f"range [{int(y.min())}, {int(y.max())}]", "map the labels to 0..K-1"))
+    return y
+

@@ -10,8 +10,8 @@ import math
 import torch
 from torch import nn
 
-from flowzoo.core.validation import as_time, check_int, check_tensor
-from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
+from flowzoo.core.validation import as_time, check_class_labels, check_int, check_tensor
+from flowzoo.core.errors import ConfigError, ShapeError, expected
 
 __all__ = ["SinusoidalTimeEmbedding", "MLPVelocity", "ACTIVATIONS"]
 
@@ -146,23 +146,8 @@ class MLPVelocity(nn.Module):
         return out.reshape(x.shape)
 
     def _labels(self, y: torch.Tensor | None, batch: int) -> torch.Tensor | float:
-        if self.label_embedding is None:
-            if y is not None:
-                raise ConfigError(expected("no labels (the net was built with num_classes=0)", "y",
-                                           "build MLPVelocity(..., num_classes=K) to condition on labels"))
-            return 0.0
-        if y is None:
-            raise ConfigError(expected(f"labels y (the net was built with num_classes={self.num_classes})", "y=None",
-                                       f"pass y, or y=torch.full((B,), {self.null_class}) for unconditional"))
-        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise DTypeError(expected("integer class labels y", getattr(y, "dtype", type(y).__name__),
-                                      "pass y as a torch.long tensor"))
-        if y.shape != (batch,):
-            raise ShapeError(expected(f"y of shape ({batch},)", f"shape {tuple(y.shape)}", "pass one label per sample"))
-        if bool(((y < 0) | (y > self.num_classes)).any()):
-            raise ConfigError(expected(f"labels in [0, {self.num_classes}] ({self.num_classes} = null class)",
-                                       f"range [{int(y.min())}, {int(y.max())}]", "map the labels to 0..K-1"))
-        return self.label_embedding(y)
+        labels = check_class_labels(y, batch, self.num_classes)
+        return 0.0 if labels is None else self.label_embedding(labels)
 
     def _continuous(self, c: torch.Tensor | None, batch: int) -> torch.Tensor | float:
         if self.cond_projection is None:

@@ -41,9 +41,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowzoo.core.errors import ConfigError, DTypeError, ShapeError, expected
+from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.nets.mlp import SinusoidalTimeEmbedding
-from flowzoo.core.validation import as_time, check_int, check_number, check_tensor
+from flowzoo.core.validation import as_time, check_class_labels, check_int, check_number, check_tensor
 
 __all__ = ["UNet", "FlowMapUNet"]
 
@@ -178,20 +178,8 @@ class _UNetBody(nn.Module):
         return t
 
     def _labels(self, y: Tensor | None, batch: int) -> Tensor | float:
-        if self.label_embedding is None:
-            if y is not None:
-                raise ConfigError(expected("no labels (the net was built with num_classes=0)", "y",
-                                           "build the net with num_classes=K to condition on labels"))
-            return 0.0
-        if y is None:
-            raise ConfigError(expected(f"labels y (the net was built with num_classes={self.num_classes})", "y=None",
-                                       f"pass y, or y=torch.full((B,), {self.null_class}) for unconditional"))
-        if not isinstance(y, Tensor) or y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-            raise DTypeError(expected("integer class labels y", getattr(y, "dtype", type(y).__name__),
-                                      "pass y as a torch.long tensor"))
-        if y.shape != (batch,):
-            raise ShapeError(expected(f"y of shape ({batch},)", f"shape {tuple(y.shape)}", "pass one label per image"))
-        return self.label_embedding(y)
+        labels = check_class_labels(y, batch, self.num_classes)
+        return 0.0 if labels is None else self.label_embedding(labels)
 
     @staticmethod
     def _run_block(block: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:

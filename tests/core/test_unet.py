@@ -67,7 +67,7 @@ def test_labels_condition_the_output_with_a_null_class():
         net(x, t)
     with pytest.raises(DTypeError, match="integer class labels"):
         net(x, t, y=torch.zeros(2))
-    with pytest.raises(ShapeError, match="one label per image"):
+    with pytest.raises(ShapeError, match="one label per sample"):
         net(x, t, y=torch.zeros(3, dtype=torch.long))
     with pytest.raises(ConfigError, match="num_classes=0"):
         UNet(in_channels=1, **SMALL)(x, t, y=torch.tensor([0, 1]))
