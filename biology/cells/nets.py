@@ -34,8 +34,9 @@ from torch import nn
 from flowzoo.core.errors import ConfigError, MissingDependencyError, ShapeError, expected
 from flowzoo.core.nets import SinusoidalTimeEmbedding
 
-__all__ = ["Populations", "knn_edge_index", "fourier_frequencies", "fourier_encode", "GCNPopulationEncoder",
-           "DeepSetsEncoder", "CharacteristicEncoder", "ConditionedVelocity", "PopulationFlow", "CONDITIONINGS"]
+__all__ = ["Populations", "knn_edge_index", "fourier_frequencies", "attach_fourier_frequencies", "fourier_encode",
+           "GCNPopulationEncoder", "DeepSetsEncoder", "CharacteristicEncoder", "ConditionedVelocity", "PopulationFlow",
+           "CONDITIONINGS"]
 
 Populations = torch.Tensor | Sequence[torch.Tensor]
 CONDITIONINGS = ("encoder", "population", "none")
@@ -93,6 +94,18 @@ def fourier_frequencies(dim: int, count: int, scale: float, seed: int = 0) -> to
     return torch.randn(dim, count, generator=torch.Generator().manual_seed(seed)) * scale
 
 
+def attach_fourier_frequencies(module: nn.Module, dim: int, count: int, scale: float) -> None:
+    """Give an encoder its seeded Fourier frequencies as ``module.frequencies`` (a buffer; None without features).
+
+    Without features no buffer is registered, so checkpoints of encoders without Fourier features keep their keys.
+    """
+    frequencies = fourier_frequencies(dim, count, scale, seed=1)
+    if count:
+        module.register_buffer("frequencies", frequencies)
+    else:
+        module.frequencies = None
+
+
 def fourier_encode(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
     """[cos 2πxB, sin 2πxB] of x (n, dim) with frequencies B (dim, F): (n, 2F) (Tancik et al. 2020)."""
     phase = 2 * torch.pi * x @ frequencies.to(x.dtype)
@@ -143,11 +156,7 @@ class GCNPopulationEncoder(nn.Module):
             raise ConfigError(expected("layers, knn_k and hidden >= 1", (layers, knn_k, hidden), "use 3, 10, 64"))
         self.dim, self.cond_dim, self.knn_k = dim, cond_dim, knn_k
         self.embed_dim = hidden if embed_dim is None else embed_dim
-        frequencies = fourier_frequencies(dim, fourier_features, fourier_scale, seed=1)
-        if fourier_features:
-            self.register_buffer("frequencies", frequencies)
-        else:  # no buffer: checkpoints of encoders without Fourier features keep their keys
-            self.frequencies = None
+        attach_fourier_frequencies(self, dim, fourier_features, fourier_scale)
         widths = [dim + 2 * fourier_features + cond_dim] + [hidden] * (layers - 1) + [self.embed_dim]
         self.convs = nn.ModuleList(GCNConv(a, b) for a, b in zip(widths[:-1], widths[1:]))
 
@@ -185,11 +194,7 @@ class DeepSetsEncoder(nn.Module):
             raise ConfigError(expected("layers and hidden >= 1", (layers, hidden), "use 3 and 64"))
         self.dim, self.cond_dim = dim, cond_dim
         self.embed_dim = hidden if embed_dim is None else embed_dim
-        frequencies = fourier_frequencies(dim, fourier_features, fourier_scale, seed=1)
-        if fourier_features:
-            self.register_buffer("frequencies", frequencies)
-        else:  # no buffer: checkpoints of encoders without Fourier features keep their keys
-            self.frequencies = None
+        attach_fourier_frequencies(self, dim, fourier_features, fourier_scale)
         phi: list[nn.Module] = [nn.Linear(dim + 2 * fourier_features + cond_dim, hidden), nn.ReLU()]
         for _ in range(layers - 1):
             phi += [nn.Linear(hidden, hidden), nn.ReLU()]
