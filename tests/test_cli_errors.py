@@ -31,6 +31,7 @@ BAD_INPUTS: dict[tuple[str, str], list[list[str]]] = {
     ("biology", "train"): [["meta_fm", "--adata", MISSING + ".h5ad"], ["no_such_method"]],
     ("biology", "predict"): [["--checkpoint", MISSING, "--adata", MISSING + ".h5ad", "--out", "pred.h5ad"]],
     ("biology", "sample"): [["--checkpoint", MISSING], ["--n", "abc"]],
+    ("driving", "make-scenes"): [["--n", "abc"], ["--n", "0"], ["--n", "3", "--plot", "9"]],
 }
 GENERIC_BAD_INPUT = ["--no-such-option-anywhere", "1"]
 
