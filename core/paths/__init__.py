@@ -1,4 +1,5 @@
-"""Probability paths: schedulers, affine paths, stochastic interpolants, training-time distributions.
+"""Probability paths: schedulers, affine paths, stochastic interpolants, training-time distributions,
+scheduler change after training, and one-call sampling of conditional-flow targets.
 
 Import from the subpackage (``from flowzoo.core.paths import X``) or from the module that defines X.
 """
@@ -12,8 +13,10 @@ from flowzoo.core.paths.schedulers import (
     CosineScheduler,
     VPScheduler,
     PolynomialScheduler,
+    LinearVPScheduler,
+    SigmaMinScheduler,
 )
-from flowzoo.core.paths.affine import PathSample, AffinePath, CondOTPath
+from flowzoo.core.paths.affine import PathSample, AffinePath, CondOTPath, SigmaMinOTPath
 from flowzoo.core.paths.interpolants import (
     GammaOutput,
     Gamma,
@@ -22,7 +25,10 @@ from flowzoo.core.paths.interpolants import (
     SineSquaredGamma,
     ConstantGamma,
     StochasticInterpolant,
+    SchrodingerBridgePath,
 )
+from flowzoo.core.paths.schedule_transform import ScheduleTransformedModel
+from flowzoo.core.paths.conditional_flow import CoupledPathSample, sample_conditional_flow
 from flowzoo.core.paths.timesamplers import (
     TimeSampler,
     UniformTime,
@@ -39,9 +45,12 @@ __all__ = [
     "CosineScheduler",
     "VPScheduler",
     "PolynomialScheduler",
+    "LinearVPScheduler",
+    "SigmaMinScheduler",
     "PathSample",
     "AffinePath",
     "CondOTPath",
+    "SigmaMinOTPath",
     "GammaOutput",
     "Gamma",
     "BrownianGamma",
@@ -49,6 +58,10 @@ __all__ = [
     "SineSquaredGamma",
     "ConstantGamma",
     "StochasticInterpolant",
+    "SchrodingerBridgePath",
+    "ScheduleTransformedModel",
+    "CoupledPathSample",
+    "sample_conditional_flow",
     "TimeSampler",
     "UniformTime",
     "LogitNormalTime",

@@ -29,10 +29,10 @@ from dataclasses import dataclass
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.paths.schedulers import LinearScheduler, Scheduler
+from flowzoo.core.paths.schedulers import LinearScheduler, Scheduler, SigmaMinScheduler
 from flowzoo.core.validation import broadcast_time, check_pair, check_unit_time
 
-__all__ = ["PathSample", "AffinePath", "CondOTPath"]
+__all__ = ["PathSample", "AffinePath", "CondOTPath", "SigmaMinOTPath"]
 
 Tensor = torch.Tensor
 
@@ -126,6 +126,16 @@ class AffinePath:
         x0_hat, x_t, (a, b, da, db) = self._convert_inputs(x0_hat, x_t, t, "x0_hat")
         return (db * x_t - (a * db - b * da) * x0_hat) / b
 
+    def x0_to_x1(self, x0_hat: Tensor, x_t: Tensor, t: float | Tensor) -> Tensor:
+        """Data prediction from a source (noise) prediction: (x_t − α x̂0) / β (singular at t = 0)."""
+        x0_hat, x_t, (a, b, _, _) = self._convert_inputs(x0_hat, x_t, t, "x0_hat")
+        return (x_t - a * x0_hat) / b
+
+    def x1_to_x0(self, x1_hat: Tensor, x_t: Tensor, t: float | Tensor) -> Tensor:
+        """Source (noise) prediction from a data prediction: (x_t − β x̂1) / α (singular at t = 1)."""
+        x1_hat, x_t, (a, b, _, _) = self._convert_inputs(x1_hat, x_t, t, "x1_hat")
+        return (x_t - b * x1_hat) / a
+
     def velocity_to_score(self, v: Tensor, x_t: Tensor, t: float | Tensor) -> Tensor:
         """Score ∇log p_t(x_t) = −E[x0 | x_t]/α for an N(0, I) source (singular at t = 1)."""
         v, x_t, (a, b, da, db) = self._convert_inputs(v, x_t, t, "v")
@@ -153,3 +163,25 @@ class CondOTPath(AffinePath):
         # fused addcmul: this is the hot path of every CFM training step.
         dx_t = x1 - x0
         return PathSample(x0=x0, x1=x1, t=t, x_t=torch.addcmul(x0, broadcast_time(t, x1), dx_t), dx_t=dx_t)
+
+
+class SigmaMinOTPath(AffinePath):
+    r"""Lipman et al.'s OT path with minimum width σ_min: :math:`x_t = (1 - (1 - \sigma_{min}) t)\,x_0 + t\,x_1`.
+
+    The conditional OT path of "Flow Matching for Generative Modeling" (arXiv 2210.02747, Eq. 20-23) with
+    target :math:`x_1 - (1 - \sigma_{min}) x_0`; the scheduler is
+    :class:`~flowzoo.core.paths.schedulers.SigmaMinScheduler`. The paper's path needs :math:`x_0 \sim N(0, I)`:
+    pass a standard-normal source (the objectives' default when the batch has no ``x0``). Any other source
+    gives a different but still valid path, since x0 is always the sample actually drawn.
+
+    Args:
+        sigma_min: the width σ_min in [0, 1) of the path at the data end (0 is :class:`CondOTPath`).
+
+    Example:
+        >>> s = SigmaMinOTPath(0.1).sample(torch.ones(1, 2), torch.zeros(1, 2), torch.tensor([1.0]))
+        >>> [round(v, 6) for v in s.x_t[0].tolist()], [round(v, 6) for v in s.dx_t[0].tolist()]
+        ([0.1, 0.1], [-0.9, -0.9])
+    """
+
+    def __init__(self, sigma_min: float = 1e-4) -> None:
+        super().__init__(SigmaMinScheduler(sigma_min))

@@ -15,11 +15,11 @@ import torch
 
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.paths.affine import PathSample
-from flowzoo.core.paths.schedulers import FieldsRepr, Scheduler
-from flowzoo.core.validation import broadcast_time, check_pair, check_tensor, check_unit_time
+from flowzoo.core.paths.schedulers import FieldsRepr, LinearScheduler, Scheduler
+from flowzoo.core.validation import broadcast_time, check_pair, check_positive, check_tensor, check_unit_time
 
 __all__ = ["GammaOutput", "Gamma", "BrownianGamma", "BSquaredGamma", "SineSquaredGamma", "ConstantGamma",
-           "StochasticInterpolant"]
+           "StochasticInterpolant", "SchrodingerBridgePath"]
 
 Tensor = torch.Tensor
 
@@ -188,3 +188,54 @@ class StochasticInterpolant:
         eta = check_tensor(eta, "eta")
         t = check_unit_time(t, eta)
         return -eta / broadcast_time(self.gamma(t).gamma, eta)
+
+
+class SchrodingerBridgePath(StochasticInterpolant):
+    r"""The Brownian bridge of SB-CFM: :math:`x_t = (1 - t) x_0 + t x_1 + \sigma\sqrt{t(1 - t)}\,z`.
+
+    Tong et al., "Simulation-free Schrödinger bridges via score and flow matching" (SF2M, arXiv 2307.03672,
+    §3, Eq. 9-10): the bridge of the reference process σW between a pair (x0, x1) drawn from the static
+    Schrödinger-bridge coupling (:class:`~flowzoo.core.couplings.minibatch.SchrodingerBridgeCoupling`, entropic
+    OT with ε = 2σ²). Its velocity target is :math:`x_1 - x_0 + \dot\gamma z` with
+    :math:`\dot\gamma z = \frac{1 - 2t}{2t(1 - t)}(x_t - \mu_t)`, and the conditional score is
+    :math:`\nabla\log p_t(x_t | x_0, x_1) = -z/\gamma` (:meth:`score_target`). SF2M regresses a network
+    :math:`s_\theta \approx \tfrac{\sigma^2}{2}\nabla\log p_t` with :math:`\|\lambda(t) s_\theta + z\|^2`,
+    :math:`\lambda(t) = 2\gamma(t)/\sigma^2` (:meth:`score_weight`); the SDE
+    :math:`dx = (v_\theta + s_\theta)\,dt + \sigma\,dW` then samples the bridge's marginals. Same time
+    direction as flowzoo (t = 0 source, t = 1 data). It is a
+    :class:`StochasticInterpolant` with :class:`BrownianGamma` of scale σ², so the interpolant losses apply.
+
+    Args:
+        sigma: the reference noise σ > 0.
+
+    Example:
+        >>> path = SchrodingerBridgePath(sigma=2.0)
+        >>> s = path.sample(torch.zeros(1, 1), torch.ones(1, 1), torch.tensor([0.5]), z=torch.ones(1, 1))
+        >>> s.x_t.item(), path.score_target(s).item(), path.score_weight(s.t).item()
+        (1.5, -1.0, 0.5)
+    """
+
+    def __init__(self, sigma: float = 1.0):
+        self.sigma = check_positive(sigma, "sigma", fix="pass e.g. sigma=0.5")
+        super().__init__(LinearScheduler(), BrownianGamma(self.sigma**2))
+
+    def __repr__(self) -> str:
+        return f"SchrodingerBridgePath(sigma={self.sigma!r})"
+
+    def score_target(self, sample: PathSample) -> Tensor:
+        """The conditional score −z/γ(t) of a sample from this path (singular at t ∈ {0, 1})."""
+        if not isinstance(sample, PathSample) or sample.z is None:
+            got = "a sample without z" if isinstance(sample, PathSample) else type(sample).__name__
+            raise ConfigError(expected("a PathSample with z, from SchrodingerBridgePath.sample", got,
+                                       "draw the sample with this path's sample()"))
+        return -sample.z / broadcast_time(self.gamma(sample.t).gamma, sample.z)
+
+    def score_weight(self, t: float | Tensor) -> Tensor:
+        """SF2M's weight λ(t) = 2γ(t)/σ² of the scaled score, shape (B,) (0 at the ends)."""
+        if not isinstance(t, Tensor):
+            t = torch.as_tensor(float(t))
+        t = check_tensor(t, "t", min_dim=0)
+        if not bool(((t >= 0) & (t <= 1)).all()):
+            raise ConfigError(expected("t in [0, 1] (0 = source, 1 = data)", f"values in [{t.min().item():.4g}, "
+                                       f"{t.max().item():.4g}]", "pass times of the unit interval"))
+        return 2.0 * self.gamma(t).gamma / self.sigma**2

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import torch
 
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.validation import check_positive
+from flowzoo.core.validation import check_number, check_positive
 
-__all__ = ["SchedulerOutput", "Scheduler", "LinearScheduler", "CosineScheduler", "VPScheduler", "PolynomialScheduler"]
+__all__ = ["SchedulerOutput", "Scheduler", "LinearScheduler", "CosineScheduler", "VPScheduler", "PolynomialScheduler",
+           "LinearVPScheduler", "SigmaMinScheduler"]
 
 Tensor = torch.Tensor
 
@@ -43,10 +44,20 @@ class FieldsRepr:
 
 
 class Scheduler(FieldsRepr):
-    """Base class of schedulers: ``scheduler(t)`` maps a (B,) time tensor to a :class:`SchedulerOutput`."""
+    r"""Base class of schedulers: ``scheduler(t)`` maps a (B,) time tensor to a :class:`SchedulerOutput`.
+
+    A scheduler whose signal-to-noise ratio :math:`\rho(t) = \beta(t)/\alpha(t)` (data over source) increases
+    strictly also inverts it with :meth:`snr_inverse`, which
+    :class:`~flowzoo.core.paths.schedule_transform.ScheduleTransformedModel` needs to change schedulers after
+    training.
+    """
 
     def __call__(self, t: Tensor) -> SchedulerOutput:
         raise NotImplementedError
+
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        """The time t with β(t)/α(t) = ``snr`` (snr >= 0; +inf maps to t = 1)."""
+        raise NotImplementedError(f"{type(self).__name__} does not invert its signal-to-noise ratio")
 
 
 class LinearScheduler(Scheduler):
@@ -62,6 +73,10 @@ class LinearScheduler(Scheduler):
         one = torch.ones_like(t)
         return SchedulerOutput(1 - t, t, -one, one)
 
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        """ρ = t/(1 − t), so t = ρ/(1 + ρ)."""
+        return _convex_snr_inverse(snr)
+
 
 class CosineScheduler(Scheduler):
     r"""Variance-preserving trigonometric path: :math:`\alpha = \cos(\pi t/2)`, :math:`\beta = \sin(\pi t/2)`.
@@ -76,6 +91,10 @@ class CosineScheduler(Scheduler):
         half_pi = math.pi / 2
         cos, sin = torch.cos(half_pi * t), torch.sin(half_pi * t)
         return SchedulerOutput(cos, sin, -half_pi * sin, half_pi * cos)
+
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        """ρ = tan(πt/2), so t = 2 atan(ρ)/π."""
+        return torch.atan(snr) / (math.pi / 2)
 
 
 class VPScheduler(Scheduler):
@@ -124,6 +143,20 @@ class VPScheduler(Scheduler):
         d_noise = -0.5 * rate_c * torch.exp(-integral_c) / torch.sqrt(-torch.expm1(-integral_c))
         return SchedulerOutput(noise_coef, data_coef, d_noise, 0.5 * rate * data_coef)
 
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        r"""ρ² = e^{-B}/(1 − e^{-B}) gives :math:`B(s) = \log(1 + ρ^{-2})`; solve the quadratic B(s) for
+        s = 1 − t.
+
+        Below the SNR at t = 0 (:math:`\beta(0) > 0`) no time matches; those ratios map to t = 0.
+        """
+        integral = torch.log1p(snr.pow(-2))
+        span = self.beta_max - self.beta_min
+        if span == 0:
+            s = integral / self.beta_min
+        else:
+            s = (torch.sqrt(self.beta_min**2 + 2 * span * integral) - self.beta_min) / span
+        return (1 - s).clamp_min(0.0)
+
 
 class PolynomialScheduler(Scheduler):
     r"""Polynomial convex path: :math:`\beta = t^n`, :math:`\alpha = 1 - t^n` (n > 0; n = 1 is linear).
@@ -145,3 +178,68 @@ class PolynomialScheduler(Scheduler):
         t_d = t.clamp_min(1e-6) if self.n < 1 else t
         d_power = self.n * t_d.pow(self.n - 1)
         return SchedulerOutput(1 - power, power, -d_power, d_power)
+
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        """ρ = tⁿ/(1 − tⁿ), so t = (ρ/(1 + ρ))^{1/n}."""
+        return _convex_snr_inverse(snr).pow(1.0 / self.n)
+
+
+class LinearVPScheduler(Scheduler):
+    r"""Variance-preserving path with a linear data coefficient: :math:`\beta = t`, :math:`\alpha = \sqrt{1 - t^2}`.
+
+    Listed among the affine schedulers of Lipman et al., "Flow Matching Guide and Code" (arXiv 2412.06264, the
+    section on affine conditional flows); :math:`\alpha^2 + \beta^2 = 1`, so an N(0, I) source and unit-variance
+    data keep unit variance along the path. :math:`\dot\alpha = -t/\alpha` is infinite at t = 1; it is
+    evaluated at t <= 1 − 1e-6 there (α itself is exact).
+
+    Example:
+        >>> out = LinearVPScheduler()(torch.tensor([0.6]))
+        >>> round(out.alpha.item(), 6), round(out.d_alpha.item(), 6), out.d_beta.item()
+        (0.8, -0.75, 1.0)
+    """
+
+    endpoint_clip = 1e-6
+
+    def __call__(self, t: Tensor) -> SchedulerOutput:
+        alpha = torch.sqrt((1 - t) * (1 + t))
+        t_c = t.clamp_max(1 - self.endpoint_clip)
+        return SchedulerOutput(alpha, t, -t_c / torch.sqrt((1 - t_c) * (1 + t_c)), torch.ones_like(t))
+
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        """ρ = t/√(1 − t²), so t = ρ/√(1 + ρ²)."""
+        return torch.where(torch.isinf(snr), torch.ones_like(snr), snr / torch.sqrt(1 + snr * snr))
+
+
+class SigmaMinScheduler(Scheduler):
+    r"""Lipman et al.'s OT path with minimum width: :math:`\alpha = 1 - (1 - \sigma_{min})\,t`, :math:`\beta = t`.
+
+    Lipman et al., "Flow Matching for Generative Modeling" (arXiv 2210.02747, Eq. 20-23): the conditional path
+    :math:`N(t x_1, (1 - (1 - \sigma_{min}) t)^2 I)` written as :math:`x_t = \alpha x_0 + \beta x_1` with
+    :math:`x_0 \sim N(0, I)`; its target :math:`\dot x_t = x_1 - (1 - \sigma_{min}) x_0` equals the paper's
+    :math:`(x_1 - (1 - \sigma_{min}) x_t)/(1 - (1 - \sigma_{min}) t)` (their Eq. 21). Same time direction as
+    flowzoo (t = 1 is data). At t = 1 the path keeps a Gaussian of width σ_min around the data; σ_min = 0
+    is :class:`LinearScheduler`.
+
+    Example:
+        >>> out = SigmaMinScheduler(0.1)(torch.tensor([1.0]))
+        >>> round(out.alpha.item(), 6), round(out.d_alpha.item(), 6)
+        (0.1, -0.9)
+    """
+
+    def __init__(self, sigma_min: float = 1e-4):
+        self.sigma_min = check_number(sigma_min, "sigma_min", low=0.0, high=1.0, strict_high=True,
+                                      fix="use a small width such as 1e-4 (0 is the plain linear path)")
+
+    def __call__(self, t: Tensor) -> SchedulerOutput:
+        shrink = 1.0 - self.sigma_min
+        return SchedulerOutput(1 - shrink * t, t, torch.full_like(t, -shrink), torch.ones_like(t))
+
+    def snr_inverse(self, snr: Tensor) -> Tensor:
+        """ρ = t/(1 − (1 − σ_min) t), so t = ρ/(1 + (1 − σ_min) ρ)."""
+        shrink = 1.0 - self.sigma_min
+        return torch.where(torch.isinf(snr), torch.ones_like(snr), snr / (1 + shrink * snr))
+
+
+def _convex_snr_inverse(snr: Tensor) -> Tensor:
+    """κ = ρ/(1 + ρ) for a convex path α = 1 − κ, β = κ (exact 1 at ρ = +inf)."""
+    return torch.where(torch.isinf(snr), torch.ones_like(snr), snr / (1 + snr))

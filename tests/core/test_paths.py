@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.autograd.functional import jvp
 
+from flowzoo.core.couplings import ExactOTCoupling
 from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, NonFiniteError, ShapeError
 from flowzoo.core.paths import (
     AffinePath,
@@ -17,9 +18,16 @@ from flowzoo.core.paths import (
     ConstantGamma,
     CosineScheduler,
     LinearScheduler,
+    LinearVPScheduler,
+    CoupledPathSample,
     PathSample,
+    ScheduleTransformedModel,
+    SchrodingerBridgePath,
+    SigmaMinOTPath,
+    sample_conditional_flow,
     PolynomialScheduler,
     SchedulerOutput,
+    SigmaMinScheduler,
     SineSquaredGamma,
     StochasticInterpolant,
     VPScheduler,
@@ -43,6 +51,8 @@ SCHEDULERS = {
     "poly2": (PolynomialScheduler(2), lambda t: (1 - t ** 2, t ** 2)),
     "poly3.5": (PolynomialScheduler(3.5), lambda t: (1 - t ** 3.5, t ** 3.5)),
     "poly0.5": (PolynomialScheduler(0.5), lambda t: (1 - t ** 0.5, t ** 0.5)),
+    "linear_vp": (LinearVPScheduler(), lambda t: (torch.sqrt(1 - t ** 2), t)),
+    "sigma_min": (SigmaMinScheduler(0.05), lambda t: (1 - 0.95 * t, t)),
 }
 GAMMAS = {
     "brownian": (BrownianGamma(), lambda t: torch.sqrt(t * (1 - t))),
@@ -303,3 +313,186 @@ def test_float_time_and_float32_data():
     s = path.sample(x0, x1, 0.5)
     assert s.t.dtype == torch.float32 and s.t.tolist() == [0.5, 0.5, 0.5]
     torch.testing.assert_close(s.x_t, math.cos(math.pi / 4) * (x0 + x1))
+
+
+# ----------------------------------------------------------------------- peer-parity additions (issue 24)
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_x0_and_x1_predictions_convert_into_each_other_exactly_on_a_pair(name):
+    path = AffinePath(SCHEDULERS[name][0])
+    x0, x1, t = _data((8, 3))
+    s = path.sample(x0, x1, t)
+    torch.testing.assert_close(path.x0_to_x1(x0, s.x_t, t), x1)
+    torch.testing.assert_close(path.x1_to_x0(x1, s.x_t, t), x0)
+
+
+@pytest.mark.parametrize("sigma_min", [0.0, 1e-4, 0.1])
+def test_sigma_min_path_target_is_lipman_equation_21(sigma_min):
+    x0, x1, t = _data((8, 2))
+    s = SigmaMinOTPath(sigma_min).sample(x0, x1, t)
+    shrink = 1 - sigma_min
+    torch.testing.assert_close(s.x_t, _bc(1 - shrink * t, x0) * x0 + _bc(t, x1) * x1)
+    # u_t(x | x1) = (x1 - (1 - sigma_min) x) / (1 - (1 - sigma_min) t), evaluated at the sample's own x_t.
+    torch.testing.assert_close(s.dx_t, (x1 - shrink * s.x_t) / _bc(1 - shrink * t, x1))
+    at_data = SigmaMinOTPath(sigma_min).sample(x0, x1, 1.0)
+    torch.testing.assert_close(at_data.x_t - x1, sigma_min * x0)  # width sigma_min around the data at t = 1
+    assert repr(SigmaMinOTPath(0.1)) == "SigmaMinOTPath(SigmaMinScheduler(sigma_min=0.1))"
+
+
+@pytest.mark.parametrize("sigma", [0.3, 1.0])
+def test_schrodinger_bridge_path_is_the_brownian_bridge_with_its_score(sigma):
+    x0, x1, t = _data((16, 3))
+    path = SchrodingerBridgePath(sigma)
+    z = torch.randn(16, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    s = path.sample(x0, x1, t, z=z)
+    mean, std = _bc(1 - t, x0) * x0 + _bc(t, x1) * x1, _bc(sigma * torch.sqrt(t * (1 - t)), x0)
+    torch.testing.assert_close(s.x_t, mean + std * z)
+    torch.testing.assert_close(s.dx_t, x1 - x0 + _bc((1 - 2 * t) / (2 * t * (1 - t)), x0) * (s.x_t - mean))
+    # The Gaussian N(mean, std^2) has score -(x - mean) / std^2.
+    torch.testing.assert_close(path.score_target(s), -(s.x_t - mean) / std ** 2)
+    torch.testing.assert_close(path.score_weight(t), 2 * torch.sqrt(t * (1 - t)) / sigma)
+    assert isinstance(path, StochasticInterpolant) and repr(path) == f"SchrodingerBridgePath(sigma={sigma})"
+
+
+def test_schrodinger_bridge_path_bad_inputs():
+    with pytest.raises(ConfigError, match="sigma"):
+        SchrodingerBridgePath(0.0)
+    path = SchrodingerBridgePath()
+    with pytest.raises(ConfigError, match="PathSample with z"):
+        path.score_target(AffinePath(LinearScheduler()).sample(torch.zeros(2, 1), torch.ones(2, 1), 0.5))
+    with pytest.raises(ConfigError, match=r"t in \[0, 1\]"):
+        path.score_weight(torch.tensor([1.5]))
+
+
+def _gaussian_velocity(scheduler, mean, std):
+    """Marginal velocity of the affine path of ``scheduler`` from N(0, 1) to N(mean, std^2), independent pairs:
+    x_t ~ N(beta m, alpha^2 + beta^2 s^2), so u = d mu + (d sd / sd)(x - mu)."""
+    def velocity(x, t):
+        out = scheduler(t)
+        a, b, da, db = (c[:, None] for c in (out.alpha, out.beta, out.d_alpha, out.d_beta))
+        var = a ** 2 + (b * std) ** 2
+        return db * mean + (a * da + b * db * std ** 2) / var * (x - b * mean)
+    return velocity
+
+
+@pytest.mark.parametrize("new", [CosineScheduler(), LinearVPScheduler(), PolynomialScheduler(2.0)])
+def test_schedule_transform_of_an_exact_velocity_is_the_new_paths_exact_velocity(new):
+    original = LinearScheduler()
+    transformed = ScheduleTransformedModel(_gaussian_velocity(original, 2.0, 0.5), original, new)
+    x = torch.linspace(-3, 3, 13, dtype=torch.float64)[:, None]
+    for r in (0.1, 0.4, 0.8):
+        times = torch.full((13,), r, dtype=torch.float64)
+        torch.testing.assert_close(transformed(x, times), _gaussian_velocity(new, 2.0, 0.5)(x, times))
+
+
+def test_schedule_transform_to_the_same_scheduler_is_the_identity():
+    model = lambda x, t: torch.sin(x) * t[:, None]  # noqa: E731
+    wrapped = ScheduleTransformedModel(model, CosineScheduler(), CosineScheduler())
+    x, t = torch.randn(5, 2, dtype=torch.float64), torch.rand(5, dtype=torch.float64) * 0.9
+    torch.testing.assert_close(wrapped(x, t), model(x, t))
+    torch.testing.assert_close(wrapped(x, 0.3), model(x, torch.full((5,), 0.3, dtype=torch.float64)))
+
+
+def _train_moons(path, steps):
+    """I-CFM on 8 Gaussians -> moons along ``path`` (tests/core/toy_training.py), on one thread."""
+    from toy_training import train_fm_moons
+
+    from flowzoo.core.objectives import FlowMatchingLoss
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny MLP trains several times faster on one thread of a busy machine
+    try:
+        return train_fm_moons(steps=steps, objective=FlowMatchingLoss(path=path))
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_schrodinger_bridge_path_drift_learns_moons():
+    from flowzoo.core.analysis import wasserstein2
+    from flowzoo.core.data import sample_toy
+    from flowzoo.core.sampling import integrate
+
+    model = _train_moons(SchrodingerBridgePath(0.3), steps=500)
+    x0, data = sample_toy("8gaussians", 800, seed=5), sample_toy("moons", 800, seed=6)
+    with torch.no_grad():
+        samples = integrate(model, x0, method="midpoint", steps=10).x
+    assert wasserstein2(samples, data) < 1.1 < 2.0 < wasserstein2(x0, data)  # trained: ~0.8; the source: ~2.7
+
+
+def test_schedule_transformed_trained_model_samples_the_same_data():
+    from flowzoo.core.analysis import wasserstein2
+    from flowzoo.core.data import sample_toy
+    from flowzoo.core.sampling import integrate
+
+    model = _train_moons(SigmaMinOTPath(1e-3), steps=600)
+    x0, data = sample_toy("8gaussians", 800, seed=5), sample_toy("moons", 800, seed=6)
+    cosine = ScheduleTransformedModel(model, SigmaMinScheduler(1e-3), CosineScheduler())
+    with torch.no_grad():
+        original = integrate(model, x0, method="midpoint", steps=20).x
+        changed = integrate(cosine, x0, method="midpoint", steps=20).x
+    assert wasserstein2(original, data) < 0.9 < 2.0 < wasserstein2(x0, data)  # trained: ~0.6; the source: ~2.7
+    assert wasserstein2(changed, original) < 0.15  # the same flow along another path (without ds/dt: ~1.9)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: ScheduleTransformedModel("model", LinearScheduler(), CosineScheduler()), "callable velocity model"),
+    (lambda: ScheduleTransformedModel(lambda x, t: x, lambda t: None, CosineScheduler()), "snr_inverse"),
+    (lambda: ScheduleTransformedModel(lambda x, t: x, LinearScheduler(), "cosine"), "new scheduler"),
+])
+def test_schedule_transform_bad_inputs(make, match):
+    with pytest.raises(ConfigError, match=match):
+        make()
+
+
+def test_sample_conditional_flow_reindexes_conditions_and_keeps_the_pairing():
+    x0 = torch.tensor([[0.0], [10.0], [5.0]])
+    x1 = torch.tensor([[11.0], [1.0], [6.0]])
+    labels = {"y": torch.tensor([7, 8, 9]), "c": torch.tensor([[1.0], [2.0], [3.0]])}
+    s = sample_conditional_flow(x0, x1, coupling=ExactOTCoupling(), t=torch.tensor([0.0, 0.5, 1.0]),
+                                cond0=torch.tensor([0, 1, 2]), cond1=labels)
+    assert isinstance(s, CoupledPathSample) and isinstance(s, PathSample)
+    assert s.index0.tolist() == [1, 0, 2] and s.cond0.tolist() == [1, 0, 2]
+    assert s.cond1["y"].tolist() == [7, 8, 9] and s.x_t.flatten().tolist() == [10.0, 0.5, 6.0]
+    torch.testing.assert_close(s.dx_t, s.x1 - s.x0)
+
+
+def test_sample_conditional_flow_draws_t_and_z_from_the_generator():
+    x0, x1 = torch.randn(64, 2), torch.randn(64, 2) + 2
+    path = StochasticInterpolant(LinearScheduler(), ConstantGamma(0.1))
+    one = sample_conditional_flow(x0, x1, path=path, generator=torch.Generator().manual_seed(3))
+    two = sample_conditional_flow(x0, x1, path=path, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(one.t, two.t) and torch.equal(one.z, two.z) and one.z is not None
+    assert one.t.dtype == x1.dtype and 0.0 <= one.t.min() and one.t.max() <= 1.0
+    torch.testing.assert_close(one.x_t, _bc(1 - one.t, x0) * x0 + _bc(one.t, x1) * x1 + 0.1 * one.z)
+    from flowzoo.core.couplings import GibbsWeightedCoupling
+    from flowzoo.core.paths import UShapedTime
+    weighted = sample_conditional_flow(x0, x1, coupling=GibbsWeightedCoupling(), time_sampler=UShapedTime())
+    assert weighted.weight.shape == (64,) and weighted.cond0 is None and weighted.cond1 is None
+
+
+def test_sample_conditional_flow_with_a_conditional_coupling_pairs_within_labels():
+    from flowzoo.core.couplings import ConditionalOTCoupling
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(40, 2, generator=g), torch.randn(40, 2, generator=g)
+    y = torch.arange(40) % 4
+    s = sample_conditional_flow(x0, x1, coupling=ConditionalOTCoupling(), cond0=y, cond1=y)
+    assert torch.equal(s.cond0, s.cond1)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"path": "linear"}, ConfigError, "path with .sample"),
+    ({"coupling": "exact_ot"}, ConfigError, "coupling"),
+    ({"time_sampler": "uniform"}, ConfigError, "TimeSampler"),
+    ({"t": 2.0}, ConfigError, r"t in \[0, 1\]"),
+    ({"cond1": torch.zeros(3)}, ShapeError, "cond1"),
+])
+def test_sample_conditional_flow_bad_inputs(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        sample_conditional_flow(torch.zeros(4, 2), torch.ones(4, 2), **kwargs)
+
+
+def test_sample_conditional_flow_refuses_mismatched_batches_without_a_coupling():
+    with pytest.raises(ShapeError):
+        sample_conditional_flow(torch.zeros(4, 2), torch.ones(4, 3))
+    with pytest.raises(NonFiniteError):
+        sample_conditional_flow(torch.full((4, 2), float("nan")), torch.ones(4, 2))

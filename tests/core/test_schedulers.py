@@ -12,9 +12,11 @@ from flowzoo.core.errors import ConfigError
 from flowzoo.core.paths.schedulers import (
     CosineScheduler,
     LinearScheduler,
+    LinearVPScheduler,
     PolynomialScheduler,
     Scheduler,
     SchedulerOutput,
+    SigmaMinScheduler,
     VPScheduler,
 )
 
@@ -28,6 +30,8 @@ SCHEDULERS = {
     "poly2": PolynomialScheduler(2),
     "poly0.5": PolynomialScheduler(0.5),
     "poly3.5": PolynomialScheduler(3.5),
+    "linear_vp": LinearVPScheduler(),
+    "sigma_min": SigmaMinScheduler(0.1),
 }
 # Interior times only: PolynomialScheduler(n < 1) and VPScheduler have a clamped (finite) derivative at an end.
 TIMES = [0.03, 0.2, 0.5, 0.77, 0.97]
@@ -145,3 +149,46 @@ def test_polynomial_refuses_bad_exponents(n):
 def test_the_base_class_is_abstract():
     with pytest.raises(NotImplementedError):
         Scheduler()(torch.zeros(2))
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+def test_snr_inverse_inverts_the_signal_to_noise_ratio(name):
+    scheduler = SCHEDULERS[name]
+    t = torch.linspace(0.01, 0.99, 99, dtype=F64)
+    out = scheduler(t)
+    torch.testing.assert_close(scheduler.snr_inverse(out.beta / out.alpha), t, rtol=1e-9, atol=1e-9)
+    assert scheduler.snr_inverse(torch.tensor([math.inf], dtype=F64)).item() == pytest.approx(1.0, abs=1e-12)
+
+
+def test_vp_snr_below_its_source_end_maps_to_time_zero():
+    # beta(0) > 0 for VP: no time has SNR 0, the inverse clamps to the source end.
+    assert VPScheduler().snr_inverse(torch.tensor([0.0, 1e-9], dtype=F64)).tolist() == [0.0, 0.0]
+
+
+def test_linear_vp_is_variance_preserving_with_a_linear_data_coefficient():
+    t = torch.linspace(0, 1, 101, dtype=F64)
+    out = LinearVPScheduler()(t)
+    torch.testing.assert_close(out.beta, t)
+    torch.testing.assert_close(out.alpha ** 2 + out.beta ** 2, torch.ones_like(t))
+    assert torch.isfinite(out.d_alpha).all()  # -t / sqrt(1 - t^2) is clamped at t = 1
+
+
+def test_sigma_min_is_lipman_width_and_zero_is_linear():
+    t = _t((9,))
+    out = SigmaMinScheduler(0.25)(t)
+    torch.testing.assert_close(out.alpha, 1 - 0.75 * t)  # sigma_t = 1 - (1 - sigma_min) t (Lipman et al., Eq. 20)
+    assert SigmaMinScheduler(0.25)(torch.ones(1, dtype=F64)).alpha.item() == pytest.approx(0.25)
+    linear, zero = LinearScheduler()(t), SigmaMinScheduler(0.0)(t)
+    for field in ("alpha", "beta", "d_alpha", "d_beta"):
+        torch.testing.assert_close(getattr(zero, field), getattr(linear, field))
+
+
+@pytest.mark.parametrize("sigma_min", [-0.1, 1.0, 2.0, float("nan"), "0.1", None])
+def test_sigma_min_refuses_widths_outside_the_unit_interval(sigma_min):
+    with pytest.raises(ConfigError, match="sigma_min"):
+        SigmaMinScheduler(sigma_min)
+
+
+def test_the_base_class_does_not_invert_snr():
+    with pytest.raises(NotImplementedError, match="signal-to-noise"):
+        Scheduler().snr_inverse(torch.ones(2))
