@@ -7,7 +7,7 @@ Install the peers first (their own dependencies would pull a CUDA build of torch
 
     .venv/bin/pip install --no-deps -c constraints.txt torchcfm==1.0.7 flow_matching==1.0.10
 
-Run (about 4 minutes on 2 CPU cores; ``--quick`` for a smoke run):
+Run (sections 1-3 take about 4 minutes on 2 CPU cores, 4-5 about 20 more; ``--quick`` for a smoke run):
 
     .venv/bin/python -m benchmarks.core_vs_peers
 
@@ -18,10 +18,23 @@ Sections:
 1. 8 Gaussians -> moons: W2 at 1, 2, 4 and 100 Euler steps, and training steps/s (1 / the median step
    time, steps in a fresh random order each round), for flowzoo I-CFM and
    OT-CFM, torchcfm's ConditionalFlowMatcher and ExactOptimalTransportConditionalFlowMatcher, and
-   flow_matching's AffineProbPath(CondOTScheduler) (sampled with its ODESolver).
+   flow_matching's AffineProbPath(CondOTScheduler) (sampled with its ODESolver). "step time / fastest
+   peer" is paired: in every round each method's step time is divided by a peer's step time in that same
+   round (same batch, same machine state), the median is taken over the rounds, and the column shows the
+   largest of these medians over the peers (see :func:`relative_step_times`).
 2. Exact minibatch OT: flowzoo's ExactOTCoupling vs torchcfm's OTPlanSampler at batch 256/1024/4096
    for d = 2 and d = 3072, with the fraction of unique sources each keeps.
-3. ODE sampling throughput: flowzoo's integrate vs torchdiffeq.odeint (and flow_matching's ODESolver).
+3. ODE sampling throughput: flowzoo's integrate vs torchdiffeq.odeint at each ``--sample-batch``
+   (best of interleaved runs in a random order each round; the ratio is torchdiffeq's time / flowzoo's, so
+   above 1 flowzoo is faster).
+4. Riemannian flow matching on S^2 and T^2 against flow_matching (:mod:`benchmarks.peers_riemannian`, table
+   ``riemannian_vs_peers``): geodesic MMD / W2 to held-out samples, NLL, step and sampling time ratios.
+5. Discrete flow matching on HMM and Markov-text sequences against flow_matching and the biology package's
+   simplex flows (:mod:`benchmarks.peers_discrete`, table ``discrete_vs_peers``): NLL per token (ELBO), 3-mer
+   JS, step ratio. These two are long (about 16 minutes for the discrete one on 2 cores).
+
+Every contender is measured the same way: the same model class and initial weights, the same optimiser,
+batches and thread count, the same timer around the same part of the step, and a seeded random order.
 """
 
 from __future__ import annotations
@@ -40,6 +53,7 @@ from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import integrate
 
+from benchmarks import peers_discrete, peers_riemannian
 from benchmarks.results import reproduce_command, save_table
 
 
@@ -101,8 +115,13 @@ def time_training(args, peers) -> dict[str, dict]:
     gen = torch.Generator().manual_seed(args.seed)
     batches = [(sample_toy("8gaussians", args.batch, generator=gen), sample_toy("moons", args.batch, generator=gen))
                for _ in range(args.steps)]
+    # Where the allocator puts a model's weights shifts its step time by a few tenths of a percent (identical
+    # steps on copies made one after the other ran slower the earlier the copy was made), so the models are
+    # made in a seeded random order rather than the first-listed method always first.
+    order_rng = np.random.default_rng(args.seed)
     runs = {}
-    for name in TRAINING_METHODS:
+    for index in order_rng.permutation(len(TRAINING_METHODS)):
+        name = TRAINING_METHODS[index]
         model = copy.deepcopy(base)
         # Each method draws its times and noise from its own stream, seeded alike.
         runs[name] = dict(model=model, opt=torch.optim.Adam(model.parameters(), lr=1e-3),
@@ -111,7 +130,7 @@ def time_training(args, peers) -> dict[str, dict]:
     # A fresh random order every step, so that every method follows every other equally often: the step
     # before leaves the caches and the allocator in its state, and a rotating order would put one method
     # after the same (heavy, OT) neighbour four steps in five. The order's own stream leaves the methods' alone.
-    order_rng = np.random.default_rng(args.seed)
+    runs = {name: runs[name] for name in TRAINING_METHODS}
     for x0, x1 in batches:
         for index in order_rng.permutation(len(runs)):
             name = TRAINING_METHODS[index]
@@ -136,9 +155,39 @@ def steps_per_second(times: list[float]) -> float:
     return 1.0 / float(np.median(times))
 
 
+def paired_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over rounds of ``times[r] / reference[r]``: two methods' step times compared round by round.
+
+    Both steps of a round ran back to back on the same batch, so a slow spell of the shared machine that
+    lasts longer than a round scales both and cancels in their ratio; an unpaired ratio of medians would
+    keep whatever the load did to each method's rounds.
+
+    Example:
+        >>> paired_ratio([2.0, 4.0, 30.0], [1.0, 2.0, 10.0])
+        2.0
+    """
+    return float(np.median(np.asarray(times, dtype=float) / np.asarray(reference, dtype=float)))
+
+
+def relative_step_times(times: dict[str, list[float]], peers: list[str]) -> dict[str, float]:
+    """Each method's step time relative to the fastest peer: the largest :func:`paired_ratio` against a peer.
+
+    Against itself a peer scores 1, so the fastest peer gets exactly 1 and a method below 1 was faster than
+    every peer. Every method, flowzoo's and the peers', gets the same statistic.
+
+    Example:
+        >>> relative_step_times({"a": [1.0, 1.0], "b": [2.0, 2.0]}, peers=["b"])
+        {'a': 0.5, 'b': 1.0}
+    """
+    return {name: max(paired_ratio(own, times[peer]) for peer in peers) for name, own in times.items()}
+
+
 def bench_training(args, peers) -> list[dict]:
-    """The training table: steps/s (:func:`steps_per_second`) and W2 at 1, 2, 4 and 100 Euler steps."""
+    """The training table: steps/s (:func:`steps_per_second`), the step time relative to the fastest peer
+    (:func:`relative_step_times`) and W2 at 1, 2, 4 and 100 Euler steps."""
     runs = time_training(args, peers)
+    relative = relative_step_times({name: run["times"] for name, run in runs.items()},
+                                   [name for name in runs if not name.startswith("flowzoo")])
     eval_x0 = sample_toy("8gaussians", args.eval_samples, seed=1234)
     eval_x1 = sample_toy("moons", args.eval_samples, seed=4321)
     rows = []
@@ -153,8 +202,10 @@ def bench_training(args, peers) -> list[dict]:
             else:
                 x = integrate(model, eval_x0, method="euler", steps=n).x
             row[f"W2@{n}"] = wasserstein2(x, eval_x1)
+        row["step time / fastest peer"] = relative[name]
         rows.append(row)
-        print(f"  {name}: {row['steps/s']:.0f} steps/s, W2@100 {row['W2@100']:.3f}", flush=True)
+        print(f"  {name}: {row['steps/s']:.0f} steps/s, {relative[name]:.3f}x the fastest peer's step time, "
+              f"W2@100 {row['W2@100']:.3f}", flush=True)
     return rows
 
 
@@ -162,13 +213,15 @@ def bench_training(args, peers) -> list[dict]:
 # 2. exact OT coupling time and unique sources
 # --------------------------------------------------------------------------------------------
 
-def _interleaved_min_times(fns, reps: int) -> tuple[list[float], list[object]]:
-    """Minimum wall time of each function over ``reps`` rounds, the functions alternating in each round."""
+def _interleaved_min_times(fns, reps: int, order_rng: np.random.Generator | None = None
+                           ) -> tuple[list[float], list[object]]:
+    """Minimum wall time of each function over ``reps`` rounds, the functions alternating in each round
+    (in a fresh random order each round when ``order_rng`` is given, so that none always runs first)."""
     best, outs = [float("inf")] * len(fns), [None] * len(fns)
     for _ in range(reps):
-        for k, fn in enumerate(fns):
+        for k in (range(len(fns)) if order_rng is None else order_rng.permutation(len(fns))):
             started = time.perf_counter()
-            outs[k] = fn()
+            outs[k] = fns[k]()
             best[k] = min(best[k], time.perf_counter() - started)
     return best, outs
 
@@ -206,27 +259,37 @@ def bench_sampling(args, peers) -> list[dict]:
 
     torch.manual_seed(args.seed)
     model = MLPVelocity(2, hidden=256, depth=3).eval()
-    x = torch.randn(args.sample_batch, 2)
+    order_rng = np.random.default_rng(args.seed)
     rows = []
-    for method, steps in (("euler", 100), ("rk4", 25), ("dopri5", None)):
-        grid = torch.linspace(0, 1, (steps or 1) + 1)
-
-        def ours():
-            return integrate(model, x, method=method, steps=steps, atol=1e-5, rtol=1e-5).x
-
-        def func(t, y):
-            return model(y, t.expand(y.shape[0]))
-
-        def peer():
-            with torch.no_grad():
-                if steps is None:
-                    return torchdiffeq.odeint(func, x, torch.tensor([0.0, 1.0]), method=method, atol=1e-5, rtol=1e-5)[-1]
-                return torchdiffeq.odeint(func, x, grid, method=method)[-1]
-        (t_ours, t_peer), (a, b) = _interleaved_min_times([ours, peer], 4)
-        rows.append({"solver": method, "steps": steps or "adaptive", "flowzoo samples/s": len(x) / t_ours,
-                     "torchdiffeq samples/s": len(x) / t_peer, "ratio": t_peer / t_ours,
-                     "max |diff|": float((a - b).abs().max())})
+    for batch in args.sample_batch:
+        x = torch.randn(batch, 2)
+        # Small batches take milliseconds, so more rounds cost little and steady the best-of.
+        reps = args.sample_reps or (4 if batch >= 1024 else 15)
+        for method, steps in (("euler", 100), ("rk4", 25), ("dopri5", None)):
+            rows.append(_sampling_row(model, x, method, steps, reps, order_rng, torchdiffeq))
     return rows
+
+
+def _sampling_row(model, x, method: str, steps: int | None, reps: int, order_rng, torchdiffeq) -> dict:
+    """One solver at one batch: flowzoo's integrate against torchdiffeq.odeint, each in its documented use."""
+    grid = torch.linspace(0, 1, (steps or 1) + 1)
+
+    def ours():
+        return integrate(model, x, method=method, steps=steps, atol=1e-5, rtol=1e-5).x
+
+    def func(t, y):
+        return model(y, t.expand(y.shape[0]))
+
+    def peer():
+        with torch.no_grad():
+            if steps is None:
+                ends = torch.tensor([0.0, 1.0])
+                return torchdiffeq.odeint(func, x, ends, method=method, atol=1e-5, rtol=1e-5)[-1]
+            return torchdiffeq.odeint(func, x, grid, method=method)[-1]
+    (t_ours, t_peer), (a, b) = _interleaved_min_times([ours, peer], reps, order_rng)
+    return {"batch": len(x), "solver": method, "steps": steps or "adaptive", "flowzoo samples/s": len(x) / t_ours,
+            "torchdiffeq samples/s": len(x) / t_peer, "ratio": t_peer / t_ours,
+            "max |diff|": float((a - b).abs().max())}
 
 
 def _table(rows: list[dict], floatfmt: str = "{:.3f}") -> str:
@@ -239,17 +302,23 @@ def _table(rows: list[dict], floatfmt: str = "{:.3f}") -> str:
     return "\n".join(lines)
 
 
+SECTIONS = ("training", "ot", "sampling", "riemannian", "discrete")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--eval-samples", type=int, default=1500)
-    parser.add_argument("--sample-batch", type=int, default=4096)
+    parser.add_argument("--sample-batch", type=int, nargs="+", default=[4096],
+                        help="batch size(s) of the sampling table, e.g. 32 256 4096")
+    parser.add_argument("--sample-reps", type=int, default=None,
+                        help="interleaved rounds per sampling row (default: 4 at batch >= 1024, else 15)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="300 steps and no batch-4096 OT (smoke run)")
-    parser.add_argument("--sections", nargs="+", choices=("training", "ot", "sampling"),
-                        default=["training", "ot", "sampling"], help="the tables to run (default: all three)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="the tables to run (default: all five)")
     args = parser.parse_args()
     if args.quick:
         args.steps = 300
@@ -259,11 +328,9 @@ def main() -> None:
     if "training" in args.sections:
         print("1. training: 8gaussians -> moons", flush=True)
         training = bench_training(args, peers)
-        fastest_peer = max(r["steps/s"] for r in training if not r["method"].startswith("flowzoo"))
-        for r in training:
-            r["step time / fastest peer"] = fastest_peer / r["steps/s"]
         tables.append(("training", training, f"Training 8 Gaussians -> moons, MLP 3x256, Adam 1e-3, {args.steps} "
-                       f"steps, batch {args.batch}, {args.threads} thread(s); steps/s from the median step", "{:.3f}"))
+                       f"steps, batch {args.batch}, {args.threads} thread(s); steps/s from the median step, "
+                       "step time / fastest peer paired by round", "{:.3f}"))
     if "ot" in args.sections:
         print("2. exact OT", flush=True)
         tables.append(("ot", bench_ot(args, peers),
@@ -271,12 +338,22 @@ def main() -> None:
     if "sampling" in args.sections:
         print("3. sampling", flush=True)
         tables.append(("sampling", bench_sampling(args, peers),
-                       f"ODE sampling throughput, {args.sample_batch} samples", "{:.1f}"))
+                       f"ODE sampling throughput at batch {', '.join(map(str, args.sample_batch))}; ratio = "
+                       "torchdiffeq time / flowzoo time (best of interleaved runs)", "{:.4g}"))
     command = reproduce_command("benchmarks.core_vs_peers")
     for part, rows, title, floatfmt in tables:
         print(f"\n## {title}\n")
         print(_table(rows, floatfmt))
         save_table(f"core_vs_peers_{part}", rows, title=title, command=command, quick=args.quick)
+    # The manifold and token sections are whole benchmarks of their own (benchmarks.peers_riemannian,
+    # benchmarks.peers_discrete): run here with the same seed, threads and mode, they write their own tables.
+    shared = ["--seed", str(args.seed), "--threads", str(args.threads)] + (["--quick"] if args.quick else [])
+    if "riemannian" in args.sections:
+        print("\n4. Riemannian flow matching on the sphere and the torus", flush=True)
+        peers_riemannian.main(shared)
+    if "discrete" in args.sections:
+        print("\n5. discrete flow matching on sequences", flush=True)
+        peers_discrete.main(shared)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,9 @@ Methods:
     fewstep      flow maps, MeanFlow, SplitMeanFlow, CMT, reflow, distillation, BOSS, FlowTurbo, MLE fine-tuning,
                  dispersive regularisers, measured presets
     families     generative families beside flow matching: PFGM++, rectified diffusion, transition matching
+    manifolds    Riemannian flow matching: spheres, tori, SO(3), products; geodesic paths, projected solvers,
+                 likelihood on the manifold, geodesic OT
+    discrete     discrete flow matching: mixture paths over tokens, DFM losses, CTMC Euler sampler, ELBO
     analysis     metrics (W1/W2, sliced W, MMD, energy distance, straightness), diagnostics, plots
 
 Subpackages are imported on demand (``from flowzoo.core.paths import AffinePath``), so importing
@@ -25,5 +28,6 @@ Subpackages are imported on demand (``from flowzoo.core.paths import AffinePath`
 """
 
 __all__ = ["paths", "couplings", "objectives", "batching", "sampling", "nets", "training", "validation", "config",
-           "config_types", "errors", "data", "cli", "train", "demo", "fewstep", "families", "analysis"]
+           "config_types", "errors", "data", "cli", "train", "demo", "fewstep", "families", "manifolds", "discrete",
+           "analysis"]
 __version__ = "0.1.0"

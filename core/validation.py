@@ -188,7 +188,7 @@ def check_tensor(
     if x.dim() < min_dim:
         raise ShapeError(expected(f"{name} with at least {min_dim} dimension(s) (batch first)",
                                   f"shape {tuple(x.shape)}", "add a batch dimension, e.g. x[None]"))
-    if not allow_empty and (x.numel() == 0 or (x.dim() > 0 and x.shape[0] == 0)):
+    if not allow_empty and x.numel() == 0:  # an empty batch dimension makes numel() 0 too
         raise EmptyInputError(expected(f"a non-empty {name}", f"shape {tuple(x.shape)}",
                                        "pass at least one sample"))
     if floating and not x.is_floating_point():

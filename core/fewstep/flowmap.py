@@ -89,8 +89,7 @@ class MLPFlowMap(MLPVelocity):
         if s.shape != (batch,) or t.shape != (batch,):
             raise ShapeError(expected(f"s and t of shape ({batch},)", f"{tuple(s.shape)} and {tuple(t.shape)}",
                                       "pass one start and one end time per sample"))
-        context = self.time_embedding(s) + self.gap_embedding(t - s)
-        context = context + self._labels(y, batch) + self._continuous(c, batch)
+        context = self._add_conditions(self.time_embedding(s) + self.gap_embedding(t - s), y, c, batch)
         out = self.body(torch.cat([x.reshape(batch, self.dim), context.to(x.dtype)], dim=1))
         return out.reshape(x.shape)
 
@@ -112,7 +111,7 @@ class MLPFlowMap(MLPVelocity):
         batch = x.shape[0]
         e_s, de_s = _embedding_jvp(self.time_embedding, s, ds)
         e_g, de_g = _embedding_jvp(self.gap_embedding, t - s, dt - ds)
-        context = e_s + e_g + self._labels(y, batch) + self._continuous(c, batch)
+        context = self._add_conditions(e_s + e_g, y, c, batch)
         h = torch.cat([x.reshape(batch, self.dim), context.to(x.dtype)], dim=1)
         dh = torch.cat([dx.reshape(batch, self.dim), (de_s + de_g).to(x.dtype)], dim=1)
         out, d_out = _sequential_jvp(self.body, h, dh)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from flowzoo.core.sampling.result import (SampleResult, Callback, StepRecorder, check_cond, check_callback,
                                           check_output, check_end_state, progress_bar)
-from flowzoo.core.sampling.grids import uniform_grid, shifted_grid, resolve_grid
+from flowzoo.core.sampling.grids import uniform_grid, shifted_grid, edm_grid, resolve_grid
 from flowzoo.core.sampling.ode import (
     StepFunction,
     euler_step,
@@ -46,6 +46,7 @@ __all__ = [
     "integrate",
     "uniform_grid",
     "shifted_grid",
+    "edm_grid",
     "integrate_sde",
     "log_likelihood",
     "standard_normal_log_prob",

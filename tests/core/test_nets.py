@@ -130,3 +130,24 @@ def test_mlp_bad_inputs():
         plain(x, t, y=y)
     with pytest.raises(ConfigError):
         plain(x, t, c=c)
+
+
+def test_mlp_forward_is_the_composition_of_its_parts():
+    # The conditioning vector is the time features' MLP plus the label embedding plus the projection of c (each
+    # only when the net has it), concatenated to x and passed through the body: checked against that composition.
+    torch.manual_seed(0)
+    x, t, y, c = torch.randn(5, 2), torch.rand(5), torch.tensor([0, 1, 2, 2, 1]), torch.randn(5, 3)
+    plain = MLPVelocity(2, hidden=16, depth=2, time_dim=8)
+    expected = plain.body(torch.cat([x, plain.time_embedding(t)], dim=1))
+    torch.testing.assert_close(plain(x, t), expected, rtol=0, atol=0)
+    full = MLPVelocity(2, hidden=16, depth=2, time_dim=8, num_classes=2, cond_dim=3)
+    context = full.time_embedding(t) + full.label_embedding(y) + full.cond_projection(c)
+    torch.testing.assert_close(full(x, t, y=y, c=c), full.body(torch.cat([x, context], dim=1)), rtol=0, atol=0)
+
+
+def test_time_embedding_angles_are_scale_times_t_times_each_frequency():
+    emb = SinusoidalTimeEmbedding(6, max_period=100.0, scale=10.0)
+    t = torch.tensor([0.0, 0.25, 1.0], dtype=torch.float64)
+    angles = 10.0 * t[:, None] * (100.0 ** (-torch.arange(3, dtype=torch.float64) / 3))[None]
+    torch.testing.assert_close(emb(t), torch.cat([angles.cos(), angles.sin()], dim=1))
+    assert emb(t).dtype == torch.float64

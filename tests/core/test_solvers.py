@@ -336,3 +336,18 @@ def test_bad_sde_configuration_raises():
         shifted_grid(4, 0.0)
     with pytest.raises(ConfigError):
         uniform_grid(-1)
+
+
+def test_edm_grid_matches_karras_noise_levels():
+    from flowzoo.core.sampling import edm_grid
+
+    steps, smin, smax, rho = 18, 0.002, 80.0, 7.0
+    grid = edm_grid(steps, dtype=torch.float64)
+    sigma = [(smax ** (1 / rho) + i / (steps - 1) * (smin ** (1 / rho) - smax ** (1 / rho))) ** rho
+             for i in range(steps)] + [0.0]
+    torch.testing.assert_close(grid, torch.tensor([1 / (1 + s) for s in sigma], dtype=torch.float64))
+    assert bool((grid[1:] > grid[:-1]).all()) and grid[-1].item() == 1.0
+    with pytest.raises(ConfigError, match="sigma_min < sigma_max"):
+        edm_grid(4, sigma_min=1.0, sigma_max=0.5)
+    with pytest.raises(ConfigError):
+        edm_grid(0)
