@@ -1,9 +1,8 @@
 """flowzoo.driving: goal-driven trajectory generation for driving (GoalFlow, arXiv 2503.05689), evaluated the
 NAVSIM way.
 
-What exists: synthetic bird's-eye-view scenes with an expert planner, their on-disk schema, PDM-style metrics and
-GoalFlow's goal vocabulary and normalisation. The GoalFlow planner, its training and closed-loop evaluation come
-next. Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely nor matplotlib):
+Synthetic bird's-eye-view scenes with an expert planner and their on-disk schema, PDM-style metrics, the GoalFlow
+planner with its baselines, training and open-loop evaluation, and closed-loop episodes in highway-env. Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely nor matplotlib):
     geometry     poses, vehicle boxes and their overlap, polylines, the drivable polygon (shapely)
     scenes       seeded synthetic scenes: straight and curved multi-lane roads, junctions, other vehicles
     expert       the expert planner: a smooth, safe plan per feasible route; one drawn at random
@@ -12,7 +11,15 @@ next. Modules (imported on demand, so ``import flowzoo.driving`` loads neither s
     data         the .npz scene schema, generation, atomic save, checked load, a torch Dataset
     vocabulary   goal-point vocabulary (k-means), goal-scorer targets, GoalFlow's trajectory normalisation
     plotting     BEV figures of a scene with expert, sampled and chosen plans and the goal
-    cli          ``flowzoo driving make-scenes``
+    nets         scene encoder, goal scorer, trajectory velocity network
+    goalflow     GoalFlow: losses, goal selection, trajectory scorer, shadow fallback, GoalFlowPlanner
+    baselines    constant velocity, ego-MLP, single-trajectory regressor
+    train        ``python -m flowzoo.driving.train goalflow|ego_mlp|regressor``; load_planner
+    evaluate     open-loop PDM-style evaluation, ``flowzoo driving evaluate``
+    highway      headless highway-env adapter: BEV conversion, IDM/MOBIL expert, pure-pursuit tracker
+    simulate     closed-loop episodes, their metrics, expert demonstrations, ``flowzoo driving simulate``
+    cli          ``flowzoo driving make-scenes | train | evaluate | simulate``
 """
 
-__all__ = ["geometry", "scenes", "expert", "metrics", "raster", "data", "vocabulary", "plotting", "cli"]
+__all__ = ["geometry", "scenes", "expert", "metrics", "raster", "data", "vocabulary", "plotting", "nets", "goalflow",
+           "baselines", "train", "evaluate", "highway", "simulate", "cli"]

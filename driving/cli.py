@@ -1,10 +1,13 @@
 """``flowzoo driving <command>``: the driving commands registered under the ``flowzoo.commands`` entry point::
 
     flowzoo driving make-scenes --n 5000 --out scenes/ --seed 0 [--overwrite] [--plot 4]
+    flowzoo driving train goalflow --scenes scenes/ --out runs/gf     (= flowzoo train driving goalflow ...)
+    flowzoo driving evaluate --checkpoint runs/gf --scenes test/ --steps 1 [--variant M3] [--plots 4]
 
 ``make-scenes`` generates synthetic scenes with expert plans (:func:`flowzoo.driving.data.generate_scenes`) and
 writes them atomically in the schema of :mod:`flowzoo.driving.data`; an existing ``--out`` is replaced only with
-``--overwrite``; ``--plot K`` also writes BEV figures of the first K scenes to ``<out>/plots/``.
+``--overwrite``; ``--plot K`` also writes BEV figures of the first K scenes to ``<out>/plots/``. ``train`` is
+:func:`flowzoo.driving.train.main` and ``evaluate`` :func:`flowzoo.driving.evaluate.evaluate_main`.
 """
 
 from __future__ import annotations
@@ -71,7 +74,25 @@ def commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
         """make-scenes --n N --out DIR [--seed S] [--overwrite] [--plot K]: synthetic scenes with expert plans"""
         return make_scenes_main(argv)
 
-    return {"make-scenes": make_scenes}
+    def train(argv: Sequence[str]) -> int | None:
+        """train <goalflow|ego_mlp|regressor> --scenes DIR --out RUN [options]: the method comes first"""
+        from flowzoo.driving.train import main
+
+        return main(argv)
+
+    def evaluate(argv: Sequence[str]) -> int | None:
+        """evaluate --checkpoint RUN --scenes DIR --steps 1 [--variant M3] [--plots K]: open-loop PDM scores"""
+        from flowzoo.driving.evaluate import evaluate_main
+
+        return evaluate_main(argv)
+
+    def simulate(argv: Sequence[str]) -> int | None:
+        """simulate --env ID [--planner idm|constant_velocity|checkpoint] [--checkpoint RUN] [--episodes N] [--steps S] [--video run.gif]: closed loop in highway-env"""
+        from flowzoo.driving.simulate import simulate_main
+
+        return simulate_main(argv)
+
+    return {"make-scenes": make_scenes, "train": train, "evaluate": evaluate, "simulate": simulate}
 
 
 if __name__ == "__main__":

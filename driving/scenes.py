@@ -1,6 +1,6 @@
 """Seeded synthetic bird's-eye-view driving scenes: multi-lane straight and curved roads and junctions.
 
-GoalFlow (Yin et al., CVPR 2025, arXiv 2503.05689) is trained on NAVSIM scenes (arXiv 2406.15349), which are
+GoalFlow (Xing et al., CVPR 2025, arXiv 2503.05689) is trained on NAVSIM scenes (arXiv 2406.15349), which are
 hundreds of gigabytes; these scenes are a small stand-in with the same interface: a drivable-area polygon, lane
 centrelines, parked and moving vehicles with their future boxes, and the routes the ego vehicle could take
 (keep its lane, change to a neighbour lane, or take one of a junction's exits), so that the expert's choice

@@ -1,6 +1,6 @@
 """GoalFlow's goal-point vocabulary, its goal-scorer targets and its trajectory normalisation.
 
-GoalFlow (Yin et al., CVPR 2025, arXiv 2503.05689, §3.2-3.3):
+GoalFlow (Xing et al., CVPR 2025, arXiv 2503.05689, §3.2-3.3):
 
 * **Vocabulary**: k-means over the training trajectories' end poses ``(x, y, θ)`` (N = 4096 or 8192 on NAVSIM;
   a few hundred suit the synthetic scenes).

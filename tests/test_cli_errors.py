@@ -32,6 +32,9 @@ BAD_INPUTS: dict[tuple[str, str], list[list[str]]] = {
     ("biology", "predict"): [["--checkpoint", MISSING, "--adata", MISSING + ".h5ad", "--out", "pred.h5ad"]],
     ("biology", "sample"): [["--checkpoint", MISSING], ["--n", "abc"]],
     ("driving", "make-scenes"): [["--n", "abc"], ["--n", "0"], ["--n", "3", "--plot", "9"]],
+    ("driving", "train"): [["goalflow", "--scenes", MISSING], ["no_such_method"]],
+    ("driving", "evaluate"): [["--checkpoint", MISSING, "--scenes", MISSING]],
+    ("driving", "simulate"): [["--env", "no-such-env-v0", "--planner", "idm"], ["--episodes", "abc"]],
 }
 GENERIC_BAD_INPUT = ["--no-such-option-anywhere", "1"]
 

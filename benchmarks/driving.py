@@ -1,0 +1,152 @@
+"""GoalFlow on synthetic driving scenes, open loop: the paper's Tables 1-4 (arXiv 2503.05689) on CPU scale.
+
+Trains GoalFlow, the ego-MLP and the regressor on the same generated scenes and scores every planner on held-out
+scenes with :func:`flowzoo.driving.evaluate.evaluate_planner` (NC, DAC, TTC, C, EP, the PDM-style score,
+minADE / minFDE, ms per plan):
+
+1. ``driving_open_loop``: constant velocity, ego-MLP, regressor, M0 (no goal, mean of samples), M1 (+ distance
+   score goal), M2 (+ DAC score), M3 (+ trajectory scorer and shadow fallback) and GoalFlow with the expert's
+   goal, at ``--eval_steps`` Euler steps;
+2. ``driving_steps``: M3 at 1 / 5 / 10 / 20 steps: score and ms per plan (one scene per call, so the time is a
+   plan's latency);
+3. ``driving_sigma``: M3 after training with source std σ ∈ {0.05, 0.1, 0.2, 0.3} (``--sigma_steps`` updates
+   each, all σ trained for the same number of updates).
+
+The notes of the first table say whether the paper's ordering (M3 > M2 > M1 > M0 > regressors > constant
+velocity, ground-truth goal above M3) holds here.
+
+Run (``--quick``: about 10 minutes on 2 busy CPU cores; the full run about an hour)::
+
+    .venv/bin/python -m benchmarks.driving --quick
+    .venv/bin/python -m benchmarks.driving
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from flowzoo.core.training import TrainerConfig
+from flowzoo.driving.data import generate_scenes, load_scenes, save_scenes
+from flowzoo.driving.evaluate import evaluate_planner, format_table
+from flowzoo.driving.goalflow import GoalFlowConfig
+from flowzoo.driving.train import DrivingTrainConfig, constant_velocity_planner, load_planner, train_planner
+
+from benchmarks.results import reproduce_command, save_table
+
+QUICK = {"n_train": 2000, "n_test": 100, "train_steps": 1200, "baseline_steps": 800, "sigma_steps": 300,
+         "sigmas": "0.1,0.3", "n_samples": 32, "step_list": "1,5,10,20", "latency_scenes": 30, "batch_size": 64,
+         "vocab_size": 256}
+FULL = {"n_train": 5000, "n_test": 300, "train_steps": 3000, "baseline_steps": 2000, "sigma_steps": 1500,
+        "sigmas": "0.05,0.1,0.2,0.3", "n_samples": 128, "step_list": "1,5,10,20", "latency_scenes": 100,
+        "batch_size": 64, "vocab_size": 256}
+COLUMNS = ("nc", "dac", "ttc", "comfort", "ep", "score", "min_ade", "min_fde", "ms_per_plan")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="the quick setting (see QUICK)")
+    for name, default in FULL.items():
+        parser.add_argument(f"--{name}", type=type(default), default=None, help=f"full: {default}")
+    parser.add_argument("--eval_steps", type=int, default=5, help="Euler steps of the open-loop table")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", default="", help="keep scenes and runs here (default: a temporary folder)")
+    return parser
+
+
+def _train(method: str, scenes: Path, out: Path, steps: int, batch_size: int, seed: int, **model) -> None:
+    trainer = TrainerConfig(steps=steps, batch_size=batch_size, lr=1e-3, warmup_steps=min(100, steps // 10),
+                            ema_decay=0.99 if steps < 1000 else 0.999, checkpoint_every=0, log_every=100,
+                            out_dir=str(out), seed=seed, progress=False, tensorboard=False, device="cpu",
+                            overwrite=True)
+    train_planner(DrivingTrainConfig(method=method, scenes=str(scenes), model=replace(GoalFlowConfig(), **model),
+                                     trainer=trainer))
+
+
+def _row(name: str, metrics: dict, **extra) -> dict:
+    return {"planner": name, **extra, **{k: round(float(metrics[k]), 4) for k in COLUMNS}}
+
+
+def _ordering(scores: dict[str, float]) -> list[str]:
+    chain = [("M3", "M2"), ("M2", "M1"), ("M1", "M0"), ("M0", "regressors"), ("regressors", "constant velocity"),
+             ("GoalFlow, expert goal", "M3")]
+    best_regressor = max(scores["ego-MLP"], scores["regressor"])
+    value = lambda k: best_regressor if k == "regressors" else scores[k]  # noqa: E731
+    holds = [f"{a} > {b}: {'yes' if value(a) > value(b) else 'no'} ({100 * value(a):.1f} vs {100 * value(b):.1f})"
+             for a, b in chain]
+    return ["paper ordering on the score, best regressor standing for the regressors: " + "; ".join(holds)]
+
+
+def run(args: argparse.Namespace, work: Path) -> dict[str, list[dict]]:
+    """Generate, train, evaluate; returns the three tables' rows."""
+    torch.set_num_threads(1)
+    save_scenes(work / "train", generate_scenes(args.n_train, args.seed), seed=args.seed, overwrite=True)
+    save_scenes(work / "test", generate_scenes(args.n_test, args.seed + 1), seed=args.seed + 1, overwrite=True)
+    test, meta = load_scenes(work / "test")
+    common = {"batch_size": args.batch_size, "seed": args.seed, "vocab_size": args.vocab_size}
+    _train("goalflow", work / "train", work / "goalflow", args.train_steps, **common)
+    for method in ("ego_mlp", "regressor"):
+        _train(method, work / "train", work / method, args.baseline_steps, **common)
+    evaluate = lambda planner, **kw: evaluate_planner(planner, test, seed=args.seed, **kw)["metrics"]  # noqa: E731
+    open_loop = {"constant velocity": evaluate(constant_velocity_planner({"horizon": 8, "dt": meta["dt"]}),
+                                               batch_size=8),
+                 "ego-MLP": evaluate(load_planner(work / "ego_mlp"), batch_size=8),
+                 "regressor": evaluate(load_planner(work / "regressor"), batch_size=8)}
+    goalflow = load_planner(work / "goalflow", n_samples=args.n_samples)
+    for variant, name in (("M0", "M0"), ("M1", "M1"), ("M2", "M2"), ("M3", "M3"), ("gt_goal", "GoalFlow, expert goal")):
+        open_loop[name] = evaluate(goalflow, steps=args.eval_steps, variant=variant, batch_size=8)
+    steps_rows = []
+    for steps in [int(s) for s in args.step_list.split(",")]:
+        m = evaluate_planner(goalflow, test, steps=steps, variant="M3", limit=args.latency_scenes,
+                             seed=args.seed)["metrics"]
+        steps_rows.append(_row("M3", m, steps=steps))
+    sigma_rows = []
+    for sigma in [float(s) for s in args.sigmas.split(",")]:
+        out = work / f"sigma_{sigma:g}"
+        _train("goalflow", work / "train", out, args.sigma_steps, sigma=sigma, **common)
+        m = evaluate(load_planner(out, n_samples=args.n_samples), steps=args.eval_steps, variant="M3", batch_size=8)
+        sigma_rows.append(_row("M3", m, sigma=sigma, train_steps=args.sigma_steps))
+    return {"open_loop": [_row(name, m) for name, m in open_loop.items()], "steps": steps_rows,
+            "sigma": sigma_rows, "scores": {name: m["score"] for name, m in open_loop.items()},
+            "open_loop_metrics": open_loop}
+
+
+def main(argv: list[str] | None = None) -> dict[str, list[dict]]:
+    args = _parser().parse_args(argv)
+    for name, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    started = time.perf_counter()
+    if args.work:
+        tables = run(args, Path(args.work))
+    else:
+        with tempfile.TemporaryDirectory() as folder:
+            tables = run(args, Path(folder))
+    command = reproduce_command("benchmarks.driving", argv)
+    setting = (f"{args.n_train} training / {args.n_test} held-out synthetic scenes, GoalFlow {args.train_steps} "
+               f"updates of batch {args.batch_size}, {args.n_samples} samples per plan")
+    print(format_table(tables["open_loop_metrics"]))
+    notes = [setting, f"GoalFlow rows at {args.eval_steps} Euler steps; ms/plan here is per scene with 8 scenes "
+             "per call (latency of one plan: driving_steps)", *_ordering(tables["scores"])]
+    print("\n".join(notes))
+    save_table("driving_open_loop", tables["open_loop"], title="Open loop on held-out synthetic scenes",
+               command=command, quick=args.quick, notes=notes)
+    save_table("driving_steps", tables["steps"], title="GoalFlow M3: Euler steps, score and latency (one scene "
+               "per call)", command=command, quick=args.quick, notes=[setting])
+    save_table("driving_sigma", tables["sigma"], title="GoalFlow M3: source noise σ", command=command,
+               quick=args.quick, notes=[setting, f"each σ trained for {args.sigma_steps} updates"])
+    for name in ("steps", "sigma"):
+        print(f"\n{name}:")
+        for row in tables[name]:
+            print(row)
+    print(f"\n{time.perf_counter() - started:.0f} s")
+    return tables
+
+
+if __name__ == "__main__":
+    main()
