@@ -26,3 +26,14 @@ def test_core_quickstart_and_flow_map_examples_run():
     exec(compile(flow_map, str(README), "exec"), namespace)  # noqa: S102  (uses the quickstart's x0)
     assert namespace["x1"].shape == (1000, 2) and torch.isfinite(namespace["x1"]).all()
 
+
+
+def test_manifold_and_token_example_runs():
+    block = next(b for b in _python_blocks() if "flowzoo.core.manifolds" in b)
+    namespace: dict = {"print": lambda *args, **kwargs: None}
+    torch.manual_seed(0)
+    exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
+    sphere, on_sphere = namespace["sphere"], namespace["on_sphere"]
+    sphere.check_on(on_sphere)  # raises when a sample left the sphere
+    assert on_sphere.shape == (1000, 3)
+    assert len(namespace["text"]) == 8 and all(len(line) == 32 for line in namespace["text"])

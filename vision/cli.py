@@ -1,0 +1,207 @@
+"""Commands of ``flowzoo vision ...``: ``train``, ``sample`` and ``evaluate`` for runs of ``flowzoo.vision.train``.
+
+* ``flowzoo vision sample --checkpoint RUN --n 64 --steps 10 --out samples.png`` draws images by integrating the
+  trained velocity from Gaussian noise at t = 0 to the data at t = 1 (flowzoo's time convention; Lipman et al.,
+  arXiv 2210.02747) with ``--method euler|midpoint|heun|rk4|dopri5``, optionally for one ``--class`` and with
+  classifier-free guidance ``--cfg_scale`` (Ho & Salimans, arXiv 2207.12598: :math:`v_u + w(v_c - v_u)`), and
+  writes a PNG grid and an ``.npz`` beside it (``images`` uint8 (N, C, H, W), ``x`` float in [−1, 1],
+  ``labels``). Existing files are replaced only with ``--overwrite``.
+* ``flowzoo vision evaluate --checkpoint RUN --n 500 --steps 10`` prints the Fréchet distance, KID, k-NN
+  precision/recall and (class-conditional runs) the classifier accuracy of ``--n`` samples against the data
+  set's test split, in the features of the cached per-data-set classifier
+  (:class:`~flowzoo.vision.features.ImageEvaluator`), and writes them as JSON into the run directory.
+  ``--data`` compares against another data spec; its image shape must be the checkpoint's.
+
+Rationale: sampling and evaluation rebuild the network from the checkpoint alone (its ``config.yaml`` records the
+data spec, image shape and class count), so a run directory is all a user needs to keep.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from flowzoo.core.config import option_help, parse_config
+from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.core.training import atomic_write_bytes, atomic_write_with
+from flowzoo.core.validation import check_int, check_number, check_positive_int
+
+__all__ = ["SampleConfig", "EvaluateConfig", "sample_main", "evaluate_main", "commands"]
+
+_SOLVERS = ("euler", "midpoint", "heun", "rk4", "dopri5")
+
+
+@dataclass
+class SampleConfig:
+    """Draw images from a trained vision run and write a PNG grid and an .npz."""
+
+    checkpoint: str = field(metadata=option_help("run directory (or checkpoint) of `python -m flowzoo.vision.train`"))
+    n: int = field(default=64, metadata=option_help("number of images"))
+    steps: int = field(default=10, metadata=option_help("ODE steps (dopri5: output times only)"))
+    method: str = field(default="euler", metadata=option_help("ODE solver: euler, midpoint, heun, rk4, dopri5"))
+    label: int | None = field(default=None, metadata=option_help("class of every image (also --class; none: classes in turn)"))
+    cfg_scale: float = field(default=1.0, metadata=option_help("classifier-free guidance scale (1: conditional only)"))
+    out: str = field(default="samples.png", metadata=option_help("PNG grid to write; the .npz goes beside it"))
+    nrow: int = field(default=0, metadata=option_help("images per grid row (0: square-ish)"))
+    seed: int = field(default=0, metadata=option_help("seed of the noise"))
+    overwrite: bool = field(default=False, metadata=option_help("replace existing output files"))
+    progress: bool = field(default=True, metadata=option_help("progress bar over batches"))
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.n, "--n")
+        check_positive_int(self.steps, "--steps")
+        check_int(self.nrow, "--nrow", low=0)
+        check_int(self.seed, "--seed", low=0)
+        check_number(self.cfg_scale, "--cfg_scale")
+        if self.method not in _SOLVERS:
+            raise ConfigError(expected(f"--method in {_SOLVERS}", repr(self.method), "pass e.g. --method heun"))
+
+
+@dataclass
+class EvaluateConfig:
+    """Score samples of a trained vision run against its data set's test split."""
+
+    checkpoint: str = field(metadata=option_help("run directory (or checkpoint) of `python -m flowzoo.vision.train`"))
+    n: int = field(default=500, metadata=option_help("number of samples scored"))
+    steps: int = field(default=10, metadata=option_help("ODE steps"))
+    method: str = field(default="euler", metadata=option_help("ODE solver: euler, midpoint, heun, rk4, dopri5"))
+    cfg_scale: float = field(default=1.0, metadata=option_help("classifier-free guidance scale (class-conditional runs)"))
+    data: str | None = field(default=None, metadata=option_help("data spec compared against (none: the run's)"))
+    seed: int = field(default=0, metadata=option_help("seed of the noise"))
+    out: str | None = field(default=None, metadata=option_help("JSON file (none: <run>/evaluate_<method><steps>_n<n>.json)"))
+    overwrite: bool = field(default=False, metadata=option_help("replace an existing JSON file"))
+    progress: bool = field(default=True, metadata=option_help("progress bar over batches"))
+
+    def __post_init__(self) -> None:
+        check_int(self.n, "--n", low=2)
+        check_positive_int(self.steps, "--steps")
+        check_int(self.seed, "--seed", low=0)
+        check_number(self.cfg_scale, "--cfg_scale")
+        if self.method not in _SOLVERS:
+            raise ConfigError(expected(f"--method in {_SOLVERS}", repr(self.method), "pass e.g. --method heun"))
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    """``--class 3`` -> ``--label 3`` and ``--cfg-scale`` -> ``--cfg_scale`` (values are left alone)."""
+    out = []
+    for token in argv:
+        if token.startswith("--"):
+            name, sep, value = token[2:].partition("=")
+            name = "label" if name == "class" else name.replace("-", "_")
+            token = "--" + name + sep + value
+        out.append(token)
+    return out
+
+
+def _refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
+    for path in paths:
+        if path.exists() and not overwrite:
+            raise ConfigError(expected("an output file that does not exist yet", f"{path} (exists)",
+                                       "choose another --out, or pass --overwrite true to replace it"))
+
+
+def _labels(run, n: int, label: int | None, cfg_scale: float) -> torch.Tensor | None:
+    if not run.class_cond and cfg_scale != 1.0:
+        raise ConfigError(expected("--cfg_scale only for a class-conditional run", f"--cfg_scale {cfg_scale}",
+                                   "drop --cfg_scale, or train with --class_cond true"))
+    if not run.class_cond:
+        if label is not None:
+            raise ConfigError(expected("--class only for a class-conditional run", f"--class {label}",
+                                       "drop --class, or train with --class_cond true"))
+        return None
+    if label is None:
+        return torch.arange(n) % run.num_classes
+    if not 0 <= label < run.num_classes:
+        raise ConfigError(expected(f"--class in [0, {run.num_classes})", label, "pass a class of the run's data"))
+    return torch.full((n,), label, dtype=torch.int64)
+
+
+def sample_main(argv: Sequence[str] | None = None) -> int:
+    """sample --checkpoint RUN --n 64 --steps 10 --out samples.png: write a PNG grid and an .npz."""
+    from flowzoo.vision.metrics import save_image_grid
+    from flowzoo.vision.datasets import to_uint8
+    from flowzoo.vision.train import generate, load_trained
+
+    cfg = parse_config(SampleConfig, _normalise(sys.argv[1:] if argv is None else argv), prog="flowzoo vision sample")
+    out = Path(cfg.out)
+    if out.suffix.lower() != ".png":
+        raise ConfigError(expected("--out ending in .png", str(out), "name the grid e.g. samples.png"))
+    arrays = out.with_suffix(".npz")
+    _refuse_existing([out, arrays], cfg.overwrite)
+    run = load_trained(cfg.checkpoint)
+    labels = _labels(run, cfg.n, cfg.label, cfg.cfg_scale)
+    images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
+                           cfg_scale=cfg.cfg_scale, null_class=run.num_classes,
+                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress)
+    nrow = cfg.nrow or (run.num_classes if labels is not None and cfg.label is None and cfg.n >= run.num_classes
+                        else None)
+    save_image_grid(images.clamp(-1, 1), out, nrow=nrow, scale=max(1, min(4, 64 // run.shape[-1])))
+    payload = {"images": to_uint8(images).numpy(), "x": images.numpy(),
+               "labels": np.full(cfg.n, -1) if labels is None else labels.numpy(), "nfe": np.int64(nfe)}
+    atomic_write_with(arrays, lambda path: np.savez_compressed(path, **payload), suffix=".npz")
+    print(f"{cfg.n} images ({cfg.method}, {cfg.steps} steps, {nfe} evaluations each) from {run.checkpoint}: "
+          f"wrote {out} and {arrays}")
+    return 0
+
+
+def evaluate_main(argv: Sequence[str] | None = None) -> int:
+    """evaluate --checkpoint RUN --n 500 --steps 10: print FD, KID, precision/recall (and class accuracy)."""
+    from flowzoo.vision.datasets import load_images
+    from flowzoo.vision.features import ImageEvaluator, load_feature_classifier
+    from flowzoo.vision.train import generate, load_trained
+
+    cfg = parse_config(EvaluateConfig, _normalise(sys.argv[1:] if argv is None else argv),
+                       prog="flowzoo vision evaluate")
+    run = load_trained(cfg.checkpoint)
+    run_dir = run.checkpoint.parent.parent
+    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}.json"
+    _refuse_existing([out], cfg.overwrite)
+    spec = cfg.data or run.config.data
+    load = run.config.load_options()
+    test = load_images(spec, split="test", **load)
+    if test.shape != run.shape:
+        raise ShapeError(expected(f"a checkpoint of images shaped like {spec}'s {test.shape}",
+                                  f"{run.checkpoint} trained on {run.config.data} images {run.shape}",
+                                  "pass the run's own data with --data, or a checkpoint trained on this data"))
+    classifier, accuracy = load_feature_classifier(spec, **load)
+    evaluator = ImageEvaluator(classifier, test.images, accuracy)
+    labels = _labels(run, cfg.n, None, cfg.cfg_scale)
+    images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
+                           cfg_scale=cfg.cfg_scale, null_class=run.num_classes,
+                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress)
+    precision, recall = evaluator.precision_recall(images)
+    metrics = {"fd": evaluator.fd(images), "kid": evaluator.kid(images, subset_size=min(1000, cfg.n)),
+               "precision": precision, "recall": recall}
+    if labels is not None:
+        metrics["class_accuracy"] = evaluator.class_accuracy(images, labels)
+    record = {"checkpoint": str(run.checkpoint), "step": run.step, "data": spec, "n": cfg.n, "method": cfg.method,
+              "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "metrics": metrics,
+              "feature_classifier_accuracy": evaluator.accuracy}
+    atomic_write_bytes(out, json.dumps(record, indent=2).encode("utf-8"))
+    print("  ".join(f"{name} {value:.4g}" for name, value in metrics.items()) + f"  (nfe {nfe}; wrote {out})")
+    return 0
+
+
+def _train(argv: Sequence[str]) -> int:
+    from flowzoo.vision.train import main
+
+    return main(argv)
+
+
+_train.__doc__ = "train <method> --data SPEC ...: python -m flowzoo.vision.train"
+
+
+def commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
+    """The vision command table for ``flowzoo`` (entry point ``vision = flowzoo.vision.cli:commands``).
+
+    Example:
+        >>> sorted(commands())
+        ['evaluate', 'sample', 'train']
+    """
+    return {"train": _train, "sample": sample_main, "evaluate": evaluate_main}

@@ -1,0 +1,328 @@
+r"""Training entrypoint of flowzoo.vision: ``python -m flowzoo.vision.train <method> --data SPEC [options]``.
+
+Pixel-space flow matching baselines on an image data set (:func:`~flowzoo.vision.datasets.load_images`):
+
+* ``icfm``: I-CFM, conditional flow matching with independent (noise, image) pairs (Lipman et al., arXiv
+  2210.02747, Eq. 23; Tong et al., arXiv 2302.00482, Alg. 1 with σ = 0): :math:`x_t = (1-t)x_0 + t x_1`,
+  target :math:`x_1 - x_0`, loss :math:`\|v_\theta(x_t, t, y) - (x_1 - x_0)\|^2`.
+* ``otcfm``: OT-CFM, the same loss after pairing each minibatch by exact optimal transport (Tong et al.,
+  arXiv 2302.00482, Alg. 2); the labels follow their images through the pairing.
+
+Time runs from 0 (Gaussian noise) to 1 (data), as in both papers' flow-matching form, so no mapping is needed.
+With ``--class_cond`` the velocity is conditioned on the class label ``y`` and a share ``--cond_dropout`` of the
+labels is replaced by the null class (``num_classes``) for classifier-free guidance (Ho & Salimans, arXiv
+2207.12598). The backbone is the core's ADM-style :class:`~flowzoo.core.nets.UNet` (``--net unet``) or a
+:class:`~flowzoo.vision.nets.DiT` (``--net dit``), sized by ``--net_size``.
+
+The run directory (``--trainer.out_dir``) receives the Trainer's checkpoints (weights, EMA, ``config.yaml``,
+which also records the data spec, image shape and class count under ``image`` so that ``flowzoo vision sample``
+and ``flowzoo vision evaluate`` can rebuild the network), ``metrics.csv`` and a sample grid ``samples.png``
+of the final EMA model. A new method registers with one entry in :data:`METHODS`.
+
+Example::
+
+    python -m flowzoo.vision.train icfm --data digits --net unet --class_cond true \
+        --trainer.steps 2000 --trainer.out_dir runs/vision/digits_icfm
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from flowzoo.core.config import config_from_dict, config_to_dict, option_help, parse_config
+from flowzoo.core.couplings import get_coupling
+from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
+from flowzoo.core.nets import UNet
+from flowzoo.core.objectives import FlowMatchingLoss
+from flowzoo.core.sampling import ClassifierFreeGuidance, integrate
+from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint
+from flowzoo.core.validation import check_int, check_number, check_positive_int, check_probability
+from flowzoo.vision.datasets import Augment, ImageBatchSampler, ImageData, load_images
+from flowzoo.vision.metrics import save_image_grid
+from flowzoo.vision.nets import DiT
+
+__all__ = ["VisionTrainConfig", "VisionMethod", "METHODS", "UNET_SIZES", "DIT_SIZES", "TrainedImageModel",
+           "load_data", "build_net", "train", "load_trained", "generate", "main"]
+
+PROG = "python -m flowzoo.vision.train"
+IMAGE_KEY = "image"  # where config.yaml records the data the network was built for
+
+# U-Net sizes: (channels, multipliers, residual blocks per level, attention levels, channels per head).
+UNET_SIZES: dict[str, tuple[int, tuple[int, ...], int, tuple[int, ...], int]] = {
+    "tiny": (32, (1, 2), 1, (), 32),
+    "small": (64, (1, 2, 2), 2, (1,), 32),
+    "base": (96, (1, 2, 2), 2, (1,), 64),
+    "cifar": (128, (1, 2, 2, 2), 2, (1,), 64),   # torchcfm's CIFAR-10 U-Net (UNet.cifar10)
+}
+DIT_SIZES = {"tiny": "dit_tiny", "small": "dit_s", "base": "dit_b"}
+
+
+def _default_trainer() -> TrainerConfig:
+    return TrainerConfig(steps=20000, batch_size=128, lr=2e-4, warmup_steps=200, ema_decay=0.999,
+                         checkpoint_every=2000, out_dir="runs/vision")
+
+
+@dataclass
+class VisionTrainConfig:
+    """A flow-matching image model trained on one data set (the method is the first argument)."""
+
+    method: str = field(default="icfm", metadata=option_help("set by the first argument (icfm, otcfm, ...)"))
+    data: str = field(default="digits", metadata=option_help("mnist, digits, faces, patches, folder:PATH, cifar10:PATH or mnist:PATH"))
+    size: int = field(default=0, metadata=option_help("resize images to size x size (0: the data's own; patches: crop size 32)"))
+    pad: int = field(default=0, metadata=option_help("background border added on each side (e.g. 2: 28x28 -> 32x32)"))
+    channels: int = field(default=0, metadata=option_help("convert to 1 or 3 channels (0: the data's own)"))
+    test_fraction: float = field(default=0.2, metadata=option_help("share held out as the test split (bundled sets, folders)"))
+    split_seed: int = field(default=0, metadata=option_help("seed of the train/test split"))
+    net: Literal["unet", "dit"] = field(default="unet", metadata=option_help("backbone: the ADM-style U-Net or a DiT"))
+    net_size: str = field(default="tiny", metadata=option_help("tiny, small, base (or cifar for the U-Net)"))
+    width: int = field(default=0, metadata=option_help("override the U-Net's channels / the DiT's token width (0: the size's)"))
+    patch: int = field(default=2, metadata=option_help("DiT patch size"))
+    class_cond: bool = field(default=False, metadata=option_help("condition on class labels (with label dropout for CFG)"))
+    cond_dropout: float = field(default=0.1, metadata=option_help("share of labels replaced by the null class (class_cond)"))
+    flip: float = field(default=0.0, metadata=option_help("probability of a horizontal flip (0 for digits)"))
+    crop_padding: int = field(default=0, metadata=option_help("random-crop padding in pixels (0: off)"))
+    grid_n: int = field(default=64, metadata=option_help("images in the sample grid written at each evaluation"))
+    grid_steps: int = field(default=20, metadata=option_help("Euler steps for that grid"))
+    trainer: TrainerConfig = field(default_factory=_default_trainer)
+
+    def __post_init__(self) -> None:
+        check_int(self.size, "--size", low=0)
+        check_int(self.pad, "--pad", low=0)
+        if self.channels not in (0, 1, 3):
+            raise ConfigError(expected("--channels 0, 1 or 3", self.channels, "pass --channels 3 (or 0: keep)"))
+        check_probability(self.test_fraction, "--test_fraction", inclusive_low=False, inclusive_high=False)
+        check_int(self.split_seed, "--split_seed", low=0)
+        check_int(self.width, "--width", low=0)
+        check_positive_int(self.patch, "--patch")
+        check_probability(self.cond_dropout, "--cond_dropout", inclusive_high=False)
+        check_probability(self.flip, "--flip")
+        check_int(self.crop_padding, "--crop_padding", low=0)
+        check_positive_int(self.grid_n, "--grid_n")
+        check_positive_int(self.grid_steps, "--grid_steps")
+        sizes = UNET_SIZES if self.net == "unet" else DIT_SIZES
+        if self.net_size not in sizes:
+            raise ConfigError(expected(f"--net_size for --net {self.net} in {sorted(sizes)}", repr(self.net_size),
+                                       "pass e.g. --net_size tiny"))
+
+    def load_options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`~flowzoo.vision.datasets.load_images` (and of the feature cache)."""
+        options: dict[str, Any] = {"test_fraction": self.test_fraction, "seed": self.split_seed}
+        if self.size:
+            options["size"] = self.size
+        if self.pad:
+            options["pad"] = self.pad
+        if self.channels:
+            options["channels"] = self.channels
+        return options
+
+
+@dataclass(frozen=True)
+class VisionMethod:
+    """One training method: a summary line and ``objective(cfg, num_classes) -> loss(model, batch)``."""
+
+    summary: str
+    objective: Callable[[VisionTrainConfig, int], Callable]
+
+
+def _flow_matching(coupling: str) -> Callable[[VisionTrainConfig, int], FlowMatchingLoss]:
+    def build(cfg: VisionTrainConfig, num_classes: int) -> FlowMatchingLoss:
+        dropout = cfg.cond_dropout if cfg.class_cond else 0.0
+        null = {"y": num_classes} if cfg.class_cond else None
+        return FlowMatchingLoss(coupling=get_coupling(coupling), cond_dropout=dropout, null_cond=null)
+    return build
+
+
+METHODS: dict[str, VisionMethod] = {
+    "icfm": VisionMethod("I-CFM: flow matching with independent noise-image pairs", _flow_matching("independent")),
+    "otcfm": VisionMethod("OT-CFM: flow matching with minibatch exact-OT pairs", _flow_matching("exact_ot")),
+}
+"""Method name -> :class:`VisionMethod`; a later method (LFM, SourceFM, MeanFlow, ...) adds one entry."""
+
+
+def load_data(cfg: VisionTrainConfig, split: str = "train") -> ImageData:
+    """One split of the run's data set, loaded as the run describes it."""
+    return load_images(cfg.data, split=split, **cfg.load_options())
+
+
+def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) -> nn.Module:
+    """The run's velocity network for images of ``shape`` (C, H, W); ``num_classes`` 0 for unconditional."""
+    channels, height, width = (int(v) for v in shape)
+    classes = num_classes if cfg.class_cond else 0
+    if cfg.net == "dit":
+        options = {"in_channels": channels, "patch": cfg.patch, "num_classes": classes}
+        if cfg.width:
+            options["hidden"] = cfg.width
+        if height % cfg.patch or width % cfg.patch:
+            raise ShapeError(expected(f"images whose sides are multiples of the DiT patch {cfg.patch}",
+                                      f"{height}x{width} from {cfg.data}", "pass --patch 1, or --size / --pad"))
+        return DiT.preset(DIT_SIZES[cfg.net_size], **options)
+    base, multipliers, blocks, attention, head = UNET_SIZES[cfg.net_size]
+    factor = 2 ** (len(multipliers) - 1)
+    if height % factor or width % factor:
+        raise ShapeError(expected(f"images whose sides are multiples of {factor} for the {cfg.net_size} U-Net",
+                                  f"{height}x{width} from {cfg.data}",
+                                  f"pass --size or --pad to reach a multiple of {factor}, or a smaller --net_size"))
+    return UNet(channels, cfg.width or base, multipliers, blocks, attention, head, num_classes=classes)
+
+
+def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, method: str = "euler",
+             labels: torch.Tensor | None = None, cfg_scale: float = 1.0, null_class: int | None = None,
+             generator: torch.Generator | None = None, batch_size: int = 256,
+             progress: bool = False) -> tuple[torch.Tensor, int]:
+    """Draw ``n`` images from noise at t = 0 to t = 1; returns ``(images (n, C, H, W), model evaluations per image)``.
+
+    With ``labels`` (n,) the model is called with ``y``; a ``cfg_scale`` other than 1 wraps it in
+    classifier-free guidance towards ``null_class``.
+
+    Example:
+        >>> net = UNet(in_channels=1, channels=16, multipliers=(1, 2), res_blocks=1, head_channels=16)
+        >>> images, nfe = generate(net, 3, (1, 8, 8), steps=2)
+        >>> images.shape, nfe
+        (torch.Size([3, 1, 8, 8]), 2)
+    """
+    n = check_positive_int(n, "n")
+    cfg_scale = check_number(cfg_scale, "cfg_scale")
+    velocity: Any = model
+    if labels is not None and cfg_scale != 1.0:
+        velocity = ClassifierFreeGuidance(model, scale=cfg_scale, null_cond={"y": null_class})
+    device = next(model.parameters()).device
+    noise = torch.randn((n, *shape), generator=generator)
+    images, nfe = [], 0
+    chunks = range(0, n, batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+        chunks = tqdm(chunks, desc="sample", unit="batch", file=sys.stderr, dynamic_ncols=True)
+    with torch.no_grad():
+        for start in chunks:
+            cond = None if labels is None else {"y": labels[start:start + batch_size].to(device)}
+            result = integrate(velocity, noise[start:start + batch_size].to(device), method=method, steps=steps,
+                               cond=cond)
+            images.append(result.x.float().cpu())
+            nfe += int(result.nfe) * len(result.x)
+    return torch.cat(images), nfe // n
+
+
+def _grid_labels(n: int, num_classes: int) -> torch.Tensor:
+    return torch.arange(n) % max(num_classes, 1)
+
+
+def _write_grid(model: nn.Module, cfg: VisionTrainConfig, image: dict[str, Any], path: Path) -> dict[str, float]:
+    classes = int(image["num_classes"])
+    labels = _grid_labels(cfg.grid_n, classes) if cfg.class_cond else None
+    generator = torch.Generator().manual_seed(cfg.trainer.seed + 12345)
+    images, _ = generate(model, cfg.grid_n, image["shape"], steps=cfg.grid_steps, labels=labels,
+                         generator=generator)
+    rows = classes if cfg.class_cond and 1 < classes <= cfg.grid_n else None
+    scale = max(1, 64 // int(image["shape"][-1]))
+    save_image_grid(images.clamp(-1, 1), path, nrow=rows, scale=min(scale, 4))
+    return {"pixel_mean": float(images.mean()), "pixel_std": float(images.std()),
+            "out_of_range": float((images.abs() > 1).float().mean())}
+
+
+def train(cfg: VisionTrainConfig) -> dict[str, Any]:
+    """Train ``cfg.method`` on ``cfg.data``; writes the run directory and returns the final metrics."""
+    if cfg.method not in METHODS:
+        raise ConfigError(expected(f"a method in {sorted(METHODS)}", repr(cfg.method), f"run {PROG} --help"))
+    data = load_data(cfg, "train")
+    if cfg.class_cond and data.labels is None:
+        raise ConfigError(expected("a labelled data set for --class_cond", f"{cfg.data} has no labels",
+                                   "drop --class_cond"))
+    image = {"data": cfg.data, "shape": list(data.shape), "num_classes": int(data.num_classes),
+             "load": {k: v for k, v in cfg.load_options().items()}}
+    torch.manual_seed(cfg.trainer.seed)
+    model = build_net(cfg, data.shape, data.num_classes)
+    objective = METHODS[cfg.method].objective(cfg, data.num_classes)
+    augment = Augment(cfg.flip, cfg.crop_padding) if (cfg.flip or cfg.crop_padding) else None
+    sampler = ImageBatchSampler(data, cfg.trainer.batch_size, augment, labels=cfg.class_cond)
+    out_dir = Path(cfg.trainer.out_dir)
+
+    def evaluate(eval_model: nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
+        return _write_grid(eval_model, cfg, image, Path(eval_dir) / "samples.png")
+
+    run_config = {**config_to_dict(cfg), IMAGE_KEY: image}
+    trainer = Trainer(model, objective, sampler, cfg.trainer, evaluate=evaluate, run_config=run_config)
+    result = trainer.fit()
+    metrics: dict[str, Any] = {"step": result.step, "train_seconds": result.seconds, **result.eval_metrics}
+    if is_main_process():
+        final = trainer.ema.module if trainer.ema is not None else trainer.model
+        final.eval()
+        _write_grid(final, cfg, image, out_dir / "samples.png")
+    return metrics
+
+
+@dataclass
+class TrainedImageModel:
+    """A trained run rebuilt from its checkpoint (EMA weights when present), in eval mode."""
+
+    model: nn.Module
+    config: VisionTrainConfig
+    shape: tuple[int, int, int]
+    num_classes: int
+    checkpoint: Path
+    step: int
+
+    @property
+    def class_cond(self) -> bool:
+        """Whether the network takes class labels ``y``."""
+        return self.config.class_cond and self.num_classes > 0
+
+
+def load_trained(path: str | Path) -> TrainedImageModel:
+    """Rebuild the network of a ``python -m flowzoo.vision.train`` run from its directory or a checkpoint."""
+    if not Path(path).exists():
+        raise CheckpointError(expected("the run directory (or a checkpoint) of a vision training run",
+                                       f"{path} (does not exist)", f"pass the --trainer.out_dir of {PROG}"))
+    checkpoint = read_checkpoint(path)
+    stored = dict(checkpoint.config or {})
+    image = stored.pop(IMAGE_KEY, None)
+    if not isinstance(image, dict) or "shape" not in image:
+        raise CheckpointError(expected(f"a checkpoint of {PROG} (its config.yaml records '{IMAGE_KEY}')",
+                                       f"{checkpoint.path} (no image record)", f"pass the --trainer.out_dir of {PROG}"))
+    cfg = config_from_dict(VisionTrainConfig, stored)
+    shape = tuple(int(v) for v in image["shape"])
+    model = build_net(cfg, shape, int(image["num_classes"]))
+    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    return TrainedImageModel(model.eval(), cfg, shape, int(image["num_classes"]), checkpoint.path, checkpoint.step)
+
+
+def _usage() -> str:
+    lines = [f"usage: {PROG} <method> --data SPEC [--net unet|dit] [--class_cond true] --trainer.steps N "
+             "--trainer.out_dir DIR", "methods:"]
+    lines += [f"  {name:8s} {method.summary}" for name, method in METHODS.items()]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flowzoo.vision.train <method> [options]`` (also ``flowzoo train vision``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage() + "\n\noptions:")
+        try:
+            parse_config(VisionTrainConfig, ["--help"], prog=f"{PROG} <method>")
+        except SystemExit:
+            pass
+        return 0
+    method, rest = argv[0], [token.replace("--class-cond", "--class_cond").replace("--net-size", "--net_size")
+                             if token.startswith("--") else token for token in argv[1:]]
+    if method not in METHODS:
+        raise ConfigError(expected(f"a method first, one of {sorted(METHODS)}", repr(method),
+                                   f"run e.g. {PROG} icfm --help"))
+    cfg = parse_config(VisionTrainConfig, [*rest, "--method", method], prog=f"{PROG} {method}")
+    metrics = train(cfg)
+    if is_main_process():
+        print(f"{method}: {metrics['step']} steps in {metrics['train_seconds']:.1f} s; outputs in "
+              f"{Path(cfg.trainer.out_dir).resolve()} (checkpoints, metrics.csv, samples.png)")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from flowzoo.core.cli import run_main
+
+    raise SystemExit(run_main(main, prog=PROG))
