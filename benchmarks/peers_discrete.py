@@ -11,15 +11,17 @@ batches, Adam (lr 2e-3), number of steps and sampling steps:
   ``MixtureDiscreteEulerSolver``), when flow_matching is installed;
 * Gumbel-softmax FM and linear-simplex FM of ``flowzoo.biology.sequences``.
 
-Training steps are interleaved in a fresh random order each round so that machine load hits every method
-alike; "train step ms" is the median step. Columns: NLL/token is the negative ELBO per token
-(``flowzoo.core.discrete.elbo_per_token``: the same estimator and path for flowzoo's and flow_matching's
-models; "n/a" for the simplex flows, which have no discrete likelihood bound); entropy/token is the data's
-(exact for the Markov chain; a Monte Carlo estimate from 20000 sequences for the HMM); sample NLL/token is
-the true model's NLL of the generated sequences; 3-mer JS is the Jensen-Shannon divergence of the samples'
-3-mer histogram from held-out data's ("data (held out)" row: the sampling floor); "vs flow_matching" is the
-step-time ratio to flow_matching's DFM with the same source (the masked one for the simplex flows); "sample ms"
-is the best of three interleaved rounds of drawing 200 sequences.
+Training steps are interleaved in a fresh random order each round (every method steps on the round's batch) so that
+machine load hits every method alike; "train step ms" is the median step. Columns: NLL/token is the negative ELBO
+per token (``flowzoo.core.discrete.elbo_per_token``: the same estimator and path for flowzoo's and flow_matching's
+models; "n/a" for the simplex flows, which have no discrete likelihood bound); entropy/token is the data's (exact
+for the Markov chain; a Monte Carlo estimate from 20000 sequences for the HMM); sample NLL/token is the true model's
+NLL of the generated sequences; 3-mer JS is the Jensen-Shannon divergence of the samples' 3-mer histogram from
+held-out data's ("data (held out)" row: the sampling floor); "vs flow_matching" is the paired step-time ratio to
+flow_matching's DFM with the same source (the masked one for the simplex flows): the median over rounds of the two
+methods' step-time ratio within the round (:func:`paired_step_ratio`, the statistic of
+``benchmarks.core_vs_peers``), which cancels load that lasts longer than a round, where a ratio of unpaired medians
+would not; "sample ms" is the best of three interleaved rounds of drawing 200 sequences.
 
     .venv/bin/python -m benchmarks.peers_discrete --quick      # a smoke run, under two minutes on one core
     .venv/bin/python -m benchmarks.peers_discrete              # the table in docs/discrete.md, ~15 minutes
@@ -44,8 +46,8 @@ from flowzoo.biology.sequences.nets import ConvSequenceNet
 from flowzoo.core.discrete import (DiscreteFlowMatchingLoss, MarkovText, MixtureDiscretePath, discrete_sample,
                                    elbo_per_token)
 
-__all__ = ["SETTINGS", "discrete_peers", "OneHotTokenNet", "bench_discrete", "draw_sampling_figure", "rounded",
-           "format_table", "main"]
+__all__ = ["SETTINGS", "discrete_peers", "OneHotTokenNet", "paired_step_ratio", "bench_discrete",
+           "draw_sampling_figure", "rounded", "format_table", "main"]
 
 SETTINGS = {  # quick / full
     True: dict(train_steps=200, length=16, hidden=48, depth=3, batch=128, sample_steps=32, n_samples=400,
@@ -193,6 +195,18 @@ def _train(contenders: dict[str, dict], data: torch.Tensor, cfg: dict, seed: int
     return times
 
 
+def paired_step_ratio(times: list[float], reference: list[float]) -> float:
+    """Median over training rounds of ``times[r] / reference[r]`` (both stepped back to back on round r's batch).
+
+    Load that lasts longer than a round scales both steps and cancels in their ratio.
+
+    Example:
+        >>> paired_step_ratio([2.0, 4.0, 30.0], [1.0, 2.0, 10.0])
+        2.0
+    """
+    return float(np.median(np.asarray(times, dtype=float) / np.asarray(reference, dtype=float)))
+
+
 def _time_sampling(contenders: dict[str, dict], n: int, seed: int) -> dict[str, float]:
     """Best wall time (ms) of drawing ``n`` sequences, over interleaved rounds in a fresh random order."""
     best = dict.fromkeys(contenders, float("inf"))
@@ -240,12 +254,12 @@ def bench_discrete(args, peers: dict | None = None) -> list[dict]:
             nll = "n/a" if contender["path"] is None else elbo_per_token(
                 contender["net"], data.evaluation, path=contender["path"], n_time=cfg["n_time"],
                 generator=torch.Generator().manual_seed(seed + 3))
-            reference = medians.get(contender["ref"])
+            reference = times.get(contender["ref"])
             rows.append({"dataset": dataset_name, "method": name, "NLL/token": nll, "entropy/token": data.entropy,
                          "sample NLL/token": data.nll(samples),
                          "3-mer JS": kmer_js_divergence(samples, data.held_out, data.vocab_size, 3),
                          "train step ms": medians[name],
-                         "vs flow_matching": medians[name] / reference if reference else "n/a",
+                         "vs flow_matching": paired_step_ratio(times[name], reference) if reference else "n/a",
                          "sample ms": sampling_ms[name]})
             print(f"  {dataset_name} | {name}: NLL/token {nll if isinstance(nll, str) else f'{nll:.3f}'}, "
                   f"step {medians[name]:.1f} ms", flush=True)

@@ -2,7 +2,9 @@
 NAVSIM way.
 
 Synthetic bird's-eye-view scenes with an expert planner and their on-disk schema, PDM-style metrics, the GoalFlow
-planner with its baselines, training and open-loop evaluation, and closed-loop episodes in highway-env. Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely nor matplotlib):
+planner with its baselines, training and open-loop evaluation, and closed-loop episodes in highway-env.
+
+Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely nor matplotlib):
     geometry     poses, vehicle boxes and their overlap, polylines, the drivable polygon (shapely)
     scenes       seeded synthetic scenes: straight and curved multi-lane roads, junctions, other vehicles
     expert       the expert planner: a smooth, safe plan per feasible route; one drawn at random

@@ -3,26 +3,26 @@
 A scene set is a directory of shards ``shard_00000.npz, ...`` (each at most ``shard_size`` scenes) and
 ``meta.json``. Every shard holds these arrays (N scenes; padded rows are NaN, or excluded by their mask):
 
-=================  ===================  =======  ===========================================================
-key                shape                dtype    meaning (ego frame at the current time: x forward, y left)
-=================  ===================  =======  ===========================================================
-bev                (N, C, H, W)         uint8    raster, channels ``meta["channels"]`` (see ``raster``)
-ego_state          (N, 3)               float32  speed m/s, longitudinal acceleration m/s², yaw rate rad/s
-command            (N,)                 int8     driving command, index into ``meta["commands"]``
-trajectory         (N, T, 3)            float32  expert poses (x, y, θ) at dt, 2·dt, ... T·dt seconds
-goal_candidates    (N, G, 3)            float32  end poses of the expert's feasible routes
-goal_mask          (N, G)               bool     which candidates exist
-goal_index         (N,)                 int16    the candidate the expert drove (its last pose)
-routes             (N, G, K, 2)         float32  centreline of each candidate's route, from the ego on
-reference_progress (N,)                 float32  best feasible progress (m), the denominator of EP
-drivable           (N, V, 2)            float32  drivable-area polygon's exterior ring (NaN-padded)
-agent_boxes        (N, A, 5)            float32  other vehicles now: x, y, θ, length, width
-agent_futures      (N, A, T, 3)         float32  their poses at the plan times
-agent_mask         (N, A)               bool     which agent rows exist
-lanes              (N, L, K, 2)         float32  lane centrelines resampled to K points (NaN-padded)
-kind               (N,)                 int8     index into ``meta["kinds"]``
-scene_seed         (N,)                 int64    seed that regenerates the scene
-=================  ===================  =======  ===========================================================
+==================  ===================  =======  ===========================================================
+key                 shape                dtype    meaning (ego frame at the current time: x forward, y left)
+==================  ===================  =======  ===========================================================
+bev                 (N, C, H, W)         uint8    raster, channels ``meta["channels"]`` (see ``raster``)
+ego_state           (N, 3)               float32  speed m/s, longitudinal acceleration m/s², yaw rate rad/s
+command             (N,)                 int8     driving command, index into ``meta["commands"]``
+trajectory          (N, T, 3)            float32  expert poses (x, y, θ) at dt, 2·dt, ... T·dt seconds
+goal_candidates     (N, G, 3)            float32  end poses of the expert's feasible routes
+goal_mask           (N, G)               bool     which candidates exist
+goal_index          (N,)                 int16    the candidate the expert drove (its last pose)
+routes              (N, G, K, 2)         float32  centreline of each candidate's route, from the ego on
+reference_progress  (N,)                 float32  best feasible progress (m), the denominator of EP
+drivable            (N, V, 2)            float32  drivable-area polygon's exterior ring (NaN-padded)
+agent_boxes         (N, A, 5)            float32  other vehicles now: x, y, θ, length, width
+agent_futures       (N, A, T, 3)         float32  their poses at the plan times
+agent_mask          (N, A)               bool     which agent rows exist
+lanes               (N, L, K, 2)         float32  lane centrelines resampled to K points (NaN-padded)
+kind                (N,)                 int8     index into ``meta["kinds"]``
+scene_seed          (N,)                 int64    seed that regenerates the scene
+==================  ===================  =======  ===========================================================
 
 ``meta.json`` holds ``format`` ("flowzoo-driving-scenes"), ``version``, ``seed``, ``dt``, ``horizon``,
 ``extent`` (raster x and y ranges), ``raster_size``, ``channels``, ``commands``, ``kinds``, ``ego_size`` and

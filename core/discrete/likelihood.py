@@ -76,10 +76,10 @@ def discrete_elbo(model: Callable[..., Tensor], x1: Tensor, *, path: MixtureDisc
     cond = check_cond(cond)
     batch = x1.shape[0]
     total = torch.zeros(batch, dtype=torch.float64, device=x1.device)
+    below_one = float(torch.nextafter(torch.tensor(1.0), torch.tensor(0.0)))    # the largest float32 below 1
     for k in range(n_time):
         u = torch.rand(batch, device=x1.device, generator=generator, dtype=torch.float64)
-        t = ((k + u) / n_time * t_max).to(torch.float32).clamp_(max=float(torch.nextafter(torch.tensor(1.0),
-                                                                                          torch.tensor(0.0))))
+        t = ((k + u) / n_time * t_max).to(torch.float32).clamp_(max=below_one)
         x_t = path.draw(x1, t, generator=generator).x_t
         logits = call_posterior(model, x_t, t, cond, path.vocab_size)
         total += generalized_kl(logits, x1, x_t, t, path).reshape(batch, -1).sum(1).double()
