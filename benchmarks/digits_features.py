@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from benchmarks.results import reproduce_command, save_table
-from flowzoo.core.errors import ConfigError, NonFiniteError, ShapeError, expected
+from flowzoo.vision.metrics import feature_statistics, frechet_distance
 
 __all__ = ["load_digits_scaled", "DigitClassifier", "train_classifier", "load_classifier",
-           "feature_statistics", "frechet_distance", "DigitsEvaluator", "CACHE_DIR"]
+           "DigitsEvaluator", "CACHE_DIR"]
 
 CACHE_DIR = Path(__file__).resolve().parent / ".cache"
 _ARCH = {"hidden": 256, "features": 64, "epochs": 150, "version": 1}
@@ -128,65 +128,6 @@ def load_classifier(cache_dir: Path | str = CACHE_DIR, seed: int = 0,
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
     meta.write_text(json.dumps({"test_accuracy": accuracy, **_ARCH, "seed": seed}))
     return model, accuracy
-
-
-def feature_statistics(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean (d,) and unbiased covariance (d, d) of an (n, d) feature matrix, in float64."""
-    f = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, dtype=np.float64)
-    if f.ndim != 2 or f.shape[0] < 2:
-        raise ShapeError(expected("features of shape (n, d) with n >= 2", f"shape {f.shape}",
-                                  "pass one feature row per sample, at least two samples"))
-    if not np.isfinite(f).all():
-        raise NonFiniteError(expected("finite features", "NaN/Inf", "check the samples for NaN"))
-    return f.mean(0), np.cov(f, rowvar=False)
-
-
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
-                     eps: float = 1e-6) -> float:
-    r"""Squared Fréchet distance between N(μ1, Σ1) and N(μ2, Σ2) (the quantity FID reports).
-
-    Numerical care, in float64:
-
-    * the matrix square root is that of Σ1 Σ2 (``scipy.linalg.sqrtm``); if it comes back non-finite (a
-      singular product, e.g. fewer samples than features), ε·I is added to both covariances and it is
-      recomputed;
-    * rounding gives √(Σ1Σ2) a small imaginary part; it is dropped when it is below 1e-3 relative to the
-      trace, and a larger one raises (it would mean the covariances are not PSD);
-    * the result is clipped at 0 (it can come out −1e-12 for identical statistics).
-
-    Example:
-        >>> import numpy as np
-        >>> round(frechet_distance(np.zeros(2), np.eye(2), np.ones(2), 4 * np.eye(2)), 6)  # 2 + 2·(2−1)²
-        4.0
-    """
-    from scipy import linalg
-
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
-    d = mu1.shape[0]
-    if mu1.shape != (d,) or mu2.shape != (d,) or sigma1.shape != (d, d) or sigma2.shape != (d, d):
-        raise ShapeError(expected("means of shape (d,) and covariances (d, d) with one d",
-                                  f"{mu1.shape}, {sigma1.shape}, {mu2.shape}, {sigma2.shape}",
-                                  "compute both statistics with feature_statistics on the same features"))
-    for name, value in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
-        if not np.isfinite(value).all():
-            raise NonFiniteError(expected(f"finite {name}", "NaN/Inf", "check the features"))
-    if not isinstance(eps, (int, float)) or not eps > 0:
-        raise ConfigError(expected("eps > 0", repr(eps), "use e.g. 1e-6"))
-    covmean = linalg.sqrtm(sigma1 @ sigma2)
-    if not np.isfinite(covmean).all():
-        offset = eps * np.eye(d)
-        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        scale = max(abs(np.trace(sigma1)) + abs(np.trace(sigma2)), 1e-12)
-        if np.abs(np.diagonal(covmean).imag).max() > 1e-3 * scale:
-            raise NonFiniteError(expected("a (numerically) real sqrt(sigma1 @ sigma2)",
-                                          f"imaginary part {np.abs(covmean.imag).max():.3g}",
-                                          "pass symmetric positive semi-definite covariances"))
-        covmean = covmean.real
-    diff = mu1 - mu2
-    value = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
-    return max(value, 0.0)
 
 
 class DigitsEvaluator:

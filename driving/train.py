@@ -240,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(expected(f"the method first, one of {', '.join(METHODS)}", repr(method),
                                    f"e.g. {PROG} goalflow --scenes scenes/train --out runs/gf"))
     if any(a == "--method" or a.startswith("--method=") for a in args):
-        raise ConfigError(expected("the method as the first argument only", "--method", f"drop --method"))
+        raise ConfigError(expected("the method as the first argument only", "--method", "drop --method"))
     cfg = replace(parse_config(DrivingTrainConfig, args, prog=f"{PROG} {method}"), method=method)
     summary = train_planner(cfg)
     print(json.dumps(summary, indent=2, default=str))

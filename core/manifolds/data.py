@@ -34,7 +34,7 @@ import torch
 from scipy import special
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.manifolds.so3 import SO3, hat
+from flowzoo.core.manifolds.so3 import SO3
 from flowzoo.core.manifolds.torus import TWO_PI
 from flowzoo.core.validation import check_count, check_tensor
 

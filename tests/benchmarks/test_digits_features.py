@@ -1,4 +1,5 @@
-"""The Fréchet distance of benchmarks/digits_features.py (the "digits-FID"); no classifier training here."""
+"""The Fréchet distance behind benchmarks/digits_features.py's "digits-FID" (flowzoo.vision.metrics); no classifier
+training here."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.digits_features import feature_statistics, frechet_distance
 
 from flowzoo.core.errors import FlowzooError, NonFiniteError, ShapeError
+from flowzoo.vision.metrics import feature_statistics, frechet_distance
 
 
 def _random_spd(d: int, rng: np.random.Generator) -> np.ndarray:
