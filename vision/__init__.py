@@ -7,8 +7,9 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     metrics     Frechet distance, KID, k-NN precision/recall, PSNR, SSIM, PNG sample grids, TensorBoard grids
     features    the per-data-set feature classifier (trained once, cached), ImageEvaluator, Inception features
     nets        image backbones: DiT (velocity model and flow map); GPU helpers (channels_last, compile)
+    sourcefm    SourceFM: norm-aligned Gaussian source, PCA directional pruning (SourceFMSource, SourceFMLoss)
     train       ``python -m flowzoo.vision.train icfm|otcfm``: the Trainer entrypoint, METHODS, load_trained, generate
     cli         ``flowzoo vision train | sample | evaluate``
 """
 
-__all__ = ["readers", "datasets", "metrics", "features", "nets", "train", "cli"]
+__all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "train", "cli"]

@@ -5,7 +5,10 @@
   arXiv 2210.02747) with ``--method euler|midpoint|heun|rk4|dopri5``, optionally for one ``--class`` and with
   classifier-free guidance ``--cfg_scale`` (Ho & Salimans, arXiv 2207.12598: :math:`v_u + w(v_c - v_u)`), and
   writes a PNG grid and an ``.npz`` beside it (``images`` uint8 (N, C, H, W), ``x`` float in [−1, 1],
-  ``labels``). Existing files are replaced only with ``--overwrite``.
+  ``labels``). Existing files are replaced only with ``--overwrite``. A SourceFM run (``sourcefm_icfm``,
+  ``sourcefm_otcfm``) starts from its stored norm-aligned source; ``--prune true`` (any run) rejection-samples the
+  noise away from SourceFM's pruning axes of the run's training images (Lee, Kim, Lee, TMLR 2025;
+  :mod:`flowzoo.vision.sourcefm`) and prints the acceptance rate.
 * ``flowzoo vision evaluate --checkpoint RUN --n 500 --steps 10`` prints the Fréchet distance, KID, k-NN
   precision/recall and (class-conditional runs) the classifier accuracy of ``--n`` samples against the data
   set's test split, in the features of the cached per-data-set classifier
@@ -30,7 +33,7 @@ import torch
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.training import atomic_write_bytes, atomic_write_with
-from flowzoo.core.validation import check_int, check_number, check_positive_int
+from flowzoo.core.validation import check_int, check_number, check_positive_int, check_probability
 
 __all__ = ["SampleConfig", "EvaluateConfig", "sample_main", "evaluate_main", "commands"]
 
@@ -50,6 +53,9 @@ class SampleConfig:
     out: str = field(default="samples.png", metadata=option_help("PNG grid to write; the .npz goes beside it"))
     nrow: int = field(default=0, metadata=option_help("images per grid row (0: square-ish)"))
     seed: int = field(default=0, metadata=option_help("seed of the noise"))
+    prune: bool = field(default=False, metadata=option_help("SourceFM directional pruning of the initial noise"))
+    prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D))"))
+    prune_max_similarity: float = field(default=0.01, metadata=option_help("pruning-axis threshold on the largest data cosine"))
     overwrite: bool = field(default=False, metadata=option_help("replace existing output files"))
     progress: bool = field(default=True, metadata=option_help("progress bar over batches"))
 
@@ -59,6 +65,8 @@ class SampleConfig:
         check_int(self.nrow, "--nrow", low=0)
         check_int(self.seed, "--seed", low=0)
         check_number(self.cfg_scale, "--cfg_scale")
+        check_probability(self.prune_tau, "--prune_tau")
+        check_probability(self.prune_max_similarity, "--prune_max_similarity")
         if self.method not in _SOLVERS:
             raise ConfigError(expected(f"--method in {_SOLVERS}", repr(self.method), "pass e.g. --method heun"))
 
@@ -74,6 +82,9 @@ class EvaluateConfig:
     cfg_scale: float = field(default=1.0, metadata=option_help("classifier-free guidance scale (class-conditional runs)"))
     data: str | None = field(default=None, metadata=option_help("data spec compared against (none: the run's)"))
     seed: int = field(default=0, metadata=option_help("seed of the noise"))
+    prune: bool = field(default=False, metadata=option_help("SourceFM directional pruning of the initial noise"))
+    prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D))"))
+    prune_max_similarity: float = field(default=0.01, metadata=option_help("pruning-axis threshold on the largest data cosine"))
     out: str | None = field(default=None, metadata=option_help("JSON file (none: <run>/evaluate_<method><steps>_n<n>.json)"))
     overwrite: bool = field(default=False, metadata=option_help("replace an existing JSON file"))
     progress: bool = field(default=True, metadata=option_help("progress bar over batches"))
@@ -83,6 +94,8 @@ class EvaluateConfig:
         check_positive_int(self.steps, "--steps")
         check_int(self.seed, "--seed", low=0)
         check_number(self.cfg_scale, "--cfg_scale")
+        check_probability(self.prune_tau, "--prune_tau")
+        check_probability(self.prune_max_similarity, "--prune_max_similarity")
         if self.method not in _SOLVERS:
             raise ConfigError(expected(f"--method in {_SOLVERS}", repr(self.method), "pass e.g. --method heun"))
 
@@ -122,6 +135,19 @@ def _labels(run, n: int, label: int | None, cfg_scale: float) -> torch.Tensor | 
     return torch.full((n,), label, dtype=torch.int64)
 
 
+def _source(run, cfg):
+    """The run's source (None: the standard Gaussian), pruned with ``cfg.prune``."""
+    from flowzoo.vision.train import run_source
+
+    return run_source(run, prune=cfg.prune, max_similarity=cfg.prune_max_similarity, tau=cfg.prune_tau or None)
+
+
+def _source_note(source) -> str:
+    if source is None or source.axes is None:
+        return ""
+    return f"; pruned source: {len(source.axes)} axes, tau {source.tau:.4g}, acceptance {source.acceptance_rate:.3f}"
+
+
 def sample_main(argv: Sequence[str] | None = None) -> int:
     """sample --checkpoint RUN --n 64 --steps 10 --out samples.png: write a PNG grid and an .npz."""
     from flowzoo.vision.metrics import save_image_grid
@@ -136,17 +162,19 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     _refuse_existing([out, arrays], cfg.overwrite)
     run = load_trained(cfg.checkpoint)
     labels = _labels(run, cfg.n, cfg.label, cfg.cfg_scale)
+    source = _source(run, cfg)
     images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
                            cfg_scale=cfg.cfg_scale, null_class=run.num_classes,
-                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress)
+                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress, source=source)
     nrow = cfg.nrow or (run.num_classes if labels is not None and cfg.label is None and cfg.n >= run.num_classes
                         else None)
     save_image_grid(images.clamp(-1, 1), out, nrow=nrow, scale=max(1, min(4, 64 // run.shape[-1])))
     payload = {"images": to_uint8(images).numpy(), "x": images.numpy(),
-               "labels": np.full(cfg.n, -1) if labels is None else labels.numpy(), "nfe": np.int64(nfe)}
+               "labels": np.full(cfg.n, -1) if labels is None else labels.numpy(), "nfe": np.int64(nfe),
+               "source_acceptance_rate": np.float64(1.0 if source is None else source.acceptance_rate)}
     atomic_write_with(arrays, lambda path: np.savez_compressed(path, **payload), suffix=".npz")
     print(f"{cfg.n} images ({cfg.method}, {cfg.steps} steps, {nfe} evaluations each) from {run.checkpoint}: "
-          f"wrote {out} and {arrays}")
+          f"wrote {out} and {arrays}{_source_note(source)}")
     return 0
 
 
@@ -160,7 +188,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                        prog="flowzoo vision evaluate")
     run = load_trained(cfg.checkpoint)
     run_dir = run.checkpoint.parent.parent
-    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}.json"
+    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}{'_pruned' if cfg.prune else ''}.json"
     _refuse_existing([out], cfg.overwrite)
     spec = cfg.data or run.config.data
     load = run.config.load_options()
@@ -172,9 +200,10 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     classifier, accuracy = load_feature_classifier(spec, **load)
     evaluator = ImageEvaluator(classifier, test.images, accuracy)
     labels = _labels(run, cfg.n, None, cfg.cfg_scale)
+    source = _source(run, cfg)
     images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
                            cfg_scale=cfg.cfg_scale, null_class=run.num_classes,
-                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress)
+                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress, source=source)
     precision, recall = evaluator.precision_recall(images)
     metrics = {"fd": evaluator.fd(images), "kid": evaluator.kid(images, subset_size=min(1000, cfg.n)),
                "precision": precision, "recall": recall}
@@ -182,9 +211,12 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         metrics["class_accuracy"] = evaluator.class_accuracy(images, labels)
     record = {"checkpoint": str(run.checkpoint), "step": run.step, "data": spec, "n": cfg.n, "method": cfg.method,
               "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "metrics": metrics,
+              "source_scale": run.source_scale, "prune": cfg.prune,
+              "source_acceptance_rate": 1.0 if source is None else source.acceptance_rate,
               "feature_classifier_accuracy": evaluator.accuracy}
     atomic_write_bytes(out, json.dumps(record, indent=2).encode("utf-8"))
-    print("  ".join(f"{name} {value:.4g}" for name, value in metrics.items()) + f"  (nfe {nfe}; wrote {out})")
+    print("  ".join(f"{name} {value:.4g}" for name, value in metrics.items())
+          + f"  (nfe {nfe}{_source_note(source)}; wrote {out})")
     return 0
 
 

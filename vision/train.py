@@ -7,6 +7,11 @@ Pixel-space flow matching baselines on an image data set (:func:`~flowzoo.vision
   target :math:`x_1 - x_0`, loss :math:`\|v_\theta(x_t, t, y) - (x_1 - x_0)\|^2`.
 * ``otcfm``: OT-CFM, the same loss after pairing each minibatch by exact optimal transport (Tong et al.,
   arXiv 2302.00482, Alg. 2); the labels follow their images through the pairing.
+* ``sourcefm_icfm`` / ``sourcefm_otcfm``: the same two losses from SourceFM's norm-aligned source
+  :math:`x_0 = s z`, :math:`s = \mathbb{E}\|x_1\| / \mathbb{E}\|z\|` computed from the training images (Lee, Kim,
+  Lee, TMLR 2025; :mod:`flowzoo.vision.sourcefm`). The scale is stored with the checkpoint (``image.source_scale``)
+  and sampling starts from the same source; directional pruning is a sampling option for any run
+  (``flowzoo vision sample --prune true``, :func:`run_source`).
 
 Time runs from 0 (Gaussian noise) to 1 (data), as in both papers' flow-matching form, so no mapping is needed.
 With ``--class_cond`` the velocity is conditioned on the class label ``y`` and a share ``--cond_dropout`` of the
@@ -47,9 +52,10 @@ from flowzoo.core.validation import check_int, check_number, check_positive_int,
 from flowzoo.vision.datasets import Augment, ImageBatchSampler, ImageData, load_images
 from flowzoo.vision.metrics import save_image_grid
 from flowzoo.vision.nets import DiT
+from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source
 
 __all__ = ["VisionTrainConfig", "VisionMethod", "METHODS", "UNET_SIZES", "DIT_SIZES", "TrainedImageModel",
-           "load_data", "build_net", "train", "load_trained", "generate", "main"]
+           "load_data", "build_net", "train", "load_trained", "run_source", "generate", "main"]
 
 PROG = "python -m flowzoo.vision.train"
 IMAGE_KEY = "image"  # where config.yaml records the data the network was built for
@@ -125,10 +131,15 @@ class VisionTrainConfig:
 
 @dataclass(frozen=True)
 class VisionMethod:
-    """One training method: a summary line and ``objective(cfg, num_classes) -> loss(model, batch)``."""
+    """One training method: a summary line and ``objective(cfg, num_classes) -> loss(model, batch)``.
+
+    ``norm_aligned_source``: train (and sample) from SourceFM's norm-aligned Gaussian, whose scale is computed from
+    the training images and stored with the checkpoint.
+    """
 
     summary: str
     objective: Callable[[VisionTrainConfig, int], Callable]
+    norm_aligned_source: bool = False
 
 
 def _flow_matching(coupling: str) -> Callable[[VisionTrainConfig, int], FlowMatchingLoss]:
@@ -142,6 +153,10 @@ def _flow_matching(coupling: str) -> Callable[[VisionTrainConfig, int], FlowMatc
 METHODS: dict[str, VisionMethod] = {
     "icfm": VisionMethod("I-CFM: flow matching with independent noise-image pairs", _flow_matching("independent")),
     "otcfm": VisionMethod("OT-CFM: flow matching with minibatch exact-OT pairs", _flow_matching("exact_ot")),
+    "sourcefm_icfm": VisionMethod("SourceFM I-CFM: I-CFM from the norm-aligned Gaussian source",
+                                  _flow_matching("independent"), norm_aligned_source=True),
+    "sourcefm_otcfm": VisionMethod("SourceFM OT-CFM: OT-CFM from the norm-aligned Gaussian source",
+                                   _flow_matching("exact_ot"), norm_aligned_source=True),
 }
 """Method name -> :class:`VisionMethod`; a later method (LFM, SourceFM, MeanFlow, ...) adds one entry."""
 
@@ -174,12 +189,13 @@ def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) ->
 
 def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, method: str = "euler",
              labels: torch.Tensor | None = None, cfg_scale: float = 1.0, null_class: int | None = None,
-             generator: torch.Generator | None = None, batch_size: int = 256,
-             progress: bool = False) -> tuple[torch.Tensor, int]:
+             generator: torch.Generator | None = None, batch_size: int = 256, progress: bool = False,
+             source: SourceFMSource | None = None) -> tuple[torch.Tensor, int]:
     """Draw ``n`` images from noise at t = 0 to t = 1; returns ``(images (n, C, H, W), model evaluations per image)``.
 
     With ``labels`` (n,) the model is called with ``y``; a ``cfg_scale`` other than 1 wraps it in
-    classifier-free guidance towards ``null_class``.
+    classifier-free guidance towards ``null_class``. ``source`` (a :class:`~flowzoo.vision.sourcefm.SourceFMSource`)
+    replaces the standard Gaussian at t = 0 (SourceFM runs, pruned sampling).
 
     Example:
         >>> net = UNet(in_channels=1, channels=16, multipliers=(1, 2), res_blocks=1, head_channels=16)
@@ -193,7 +209,7 @@ def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, meth
     if labels is not None and cfg_scale != 1.0:
         velocity = ClassifierFreeGuidance(model, scale=cfg_scale, null_cond={"y": null_class})
     device = next(model.parameters()).device
-    noise = torch.randn((n, *shape), generator=generator)
+    noise = torch.randn((n, *shape), generator=generator) if source is None else source.sample(n, generator=generator)
     images, nfe = [], 0
     chunks = range(0, n, batch_size)
     if progress:
@@ -213,12 +229,13 @@ def _grid_labels(n: int, num_classes: int) -> torch.Tensor:
     return torch.arange(n) % max(num_classes, 1)
 
 
-def _write_grid(model: nn.Module, cfg: VisionTrainConfig, image: dict[str, Any], path: Path) -> dict[str, float]:
+def _write_grid(model: nn.Module, cfg: VisionTrainConfig, image: dict[str, Any], path: Path,
+                source: SourceFMSource | None = None) -> dict[str, float]:
     classes = int(image["num_classes"])
     labels = _grid_labels(cfg.grid_n, classes) if cfg.class_cond else None
     generator = torch.Generator().manual_seed(cfg.trainer.seed + 12345)
     images, _ = generate(model, cfg.grid_n, image["shape"], steps=cfg.grid_steps, labels=labels,
-                         generator=generator)
+                         generator=generator, source=source)
     rows = classes if cfg.class_cond and 1 < classes <= cfg.grid_n else None
     scale = max(1, 64 // int(image["shape"][-1]))
     save_image_grid(images.clamp(-1, 1), path, nrow=rows, scale=min(scale, 4))
@@ -239,12 +256,17 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.trainer.seed)
     model = build_net(cfg, data.shape, data.num_classes)
     objective = METHODS[cfg.method].objective(cfg, data.num_classes)
+    source = None
+    if METHODS[cfg.method].norm_aligned_source:
+        source = build_source(data.images, norm_align=True)
+        objective = SourceFMLoss(objective, source)
+        image["source_scale"] = source.scale
     augment = Augment(cfg.flip, cfg.crop_padding) if (cfg.flip or cfg.crop_padding) else None
     sampler = ImageBatchSampler(data, cfg.trainer.batch_size, augment, labels=cfg.class_cond)
     out_dir = Path(cfg.trainer.out_dir)
 
     def evaluate(eval_model: nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
-        return _write_grid(eval_model, cfg, image, Path(eval_dir) / "samples.png")
+        return _write_grid(eval_model, cfg, image, Path(eval_dir) / "samples.png", source)
 
     run_config = {**config_to_dict(cfg), IMAGE_KEY: image}
     trainer = Trainer(model, objective, sampler, cfg.trainer, evaluate=evaluate, run_config=run_config)
@@ -253,7 +275,7 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     if is_main_process():
         final = trainer.ema.module if trainer.ema is not None else trainer.model
         final.eval()
-        _write_grid(final, cfg, image, out_dir / "samples.png")
+        _write_grid(final, cfg, image, out_dir / "samples.png", source)
     return metrics
 
 
@@ -267,6 +289,7 @@ class TrainedImageModel:
     num_classes: int
     checkpoint: Path
     step: int
+    source_scale: float = 1.0
 
     @property
     def class_cond(self) -> bool:
@@ -289,13 +312,28 @@ def load_trained(path: str | Path) -> TrainedImageModel:
     shape = tuple(int(v) for v in image["shape"])
     model = build_net(cfg, shape, int(image["num_classes"]))
     model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
-    return TrainedImageModel(model.eval(), cfg, shape, int(image["num_classes"]), checkpoint.path, checkpoint.step)
+    return TrainedImageModel(model.eval(), cfg, shape, int(image["num_classes"]), checkpoint.path, checkpoint.step,
+                             float(image.get("source_scale", 1.0)))
+
+
+def run_source(run: TrainedImageModel, *, prune: bool = False, max_similarity: float = 0.01,
+               tau: float | None = None) -> SourceFMSource | None:
+    """The source a trained run samples from: its stored norm-alignment scale and, with ``prune``, SourceFM's
+    pruning axes computed on the run's training split (with flips when the run trained with ``--flip``).
+    None for a plain Gaussian run sampled without pruning."""
+    if not prune and run.source_scale == 1.0:
+        return None
+    if not prune:
+        return SourceFMSource(run.shape, scale=run.source_scale)
+    images = load_data(run.config, "train").images
+    return build_source(images, prune=True, max_similarity=max_similarity, tau=tau, flip=run.config.flip > 0,
+                        scale=run.source_scale)
 
 
 def _usage() -> str:
     lines = [f"usage: {PROG} <method> --data SPEC [--net unet|dit] [--class_cond true] --trainer.steps N "
              "--trainer.out_dir DIR", "methods:"]
-    lines += [f"  {name:8s} {method.summary}" for name, method in METHODS.items()]
+    lines += [f"  {name:14s} {method.summary}" for name, method in METHODS.items()]
     return "\n".join(lines)
 
 
