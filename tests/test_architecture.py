@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "robotics", "biology", "driving", "vision")
+PACKAGES = ("core", "robotics", "biology", "driving", "vision", "three_d")
 MAX_CORE_TOP_LEVEL_FILES = 12
 
 

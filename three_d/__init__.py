@@ -1,3 +1,15 @@
-"""flowzoo.three_d: domain package (see the issues for what it will hold)."""
+"""flowzoo.three_d: point clouds and 3D shapes — the geometry base for point-cloud upsampling (PUFM, arXiv
+2501.15286), self-supervised scene flow (SCOOP, arXiv 2211.14020) and few-step 3D generation.
 
-__all__: list[str] = []
+Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy nor matplotlib nor open3d):
+    ops          batched torch point operations: farthest-point sampling, kNN, ball query, gathering, patch
+                 extraction and merging, unit-sphere normalisation
+    metrics      Chamfer, Hausdorff, EMD (exact or Sinkhorn) and its assignment, nearest-neighbour uniformity,
+                 point-to-mesh distance; scene-flow EPE3D, Acc3DS, Acc3DR, Outliers
+    io           PLY (ASCII / binary) and XYZ in numpy; PCD, OBJ and OFF through open3d when it imports
+    data         seeded synthetic shapes (sphere, box, torus, cylinder, cone, Möbius strip, trefoil knot),
+                 smooth deformations, upsampling examples, multi-object scene-flow pairs
+    plotting     3-D scatter panels of clouds and scene-flow arrows, as PNG
+"""
+
+__all__ = ["ops", "metrics", "io", "data", "plotting"]
