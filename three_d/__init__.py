@@ -2,13 +2,10 @@
 2501.15286), self-supervised scene flow (SCOOP, arXiv 2211.14020) and few-step 3D generation.
 
 Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy nor matplotlib nor open3d):
-    ops          batched torch point operations: farthest-point sampling, kNN, ball query, gathering, patch
-                 extraction and merging, unit-sphere normalisation
-    metrics      Chamfer, Hausdorff, EMD (exact or Sinkhorn) and its assignment, nearest-neighbour uniformity,
-                 point-to-mesh distance; scene-flow EPE3D, Acc3DS, Acc3DR, Outliers
+    ops          batched torch point operations: FPS, kNN, ball query, gathering, patches, normalisation
+    metrics      Chamfer, Hausdorff, EMD, uniformity, point-to-mesh; scene-flow EPE3D, Acc3DS, Acc3DR, Outliers
     io           PLY (ASCII / binary) and XYZ in numpy; PCD, OBJ and OFF through open3d when it imports
-    data         seeded synthetic shapes (sphere, box, torus, cylinder, cone, Möbius strip, trefoil knot),
-                 smooth deformations, upsampling examples, multi-object scene-flow pairs
+    data         seeded synthetic shapes, smooth deformations, upsampling examples, scene-flow pairs
     plotting     3-D scatter panels of clouds and scene-flow arrows, as PNG
 """
 

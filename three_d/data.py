@@ -3,9 +3,9 @@
 Shapes are analytic surfaces in numpy (no mesh library needed), each scaled to fit the unit ball:
 ``sphere``, ``box``, ``torus``, ``cylinder`` and ``cone`` (both capped), ``mobius`` (a Möbius strip) and
 ``trefoil`` (a tube around a trefoil knot). :func:`sample_surface` draws points uniformly by area (closed forms
-where they exist, rejection on the parametrisation's area element |∂f/∂u × ∂f/∂v| elsewhere); ``even=True``
-keeps a farthest-point subset of an oversample, a Poisson-disk-like even spacing (PU-GAN, arXiv 1811.11286,
-uses Poisson-disk ground truth).
+where they exist, rejection on the parametrisation's area element ``‖∂f/∂u × ∂f/∂v‖`` elsewhere);
+``even=True`` keeps a farthest-point subset of an oversample, a Poisson-disk-like even spacing (PU-GAN, arXiv
+1811.11286, uses Poisson-disk ground truth).
 
 * :func:`random_deformation`: a smooth non-rigid warp x ↦ x + a Σ_k w_k sin(ω_k · x + φ_k), the same map for
   every sample of a shape so the dense target and the sparse input deform together.

@@ -198,7 +198,7 @@ class SourceFMSource:
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """``n`` source samples (n, *shape); draws come from ``generator`` (CPU) and move to ``device``."""
+        """``n`` source samples of shape ``(n, *shape)``; draws come from ``generator`` (CPU) and move to ``device``."""
         n = check_positive_int(n, "n")
         dim = math.prod(self.shape)
         kept: list[torch.Tensor] = []
