@@ -106,3 +106,14 @@ def _doctest_names(doctest_namespace: dict) -> None:
     """Docstring examples may use ``torch`` and ``np`` without importing them."""
     doctest_namespace["torch"] = torch
     doctest_namespace["np"] = np
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread, then restore the count: small tensors run fastest on one thread, and more
+    threads fight the machine's other processes. A module opts in with ``pytestmark =
+    pytest.mark.usefixtures("one_thread")``."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

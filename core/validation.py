@@ -39,7 +39,8 @@ from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, NonFin
 
 __all__ = ["check_number", "check_positive", "check_nonnegative", "check_probability", "check_int",
            "check_positive_int", "check_count", "check_bool", "check_tensor", "check_finite", "check_same_shape",
-           "check_pair", "check_time", "check_unit_time", "as_time", "broadcast_time", "check_class_labels"]
+           "check_pair", "check_time", "check_unit_time", "as_time", "as_item_time", "broadcast_time",
+           "check_class_labels"]
 
 
 def _text(bound: float) -> str:
@@ -227,6 +228,21 @@ def as_time(t: float | torch.Tensor, batch: int, like: torch.Tensor) -> torch.Te
     t = t.to(device=like.device, dtype=like.dtype if like.is_floating_point() else torch.float32)
     if t.dim() == 0:
         t = t.expand(batch)
+    return t
+
+
+def as_item_time(t: float | torch.Tensor, like: torch.Tensor, name: str = "t", item: str = "sample") -> torch.Tensor:
+    """:func:`as_time` for a network's input ``like`` (batch first), or ShapeError unless one time per ``item``.
+
+    Example:
+        >>> as_item_time(0.5, torch.zeros(3, 2)).tolist()
+        [0.5, 0.5, 0.5]
+    """
+    batch = like.shape[0]
+    t = as_time(t, batch, like)
+    if t.shape != (batch,):
+        raise ShapeError(expected(f"{name} as a number or of shape ({batch},)", f"shape {tuple(t.shape)}",
+                                  f"pass one {name} per {item}"))
     return t
 
 

@@ -53,7 +53,7 @@ from torch.utils.checkpoint import checkpoint
 
 from flowzoo.core.errors import ConfigError, FlowzooError, ShapeError, expected
 from flowzoo.core.nets import SinusoidalTimeEmbedding
-from flowzoo.core.validation import as_time, check_bool, check_class_labels, check_int, check_number, check_tensor
+from flowzoo.core.validation import as_item_time, check_bool, check_class_labels, check_int, check_number, check_tensor
 
 __all__ = ["DiTConfig", "DIT_PRESETS", "sincos_position_embedding", "DiT", "FlowMapDiT", "to_channels_last",
            "compile_model", "CompiledModel"]
@@ -238,13 +238,6 @@ class _DiTBody(nn.Module):
                                       f"shape {tuple(x.shape)}", fix))
         return x
 
-    def _time(self, t: Tensor | float, x: Tensor, name: str) -> Tensor:
-        t = as_time(t, x.shape[0], x)
-        if t.shape != (x.shape[0],):
-            raise ShapeError(expected(f"{name} as a number or of shape ({x.shape[0]},)", f"shape {tuple(t.shape)}",
-                                      f"pass one {name} per image"))
-        return t
-
     def _embed_time(self, mlp: nn.Sequential, t: Tensor, x: Tensor) -> Tensor:
         return mlp(self.time_features(t).to(x.dtype))
 
@@ -303,7 +296,7 @@ class DiT(_DiTBody):
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """The velocity at time ``t`` (a number or (B,)), shaped like ``x``."""
         x = self._check_images(x)
-        c = self._embed_time(self.time_embed, self._time(t, x, "t"), x) + self._labels(y, x.shape[0])
+        c = self._embed_time(self.time_embed, as_item_time(t, x, "t", "image"), x) + self._labels(y, x.shape[0])
         return self._backbone(x, c)
 
 
@@ -335,7 +328,7 @@ class FlowMapDiT(_DiTBody):
     def forward(self, x: Tensor, s: Tensor | float, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """The average velocity from time ``s`` to time ``t`` (numbers or (B,)) of ``x`` at ``s``."""
         x = self._check_images(x)
-        s, t = self._time(s, x, "s"), self._time(t, x, "t")
+        s, t = as_item_time(s, x, "s", "image"), as_item_time(t, x, "t", "image")
         # The gap is formed here, so a JVP along (v, 1, 0) over (x, s, t) needs no (v, 1, 1) correction.
         c = (self._embed_time(self.start_embed, s, x) + self._embed_time(self.gap_embed, t - s, x)
              + self._labels(y, x.shape[0]))

@@ -39,7 +39,7 @@ from flowzoo.core.manifolds.euclidean import Euclidean
 from flowzoo.core.manifolds.path import check_manifold
 from flowzoo.core.manifolds.product import Product
 from flowzoo.core.manifolds.solver import MANIFOLD_METHODS, integrate_manifold
-from flowzoo.core.sampling import ESTIMATORS, PROBES, check_cond
+from flowzoo.core.sampling import ESTIMATORS, PROBES, check_cond, draw_probes
 from flowzoo.core.validation import check_positive_int
 
 __all__ = ["manifold_log_likelihood", "riemannian_divergence"]
@@ -155,13 +155,7 @@ def manifold_log_likelihood(
     x1 = manifold.check_on(x1, atol, "x1")
     cond = check_cond(cond)
     batch = x1.shape[0]
-    probes = None
-    if estimator == "hutchinson":
-        size = (n_probes, *x1.shape)
-        if probe == "rademacher":
-            probes = torch.randint(0, 2, size, generator=generator, device=x1.device).to(x1.dtype) * 2 - 1
-        else:
-            probes = torch.randn(size, generator=generator, device=x1.device, dtype=x1.dtype)
+    probes = draw_probes(probe, n_probes, x1, generator) if estimator == "hutchinson" else None
     augmented = Product(manifold, Euclidean(1))
     state = torch.cat([x1.reshape(batch, -1), x1.new_zeros(batch, 1)], dim=1)
     result = integrate_manifold(_AugmentedField(model, manifold, cond, probes), state, manifold=augmented,

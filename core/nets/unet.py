@@ -43,7 +43,7 @@ from torch.nn import functional as F
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.nets.mlp import SinusoidalTimeEmbedding
-from flowzoo.core.validation import as_time, check_class_labels, check_int, check_number, check_tensor
+from flowzoo.core.validation import as_item_time, check_class_labels, check_int, check_number, check_tensor
 
 __all__ = ["UNet", "FlowMapUNet"]
 
@@ -170,13 +170,6 @@ class _UNetBody(nn.Module):
                 if x.dim() == 4 else "pass a batch of images (B, C, H, W)"))
         return x
 
-    def _time(self, t: Tensor | float, x: Tensor, name: str) -> Tensor:
-        t = as_time(t, x.shape[0], x)
-        if t.shape != (x.shape[0],):
-            raise ShapeError(expected(f"{name} as a number or of shape ({x.shape[0]},)", f"shape {tuple(t.shape)}",
-                                      f"pass one {name} per image"))
-        return t
-
     def _labels(self, y: Tensor | None, batch: int) -> Tensor | float:
         labels = check_class_labels(y, batch, self.num_classes)
         return 0.0 if labels is None else self.label_embedding(labels)
@@ -231,7 +224,7 @@ class UNet(_UNetBody):
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """The velocity at time ``t`` (a number or (B,)), shaped like ``x``."""
         x = self._check_images(x)
-        t = self._time(t, x, "t")
+        t = as_item_time(t, x, "t", "image")
         emb = self.time_embed(self.time_features(t).to(x.dtype)) + self._labels(y, x.shape[0])
         return self._backbone(x, emb)
 
@@ -260,7 +253,7 @@ class FlowMapUNet(_UNetBody):
     def forward(self, x: Tensor, s: Tensor | float, t: Tensor | float, y: Tensor | None = None) -> Tensor:
         """The average velocity from time ``s`` to time ``t`` (numbers or (B,)) of ``x`` at ``s``."""
         x = self._check_images(x)
-        s, t = self._time(s, x, "s"), self._time(t, x, "t")
+        s, t = as_item_time(s, x, "s", "image"), as_item_time(t, x, "t", "image")
         # The gap is formed here, so a JVP along (v, 1, 0) over (x, s, t) needs no (v, 1, 1) correction.
         emb = (self.start_embed(self.time_features(s).to(x.dtype))
                + self.gap_embed(self.time_features(t - s).to(x.dtype)) + self._labels(y, x.shape[0]))

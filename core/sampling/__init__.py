@@ -21,7 +21,7 @@ from flowzoo.core.sampling.ode import (
     integrate,
 )
 from flowzoo.core.sampling.sde import integrate_sde
-from flowzoo.core.sampling.likelihood import log_likelihood, standard_normal_log_prob, ESTIMATORS, PROBES
+from flowzoo.core.sampling.likelihood import log_likelihood, standard_normal_log_prob, draw_probes, ESTIMATORS, PROBES
 from flowzoo.core.sampling.guidance import GuidanceSchedule, ConstantGuidance, RatioAwareGuidance, ClassifierFreeGuidance
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "integrate_sde",
     "log_likelihood",
     "standard_normal_log_prob",
+    "draw_probes",
     "ESTIMATORS",
     "PROBES",
     "GuidanceSchedule",

@@ -29,7 +29,7 @@ from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.sampling.ode import FIXED_STEP_METHODS, check_method, integrate
 from flowzoo.core.sampling.result import check_cond
 
-__all__ = ["log_likelihood", "standard_normal_log_prob", "ESTIMATORS", "PROBES"]
+__all__ = ["log_likelihood", "standard_normal_log_prob", "draw_probes", "ESTIMATORS", "PROBES"]
 
 ESTIMATORS = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -77,6 +77,20 @@ class _AugmentedVelocity:
             return sum(self._grad(v[:, i].sum(), x)[:, i] for i in range(v.shape[1]))
         estimates = [(self._grad((v * eps).sum(), x) * eps).sum(dim=1) for eps in self.probes]
         return torch.stack(estimates).mean(dim=0)
+
+
+def draw_probes(probe: str, n_probes: int, like: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n_probes`` Hutchinson probes shaped like ``like`` ((n_probes, *like.shape)): Rademacher ±1 or N(0, I).
+
+    Example:
+        >>> sorted(draw_probes("rademacher", 2, torch.zeros(3, 4)).unique().tolist())
+        [-1.0, 1.0]
+    """
+    size = (n_probes, *like.shape)
+    if probe == "rademacher":
+        return torch.randint(0, 2, size, generator=generator, device=like.device).to(like.dtype) * 2 - 1
+    return torch.randn(size, generator=generator, device=like.device, dtype=like.dtype)
 
 
 def log_likelihood(
@@ -143,13 +157,7 @@ def log_likelihood(
     cond = check_cond(cond)
     batch, shape = x1.shape[0], tuple(x1.shape[1:])
     flat = x1.reshape(batch, -1)
-    probes = None
-    if estimator == "hutchinson":
-        size = (n_probes, *flat.shape)
-        if probe == "rademacher":
-            probes = torch.randint(0, 2, size, generator=generator, device=flat.device).to(flat.dtype) * 2 - 1
-        else:
-            probes = torch.randn(size, generator=generator, device=flat.device, dtype=flat.dtype)
+    probes = draw_probes(probe, n_probes, flat, generator) if estimator == "hutchinson" else None
     dynamics = _AugmentedVelocity(model, shape, cond, probes, create_graph=enable_grad)
     state = torch.cat([flat, flat.new_zeros(batch, 1)], dim=1)
     result = integrate(dynamics, state, method=method, steps=steps, t0=1.0, t1=0.0, atol=atol, rtol=rtol,

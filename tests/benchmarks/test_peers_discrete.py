@@ -7,7 +7,6 @@ import json
 import math
 
 import pytest
-import torch
 
 from benchmarks import peers_discrete as bench
 
@@ -15,12 +14,7 @@ TINY = dict(train_steps=3, length=6, hidden=8, depth=1, batch=16, sample_steps=3
             train_size=100)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_tiny_run_has_every_method_and_column():

@@ -25,12 +25,7 @@ from flowzoo.core.training import (
 from flowzoo.core.training import checkpoint as checkpoint_module
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyVelocity(nn.Module):

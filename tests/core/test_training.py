@@ -29,13 +29,7 @@ from flowzoo.core.training.run_logging import CSVLogger
 SHIFT = torch.tensor([3.0, -1.0])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy machine does not stall them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyVelocity(nn.Module):

@@ -50,15 +50,6 @@ def test_emd_assignment_is_an_optimal_permutation():
     assert earth_movers_distance(x, y).item() == pytest.approx(best / 6, rel=1e-5)
 
 
-@pytest.fixture
-def one_thread():
-    """Small iterative kernels run far faster on one thread on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_sinkhorn_emd_approaches_exact(one_thread):
     x, y = _cloud(1, 64, 5), _cloud(1, 64, 6)
     exact = earth_movers_distance(x, y, method="exact").item()

@@ -7,7 +7,6 @@ import pickle
 
 import numpy as np
 import pytest
-import torch
 
 from flowzoo.vision.datasets import load_images
 from flowzoo.vision.readers import ImageFileError, read_cifar10, read_idx, read_image_folder, read_mnist_idx
@@ -15,13 +14,7 @@ from flowzoo.vision.readers import ImageFileError, read_cifar10, read_idx, read_
 PIL = pytest.importorskip("PIL.Image")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest, and several fight the other processes on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def idx_bytes(array: np.ndarray) -> bytes:

@@ -21,12 +21,7 @@ from flowzoo.vision.train import METHODS, load_trained, run_source
 QUIET = ["--trainer.progress", "false", "--trainer.tensorboard", "false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gaussian_mean_norm_is_the_chi_mean():

@@ -11,13 +11,7 @@ from flowzoo.vision.datasets import (Augment, ImageBatchSampler, ImageDataset, f
                                      to_uint8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest, and several fight the other processes on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("spec, shape, classes, n_train, n_test", [

@@ -16,13 +16,7 @@ from flowzoo.vision.metrics import (feature_statistics, frechet_distance, image_
                                     precision_recall, psnr, save_image_grid, ssim)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is fastest, and several fight the other processes on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gaussian(n, d, seed, shift=0.0):

@@ -19,13 +19,7 @@ from flowzoo.vision.nets import (DIT_PRESETS, DiT, FlowMapDiT, compile_model, si
 SMALL = dict(patch=2, hidden=32, depth=2, heads=4)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Small nets gain nothing from a second thread, and a busy machine slows two threads badly.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def randomised(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 
-import pytest
 import torch
 from torch import nn
 
@@ -79,10 +78,3 @@ def chi2_pvalue(counts: torch.Tensor, probs: torch.Tensor) -> float:
     return float(stats.chisquare(obs.numpy(), exp.numpy()).pvalue)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Imported by each test module: these tests run many small steps, fastest on one torch thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)

@@ -7,10 +7,13 @@ import math
 import pytest
 import torch
 
-from discrete_support import all_sequences, one_thread  # noqa: F401  (autouse fixture)
+from discrete_support import all_sequences
 from flowzoo.core.discrete import (DiscreteFlowMatchingLoss, DiscreteTransformer, MarkovText, MixtureDiscretePath,
                                    discrete_elbo, discrete_sample, masked_source)
 from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, ShapeError
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("order", [1, 2])

@@ -16,11 +16,14 @@ import math
 import pytest
 import torch
 
-from discrete_support import TinyMLP, one_thread  # noqa: F401  (autouse fixture)
+from discrete_support import TinyMLP
 from flowzoo.biology.sequences.hmm import planted_motif_hmm, uniform_nll
 from flowzoo.core.discrete import DiscreteFlowMatchingLoss, MixtureDiscretePath, discrete_elbo, generalized_kl
 
 K, L = 4, 12
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,15 @@ import math
 import pytest
 import torch
 
-from discrete_support import TinyMLP, one_thread  # noqa: F401  (autouse fixture)
+from discrete_support import TinyMLP
 from flowzoo.biology.sequences.hmm import kmer_js_divergence
 from flowzoo.core.discrete import (DiscreteFlowMatchingLoss, DiscreteTransformer, MarkovText, MixtureDiscretePath,
                                    discrete_elbo, discrete_sample)
 
 V, L = 6, 8
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
-from discrete_support import (ExactPosterior, all_sequences, one_thread,  # noqa: F401  (one_thread: autouse)
-                              random_joint, sequence_index)
+from discrete_support import ExactPosterior, all_sequences, random_joint, sequence_index
 from flowzoo.core.discrete import (DiscreteFlowMatchingLoss, MixtureDiscretePath, discrete_elbo, elbo_per_token,
                                    generalized_kl)
 from flowzoo.core.paths.timesamplers import UniformTime
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_generalized_kl_by_hand():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from discrete_support import chi2_pvalue, one_thread  # noqa: F401  (autouse fixture)
+from discrete_support import chi2_pvalue
 from flowzoo.core.discrete import (LinearConvexScheduler, MixtureDiscretePath, PolynomialConvexScheduler,
                                    generalized_kl, step_kernel)
 
@@ -14,6 +14,9 @@ from flow_matching.loss import MixturePathGeneralizedKL  # noqa: E402
 from flow_matching.path import MixtureDiscreteProbPath  # noqa: E402
 from flow_matching.path.scheduler import PolynomialConvexScheduler as FMPolynomial  # noqa: E402
 from flow_matching.solver import MixtureDiscreteEulerSolver  # noqa: E402
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("n", [0.5, 1.0, 2.0, 3.0])

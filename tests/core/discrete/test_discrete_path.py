@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 
-from discrete_support import one_thread  # noqa: F401  (autouse fixture)
 
 from flowzoo.core.discrete import (CosineConvexScheduler, LinearConvexScheduler, MixtureDiscretePath,
                                    PolynomialConvexScheduler, get_convex_scheduler, masked_source, uniform_source)
@@ -15,6 +14,9 @@ from flowzoo.core.errors import ConfigError
 
 SCHEDULERS = [LinearConvexScheduler(), PolynomialConvexScheduler(0.5), PolynomialConvexScheduler(3.0),
               CosineConvexScheduler()]
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("scheduler", SCHEDULERS, ids=repr)

@@ -5,10 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from discrete_support import (ExactPosterior, chi2_pvalue, one_thread,  # noqa: F401  (one_thread: autouse)
-                              random_joint, sequence_index)
+from discrete_support import ExactPosterior, chi2_pvalue, random_joint, sequence_index
 from flowzoo.core.discrete import (MixtureDiscretePath, PolynomialConvexScheduler, discrete_sample, jump_rates,
                                    posterior_probs, sample_categorical, step_kernel)
+
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("source", ["mask", "uniform"])
