@@ -13,8 +13,8 @@ A model is ``model(x_t, t, **cond) -> logits (B, L, ..., V)``: the factorised po
              + (1 - \delta_{x_1^i}(x_t^i))\log p_{1|t}(x_1^i \mid x_t)\Big],
 
   Shaul et al., "Flow Matching with General Discrete Paths: A Kinetic-Optimal Perspective", arXiv 2412.03487
-  (the generalised KL of mixture paths). Its integral over t is the negative ELBO (:mod:`flowzoo.core.discrete.likelihood`), so this loss
-  trains the likelihood bound directly.
+  (the generalised KL of mixture paths). Its integral over t is the negative ELBO
+  (:mod:`flowzoo.core.discrete.likelihood`), so this loss trains the likelihood bound directly.
 
 Time is flowzoo's: t = 0 source, t = 1 data; the weight :math:`\dot\kappa/(1-\kappa)` grows without bound at
 t = 1, so the default time sampler draws t from U[0, 1 - 1e-3].
@@ -45,9 +45,9 @@ __all__ = ["LOSS_KINDS", "DiscreteFlowMatchingLoss", "generalized_kl", "call_pos
 Tensor = torch.Tensor
 LOSS_KINDS = ("cross_entropy", "generalized_kl")
 _MODEL_CALL = "model(x_t, t, **cond)"
-# Below this many classes a log-softmax over the last dim runs one short row at a time (2-4x slower, forward and
-# backward, on CPU), so such logits are reduced with the vocabulary as dim 1, where the kernel vectorises over the
-# tokens; from here on the (tokens, V) rows are the faster layout.
+# Below this many classes a log-softmax over the last dim runs one short row at a time (several times slower,
+# forward and backward, on CPU), so such logits are reduced with the vocabulary as dim 1, where the kernel
+# vectorises over the tokens; from here on the (tokens, V) rows are the faster layout.
 _SHORT_VOCAB = 16
 
 
