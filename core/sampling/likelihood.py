@@ -81,7 +81,7 @@ class _AugmentedVelocity:
 
 def draw_probes(probe: str, n_probes: int, like: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """``n_probes`` Hutchinson probes shaped like ``like`` ((n_probes, *like.shape)): Rademacher ±1 or N(0, I).
+    """``n_probes`` Hutchinson probes, shape ``(n_probes, *like.shape)``: Rademacher ±1 or N(0, I).
 
     Example:
         >>> sorted(draw_probes("rademacher", 2, torch.zeros(3, 4)).unique().tolist())
