@@ -53,8 +53,8 @@ class UniformTime(TimeSampler):
 
     def sample(self, n, device=None, generator=None):
         u = torch.rand(check_count(n), device=device, generator=generator)
-        if self.low == 0.0 and self.high == 1.0:  # the common case, without three extra kernels
-            return u
+        if self.low == 0.0:  # the common cases (U[0, 1], U[0, 1 - eps]) in at most one in-place kernel
+            return u if self.high == 1.0 else u.mul_(self.high)
         return (self.low + (self.high - self.low) * u).clamp(self.low, self.high)
 
 

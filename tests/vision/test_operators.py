@@ -1,0 +1,111 @@
+"""Degradation operators: adjoints, pseudo-inverses, projections and bad input."""
+
+import pytest
+import torch
+
+from flowzoo.core.errors import ConfigError, ShapeError
+from flowzoo.vision.operators import (OPERATORS, AveragePoolDownsample, CircularBlur, Inpainting, Operator,
+                                      box_inpainting, build_operator, check_adjoint, gaussian_kernel, motion_kernel,
+                                      random_inpainting)
+
+
+# the blurs' pseudo-inverse drops frequencies with |k| <= 1e-3, so the range is matched only to that level
+TOLERANCE = {"deblur": 2e-2, "motion": 2e-2}
+
+
+def _images(shape=(2, 3, 16, 16), seed=0):
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("task", OPERATORS)
+def test_adjoint_identity_holds_for_every_task(task):
+    op = build_operator(task, 16)
+    check_adjoint(op, (3, 16, 16))
+    x, y = _images(), torch.randn_like(op(_images()))
+    assert torch.allclose((op(x) * y).sum(), (x * op.adjoint(y)).sum(), rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("task", OPERATORS)
+def test_pseudo_inverse_is_a_right_inverse_on_the_range(task):
+    op = build_operator(task, 16)
+    y = op(_images())
+    assert torch.allclose(op(op.pinv(y)), y, atol=TOLERANCE.get(task, 1e-4))
+
+
+@pytest.mark.parametrize("task", OPERATORS)
+def test_projection_explains_the_measurement_and_is_idempotent(task):
+    op = build_operator(task, 16)
+    clean, guess = _images(seed=1), _images(seed=2)
+    y = op(clean)
+    projected = op.project(guess, y)
+    assert torch.allclose(op(projected), y, atol=TOLERANCE.get(task, 1e-4))
+    assert torch.allclose(op.project(projected, y), projected, atol=TOLERANCE.get(task, 1e-4))
+
+
+def test_average_pool_known_values_and_adjoint_scaling():
+    op = AveragePoolDownsample(2)
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert op(x).squeeze().tolist() == [[2.5, 4.5], [10.5, 12.5]]
+    y = torch.ones(1, 1, 2, 2)
+    assert torch.allclose(op.adjoint(y), torch.full((1, 1, 4, 4), 0.25))
+    assert torch.allclose(op.pinv(y), torch.ones(1, 1, 4, 4))
+
+
+def test_inpainting_masks_share_and_box_position():
+    op = random_inpainting(32, missing=0.7, seed=3)
+    assert 0.6 < 1 - float(op.mask.mean()) < 0.8
+    box = box_inpainting(8, box=0.5)
+    assert box.mask[0, 2:6, 2:6].sum() == 0 and box.mask.sum() == 64 - 16
+    x = torch.ones(1, 1, 8, 8)
+    assert float(box(x).sum()) == 48
+
+
+def test_blur_kernels_normalised_and_blur_matches_direct_circular_convolution():
+    for k in (gaussian_kernel(1.0), motion_kernel(5, 30.0), motion_kernel(4)):
+        assert abs(float(k.sum()) - 1) < 1e-5 and k.shape[0] % 2 == 1
+    kernel = torch.rand(3, 3)
+    op = CircularBlur(kernel)
+    x = _images((1, 1, 8, 8))
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="circular")
+    direct = torch.nn.functional.conv2d(padded, kernel[None, None])   # correlation = conv with the flipped kernel
+    flipped = CircularBlur(torch.flip(kernel, (0, 1)))
+    assert torch.allclose(flipped(x), direct, atol=1e-5)
+    assert torch.allclose(op.adjoint(x), direct, atol=1e-5)
+
+
+def test_measure_adds_noise_of_the_stated_std():
+    op = AveragePoolDownsample(2, noise_std=0.1)
+    x = torch.zeros(64, 1, 16, 16)
+    y = op.measure(x, generator=torch.Generator().manual_seed(0))
+    assert abs(float(y.std()) - 0.1) < 0.01
+
+
+class WrongAdjoint(Operator):
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    def adjoint(self, y):
+        return torch.nn.functional.interpolate(y, scale_factor=2)   # missing the 1/4
+
+    def pinv(self, y):
+        return self.adjoint(y)
+
+
+def test_a_wrong_adjoint_is_caught_with_the_mismatch():
+    with pytest.raises(ConfigError, match="<A x, y>"):
+        check_adjoint(WrongAdjoint(), (1, 8, 8))
+
+
+def test_bad_input_is_reported():
+    with pytest.raises(ShapeError, match="mask's size"):
+        random_inpainting(16)(torch.zeros(1, 1, 8, 8))
+    with pytest.raises(ShapeError, match="divide"):
+        AveragePoolDownsample(4)(torch.zeros(1, 1, 10, 10))
+    with pytest.raises(ConfigError, match="zeros and ones"):
+        Inpainting(torch.full((4, 4), 0.5))
+    with pytest.raises(ShapeError, match="odd"):
+        CircularBlur(torch.ones(2, 2))
+    with pytest.raises(ConfigError, match="task"):
+        build_operator("colourise", 16)
+    with pytest.raises(ShapeError, match="dimension"):
+        AveragePoolDownsample(2)(torch.zeros(1, 8, 8))
