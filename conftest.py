@@ -27,7 +27,7 @@ LIBRARY_FOLDERS = ("core", "vision", "three_d", "robotics", "biology", "driving"
 # installed has its doctests skipped. Any other import failure is a real error and fails collection.
 OPTIONAL_DEPENDENCIES = frozenset({
     "matplotlib", "tensorboard", "lap", "sklearn", "skimage", "gymnasium", "mujoco", "metaworld",
-    "scanpy", "anndata", "torch_geometric", "open3d", "shapely", "highway_env", "mlxtend",
+    "scanpy", "anndata", "torch_geometric", "open3d", "shapely", "highway_env", "mlxtend", "cv2",
 })
 SEED = 0
 
