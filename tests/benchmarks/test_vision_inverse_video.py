@@ -1,0 +1,37 @@
+"""The inverse-problem and video benchmarks run end to end on tiny settings and write their tables."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from benchmarks import vision_inverse, vision_video
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _table(name):
+    return json.loads((Path(os.environ["FLOWZOO_RESULTS_DIR"]) / f"{name}.quick.json").read_text())
+
+
+def test_vision_inverse_tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWZOO_CACHE", str(tmp_path / "cache"))     # the feature classifier is trained afresh
+    vision_inverse.main(["--quick", "--train_steps", "8", "--n_images", "4", "--data", "mnist", "--size", "12",
+                         "--width", "8", "--tasks", "inpaint", "--flowopt_images", "2", "--flowopt_iterations", "2",
+                         "--work", str(tmp_path / "work"), "--no-figure"])
+    rows = _table("vision_inverse")["rows"]
+    assert {r["method"] for r in rows} >= {"FLAIR", "DPS", "projection", "pseudo-inverse", "FLAIR without DTA"}
+    assert all(r["nfe"] == 20 for r in rows if r["method"] != "pseudo-inverse")
+    flowopt = _table("vision_flowopt")["rows"]
+    assert flowopt[0]["method"] == "naive ODE reversal" and len(flowopt) == 5
+
+
+def test_vision_video_tiny():
+    vision_video.main(["--quick", "--clips", "4", "--edit_steps", "2", "--test_clips", "1", "--flow_clips", "1",
+                       "--target_clips", "12", "--cnn_steps", "2", "--starflow_steps", "1", "--frame_list", "2"])
+    edit = _table("vision_video_edit")["rows"]
+    assert {r["method"] for r in edit} >= {"per-frame (SDEdit)", "hard warp", "flow-conditioned",
+                                          "hard warp, calibrated flow"}
+    assert len(_table("vision_video_flow")["rows"]) == 12 and len(_table("vision_video_target")["rows"]) == 3
+    assert any("passes" in r["measure"] for r in _table("vision_video_starflow")["rows"])
