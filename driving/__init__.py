@@ -18,10 +18,11 @@ Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely
     baselines    constant velocity, ego-MLP, single-trajectory regressor
     train        ``python -m flowzoo.driving.train goalflow|ego_mlp|regressor``; load_planner
     evaluate     open-loop PDM-style evaluation, ``flowzoo driving evaluate``
-    highway      headless highway-env adapter: BEV conversion, IDM/MOBIL expert, pure-pursuit tracker
+    highway      headless highway-env adapter: BEV conversion, IDM/MOBIL expert, perturbations
+    tracking     pure-pursuit + speed-loop tracker of a plan (highway-env's bicycle inverted)
     simulate     closed-loop episodes, their metrics, expert demonstrations, ``flowzoo driving simulate``
     cli          ``flowzoo driving make-scenes | train | evaluate | simulate``
 """
 
 __all__ = ["geometry", "scenes", "expert", "metrics", "raster", "data", "vocabulary", "plotting", "nets", "goalflow",
-           "baselines", "train", "evaluate", "highway", "simulate", "cli"]
+           "baselines", "train", "evaluate", "highway", "tracking", "simulate", "cli"]

@@ -3,9 +3,11 @@
 GoalFlow (arXiv 2503.05689) is evaluated open-loop on NAVSIM; closed loop asks the harder question of what the
 plans do when they are driven. :func:`run_episodes` resets :class:`~flowzoo.driving.highway.HighwaySim` with
 ``seed + k`` for episode ``k``, asks the planner for an 8-pose, 4-s plan every ``replan_every`` simulation steps
-and tracks it with :class:`~flowzoo.driving.highway.Tracker` at the simulator's rate. A planner is any callable
+and tracks it with :class:`~flowzoo.driving.tracking.Tracker` at the simulator's rate. A planner is any callable
 ``planner(bev, ego_state, command) -> (8, 3)`` poses in the ego frame (x forward, y left); one that also needs
-the simulator (the IDM expert) has a ``reset(sim)`` method, called at the start of each episode.
+the simulator (the IDM expert) or a seed (:class:`GoalFlowPolicy`, reseeded from the episode's seed so that an
+episode is a deterministic function of it) has a ``reset(sim)`` method, called at the start of each episode.
+Simulation time is in seconds; no flow time appears here (the planners integrate their own 0 → 1).
 
 Per episode (:class:`EpisodeResult`): **success** = no collision, still on the road, and the episode reached the
 environment's end (its time limit, the merge's end, the intersection's exit) or ``max_steps``; **collisions per
@@ -13,6 +15,10 @@ km** over a set of episodes = collisions / kilometres driven; **progress** = met
 fraction of 4-s windows of the driven trajectory (sampled at 2 Hz) that pass
 :func:`flowzoo.driving.metrics.comfort`'s NAVSIM bounds; mean speed; planner milliseconds per call. An exception in
 the environment or the planner ends that episode as a failure with its text in ``error``; the run goes on.
+
+Demonstrations (:func:`collect_demonstrations`) can perturb the expert's ego sideways and in heading before a
+recorded state (ChauffeurNet, Bansal et al., arXiv 1812.03079, §4): a planner imitating only centred driving
+never sees how to return to the lane centre, and its small heading errors can add up in closed loop.
 
 Example:
     >>> plan = constant_velocity_planner(None, np.array([10.0, 0.0, 0.0]), 1)
@@ -33,13 +39,14 @@ from tqdm.auto import tqdm
 
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, MissingDependencyError, expected
-from flowzoo.core.validation import check_int, check_positive_int
-from flowzoo.driving.highway import HighwaySim, Tracker, check_env_id, to_ego_frame
+from flowzoo.core.validation import check_int, check_nonnegative, check_positive_int
+from flowzoo.driving.highway import HighwaySim, check_env_id, to_ego_frame
 from flowzoo.driving.metrics import comfort
 from flowzoo.driving.scenes import DT, HORIZON
+from flowzoo.driving.tracking import Tracker
 
 __all__ = ["SimulateConfig", "simulate_main", "PLANNERS", "EpisodeResult", "constant_velocity_planner", "IDMPlanner",
-           "goalflow_planner", "run_episodes",
+           "GoalFlowPolicy", "goalflow_planner", "run_episodes",
            "summarize", "collect_demonstrations", "write_video"]
 
 
@@ -83,18 +90,32 @@ class IDMPlanner:
         return self.sim.expert_plan()
 
 
-def goalflow_planner(planner, *, steps: int | None = None, variant: str = "M3") -> Callable:
-    """Adapt an object with GoalFlow's ``plan(batch, steps=..., variant=...)`` (returning ``.trajectory``
-    ``(1, T, 3)``) to the ``planner(bev, ego_state, command)`` interface."""
-    import torch
+class GoalFlowPolicy:
+    """A planner with GoalFlow's ``plan(batch, steps=..., variant=..., generator=...)`` (returning
+    ``.trajectory`` ``(1, T, 3)``) as a ``planner(bev, ego_state, command)``; its noise is reseeded with the
+    episode's seed at every :meth:`reset`, so closed-loop runs repeat exactly."""
 
-    def plan(bev, ego_state, command) -> np.ndarray:
+    def __init__(self, planner, *, steps: int | None = None, variant: str = "M3"):
+        import torch
+
+        self.planner, self.steps, self.variant = planner, steps, variant
+        self.generator = torch.Generator().manual_seed(0)
+
+    def reset(self, sim: HighwaySim) -> None:
+        self.generator.manual_seed(int(getattr(sim, "seed", 0)))
+
+    def __call__(self, bev, ego_state, command) -> np.ndarray:
+        import torch
+
         with torch.no_grad():
-            result = planner.plan({"bev": bev, "ego_state": ego_state, "command": np.array([command])},
-                                  steps=steps, variant=variant)
+            result = self.planner.plan({"bev": bev, "ego_state": ego_state, "command": np.array([command])},
+                                       steps=self.steps, variant=self.variant, generator=self.generator)
         return np.asarray(result.trajectory[0].detach().cpu(), dtype=float)
 
-    return plan
+
+def goalflow_planner(planner, *, steps: int | None = None, variant: str = "M3") -> GoalFlowPolicy:
+    """:class:`GoalFlowPolicy` of ``planner`` (a :class:`~flowzoo.driving.goalflow.GoalFlowPlanner`)."""
+    return GoalFlowPolicy(planner, steps=steps, variant=variant)
 
 
 def _comfort_fraction(poses: np.ndarray, speeds: np.ndarray, yaw_rates: np.ndarray, dt: float) -> float:
@@ -187,14 +208,15 @@ def run_episodes(planner_fn: Callable, env_id: str, *, episodes: int = 50, seed:
 
 
 def summarize(results: Sequence[EpisodeResult]) -> dict[str, float]:
-    """Success rate, collisions per km, mean progress, comfort, speed and planner ms over episodes.
+    """Success rate, collisions per km, the fraction of episodes ending off the road, mean progress, comfort,
+    speed and planner ms over episodes.
 
     Example:
         >>> r = EpisodeResult(0, 0, True, False, False, 10, 2.0, 500.0, 25.0, 1.0, 3.0, 2, "time limit")
         >>> summarize([r, EpisodeResult(1, 1, False, True, False, 5, 1.0, 500.0, 25.0, 1.0, 3.0, 1, "collision")])
         ... # doctest: +NORMALIZE_WHITESPACE
-        {'episodes': 2, 'success_rate': 0.5, 'collisions_per_km': 1.0, 'progress_m': 500.0, 'comfort': 1.0,
-         'mean_speed': 25.0, 'planner_ms': 3.0, 'errors': 0}
+        {'episodes': 2, 'success_rate': 0.5, 'collisions_per_km': 1.0, 'offroad_rate': 0.0, 'progress_m': 500.0,
+         'comfort': 1.0, 'mean_speed': 25.0, 'planner_ms': 3.0, 'errors': 0}
     """
     if not results:
         raise ConfigError(expected("at least one episode result", "none", "run at least one episode"))
@@ -203,6 +225,7 @@ def summarize(results: Sequence[EpisodeResult]) -> dict[str, float]:
         np.isfinite(getattr(r, key)) for r in results) else float("nan")
     return {"episodes": len(results), "success_rate": float(np.mean([r.success for r in results])),
             "collisions_per_km": sum(r.collided for r in results) / km if km > 0 else float("nan"),
+            "offroad_rate": float(np.mean([r.offroad for r in results])),
             "progress_m": mean("progress_m"), "comfort": mean("comfort"), "mean_speed": mean("mean_speed"),
             "planner_ms": mean("planner_ms"), "errors": sum(r.error is not None for r in results)}
 
@@ -229,28 +252,43 @@ def write_video(frames: list[np.ndarray], path: str | Path, *, fps: float = 5.0,
     return path
 
 
-def collect_demonstrations(env_id: str, episodes: int, seed: int = 0, *, every: int = 5, max_steps: int | None = None,
+def collect_demonstrations(env_id: str | Sequence[str], episodes: int, seed: int = 0, *, every: int = 5,
+                           max_steps: int | None = None, lateral_noise: float = 0.0, heading_noise: float = 0.0,
                            progress: bool = False) -> dict[str, np.ndarray]:
     """Expert demonstrations in the :mod:`flowzoo.driving.data` schema: the IDM/MOBIL expert drives each episode
     (swapped in for the ego after reset) and every ``every`` simulation steps the state is recorded with the
-    expert's next 4 s (:meth:`HighwaySim.scene_record`). Episode ``k`` uses seed ``seed + k``."""
-    env_id = check_env_id(env_id)
+    expert's next 4 s (:meth:`HighwaySim.scene_record`). Episode ``k`` uses seed ``seed + k``.
+
+    Args:
+        env_id: one environment id, or several (``episodes`` each, stacked into one set of arrays).
+        lateral_noise, heading_noise: before half of the recorded states (drawn at random, seeded), the ego is
+            moved sideways by up to ``lateral_noise`` metres and turned by up to ``heading_noise`` rad
+            (:meth:`HighwaySim.perturb`), so the expert's plan shows the recovery (module docstring).
+    """
+    env_ids = [check_env_id(e) for e in ([env_id] if isinstance(env_id, str) else env_id)]
+    if not env_ids:
+        raise ConfigError(expected("at least one environment id", "none", "pass e.g. 'highway-fast-v0'"))
     episodes = check_positive_int(episodes, "episodes")
     every = check_positive_int(every, "every")
-    sim = HighwaySim(env_id)
-    max_steps = int(round(40.0 / sim.dt)) if max_steps is None else check_int(max_steps, "max_steps", low=1)
+    noise = (check_nonnegative(lateral_noise, "lateral_noise"), check_nonnegative(heading_noise, "heading_noise"))
     records = []
-    for k in tqdm(range(episodes), desc="demonstrations", disable=not progress, unit="episode"):
-        sim.reset(int(seed) + k)
-        sim.swap_in_expert()
-        for step in range(max_steps):
-            if step % every == 0:
-                record = sim.scene_record()
-                record["scene_seed"] = np.int64(int(seed) + k)
-                records.append(record)
-            terminated, truncated, info = sim.step(0.0, 0.0)  # the IDM ego ignores the action and drives itself
-            if terminated or truncated:
-                break
+    for env in env_ids:
+        sim = HighwaySim(env)
+        steps = int(round(40.0 / sim.dt)) if max_steps is None else check_int(max_steps, "max_steps", low=1)
+        for k in tqdm(range(episodes), desc=f"{env} demonstrations", disable=not progress, unit="episode"):
+            sim.reset(int(seed) + k)
+            sim.swap_in_expert()
+            rng = np.random.default_rng(int(seed) + k)
+            for step in range(steps):
+                if step % every == 0:
+                    if any(noise) and rng.random() < 0.5:
+                        sim.perturb(*(rng.uniform(-1.0, 1.0, 2) * noise))
+                    record = sim.scene_record()
+                    record["scene_seed"] = np.int64(int(seed) + k)
+                    records.append(record)
+                terminated, truncated, _ = sim.step(0.0, 0.0)  # the IDM ego ignores the action and drives itself
+                if terminated or truncated:
+                    break
     return _stack_records(records)
 
 
@@ -287,6 +325,7 @@ class SimulateConfig:
     checkpoint: str = field(default="", metadata=option_help("a GoalFlow run directory"))
     episodes: int = field(default=50, metadata=option_help("seeded episodes (seed, seed + 1, ...)"))
     steps: int = field(default=1, metadata=option_help("flow sampling steps of a GoalFlow planner"))
+    n_samples: int = field(default=128, metadata=option_help("trajectory samples per GoalFlow plan (paper: 128)"))
     variant: str = field(default="M3", metadata=option_help("GoalFlow variant (M0-M3)"))
     seed: int = field(default=0, metadata=option_help("seed of the first episode"))
     replan_every: int = field(default=5, metadata=option_help("simulation steps between plans"))
@@ -296,7 +335,7 @@ class SimulateConfig:
     progress: bool = field(default=True, metadata=option_help("progress bar"))
 
 
-def _load_checkpoint_planner(run: str, steps: int, variant: str) -> Callable:
+def _load_checkpoint_planner(run: str, steps: int, variant: str, n_samples: int) -> Callable:
     if not run:
         raise ConfigError(expected("--checkpoint RUN with --planner checkpoint", "none",
                                    "pass --checkpoint runs/goalflow, or --planner idm"))
@@ -310,7 +349,8 @@ def _load_checkpoint_planner(run: str, steps: int, variant: str) -> Callable:
                                               "use --planner idm or constant_velocity")) from error
     from flowzoo.driving.raster import CHANNELS, RasterSpec
 
-    planner = load_planner(run, horizon=HORIZON, channels=CHANNELS, raster_size=RasterSpec().size)
+    planner = load_planner(run, horizon=HORIZON, channels=CHANNELS, raster_size=RasterSpec().size,
+                           n_samples=n_samples)
     return goalflow_planner(planner, steps=steps, variant=variant)
 
 
@@ -324,6 +364,7 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(expected(f"--planner among {', '.join(PLANNERS)}", repr(cfg.planner), "pass --planner idm"))
     check_positive_int(cfg.episodes, "--episodes", fix="pass e.g. --episodes 50")
     check_positive_int(cfg.steps, "--steps", fix="pass e.g. --steps 1")
+    check_positive_int(cfg.n_samples, "--n_samples", fix="pass e.g. --n_samples 128")
     check_positive_int(cfg.replan_every, "--replan_every", fix="pass e.g. --replan_every 5")
     check_int(cfg.max_steps, "--max_steps", low=0, fix="pass 0 for the default, or a positive number")
     video = Path(cfg.video) if cfg.video else None
@@ -335,12 +376,14 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
                                        "choose another --video, or pass --overwrite to replace it"))
     kind = cfg.planner if cfg.planner != "auto" else ("checkpoint" if cfg.checkpoint else "idm")
     planner = {"idm": IDMPlanner, "constant_velocity": lambda: constant_velocity_planner}.get(kind)
-    planner = planner() if planner else _load_checkpoint_planner(cfg.checkpoint, cfg.steps, cfg.variant)
+    planner = planner() if planner else _load_checkpoint_planner(cfg.checkpoint, cfg.steps, cfg.variant,
+                                                                 cfg.n_samples)
     results = run_episodes(planner, env_id, episodes=cfg.episodes, seed=cfg.seed, replan_every=cfg.replan_every,
                            max_steps=cfg.max_steps or None, video=video, progress=cfg.progress)
     s = summarize(results)
     print(f"{env_id} {kind}: {s['episodes']} episodes, success {s['success_rate']:.2f}, "
-          f"collisions/km {s['collisions_per_km']:.3f}, progress {s['progress_m']:.0f} m, comfort {s['comfort']:.2f}, "
+          f"collisions/km {s['collisions_per_km']:.3f}, off road {s['offroad_rate']:.2f}, "
+          f"progress {s['progress_m']:.0f} m, comfort {s['comfort']:.2f}, "
           f"speed {s['mean_speed']:.1f} m/s, planner {s['planner_ms']:.1f} ms, errors {s['errors']}"
           + (f"; video {video}" if video else ""))
     for r in results:

@@ -7,8 +7,8 @@ pytest.importorskip("highway_env")
 pytest.importorskip("shapely")
 
 from flowzoo.core.errors import ConfigError, ShapeError  # noqa: E402
-from flowzoo.driving.highway import (ENV_IDS, HighwaySim, Tracker, bicycle_step, check_env_id,  # noqa: E402
-                                     to_ego_frame)
+from flowzoo.driving.highway import ENV_IDS, HighwaySim, check_env_id, to_ego_frame  # noqa: E402
+from flowzoo.driving.tracking import Tracker, bicycle_step  # noqa: E402
 from flowzoo.driving.scenes import DT, HORIZON  # noqa: E402
 from flowzoo.driving.simulate import (IDMPlanner, constant_velocity_planner, collect_demonstrations,  # noqa: E402
                                       run_episodes, simulate_main, summarize)
@@ -157,3 +157,92 @@ def test_simulate_command_runs_and_writes_a_gif(capsys, tmp_path):
 
     with Image.open(video) as gif:
         assert gif.n_frames == 8 and np.asarray(gif.convert("RGB")).max() > 0  # offscreen frames are not black
+
+
+def test_perturb_moves_the_ego_to_its_left_and_turns_it(sim):
+    sim.reset(0)
+    before = sim.pose
+    sim.perturb(1.5, 0.1)
+    after = to_ego_frame(sim.pose, before)
+    assert np.allclose(after, [0.0, 1.5, 0.1], atol=1e-9)  # hand computed: 1.5 m left, 0.1 rad counter-clockwise
+    sim.reset(0)
+    expert = sim.swap_in_expert()
+    sim.perturb(1.0, 0.0)
+    plan = sim.expert_plan()  # the expert steers back to its lane centre, 1 m to the right, within 2 s
+    assert expert.target_lane_index == sim.vehicle.lane_index and np.allclose(plan[2:4, 1], -1.0, atol=0.05)
+
+
+def test_perturbed_demonstrations_are_seeded():
+    kwargs = dict(every=2, max_steps=12, lateral_noise=1.0, heading_noise=0.05)
+    a = collect_demonstrations("highway-fast-v0", 1, seed=5, **kwargs)
+    b = collect_demonstrations("highway-fast-v0", 1, seed=5, **kwargs)
+    plain = collect_demonstrations("highway-fast-v0", 1, seed=5, every=2, max_steps=12)
+    assert np.array_equal(a["trajectory"], b["trajectory"]) and np.array_equal(a["bev"], b["bev"])
+    assert len(a["bev"]) == len(plain["bev"]) and not np.allclose(a["trajectory"], plain["trajectory"])
+    with pytest.raises(ConfigError, match="lateral_noise"):
+        collect_demonstrations("highway-fast-v0", 1, lateral_noise=-1.0)
+    with pytest.raises(ConfigError, match="at least one environment"):
+        collect_demonstrations([], 1)
+
+
+def test_demonstrations_of_several_environments_stack_into_one_set():
+    arrays = collect_demonstrations(["highway-fast-v0", "merge-v0"], 1, seed=0, every=5, max_steps=5)
+    assert arrays["bev"].shape[0] == 2 and arrays["agent_boxes"].shape[:2] == arrays["agent_mask"].shape
+
+
+class _NoisyPlanner:
+    """GoalFlow's plan() interface: straight ahead at 20 m/s with seeded lateral noise."""
+
+    def plan(self, batch, *, steps, variant, generator):
+        import torch
+
+        x = torch.arange(1, HORIZON + 1, dtype=torch.float32) * 10.0
+        y = 0.3 * torch.randn(HORIZON, generator=generator)
+        return type("Plan", (), {"trajectory": torch.stack([x, y, torch.zeros(HORIZON)], -1)[None]})
+
+
+def test_goalflow_policy_is_reseeded_per_episode(sim):
+    from flowzoo.driving.simulate import goalflow_planner
+
+    runs = [run_episodes(goalflow_planner(_NoisyPlanner(), steps=1), "highway-fast-v0", episodes=2, seed=seed,
+                         max_steps=15, progress=False, sim=sim) for seed in (0, 0, 1)]
+    assert [r.progress_m for r in runs[0]] == [r.progress_m for r in runs[1]]  # the same seeds drive the same
+    assert runs[0][1].progress_m == runs[2][0].progress_m  # episode seed 1 alike in both runs
+    assert all(r.error is None for run in runs for r in run)
+
+
+def test_checkpoint_of_another_format_is_one_error_line(capsys, tmp_path):
+    import json
+
+    from flowzoo.core.cli import run_main
+    from flowzoo.driving.raster import CHANNELS
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "planner.json").write_text(json.dumps({"format": "flowzoo-driving-planner", "version": 1, "horizon": 6,
+                                                  "channels": list(CHANNELS), "raster_size": 64}))
+    for argv, match in ((["--checkpoint", str(run)], "horizon 6"),
+                        (["--planner", "checkpoint"], "--checkpoint RUN"),
+                        (["--checkpoint", str(tmp_path / "nope")], "existing run directory")):
+        assert run_main(simulate_main, argv + ["--episodes", "1"], prog="flowzoo driving simulate") == 2
+        err = capsys.readouterr().err
+        assert match in err and "Traceback" not in err
+
+
+def test_simulate_drives_a_goalflow_checkpoint_trained_on_demonstrations(capsys, tmp_path):
+    from flowzoo.core.training import TrainerConfig
+    from flowzoo.driving.data import save_scenes
+    from flowzoo.driving.goalflow import GoalFlowConfig
+    from flowzoo.driving.train import DrivingTrainConfig, train_planner
+
+    scenes = save_scenes(tmp_path / "demo", collect_demonstrations("highway-fast-v0", 1, seed=9, max_steps=10))
+    trainer = TrainerConfig(steps=2, batch_size=2, checkpoint_every=0, out_dir=str(tmp_path / "run"), progress=False,
+                            tensorboard=False, device="cpu")
+    train_planner(DrivingTrainConfig(method="goalflow", scenes=str(scenes), trainer=trainer,
+                                     model=GoalFlowConfig(dim=16, scorer_dim=8, heads=2, vocab_size=2)))
+    argv = ["--checkpoint", str(tmp_path / "run"), "--episodes", "1", "--max_steps", "6", "--n_samples", "2",
+            "--progress", "false"]
+    assert simulate_main(argv) == 0
+    assert "highway-fast-v0 checkpoint: 1 episodes" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="n_samples"):
+        simulate_main(argv[:-4] + ["--n_samples", "0"])
