@@ -1,0 +1,89 @@
+"""flowzoo vision restore / invert / edit / video-edit end to end on a tiny digits run, and their bad input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flowzoo.core.cli import run_main
+from flowzoo.vision import train as vision_train
+from flowzoo.vision.cli_restore import edit_main, invert_main, read_image, restore_main, video_edit_main
+from flowzoo.vision.video import moving_digits, read_video, write_video
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+QUIET = ["--trainer.progress", "false", "--trainer.tensorboard", "false"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits"
+    argv = ["icfm", "--data", "digits", "--size", "12", "--width", "8", "--class_cond", "true", "--trainer.steps",
+            "10", "--trainer.batch_size", "16", "--trainer.out_dir", str(out), *QUIET]
+    assert run_main(vision_train.main, argv, prog="python -m flowzoo.vision.train") == 0
+    return out
+
+
+@pytest.fixture
+def digit_png(tmp_path):
+    pixels = np.zeros((12, 12), dtype=np.uint8)
+    pixels[3:9, 5:7] = 255
+    path = tmp_path / "one.png"
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_read_image_converts_and_resizes(digit_png):
+    image = read_image(digit_png, (3, 6, 6))
+    assert image.shape == (1, 3, 6, 6) and -1 <= float(image.min()) and float(image.max()) <= 1
+
+
+def test_restore_writes_the_image_and_the_panel(run_dir, digit_png, tmp_path, capsys):
+    out = tmp_path / "restored.png"
+    argv = ["--checkpoint", str(run_dir), "--task", "inpaint", "--input", str(digit_png), "--out", str(out),
+            "--steps", "4", "--panel", "true"]
+    assert run_main(restore_main, argv, prog="flowzoo vision restore") == 0
+    assert out.exists() and (tmp_path / "restored_panel.png").exists()
+    assert run_main(restore_main, argv, prog="flowzoo vision restore") == 2          # no silent overwrite
+    assert "exists" in capsys.readouterr().err
+
+
+def test_invert_and_edit(run_dir, digit_png, tmp_path):
+    out = tmp_path / "inv.png"
+    argv = ["--checkpoint", str(run_dir), "--input", str(digit_png), "--out", str(out), "--steps", "3",
+            "--iterations", "3", "--source_class", "1"]
+    assert run_main(invert_main, argv, prog="flowzoo vision invert") == 0
+    errors = np.load(out.with_suffix(".npz"))["errors"]
+    assert errors.shape == (4,) and errors[-1] <= errors[0] + 1e-6
+    edited = tmp_path / "edit.png"
+    argv = ["--checkpoint", str(run_dir), "--input", str(digit_png), "--out", str(edited), "--steps", "3",
+            "--iterations", "2", "--source_class", "1", "--class", "7"]
+    assert run_main(edit_main, argv, prog="flowzoo vision edit") == 0 and edited.exists()
+
+
+def test_video_edit_writes_the_edit_and_the_side_by_side(tmp_path):
+    clip = write_video(moving_digits(1, frames=4, size=32, digits=1, digit_size=14).frames[0], tmp_path / "c.gif")
+    argv = ["--input", str(clip), "--edit", "invert", "--out", str(tmp_path / "e.gif"), "--side_by_side",
+            str(tmp_path / "s.gif")]
+    assert run_main(video_edit_main, argv, prog="flowzoo vision video-edit") == 0
+    assert read_video(tmp_path / "e.gif").shape[0] == 4 and read_video(tmp_path / "s.gif").shape[-1] == 96
+
+
+@pytest.mark.parametrize("main, argv, message", [
+    (restore_main, ["--task", "colourise"], "task"),
+    (restore_main, ["--method", "magic"], "--method"),
+    (invert_main, ["--input", "missing.png"], "not a file"),
+    (edit_main, ["--source_class", "1"], "--class"),
+    (video_edit_main, ["--input", "missing.mp4"], "does not exist"),
+    (video_edit_main, ["--edit", "blur"], "--edit"),
+])
+def test_bad_input_is_one_error_line(run_dir, digit_png, tmp_path, capsys, main, argv, message):
+    base = {"--checkpoint": str(run_dir), "--input": str(digit_png), "--out": str(tmp_path / "x.png")}
+    if main is video_edit_main:
+        base = {"--input": str(tmp_path / "missing.mp4"), "--out": str(tmp_path / "x.gif")}
+    for key, value in zip(argv[::2], argv[1::2]):
+        base[key] = value
+    args = [token for pair in base.items() for token in pair]
+    assert run_main(main, args, prog="flowzoo vision") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error:") and message in err[0] and len(err) <= 2
+    assert not (tmp_path / "x.png").exists() and not (tmp_path / "x.gif").exists()
