@@ -38,6 +38,10 @@ BAD_INPUTS: dict[tuple[str, str], list[list[str]]] = {
     ("driving", "train"): [["goalflow", "--scenes", MISSING], ["no_such_method"]],
     ("driving", "evaluate"): [["--checkpoint", MISSING, "--scenes", MISSING]],
     ("driving", "simulate"): [["--env", "no-such-env-v0", "--planner", "idm"], ["--episodes", "abc"]],
+    ("three_d", "train"): [["pufm", "--ratio", "2.5"], ["scoop", "--scenes", "0"], ["no_such_method"]],
+    ("three_d", "upsample"): [[MISSING + ".ply", "--ratio", "1", "--checkpoint", "midpoints", "--out", "y.ply"]],
+    ("three_d", "scene-flow"): [[MISSING + ".ply", MISSING + ".ply", "--out", "flow.npy", "--refine"]],
+    ("three_d", "generate"): [["--checkpoint", MISSING, "--steps", "1", "--out", "shapes"]],
 }
 GENERIC_BAD_INPUT = ["--no-such-option-anywhere", "1"]
 

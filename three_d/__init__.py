@@ -1,12 +1,26 @@
-"""flowzoo.three_d: point clouds and 3D shapes — the geometry base for point-cloud upsampling (PUFM, arXiv
-2501.15286), self-supervised scene flow (SCOOP, arXiv 2211.14020) and few-step 3D generation.
+"""flowzoo.three_d: point clouds and 3D shapes — point-cloud upsampling (PUFM / PUFM++, arXiv 2501.15286),
+self-supervised scene flow (SCOOP, arXiv 2211.14020) and few-step 3D generation (a TRELLIS-style two-stage generator
+distilled with MDT-dist, arXiv 2509.04406), on a geometry base of batched torch operations, metrics and file I/O.
 
 Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy nor matplotlib nor open3d):
-    ops          batched torch point operations: FPS, kNN, ball query, gathering, patches, normalisation
-    metrics      Chamfer, Hausdorff, EMD, uniformity, point-to-mesh; scene-flow EPE3D, Acc3DS, Acc3DR, Outliers
-    io           PLY (ASCII / binary) and XYZ in numpy; PCD, OBJ and OFF through open3d when it imports
-    data         seeded synthetic shapes, smooth deformations, upsampling examples, scene-flow pairs
-    plotting     3-D scatter panels of clouds and scene-flow arrows, as PNG
+    ops             batched torch point operations: FPS, kNN, ball query, gathering, patches, normalisation
+    metrics         Chamfer, Hausdorff, EMD, uniformity, point-to-mesh; scene-flow EPE3D, Acc3DS, Acc3DR, Outliers
+    io              PLY (ASCII / binary) and XYZ in numpy; PCD, OBJ and OFF through open3d when it imports
+    data            seeded synthetic shapes, smooth deformations, upsampling examples, scene-flow pairs
+    plotting        3-D scatter panels of clouds and scene-flow arrows, as PNG
+    point_nets      the PUFM++ backbone: RIN read-compute-write transformer, kNN condition encoder, self-conditioning
+    pufm            PUFM / PUFM++: midpoints, EMD alignment, cosine times, stages 1-3, projection, patch-wise upsample
+    scoop_model     SCOOP correspondence model: SetConv features, one Sinkhorn iteration, soft matches
+    scoop           SCOOP self-supervised loss, test-time flow refinement, scene sets, train/load
+    voxels          occupancy grids of shapes, the conv-3D VAE of the sparse structure, marching cubes
+    generator       the two-stage generator (structure flow, attribute flow), teacher sampling, distilled students
+    shape_features  a point-cloud classifier trained in-repo for Fréchet distance; coverage and MMD
+    train           ``python -m flowzoo.three_d.train <method>``: METHODS (pufm, scoop, ...), load_upsampler
+    cli_upsample    ``flowzoo three_d upsample``
+    cli_scene_flow  ``flowzoo three_d scene-flow``
+    cli_generate    ``flowzoo three_d generate``
+    cli             ``flowzoo three_d ...``: the command table
 """
 
-__all__ = ["ops", "metrics", "io", "data", "plotting"]
+__all__ = ["ops", "metrics", "io", "data", "plotting", "point_nets", "pufm", "scoop_model", "scoop", "voxels",
+           "generator", "shape_features", "train", "cli_upsample", "cli_scene_flow", "cli_generate", "cli"]
