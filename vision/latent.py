@@ -1,0 +1,331 @@
+r"""Latent flow matching (LFM: Dao, Phung, Nguyen, Tran, "Flow Matching in Latent Space", arXiv 2307.08698).
+
+A pretrained autoencoder (:mod:`flowzoo.vision.autoencoder`) maps images to latents; I-CFM is trained on the
+scaled latents :math:`z = s\,E(x)` and samples are decoded as :math:`D(z / s)`. The scale :math:`s` is LFM's
+``scale_factor`` (0.18215 for Stable Diffusion's VAE): here it is computed as :math:`1/\operatorname{std}(E(x))`
+over the encoded training images, so that the latents have unit variance like the Gaussian source, and stored
+with the run (:meth:`LatentCodec.record`); the same number must scale at training and undo it at decoding.
+
+**Objective** (LFM §3, Eq. 4, I-CFM form): :math:`z_t = (1-t) z_0 + t z_1`, :math:`z_0 \sim N(0, I)`,
+:math:`z_1 = s E(x)`, loss :math:`\|v_\theta(z_t, t, y) - (z_1 - z_0)\|^2`, class-conditional with label
+dropout for classifier-free guidance. **Time**: LFM's code puts data at 0 and noise at 1 with the offset
+:math:`\sigma_{min} = 10^{-5}` and integrates from 1 to 0; flowzoo's :math:`t = 1 - t_{LFM}` puts noise at 0 and
+data at 1 and drops the :math:`10^{-5}` offset (σ = 0 I-CFM), a change of at most :math:`10^{-5}` in the path.
+
+**Bound** (LFM Theorem, the triangle inequality plus the decoder's Lipschitz constant :math:`L_D`):
+
+.. math::
+    W_2(p_{data}, D_\# \hat q) \le W_2(p_{data}, D_\# E_\# p_{data}) + L_D\, W_2(E_\# p_{data}, \hat q).
+
+:func:`lfm_bound_terms` estimates each term on samples: the reconstruction term by the root-mean-square
+reconstruction error (the identity coupling, an upper bound of that W2), :math:`L_D` by power iteration on the
+decoder's Jacobian at latents (a local estimate, hence a lower bound of the global constant), the latent term by
+the exact empirical W2 (:func:`flowzoo.core.analysis.wasserstein2`), and puts the measured pixel W2 beside them.
+Rationale: the latent is several times smaller than the image, so each step and each ODE evaluation is cheaper.
+
+Example:
+    >>> from flowzoo.vision.autoencoder import ConvAutoencoder
+    >>> ae = ConvAutoencoder((1, 8, 8), latent_channels=2, downsample=1, channels=4)
+    >>> codec = LatentCodec.fit(ae, torch.randn(32, 1, 8, 8))
+    >>> round(float(codec.encode(torch.randn(32, 1, 8, 8)).std()), 1) > 0, codec.latent_shape
+    (True, (2, 4, 4))
+    >>> net = build_latent_net(codec.latent_shape, width=8)
+    >>> out = generate_latent(net, codec, 3, steps=2)
+    >>> out.images.shape, out.latents.shape, out.nfe
+    (torch.Size([3, 1, 8, 8]), torch.Size([3, 2, 4, 4]), 2)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flowzoo.core.analysis import wasserstein2
+from flowzoo.core.config import config_to_dict
+from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
+from flowzoo.core.nets import UNet
+from flowzoo.core.objectives import FlowMatchingLoss
+from flowzoo.core.sampling import ClassifierFreeGuidance, integrate
+from flowzoo.core.training import Trainer, TrainerConfig, read_checkpoint
+from flowzoo.core.validation import check_number, check_positive, check_positive_int, check_probability, check_tensor
+from flowzoo.vision.autoencoder import load_autoencoder, shape_text
+from flowzoo.vision.datasets import ImageBatchSampler, ImageData
+from flowzoo.vision.nets import DiT
+
+__all__ = ["LatentCodec", "load_codec", "encode_dataset", "build_latent_net", "TrainedLatentModel",
+           "train_latent_fm", "load_latent_fm", "LatentSamples", "generate_latent", "decoder_lipschitz",
+           "LFMBound", "lfm_bound_terms", "LATENT_KEY"]
+
+LATENT_KEY = "latent"  # where config.yaml records the codec (autoencoder path, scale) and the latent network
+
+
+class LatentCodec:
+    """An autoencoder plus LFM's latent scale: ``encode(x) = scale · E(x)``, ``decode(z) = D(z / scale)``.
+
+    Args:
+        autoencoder: a module with ``encode``, ``decode``, ``shape`` and ``latent_shape``
+            (a :class:`~flowzoo.vision.autoencoder.ConvAutoencoder`).
+        scale: the latent scale (build it with :meth:`fit`, or from a stored :meth:`record`).
+        source: the autoencoder's run directory (recorded so that a latent run can reload it).
+    """
+
+    def __init__(self, autoencoder: nn.Module, scale: float, source: str = "") -> None:
+        self.autoencoder = autoencoder.eval()
+        self.scale = check_positive(scale, "scale")
+        self.source = str(source)
+
+    @classmethod
+    def fit(cls, autoencoder: nn.Module, images: torch.Tensor, *, source: str = "",
+            batch_size: int = 512) -> "LatentCodec":
+        """The codec whose scale is 1 / std of ``autoencoder``'s latents of ``images`` (the training split)."""
+        unscaled = cls(autoencoder, 1.0, source).encode(images, batch_size=batch_size)
+        std = float(unscaled.double().std())
+        if not math.isfinite(std) or std <= 0:
+            raise ConfigError(expected("latents with a positive, finite spread", f"std {std}",
+                                       "check the autoencoder (an untrained or collapsed encoder)"))
+        return cls(autoencoder, 1.0 / std, source)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images."""
+        return tuple(self.autoencoder.shape)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(c, h, w) of the latents."""
+        return tuple(self.autoencoder.latent_shape)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the autoencoder's weights are."""
+        return next(self.autoencoder.parameters(), torch.empty(0)).device
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        """Scaled latents (N, c, h, w) on the CPU of images (N, C, H, W): the deterministic (posterior-mean) code."""
+        images = check_tensor(images, "images", min_dim=4)
+        return torch.cat([self.autoencoder.encode(images[s:s + batch_size].to(self.device)).cpu()
+                          for s in range(0, len(images), batch_size)]) * self.scale
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images decoded from scaled latents, on the autoencoder's device; differentiable (wrap it in
+        ``torch.no_grad()`` to sample)."""
+        return self.autoencoder.decode(latents.to(self.device) / self.scale)
+
+    def record(self) -> dict[str, Any]:
+        """The values a latent run stores: the autoencoder's run directory, the scale and both shapes."""
+        return {"autoencoder": self.source, "scale": self.scale, "shape": list(self.shape),
+                "latent_shape": list(self.latent_shape)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "LatentCodec":
+        """Reload the autoencoder a :meth:`record` names, with the stored scale (never recomputed)."""
+        autoencoder = load_autoencoder(record["autoencoder"], shape=record["shape"])
+        return cls(autoencoder, float(record["scale"]), record["autoencoder"])
+
+
+def load_codec(path: str | Path, data: ImageData) -> LatentCodec:
+    """The autoencoder run at ``path`` (checked against ``data``'s image shape) with its scale fitted on ``data``."""
+    autoencoder = load_autoencoder(path, shape=data.shape)
+    return LatentCodec.fit(autoencoder, data.images, source=str(path))
+
+
+def encode_dataset(codec: LatentCodec, data: ImageData) -> ImageData:
+    """``data`` with its images replaced by their scaled latents (labels kept), for an ImageBatchSampler."""
+    if tuple(data.shape) != codec.shape:
+        raise ShapeError(expected(f"images of shape {shape_text(codec.shape)} for the autoencoder "
+                                  f"{codec.source or '(in memory)'}", f"{data.name} of shape {shape_text(data.shape)}",
+                                  "load the data with the shape the autoencoder was trained on"))
+    return dataclasses.replace(data, images=codec.encode(data.images), name=f"{data.name}/latent")
+
+
+def build_latent_net(latent_shape: Sequence[int], *, net: str = "unet", width: int = 64, res_blocks: int = 2,
+                     num_classes: int = 0) -> nn.Module:
+    """A velocity network sized for latents (c, h, w): a two-level U-Net with ``res_blocks`` residual blocks per
+    level (one level when a side is odd, e.g. the 7×7 latent of 28-px images) or a four-block DiT with patch 1
+    (``net="dit"``) of token width ``width``; ``num_classes`` 0 for unconditional."""
+    channels, height, width_px = (int(v) for v in latent_shape)
+    width = check_positive_int(width, "width")
+    if net == "dit":
+        return DiT.preset("dit_tiny", in_channels=channels, patch=1, hidden=width, num_classes=num_classes)
+    if net != "unet":
+        raise ConfigError(expected("net 'unet' or 'dit'", repr(net), "pass net='unet'"))
+    multipliers = (1, 2) if height % 2 == 0 and width_px % 2 == 0 else (1,)
+    return UNet(channels, width, multipliers, check_positive_int(res_blocks, "res_blocks"), (), width,
+                num_classes=num_classes)
+
+
+@dataclass
+class TrainedLatentModel:
+    """A latent velocity model (EMA weights when present, eval mode) with its codec."""
+
+    model: nn.Module
+    codec: LatentCodec
+    num_classes: int
+    class_cond: bool
+    run_dir: Path
+    step: int
+
+
+def _default_trainer(out_dir: str) -> TrainerConfig:
+    return TrainerConfig(steps=5000, batch_size=128, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+                         checkpoint_every=1000, out_dir=out_dir)
+
+
+def train_latent_fm(data: ImageData, autoencoder: str | Path | LatentCodec, out_dir: str | Path, *,
+                    net: str = "unet", width: int = 64, res_blocks: int = 2, class_cond: bool = True,
+                    cond_dropout: float = 0.1,
+                    trainer: TrainerConfig | None = None,
+                    evaluate: Callable[[nn.Module, int, Path], Mapping[str, float]] | None = None,
+                    callbacks: Sequence[Callable] = ()) -> TrainedLatentModel:
+    """Train I-CFM on the scaled latents of ``data`` (module docstring) with the core Trainer.
+
+    Args:
+        data: the training images (labelled for ``class_cond``).
+        autoencoder: a :func:`~flowzoo.vision.autoencoder.train_autoencoder` run directory (its scale is then
+            fitted on ``data``) or a ready :class:`LatentCodec`.
+        out_dir: the run directory; ``config.yaml`` records the codec under ``latent``.
+        net, width, res_blocks: the latent backbone (:func:`build_latent_net`).
+        class_cond, cond_dropout: condition on ``y`` and replace this share of labels by the null class.
+        trainer: steps, batch size, ... (its ``out_dir`` is replaced by ``out_dir``).
+        evaluate, callbacks: passed to the Trainer (``evaluate`` receives the latent model; decode with
+            :func:`generate_latent`).
+    """
+    codec = autoencoder if isinstance(autoencoder, LatentCodec) else load_codec(autoencoder, data)
+    latents = encode_dataset(codec, data)
+    cond_dropout = check_probability(cond_dropout, "cond_dropout", inclusive_high=False)
+    if class_cond and data.labels is None:
+        raise ConfigError(expected("labelled images for class_cond", f"{data.name} has no labels",
+                                   "pass class_cond=False"))
+    trainer = _default_trainer(str(out_dir)) if trainer is None else dataclasses.replace(trainer, out_dir=str(out_dir))
+    classes = data.num_classes if class_cond else 0
+    torch.manual_seed(trainer.seed)
+    model = build_latent_net(codec.latent_shape, net=net, width=width, res_blocks=res_blocks, num_classes=classes)
+    objective = FlowMatchingLoss(cond_dropout=cond_dropout if class_cond else 0.0,
+                                 null_cond={"y": classes} if class_cond else None)
+    record = {**codec.record(), "data": data.name, "net": net, "width": width,
+              "res_blocks": res_blocks, "class_cond": bool(class_cond),
+              "num_classes": int(data.num_classes)}
+    fitted = Trainer(model, objective, ImageBatchSampler(latents, trainer.batch_size, labels=class_cond), trainer,
+                     evaluate=evaluate, run_config={LATENT_KEY: record, "trainer": config_to_dict(trainer)},
+                     callbacks=callbacks)
+    result = fitted.fit()
+    final = fitted.ema.module if fitted.ema is not None else fitted.model
+    return TrainedLatentModel(final.eval(), codec, int(data.num_classes), bool(class_cond), Path(out_dir),
+                              result.step)
+
+
+def load_latent_fm(path: str | Path) -> TrainedLatentModel:
+    """Rebuild a :func:`train_latent_fm` run (directory or checkpoint) and its codec with the stored scale."""
+    if not Path(path).exists():
+        raise CheckpointError(expected("the run directory (or a checkpoint) of train_latent_fm",
+                                       f"{path} (does not exist)", "train one with train_latent_fm(...)"))
+    checkpoint = read_checkpoint(path)
+    record = (checkpoint.config or {}).get(LATENT_KEY)
+    if not isinstance(record, Mapping) or "scale" not in record:
+        raise CheckpointError(expected(f"a latent-FM checkpoint (its config.yaml records '{LATENT_KEY}')",
+                                       f"{checkpoint.path} (no latent record)", "pass the out_dir of train_latent_fm"))
+    codec = LatentCodec.from_record(record)
+    classes = int(record["num_classes"]) if record["class_cond"] else 0
+    model = build_latent_net(codec.latent_shape, net=record["net"], width=int(record["width"]),
+                             res_blocks=int(record.get("res_blocks", 2)), num_classes=classes)
+    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    return TrainedLatentModel(model.eval(), codec, int(record["num_classes"]), bool(record["class_cond"]),
+                              Path(path), checkpoint.step)
+
+
+@dataclass
+class LatentSamples:
+    """Decoded images (n, C, H, W), their scaled latents (n, c, h, w) and the model evaluations per sample."""
+
+    images: torch.Tensor
+    latents: torch.Tensor
+    nfe: int
+
+
+def generate_latent(model: nn.Module, codec: LatentCodec, n: int, *, steps: int | None = None,
+                    method: str = "euler", labels: torch.Tensor | None = None, cfg_scale: float = 1.0,
+                    null_class: int | None = None, generator: torch.Generator | None = None,
+                    batch_size: int = 256, atol: float = 1e-5, rtol: float = 1e-5) -> LatentSamples:
+    """Integrate ``n`` latents from N(0, I) at t = 0 to t = 1 (Euler, Heun, ... or dopri5 with ``atol`` /
+    ``rtol``: LFM's 1e-5) and decode them; ``labels`` and ``cfg_scale`` as :func:`flowzoo.vision.train.generate`."""
+    n = check_positive_int(n, "n")
+    cfg_scale = check_number(cfg_scale, "cfg_scale")
+    velocity: Any = model
+    if labels is not None and cfg_scale != 1.0:
+        velocity = ClassifierFreeGuidance(model, scale=cfg_scale, null_cond={"y": null_class})
+    device = next(model.parameters()).device
+    noise = torch.randn((n, *codec.latent_shape), generator=generator)
+    latents, images, calls = [], [], 0
+    with torch.no_grad():
+        for start in range(0, n, batch_size):
+            cond = None if labels is None else {"y": labels[start:start + batch_size].to(device)}
+            result = integrate(velocity, noise[start:start + batch_size].to(device), method=method, steps=steps,
+                               cond=cond, atol=atol, rtol=rtol)
+            latents.append(result.x.float().cpu())
+            images.append(codec.decode(result.x.float()).cpu())
+            calls += int(result.nfe) * len(result.x)
+    return LatentSamples(torch.cat(images), torch.cat(latents), calls // n)
+
+
+def decoder_lipschitz(codec: LatentCodec, latents: torch.Tensor, *, iterations: int = 20,
+                      generator: torch.Generator | None = None) -> float:
+    r"""The largest spectral norm :math:`\|J_D(z)\|_2` of the decoder's Jacobian (in scaled coordinates) over the
+    ``latents``, by power iteration on :math:`J^\top J` (forward- and reverse-mode products, one per latent)."""
+    z = check_tensor(latents, "latents", min_dim=2).detach().float().to(codec.device)
+    iterations = check_positive_int(iterations, "iterations")
+
+    def unit(v: torch.Tensor) -> torch.Tensor:
+        return v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (v.dim() - 1))
+
+    v = unit(torch.randn(z.shape, generator=generator).to(z.device))
+    _, pullback = torch.func.vjp(codec.decode, z)
+    for _ in range(iterations):
+        _, jv = torch.func.jvp(codec.decode, (z,), (v,))
+        v = unit(pullback(jv)[0])
+    _, jv = torch.func.jvp(codec.decode, (z,), (v,))
+    return float(jv.detach().flatten(1).norm(dim=1).max())
+
+
+@dataclass
+class LFMBound:
+    """LFM's bound terms (module docstring) beside the measured pixel W2; all on ``n`` points."""
+
+    recon_w2: float
+    lipschitz: float
+    latent_w2: float
+    bound: float
+    measured_w2: float
+    n: int
+
+
+def lfm_bound_terms(codec: LatentCodec, data: ImageData | torch.Tensor, samples_latent: torch.Tensor, *,
+                    max_points: int = 500, lipschitz_points: int = 32, iterations: int = 20,
+                    generator: torch.Generator | None = None) -> LFMBound:
+    """Estimate recon W2 + L_D × latent W2 and the measured W2(data, decoded samples) on up to ``max_points``
+    images and generated latents (the first ones; pass them shuffled); :math:`L_D` from ``lipschitz_points``
+    encoded data latents."""
+    images = data.images if isinstance(data, ImageData) else check_tensor(data, "data", min_dim=4)
+    samples = check_tensor(samples_latent, "samples_latent", min_dim=4).detach().float().cpu()
+    if tuple(images.shape[1:]) != codec.shape or tuple(samples.shape[1:]) != codec.latent_shape:
+        raise ShapeError(expected(f"images {shape_text(codec.shape)} and latents {shape_text(codec.latent_shape)}",
+                                  f"{shape_text(images.shape[1:])} and {shape_text(samples.shape[1:])}",
+                                  "pass the codec's data and latents from generate_latent"))
+    n = min(check_positive_int(max_points, "max_points"), len(images), len(samples))
+    x, samples = images[:n].float(), samples[:n]
+    encoded = codec.encode(x)
+    with torch.no_grad():
+        reconstructed = torch.cat([codec.decode(encoded[s:s + 512]).cpu() for s in range(0, n, 512)])
+        decoded = torch.cat([codec.decode(samples[s:s + 512]).cpu() for s in range(0, n, 512)])
+    recon = float((x - reconstructed).flatten(1).pow(2).sum(1).mean().sqrt())
+    points = encoded[:check_positive_int(lipschitz_points, "lipschitz_points")]
+    lipschitz = decoder_lipschitz(codec, points, iterations=iterations, generator=generator)
+    latent = wasserstein2(encoded, samples)
+    return LFMBound(recon, lipschitz, latent, recon + lipschitz * latent, wasserstein2(x, decoded), n)
