@@ -2,8 +2,9 @@ r"""Set-level metrics of generated shapes: coverage, MMD and a Fréchet distance
 
 * Coverage and MMD (Achlioptas et al., arXiv 1707.02392, §5): with a distance d between clouds (Chamfer or EMD,
   :mod:`flowzoo.three_d.metrics`), the generated set G and the reference set R,
-  COV = |{argmin_{r ∈ R} d(g, r) : g ∈ G}| / |R| (the share of references that are some sample's nearest) and
-  MMD = mean_{r ∈ R} min_{g ∈ G} d(g, r) (how well the references are matched).
+  :math:`\mathrm{COV} = |\{\arg\min_{r \in R} d(g, r) : g \in G\}| / |R|` (the share of references that are some
+  sample's nearest) and :math:`\mathrm{MMD} = \frac{1}{|R|}\sum_{r \in R} \min_{g \in G} d(g, r)` (how well the
+  references are matched).
 * Fréchet distance (Heusel et al., arXiv 1706.08500, Eq. 6) between Gaussians fitted to the features of G and R,
   :math:`\|\mu_G - \mu_R\|^2 + \mathrm{tr}(\Sigma_G + \Sigma_R - 2 (\Sigma_G \Sigma_R)^{1/2})`, with the features
   of :class:`PointNetClassifier` (Qi et al., arXiv 1612.00593: a shared per-point MLP and a max-pool), trained
