@@ -1,15 +1,35 @@
-"""flowzoo.vision: flow matching on images — data, backbones, image metrics and pixel I-CFM / OT-CFM (the image
-methods of the seed papers come next).
+"""flowzoo.vision: flow matching on images and video — data, backbones and metrics; pixel and latent flow matching,
+better sources, blockwise flows, SymmFlow and the core's few-step methods; inverse problems, inversion and editing;
+video data, optical flow, flow-driven video editing and STARFlow-V.
 
-Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-image nor Pillow):
-    readers     the original file formats: CIFAR-10 python batches, MNIST IDX (gz or raw), image folders
-    datasets    load_images(spec) -> ImageData in [-1, 1]; seeded split, Augment, ImageDataset, ImageBatchSampler
-    metrics     Frechet distance, KID, k-NN precision/recall, PSNR, SSIM, PNG sample grids, TensorBoard grids
-    features    the per-data-set feature classifier (trained once, cached), ImageEvaluator, Inception features
-    nets        image backbones: DiT (velocity model and flow map); GPU helpers (channels_last, compile)
-    sourcefm    SourceFM: norm-aligned Gaussian source, PCA directional pruning (SourceFMSource, SourceFMLoss)
-    train       ``python -m flowzoo.vision.train icfm|otcfm``: the Trainer entrypoint, METHODS, load_trained, generate
-    cli         ``flowzoo vision train | sample | evaluate``
+Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-image nor Pillow nor OpenCV):
+    readers        the original file formats: CIFAR-10 python batches, MNIST IDX (gz or raw), image folders
+    datasets       load_images(spec) -> ImageData in [-1, 1]; seeded split, Augment, ImageDataset, ImageBatchSampler
+    metrics        Frechet distance, KID, k-NN precision/recall, PSNR, SSIM, PNG sample grids, TensorBoard grids
+    features       the per-data-set feature classifier (trained once, cached), ImageEvaluator, Inception features
+    nets           image backbones: DiT (velocity model and flow map); GPU helpers (channels_last, compile)
+    sourcefm       SourceFM: norm-aligned Gaussian source, PCA directional pruning (SourceFMSource, SourceFMLoss)
+    autoencoder    conv autoencoder / VAE for latent flow matching (ConvAutoencoder, AutoencoderLoss, train_autoencoder)
+    latent         LFM: LatentCodec (latent scale), train_latent_fm, generate_latent, lfm_bound_terms
+    blockwise_nets BFM network: BlockwiseVelocity (K segment blocks, feature guidance, feature residual net)
+    blockwise      BFM losses (BlockwiseFlowMatchingLoss, FeatureResidualLoss), blockwise_sample, flops_per_sample
+    segmentation   images with semantic maps: MNIST digit masks, synthetic shapes, MapCodec, mean_iou
+    symmflow       SymmFlow: one flow for map->image, image->map and one-step classification; its baselines
+    fewstep        the core's few-step methods on images: MeanFlow, SplitMeanFlow, reflow, MF-RAE; BOSS, FlowTurbo,
+                   RAAG sampling
+    methods        the method registry of flowzoo.vision.train (METHODS, VisionMethod)
+    train          ``python -m flowzoo.vision.train <method>``: the Trainer entrypoint, load_trained, generate
+    operators      degradation operators with adjoints and pseudo-inverses (inpainting, SR, blur), check_adjoint
+    restoration    FLAIR and the baselines: DPS, projection, pseudo-inverse; CRW error tables
+    flowopt        FlowOpt zero-order inversion and editing, its step bound; naive reversal, backprop baselines
+    video          Moving MNIST and moving textures with exact flows, masks and occlusions; clips; video files
+    optical_flow   warping, occlusion masks, warping error, EPE, DIS, Farneback, Horn-Schunck, ReynoldsFlow
+    video_edit     FlowVid propagation, FlowV2V shape-calibrated flows, the flow-conditioned frame generator
+    starflow       STARFlow-V: causal autoregressive affine flow over video tokens, Jacobi sampling, Gaussian CFG
+    cli_restore    ``flowzoo vision restore | invert | edit | video-edit``
+    cli            ``flowzoo vision train | sample | evaluate | restore | invert | edit | video-edit``
 """
 
-__all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "train", "cli"]
+__all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "autoencoder", "latent",
+           "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "operators",
+           "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli"]

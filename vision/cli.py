@@ -2,8 +2,12 @@
 
 * ``flowzoo vision sample --checkpoint RUN --n 64 --steps 10 --out samples.png`` draws images by integrating the
   trained velocity from Gaussian noise at t = 0 to the data at t = 1 (flowzoo's time convention; Lipman et al.,
-  arXiv 2210.02747) with ``--method euler|midpoint|heun|rk4|dopri5``, optionally for one ``--class`` and with
-  classifier-free guidance ``--cfg_scale`` (Ho & Salimans, arXiv 2207.12598: :math:`v_u + w(v_c - v_u)`), and
+  arXiv 2210.02747) with ``--sampler euler|midpoint|heun|rk4|dopri5|boss|flowturbo`` (also ``--method``; BOSS:
+  Euler on a Bellman-optimal grid, arXiv 2312.16414; FlowTurbo: Heun then pseudo-corrector steps, arXiv
+  2409.18128; :mod:`flowzoo.vision.fewstep`), optionally for one ``--class`` and with classifier-free guidance
+  ``--cfg_scale`` (Ho & Salimans, arXiv 2207.12598: :math:`v_u + w(v_c - v_u)`; ``--guidance raag``: RAAG's
+  ratio-aware scale up to ``--cfg_scale``, arXiv 2508.03442). A flow-map run (``meanflow``, ``meanflow_fd``,
+  ``splitmeanflow``, ``mfrae``) jumps ``--steps`` times instead (``--steps 1``: one evaluation per image). It
   writes a PNG grid and an ``.npz`` beside it (``images`` uint8 (N, C, H, W), ``x`` float in [−1, 1],
   ``labels``). Existing files are replaced only with ``--overwrite``. A SourceFM run (``sourcefm_icfm``,
   ``sourcefm_otcfm``) starts from its stored norm-aligned source; ``--prune true`` (any run) rejection-samples the
@@ -37,7 +41,19 @@ from flowzoo.core.validation import check_int, check_number, check_positive_int,
 
 __all__ = ["SampleConfig", "EvaluateConfig", "sample_main", "evaluate_main", "commands"]
 
-_SOLVERS = ("euler", "midpoint", "heun", "rk4", "dopri5")
+_SAMPLERS = ("euler", "midpoint", "heun", "rk4", "dopri5", "boss", "flowturbo")
+_GUIDANCES = ("cfg", "raag")
+
+
+def _check_sampler(cfg) -> None:
+    if cfg.method not in _SAMPLERS:
+        raise ConfigError(expected(f"--sampler in {_SAMPLERS}", repr(cfg.method), "pass e.g. --sampler heun"))
+    if cfg.guidance not in _GUIDANCES:
+        raise ConfigError(expected(f"--guidance in {_GUIDANCES}", repr(cfg.guidance), "pass --guidance cfg or raag"))
+    check_number(cfg.raag_alpha, "--raag_alpha", low=0.0)
+    if cfg.method == "flowturbo" and cfg.steps < 2:
+        raise ConfigError(expected("--steps >= 2 for --sampler flowturbo (its Heun step costs 2 evaluations)",
+                                   cfg.steps, "pass --steps 2 or more"))
 
 
 @dataclass
@@ -47,7 +63,9 @@ class SampleConfig:
     checkpoint: str = field(metadata=option_help("run directory (or checkpoint) of `python -m flowzoo.vision.train`"))
     n: int = field(default=64, metadata=option_help("number of images"))
     steps: int = field(default=10, metadata=option_help("ODE steps (dopri5: output times only)"))
-    method: str = field(default="euler", metadata=option_help("ODE solver: euler, midpoint, heun, rk4, dopri5"))
+    method: str = field(default="euler", metadata=option_help("sampler (also --sampler): euler, midpoint, heun, rk4, dopri5, boss, flowturbo"))
+    guidance: str = field(default="cfg", metadata=option_help("cfg (constant --cfg_scale) or raag (ratio-aware, up to --cfg_scale)"))
+    raag_alpha: float = field(default=1.0, metadata=option_help("RAAG's decay rate alpha of the scale with the velocity ratio"))
     label: int | None = field(default=None, metadata=option_help("class of every image (also --class; none: classes in turn)"))
     cfg_scale: float = field(default=1.0, metadata=option_help("classifier-free guidance scale (1: conditional only)"))
     out: str = field(default="samples.png", metadata=option_help("PNG grid to write; the .npz goes beside it"))
@@ -67,8 +85,7 @@ class SampleConfig:
         check_number(self.cfg_scale, "--cfg_scale")
         check_probability(self.prune_tau, "--prune_tau")
         check_probability(self.prune_max_similarity, "--prune_max_similarity")
-        if self.method not in _SOLVERS:
-            raise ConfigError(expected(f"--method in {_SOLVERS}", repr(self.method), "pass e.g. --method heun"))
+        _check_sampler(self)
 
 
 @dataclass
@@ -78,7 +95,9 @@ class EvaluateConfig:
     checkpoint: str = field(metadata=option_help("run directory (or checkpoint) of `python -m flowzoo.vision.train`"))
     n: int = field(default=500, metadata=option_help("number of samples scored"))
     steps: int = field(default=10, metadata=option_help("ODE steps"))
-    method: str = field(default="euler", metadata=option_help("ODE solver: euler, midpoint, heun, rk4, dopri5"))
+    method: str = field(default="euler", metadata=option_help("sampler (also --sampler): euler, midpoint, heun, rk4, dopri5, boss, flowturbo"))
+    guidance: str = field(default="cfg", metadata=option_help("cfg (constant --cfg_scale) or raag (ratio-aware, up to --cfg_scale)"))
+    raag_alpha: float = field(default=1.0, metadata=option_help("RAAG's decay rate alpha of the scale with the velocity ratio"))
     cfg_scale: float = field(default=1.0, metadata=option_help("classifier-free guidance scale (class-conditional runs)"))
     data: str | None = field(default=None, metadata=option_help("data spec compared against (none: the run's)"))
     seed: int = field(default=0, metadata=option_help("seed of the noise"))
@@ -96,17 +115,17 @@ class EvaluateConfig:
         check_number(self.cfg_scale, "--cfg_scale")
         check_probability(self.prune_tau, "--prune_tau")
         check_probability(self.prune_max_similarity, "--prune_max_similarity")
-        if self.method not in _SOLVERS:
-            raise ConfigError(expected(f"--method in {_SOLVERS}", repr(self.method), "pass e.g. --method heun"))
+        _check_sampler(self)
 
 
 def _normalise(argv: Sequence[str]) -> list[str]:
-    """``--class 3`` -> ``--label 3`` and ``--cfg-scale`` -> ``--cfg_scale`` (values are left alone)."""
+    """``--class 3`` -> ``--label 3``, ``--sampler`` -> ``--method`` and ``--cfg-scale`` -> ``--cfg_scale``
+    (values are left alone)."""
     out = []
     for token in argv:
         if token.startswith("--"):
             name, sep, value = token[2:].partition("=")
-            name = "label" if name == "class" else name.replace("-", "_")
+            name = {"class": "label", "sampler": "method"}.get(name, name.replace("-", "_"))
             token = "--" + name + sep + value
         out.append(token)
     return out
@@ -119,10 +138,11 @@ def _refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
                                        "choose another --out, or pass --overwrite true to replace it"))
 
 
-def _labels(run, n: int, label: int | None, cfg_scale: float) -> torch.Tensor | None:
-    if not run.class_cond and cfg_scale != 1.0:
-        raise ConfigError(expected("--cfg_scale only for a class-conditional run", f"--cfg_scale {cfg_scale}",
-                                   "drop --cfg_scale, or train with --class_cond true"))
+def _labels(run, n: int, label: int | None, cfg_scale: float, guidance: str = "cfg") -> torch.Tensor | None:
+    if not run.class_cond and (cfg_scale != 1.0 or guidance != "cfg"):
+        raise ConfigError(expected("--cfg_scale / --guidance only for a class-conditional run",
+                                   f"--cfg_scale {cfg_scale} --guidance {guidance}",
+                                   "drop them, or train with --class_cond true"))
     if not run.class_cond:
         if label is not None:
             raise ConfigError(expected("--class only for a class-conditional run", f"--class {label}",
@@ -152,6 +172,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     """sample --checkpoint RUN --n 64 --steps 10 --out samples.png: write a PNG grid and an .npz."""
     from flowzoo.vision.metrics import save_image_grid
     from flowzoo.vision.datasets import to_uint8
+    from flowzoo.vision.fewstep import is_flowmap
     from flowzoo.vision.train import generate, load_trained
 
     cfg = parse_config(SampleConfig, _normalise(sys.argv[1:] if argv is None else argv), prog="flowzoo vision sample")
@@ -161,11 +182,12 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     arrays = out.with_suffix(".npz")
     _refuse_existing([out, arrays], cfg.overwrite)
     run = load_trained(cfg.checkpoint)
-    labels = _labels(run, cfg.n, cfg.label, cfg.cfg_scale)
+    labels = _labels(run, cfg.n, cfg.label, cfg.cfg_scale, cfg.guidance)
     source = _source(run, cfg)
     images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
-                           cfg_scale=cfg.cfg_scale, null_class=run.num_classes,
-                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress, source=source)
+                           cfg_scale=cfg.cfg_scale, null_class=run.num_classes, guidance=cfg.guidance,
+                           raag_alpha=cfg.raag_alpha, generator=torch.Generator().manual_seed(cfg.seed),
+                           progress=cfg.progress, source=source)
     nrow = cfg.nrow or (run.num_classes if labels is not None and cfg.label is None and cfg.n >= run.num_classes
                         else None)
     save_image_grid(images.clamp(-1, 1), out, nrow=nrow, scale=max(1, min(4, 64 // run.shape[-1])))
@@ -173,7 +195,8 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
                "labels": np.full(cfg.n, -1) if labels is None else labels.numpy(), "nfe": np.int64(nfe),
                "source_acceptance_rate": np.float64(1.0 if source is None else source.acceptance_rate)}
     atomic_write_with(arrays, lambda path: np.savez_compressed(path, **payload), suffix=".npz")
-    print(f"{cfg.n} images ({cfg.method}, {cfg.steps} steps, {nfe} evaluations each) from {run.checkpoint}: "
+    how = "flow-map jumps" if is_flowmap(run.model) else cfg.method
+    print(f"{cfg.n} images ({how}, {cfg.steps} steps, {nfe} evaluations each) from {run.checkpoint}: "
           f"wrote {out} and {arrays}{_source_note(source)}")
     return 0
 
@@ -188,7 +211,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                        prog="flowzoo vision evaluate")
     run = load_trained(cfg.checkpoint)
     run_dir = run.checkpoint.parent.parent
-    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}{'_pruned' if cfg.prune else ''}.json"
+    suffix = ("_pruned" if cfg.prune else "") + ("_raag" if cfg.guidance == "raag" else "")
+    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}{suffix}.json"
     _refuse_existing([out], cfg.overwrite)
     spec = cfg.data or run.config.data
     load = run.config.load_options()
@@ -199,18 +223,19 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                                   "pass the run's own data with --data, or a checkpoint trained on this data"))
     classifier, accuracy = load_feature_classifier(spec, **load)
     evaluator = ImageEvaluator(classifier, test.images, accuracy)
-    labels = _labels(run, cfg.n, None, cfg.cfg_scale)
+    labels = _labels(run, cfg.n, None, cfg.cfg_scale, cfg.guidance)
     source = _source(run, cfg)
     images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
-                           cfg_scale=cfg.cfg_scale, null_class=run.num_classes,
-                           generator=torch.Generator().manual_seed(cfg.seed), progress=cfg.progress, source=source)
+                           cfg_scale=cfg.cfg_scale, null_class=run.num_classes, guidance=cfg.guidance,
+                           raag_alpha=cfg.raag_alpha, generator=torch.Generator().manual_seed(cfg.seed),
+                           progress=cfg.progress, source=source)
     precision, recall = evaluator.precision_recall(images)
     metrics = {"fd": evaluator.fd(images), "kid": evaluator.kid(images, subset_size=min(1000, cfg.n)),
                "precision": precision, "recall": recall}
     if labels is not None:
         metrics["class_accuracy"] = evaluator.class_accuracy(images, labels)
     record = {"checkpoint": str(run.checkpoint), "step": run.step, "data": spec, "n": cfg.n, "method": cfg.method,
-              "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "metrics": metrics,
+              "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "guidance": cfg.guidance, "metrics": metrics,
               "source_scale": run.source_scale, "prune": cfg.prune,
               "source_acceptance_rate": 1.0 if source is None else source.acceptance_rate,
               "feature_classifier_accuracy": evaluator.accuracy}
@@ -234,6 +259,9 @@ def commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
 
     Example:
         >>> sorted(commands())
-        ['evaluate', 'sample', 'train']
+        ['edit', 'evaluate', 'invert', 'restore', 'sample', 'train', 'video-edit']
     """
-    return {"train": _train, "sample": sample_main, "evaluate": evaluate_main}
+    from flowzoo.vision.cli_restore import edit_main, invert_main, restore_main, video_edit_main
+
+    return {"train": _train, "sample": sample_main, "evaluate": evaluate_main, "restore": restore_main,
+            "invert": invert_main, "edit": edit_main, "video-edit": video_edit_main}

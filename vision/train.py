@@ -12,6 +12,12 @@ Pixel-space flow matching baselines on an image data set (:func:`~flowzoo.vision
   Lee, TMLR 2025; :mod:`flowzoo.vision.sourcefm`). The scale is stored with the checkpoint (``image.source_scale``)
   and sampling starts from the same source; directional pruning is a sampling option for any run
   (``flowzoo vision sample --prune true``, :func:`run_source`).
+* ``meanflow`` / ``meanflow_fd`` / ``splitmeanflow``: a two-time flow map :math:`u_\theta(x_s, s, t)` (the
+  :class:`~flowzoo.core.nets.FlowMapUNet` or :class:`~flowzoo.vision.nets.FlowMapDiT`) on MeanFlow's identity with
+  a JVP or finite-difference target (arXiv 2505.13447, Eq. 6) or on SplitMeanFlow's interval splitting (arXiv
+  2507.16884), sampled by 1, 2, ... jumps; ``reflow`` (2-rectified flow, arXiv 2209.03003) and ``mfrae`` (MF-RAE's
+  consistency mid-training then MeanFlow distillation, arXiv 2511.13019) learn from ``--teacher RUN``, an
+  ``icfm``/``otcfm`` run of the same data (:mod:`flowzoo.vision.fewstep`; registry: :mod:`flowzoo.vision.methods`).
 
 Time runs from 0 (Gaussian noise) to 1 (data), as in both papers' flow-matching form, so no mapping is needed.
 With ``--class_cond`` the velocity is conditioned on the class label ``y`` and a share ``--cond_dropout`` of the
@@ -22,7 +28,7 @@ labels is replaced by the null class (``num_classes``) for classifier-free guida
 The run directory (``--trainer.out_dir``) receives the Trainer's checkpoints (weights, EMA, ``config.yaml``,
 which also records the data spec, image shape and class count under ``image`` so that ``flowzoo vision sample``
 and ``flowzoo vision evaluate`` can rebuild the network), ``metrics.csv`` and a sample grid ``samples.png``
-of the final EMA model. A new method registers with one entry in :data:`METHODS`.
+of the final EMA model. A new method registers with one entry in :data:`flowzoo.vision.methods.METHODS`.
 
 Example::
 
@@ -42,19 +48,19 @@ import torch
 from torch import nn
 
 from flowzoo.core.config import config_from_dict, config_to_dict, option_help, parse_config
-from flowzoo.core.couplings import get_coupling
 from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
-from flowzoo.core.nets import UNet
-from flowzoo.core.objectives import FlowMatchingLoss
-from flowzoo.core.sampling import ClassifierFreeGuidance, integrate
+from flowzoo.core.nets import FlowMapUNet, UNet
 from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint
 from flowzoo.core.validation import check_int, check_number, check_positive_int, check_probability
 from flowzoo.vision.datasets import Augment, ImageBatchSampler, ImageData, load_images
+from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, PairBatchSampler, boss_grid,
+                                    check_teacher, guided, is_flowmap, reflow_pairs, sample_chunk)
+from flowzoo.vision.methods import METHODS
 from flowzoo.vision.metrics import save_image_grid
-from flowzoo.vision.nets import DiT
+from flowzoo.vision.nets import DiT, FlowMapDiT
 from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source
 
-__all__ = ["VisionTrainConfig", "VisionMethod", "METHODS", "UNET_SIZES", "DIT_SIZES", "TrainedImageModel",
+__all__ = ["VisionTrainConfig", "UNET_SIZES", "DIT_SIZES", "TrainedImageModel",
            "load_data", "build_net", "train", "load_trained", "run_source", "generate", "main"]
 
 PROG = "python -m flowzoo.vision.train"
@@ -95,7 +101,11 @@ class VisionTrainConfig:
     flip: float = field(default=0.0, metadata=option_help("probability of a horizontal flip (0 for digits)"))
     crop_padding: int = field(default=0, metadata=option_help("random-crop padding in pixels (0: off)"))
     grid_n: int = field(default=64, metadata=option_help("images in the sample grid written at each evaluation"))
-    grid_steps: int = field(default=20, metadata=option_help("Euler steps for that grid"))
+    grid_steps: int = field(default=20, metadata=option_help("Euler steps (flow maps: jumps) for that grid"))
+    teacher: str = field(default="", metadata=option_help("reflow, mfrae: run directory of an icfm/otcfm teacher"))
+    teacher_steps: int = field(default=16, metadata=option_help("Euler steps of the teacher's trajectories (reflow pairs, mfrae chords)"))
+    reflow_pairs: int = field(default=0, metadata=option_help("reflow: pairs drawn from the teacher (0: one per training image)"))
+    mid_fraction: float = field(default=0.3, metadata=option_help("mfrae: share of the steps spent on consistency mid-training"))
     trainer: TrainerConfig = field(default_factory=_default_trainer)
 
     def __post_init__(self) -> None:
@@ -112,6 +122,9 @@ class VisionTrainConfig:
         check_int(self.crop_padding, "--crop_padding", low=0)
         check_positive_int(self.grid_n, "--grid_n")
         check_positive_int(self.grid_steps, "--grid_steps")
+        check_positive_int(self.teacher_steps, "--teacher_steps")
+        check_int(self.reflow_pairs, "--reflow_pairs", low=0)
+        check_probability(self.mid_fraction, "--mid_fraction")
         sizes = UNET_SIZES if self.net == "unet" else DIT_SIZES
         if self.net_size not in sizes:
             raise ConfigError(expected(f"--net_size for --net {self.net} in {sorted(sizes)}", repr(self.net_size),
@@ -129,47 +142,17 @@ class VisionTrainConfig:
         return options
 
 
-@dataclass(frozen=True)
-class VisionMethod:
-    """One training method: a summary line and ``objective(cfg, num_classes) -> loss(model, batch)``.
-
-    ``norm_aligned_source``: train (and sample) from SourceFM's norm-aligned Gaussian, whose scale is computed from
-    the training images and stored with the checkpoint.
-    """
-
-    summary: str
-    objective: Callable[[VisionTrainConfig, int], Callable]
-    norm_aligned_source: bool = False
-
-
-def _flow_matching(coupling: str) -> Callable[[VisionTrainConfig, int], FlowMatchingLoss]:
-    def build(cfg: VisionTrainConfig, num_classes: int) -> FlowMatchingLoss:
-        dropout = cfg.cond_dropout if cfg.class_cond else 0.0
-        null = {"y": num_classes} if cfg.class_cond else None
-        return FlowMatchingLoss(coupling=get_coupling(coupling), cond_dropout=dropout, null_cond=null)
-    return build
-
-
-METHODS: dict[str, VisionMethod] = {
-    "icfm": VisionMethod("I-CFM: flow matching with independent noise-image pairs", _flow_matching("independent")),
-    "otcfm": VisionMethod("OT-CFM: flow matching with minibatch exact-OT pairs", _flow_matching("exact_ot")),
-    "sourcefm_icfm": VisionMethod("SourceFM I-CFM: I-CFM from the norm-aligned Gaussian source",
-                                  _flow_matching("independent"), norm_aligned_source=True),
-    "sourcefm_otcfm": VisionMethod("SourceFM OT-CFM: OT-CFM from the norm-aligned Gaussian source",
-                                   _flow_matching("exact_ot"), norm_aligned_source=True),
-}
-"""Method name -> :class:`VisionMethod`; a later method (LFM, SourceFM, MeanFlow, ...) adds one entry."""
-
-
 def load_data(cfg: VisionTrainConfig, split: str = "train") -> ImageData:
     """One split of the run's data set, loaded as the run describes it."""
     return load_images(cfg.data, split=split, **cfg.load_options())
 
 
 def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) -> nn.Module:
-    """The run's velocity network for images of ``shape`` (C, H, W); ``num_classes`` 0 for unconditional."""
+    """The run's network for images of ``shape`` (C, H, W): a velocity, or a flow map for a flow-map method;
+    ``num_classes`` 0 for unconditional."""
     channels, height, width = (int(v) for v in shape)
     classes = num_classes if cfg.class_cond else 0
+    flowmap = cfg.method in METHODS and METHODS[cfg.method].flowmap
     if cfg.net == "dit":
         options = {"in_channels": channels, "patch": cfg.patch, "num_classes": classes}
         if cfg.width:
@@ -177,25 +160,33 @@ def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) ->
         if height % cfg.patch or width % cfg.patch:
             raise ShapeError(expected(f"images whose sides are multiples of the DiT patch {cfg.patch}",
                                       f"{height}x{width} from {cfg.data}", "pass --patch 1, or --size / --pad"))
-        return DiT.preset(DIT_SIZES[cfg.net_size], **options)
+        return (FlowMapDiT if flowmap else DiT).preset(DIT_SIZES[cfg.net_size], **options)
     base, multipliers, blocks, attention, head = UNET_SIZES[cfg.net_size]
     factor = 2 ** (len(multipliers) - 1)
     if height % factor or width % factor:
         raise ShapeError(expected(f"images whose sides are multiples of {factor} for the {cfg.net_size} U-Net",
                                   f"{height}x{width} from {cfg.data}",
                                   f"pass --size or --pad to reach a multiple of {factor}, or a smaller --net_size"))
-    return UNet(channels, cfg.width or base, multipliers, blocks, attention, head, num_classes=classes)
+    return (FlowMapUNet if flowmap else UNet)(channels, cfg.width or base, multipliers, blocks, attention, head,
+                                              num_classes=classes)
 
 
 def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, method: str = "euler",
              labels: torch.Tensor | None = None, cfg_scale: float = 1.0, null_class: int | None = None,
              generator: torch.Generator | None = None, batch_size: int = 256, progress: bool = False,
-             source: SourceFMSource | None = None) -> tuple[torch.Tensor, int]:
+             source: SourceFMSource | None = None, guidance: str = "cfg", raag_alpha: float = 1.0,
+             boss_fine_steps: int = 100) -> tuple[torch.Tensor, int]:
     """Draw ``n`` images from noise at t = 0 to t = 1; returns ``(images (n, C, H, W), model evaluations per image)``.
 
-    With ``labels`` (n,) the model is called with ``y``; a ``cfg_scale`` other than 1 wraps it in
-    classifier-free guidance towards ``null_class``. ``source`` (a :class:`~flowzoo.vision.sourcefm.SourceFMSource`)
-    replaces the standard Gaussian at t = 0 (SourceFM runs, pruned sampling).
+    A velocity model integrates with ``method``: a solver of :func:`~flowzoo.core.sampling.integrate`, ``"boss"``
+    (Euler on BOSS's ``steps``-jump grid, computed once from a ``boss_fine_steps``-step reference on the first 64
+    noise rows: a setup cost not counted in the returned evaluations) or ``"flowturbo"`` (Heun then
+    pseudo-corrector steps). A flow map (:func:`~flowzoo.vision.fewstep.is_flowmap`) jumps ``steps`` times
+    (``method`` must stay ``"euler"``, the default). With ``labels`` (n,) the model is called with ``y``; a
+    ``cfg_scale`` other than 1 (velocity models) wraps it in classifier-free guidance towards ``null_class``, with
+    a constant scale (``guidance="cfg"``) or RAAG's ratio-aware one of maximum ``cfg_scale`` (``"raag"``,
+    decay ``raag_alpha``). ``source`` (a :class:`~flowzoo.vision.sourcefm.SourceFMSource`) replaces the standard
+    Gaussian at t = 0 (SourceFM runs, pruned sampling).
 
     Example:
         >>> net = UNet(in_channels=1, channels=16, multipliers=(1, 2), res_blocks=1, head_channels=16)
@@ -205,23 +196,31 @@ def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, meth
     """
     n = check_positive_int(n, "n")
     cfg_scale = check_number(cfg_scale, "cfg_scale")
+    flowmap = is_flowmap(model)
+    if flowmap and (method != "euler" or cfg_scale != 1.0 or guidance != "cfg"):
+        raise ConfigError(expected("a flow map sampled by its own jumps (--method euler, no guidance)",
+                                   f"method {method!r}, guidance {guidance!r}, cfg_scale {cfg_scale}",
+                                   "drop --method / --guidance / --cfg_scale for a flow-map run"))
     velocity: Any = model
-    if labels is not None and cfg_scale != 1.0:
-        velocity = ClassifierFreeGuidance(model, scale=cfg_scale, null_cond={"y": null_class})
+    if labels is not None and not flowmap:
+        velocity = guided(model, cfg_scale, guidance, null_class, raag_alpha)
     device = next(model.parameters()).device
     noise = torch.randn((n, *shape), generator=generator) if source is None else source.sample(n, generator=generator)
-    images, nfe = [], 0
+    images, nfe, grid = [], 0, None
     chunks = range(0, n, batch_size)
     if progress:
         from tqdm.auto import tqdm
         chunks = tqdm(chunks, desc="sample", unit="batch", file=sys.stderr, dynamic_ncols=True)
     with torch.no_grad():
+        if method == "boss":
+            cond = None if labels is None else {"y": labels.to(device)}
+            grid = boss_grid(velocity, noise.to(device), steps, cond, fine_steps=boss_fine_steps)
         for start in chunks:
             cond = None if labels is None else {"y": labels[start:start + batch_size].to(device)}
-            result = integrate(velocity, noise[start:start + batch_size].to(device), method=method, steps=steps,
-                               cond=cond)
-            images.append(result.x.float().cpu())
-            nfe += int(result.nfe) * len(result.x)
+            x, calls = sample_chunk(velocity, noise[start:start + batch_size].to(device), steps=steps, method=method,
+                                    flowmap=flowmap, cond=cond, time_grid=grid)
+            images.append(x.float().cpu())
+            nfe += calls * len(x)
     return torch.cat(images), nfe // n
 
 
@@ -243,26 +242,50 @@ def _write_grid(model: nn.Module, cfg: VisionTrainConfig, image: dict[str, Any],
             "out_of_range": float((images.abs() > 1).float().mean())}
 
 
+def _load_teacher(cfg: VisionTrainConfig, data: ImageData) -> "TrainedImageModel":
+    if not cfg.teacher:
+        raise ConfigError(expected(f"--teacher RUN for {cfg.method}", "no --teacher",
+                                   f"train an icfm or otcfm run first and pass its --trainer.out_dir"))
+    teacher = load_trained(cfg.teacher)
+    check_teacher(teacher, data.shape, int(data.num_classes), cfg.class_cond, cfg.teacher)
+    return teacher
+
+
 def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     """Train ``cfg.method`` on ``cfg.data``; writes the run directory and returns the final metrics."""
     if cfg.method not in METHODS:
         raise ConfigError(expected(f"a method in {sorted(METHODS)}", repr(cfg.method), f"run {PROG} --help"))
+    if cfg.teacher and not METHODS[cfg.method].teacher:
+        raise ConfigError(expected(f"--teacher only for {[k for k, m in METHODS.items() if m.teacher]}",
+                                   f"--teacher {cfg.teacher} with {cfg.method}", "drop --teacher"))
     data = load_data(cfg, "train")
     if cfg.class_cond and data.labels is None:
         raise ConfigError(expected("a labelled data set for --class_cond", f"{cfg.data} has no labels",
                                    "drop --class_cond"))
     image = {"data": cfg.data, "shape": list(data.shape), "num_classes": int(data.num_classes),
              "load": {k: v for k, v in cfg.load_options().items()}}
+    method = METHODS[cfg.method]
+    teacher = _load_teacher(cfg, data) if method.teacher else None
+    if method.pairs:  # reflow fine-tunes the teacher's own network, recorded as this run's
+        for name in ("net", "net_size", "width", "patch"):
+            setattr(cfg, name, getattr(teacher.config, name))
     torch.manual_seed(cfg.trainer.seed)
     model = build_net(cfg, data.shape, data.num_classes)
-    objective = METHODS[cfg.method].objective(cfg, data.num_classes)
+    if method.pairs:
+        model.load_state_dict(teacher.model.state_dict())
+    objective = method.objective(cfg, data.num_classes, None if teacher is None else FrozenTeacher(teacher.model))
     source = None
-    if METHODS[cfg.method].norm_aligned_source:
+    if method.norm_aligned_source:
         source = build_source(data.images, norm_align=True)
         objective = SourceFMLoss(objective, source)
         image["source_scale"] = source.scale
     augment = Augment(cfg.flip, cfg.crop_padding) if (cfg.flip or cfg.crop_padding) else None
-    sampler = ImageBatchSampler(data, cfg.trainer.batch_size, augment, labels=cfg.class_cond)
+    sampler: Any = ImageBatchSampler(data, cfg.trainer.batch_size, augment, labels=cfg.class_cond)
+    if method.pairs:
+        pairs = reflow_pairs(teacher.model, data, Path(cfg.trainer.out_dir) / "reflow_pairs", n=cfg.reflow_pairs,
+                             steps=cfg.teacher_steps, seed=cfg.trainer.seed + 1, labels=cfg.class_cond,
+                             progress=cfg.trainer.progress)
+        sampler = PairBatchSampler(pairs, cfg.trainer.batch_size)
     out_dir = Path(cfg.trainer.out_dir)
 
     def evaluate(eval_model: nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
@@ -270,6 +293,8 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
 
     run_config = {**config_to_dict(cfg), IMAGE_KEY: image}
     trainer = Trainer(model, objective, sampler, cfg.trainer, evaluate=evaluate, run_config=run_config)
+    if isinstance(objective, MidTrainingThenDistillation):
+        objective.step = lambda: trainer.step
     result = trainer.fit()
     metrics: dict[str, Any] = {"step": result.step, "train_seconds": result.seconds, **result.eval_metrics}
     if is_main_process():
