@@ -79,6 +79,7 @@ def plot_scene(scene: dict[str, np.ndarray], path: str | Path, *, samples: np.nd
     ax.set_xlim(-extent[3], -extent[2])
     ax.set_ylim(extent[0], extent[1])
     ax.set_aspect("equal")
+    ax.xaxis.set_major_formatter(lambda value, _: f"{-value:g}")   # -y is drawn, so the ticks read y itself
     ax.set_xlabel("← left     y (m)     right →")
     ax.set_ylabel("x (m), forward")
     if title:
