@@ -19,6 +19,7 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
                    RAAG sampling
     methods        the method registry of flowzoo.vision.train (METHODS, VisionMethod)
     train          ``python -m flowzoo.vision.train <method>``: the Trainer entrypoint, load_trained, generate
+    train_latent   the ``autoencoder`` and ``lfm`` methods of that entrypoint; sampling an lfm run
     operators      degradation operators with adjoints and pseudo-inverses (inpainting, SR, blur), check_adjoint
     restoration    FLAIR and the baselines: DPS, projection, pseudo-inverse; CRW error tables
     flowopt        FlowOpt zero-order inversion and editing, its step bound; naive reversal, backprop baselines
@@ -31,5 +32,6 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
 """
 
 __all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "autoencoder", "latent",
-           "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "operators",
+           "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "train_latent",
+           "operators",
            "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli"]

@@ -174,6 +174,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     from flowzoo.vision.datasets import to_uint8
     from flowzoo.vision.fewstep import is_flowmap
     from flowzoo.vision.train import generate, load_trained
+    from flowzoo.vision.train_latent import is_latent_run, sample_latent_run
 
     cfg = parse_config(SampleConfig, _normalise(sys.argv[1:] if argv is None else argv), prog="flowzoo vision sample")
     out = Path(cfg.out)
@@ -181,6 +182,15 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(expected("--out ending in .png", str(out), "name the grid e.g. samples.png"))
     arrays = out.with_suffix(".npz")
     _refuse_existing([out, arrays], cfg.overwrite)
+    if is_latent_run(cfg.checkpoint):
+        images, labels, nfe, shape = sample_latent_run(cfg.checkpoint, cfg.n, steps=cfg.steps, method=cfg.method,
+                                                       label=cfg.label, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
+        save_image_grid(images.clamp(-1, 1), out, nrow=cfg.nrow or None, scale=max(1, min(4, 64 // shape[-1])))
+        payload = {"images": to_uint8(images).numpy(), "x": images.numpy(), "nfe": np.int64(nfe),
+                   "labels": np.full(cfg.n, -1) if labels is None else labels.numpy()}
+        atomic_write_with(arrays, lambda path: np.savez_compressed(path, **payload), suffix=".npz")
+        print(f"{cfg.n} decoded latent-FM images ({cfg.method}, {nfe} evaluations each): wrote {out} and {arrays}")
+        return 0
     run = load_trained(cfg.checkpoint)
     labels = _labels(run, cfg.n, cfg.label, cfg.cfg_scale, cfg.guidance)
     source = _source(run, cfg)

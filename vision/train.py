@@ -59,6 +59,7 @@ from flowzoo.vision.methods import METHODS
 from flowzoo.vision.metrics import save_image_grid
 from flowzoo.vision.nets import DiT, FlowMapDiT
 from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source
+from flowzoo.vision.train_latent import LATENT_METHODS, latent_main
 
 __all__ = ["VisionTrainConfig", "UNET_SIZES", "DIT_SIZES", "TrainedImageModel",
            "load_data", "build_net", "train", "load_trained", "run_source", "generate", "main"]
@@ -359,6 +360,7 @@ def _usage() -> str:
     lines = [f"usage: {PROG} <method> --data SPEC [--net unet|dit] [--class_cond true] --trainer.steps N "
              "--trainer.out_dir DIR", "methods:"]
     lines += [f"  {name:14s} {method.summary}" for name, method in METHODS.items()]
+    lines += [f"  {name:14s} {summary} (options: {PROG} {name} --help)" for name, summary in LATENT_METHODS.items()]
     return "\n".join(lines)
 
 
@@ -374,8 +376,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     method, rest = argv[0], [token.replace("--class-cond", "--class_cond").replace("--net-size", "--net_size")
                              if token.startswith("--") else token for token in argv[1:]]
+    if method in LATENT_METHODS:
+        summary = latent_main(method, rest, PROG)
+        print(f"{method}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+        return 0
     if method not in METHODS:
-        raise ConfigError(expected(f"a method first, one of {sorted(METHODS)}", repr(method),
+        raise ConfigError(expected(f"a method first, one of {sorted([*METHODS, *LATENT_METHODS])}", repr(method),
                                    f"run e.g. {PROG} icfm --help"))
     cfg = parse_config(VisionTrainConfig, [*rest, "--method", method], prog=f"{PROG} {method}")
     metrics = train(cfg)

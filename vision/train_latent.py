@@ -1,0 +1,106 @@
+"""``python -m flowzoo.vision.train autoencoder|lfm``: the two training stages of latent flow matching (LFM, arXiv
+2307.08698) as command-line methods, and sampling an LFM run for ``flowzoo vision sample``.
+
+1. ``autoencoder --data SPEC --trainer.out_dir runs/ae [--ae.latent_channels 4 --ae.downsample 2 ...]`` trains the
+   conv autoencoder of :mod:`flowzoo.vision.autoencoder` (``--ae.variational true --ae.beta 1e-3``: a VAE);
+2. ``lfm --data SPEC --autoencoder runs/ae --trainer.out_dir runs/lfm [--class_cond true]`` measures the latent
+   scale on the training images and trains I-CFM on the scaled latents (:func:`flowzoo.vision.latent.train_latent_fm`);
+3. ``flowzoo vision sample --checkpoint runs/lfm ...`` decodes its samples (:func:`sample_latent_run`).
+
+Time runs from noise (t = 0) to data (t = 1), as everywhere in flowzoo (the latent module documents LFM's mapping).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flowzoo.core.config import option_help, parse_config
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.training import TrainerConfig, read_checkpoint
+from flowzoo.core.validation import check_probability
+from flowzoo.vision.autoencoder import AutoencoderConfig, train_autoencoder
+from flowzoo.vision.datasets import load_images
+from flowzoo.vision.latent import LATENT_KEY, generate_latent, load_latent_fm, train_latent_fm
+
+__all__ = ["LATENT_METHODS", "LatentTrainConfig", "latent_main", "is_latent_run", "sample_latent_run"]
+
+LATENT_METHODS = {"autoencoder": "Autoencoder (conv AE or VAE, --ae.*) whose latents lfm trains on",
+                  "lfm": "LFM: I-CFM in the latent space of an autoencoder run (--autoencoder RUN)"}
+
+
+def _default_trainer() -> TrainerConfig:
+    return TrainerConfig(steps=5000, batch_size=128, lr=1e-3, warmup_steps=100, ema_decay=0.999,
+                         checkpoint_every=1000, out_dir="runs/vision_latent")
+
+
+@dataclass
+class LatentTrainConfig:
+    """An autoencoder or a latent-FM run on one image data set (the method is the first argument)."""
+
+    method: str = field(default="lfm", metadata=option_help("set by the first argument (autoencoder or lfm)"))
+    data: str = field(default="mnist", metadata=option_help("mnist, digits, faces, patches, folder:PATH, ..."))
+    size: int = field(default=0, metadata=option_help("resize images to size x size (0: the data's own)"))
+    pad: int = field(default=0, metadata=option_help("background border added on each side"))
+    channels: int = field(default=0, metadata=option_help("convert to 1 or 3 channels (0: the data's own)"))
+    autoencoder: str = field(default="", metadata=option_help("lfm: run directory of an autoencoder run"))
+    ae: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    net: str = field(default="unet", metadata=option_help("lfm: latent backbone, unet or dit"))
+    width: int = field(default=64, metadata=option_help("lfm: channels of the latent backbone"))
+    class_cond: bool = field(default=False, metadata=option_help("lfm: condition on class labels (label dropout)"))
+    cond_dropout: float = field(default=0.1, metadata=option_help("lfm: share of labels set to the null class"))
+    trainer: TrainerConfig = field(default_factory=_default_trainer)
+
+    def __post_init__(self) -> None:
+        if self.method not in LATENT_METHODS:
+            raise ConfigError(expected(f"a method in {sorted(LATENT_METHODS)}", repr(self.method), "pass lfm"))
+        if self.net not in ("unet", "dit"):
+            raise ConfigError(expected("--net unet or dit", repr(self.net), "pass --net unet"))
+        check_probability(self.cond_dropout, "--cond_dropout", inclusive_high=False)
+
+    def load_options(self) -> dict[str, Any]:
+        return {k: v for k, v in (("size", self.size), ("pad", self.pad), ("channels", self.channels)) if v}
+
+
+def latent_main(method: str, argv: Sequence[str], prog: str) -> dict[str, Any]:
+    """Parse ``argv`` into a :class:`LatentTrainConfig` for ``method`` and train it; returns a summary."""
+    cfg = parse_config(LatentTrainConfig, [*argv, "--method", method], prog=f"{prog} {method}")
+    data = load_images(cfg.data, split="train", **cfg.load_options())
+    if method == "autoencoder":
+        run = train_autoencoder(data, cfg.trainer.out_dir, config=cfg.ae, trainer=cfg.trainer)
+        return {"run": str(run), "outputs": "checkpoints, metrics.csv, reconstructions.png"}
+    if not cfg.autoencoder:
+        raise ConfigError(expected("--autoencoder RUN for lfm", "no --autoencoder",
+                                   f"train one first: {prog} autoencoder --data {cfg.data} --trainer.out_dir runs/ae"))
+    trained = train_latent_fm(data, cfg.autoencoder, cfg.trainer.out_dir, net=cfg.net, width=cfg.width,
+                              class_cond=cfg.class_cond, cond_dropout=cfg.cond_dropout, trainer=cfg.trainer)
+    return {"run": str(trained.run_dir), "step": trained.step, "latent_scale": trained.codec.scale,
+            "outputs": "checkpoints, metrics.csv; sample with flowzoo vision sample --checkpoint RUN"}
+
+
+def is_latent_run(path: str | Path) -> bool:
+    """Whether ``path`` holds a checkpoint of an ``lfm`` run (its config records the codec)."""
+    try:
+        return LATENT_KEY in (read_checkpoint(path).config or {})
+    except Exception:          # not a checkpoint at all: let the caller's loader report it
+        return False
+
+
+def sample_latent_run(path: str | Path, n: int, *, steps: int, method: str, label: int | None, cfg_scale: float,
+                      seed: int) -> tuple[torch.Tensor, torch.Tensor | None, int, tuple[int, ...]]:
+    """``(images, labels, evaluations per image, image shape)`` decoded from an ``lfm`` run."""
+    run = load_latent_fm(path)
+    labels = None
+    if run.class_cond:
+        labels = torch.full((n,), label) if label is not None else torch.arange(n) % run.num_classes
+    elif label is not None or cfg_scale != 1.0:
+        raise ConfigError(expected("--class / --cfg_scale only for a class-conditional lfm run",
+                                   f"--class {label} --cfg_scale {cfg_scale}", "drop them"))
+    out = generate_latent(run.model, run.codec, n, steps=None if method == "dopri5" else steps, method=method,
+                          labels=labels, cfg_scale=cfg_scale, null_class=run.num_classes,
+                          generator=torch.Generator().manual_seed(seed))
+    return out.images, labels, out.nfe, tuple(run.codec.shape)
