@@ -33,13 +33,14 @@ import importlib
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from importlib.metadata import entry_points
 
 from flowzoo.core.config import COMMON_OPTIONS_HELP, DEFAULT_THREADS
 from flowzoo.core.errors import ConfigError, FlowzooError, expected
 
-__all__ = ["main", "dispatch", "run_main", "core_commands", "registered_domains", "format_error", "resume_command"]
+__all__ = ["main", "dispatch", "run_main", "core_commands", "registered_domains", "format_error", "resume_command",
+           "method_overview", "split_method"]
 
 Command = Callable[[Sequence[str]], "int | None"]
 _HELP_WORDS = ("-h", "--help", "help")
@@ -190,6 +191,38 @@ def resume_command(command: Sequence[str], option: str = "--trainer.resume") -> 
             kept.append(tokens[i])
         i += 1
     return shlex.join([*kept, option, "true"])
+
+
+def method_overview(prog: str, methods: Mapping[str, str], *, usage: str = "[options]",
+                    example: str = "") -> str:
+    """The help of a ``<method> [options]`` entry point: usage, one line per method, and an example."""
+    width = max(map(len, methods))
+    lines = [f"usage: {prog} <method> {usage}", "", "methods:"]
+    lines += [f"  {name:<{width}}  {text}" for name, text in methods.items()]
+    lines += ["", f"Run {prog} <method> --help for every option."] + ([f"Example: {prog} {example}"] if example else [])
+    return "\n".join(lines)
+
+
+def split_method(argv: Sequence[str] | None, methods: Mapping[str, str], prog: str, *, usage: str = "[options]",
+                 example: str = "") -> tuple[str, list[str]] | None:
+    """``(method, the remaining arguments)`` of a ``<method> [options]`` entry point; None after printing the
+    overview for no argument or ``-h``. The method must come first and only there (one ``error:`` line otherwise).
+
+    Example:
+        >>> split_method(["pufm", "--steps", "3"], {"pufm": "upsampling"}, "train")
+        ('pufm', ['--steps', '3'])
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(method_overview(prog, methods, usage=usage, example=example))
+        return None
+    method, args = args[0], args[1:]
+    if method not in methods:
+        raise ConfigError(expected(f"the method first, one of {', '.join(methods)}", repr(method),
+                                   f"e.g. {prog} {example}" if example else f"run {prog} --help"))
+    if any(a == "--method" or a.startswith("--method=") for a in args):
+        raise ConfigError(expected("the method as the first argument only", "--method", "drop --method"))
+    return method, args
 
 
 def _invocation(argv: list[str]) -> list[str]:

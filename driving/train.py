@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from flowzoo.core.cli import split_method
 from flowzoo.core.config import config_from_dict, option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import Trainer, TrainerConfig, atomic_write_bytes, list_checkpoints, read_checkpoint
@@ -220,27 +221,13 @@ def constant_velocity_planner(info: dict[str, Any] | None = None) -> ConstantVel
     return ConstantVelocityPlanner(**({"horizon": info["horizon"], "dt": info["dt"]} if info else {}))
 
 
-def _overview() -> str:
-    width = max(map(len, METHODS))
-    lines = [f"usage: {PROG} <method> --scenes DIR --out RUN [options]   (same: flowzoo train driving <method> ...)",
-             "", "methods:"] + [f"  {name:<{width}}  {text}" for name, text in METHODS.items()]
-    lines += ["", f"Run {PROG} <method> --help for every option.",
-              f"Example: {PROG} goalflow --scenes scenes/train --out runs/gf --trainer.steps 3000"]
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowzoo.driving.train <method> [options]``; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(_overview())
+    split = split_method(argv, METHODS, PROG, usage="--scenes DIR --out RUN [options]   (same: flowzoo train driving "
+                         "<method> ...)", example="goalflow --scenes scenes/train --out runs/gf --trainer.steps 3000")
+    if split is None:
         return 0
-    method, args = args[0], args[1:]
-    if method not in METHODS:
-        raise ConfigError(expected(f"the method first, one of {', '.join(METHODS)}", repr(method),
-                                   f"e.g. {PROG} goalflow --scenes scenes/train --out runs/gf"))
-    if any(a == "--method" or a.startswith("--method=") for a in args):
-        raise ConfigError(expected("the method as the first argument only", "--method", "drop --method"))
+    method, args = split
     cfg = replace(parse_config(DrivingTrainConfig, args, prog=f"{PROG} {method}"), method=method)
     summary = train_planner(cfg)
     print(json.dumps(summary, indent=2, default=str))

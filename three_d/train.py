@@ -43,6 +43,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from flowzoo.core.cli import split_method
 from flowzoo.core.config import config_from_dict, option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import Trainer, TrainerConfig, atomic_write_bytes, list_checkpoints, read_checkpoint
@@ -344,27 +345,13 @@ METHODS: dict[str, Method] = {
 }
 
 
-def _overview() -> str:
-    width = max(map(len, METHODS))
-    lines = [f"usage: {PROG} <method> [options]", "", "methods:"]
-    lines += [f"  {name:<{width}}  {entry.description}" for name, entry in METHODS.items()]
-    lines += ["", f"Run {PROG} <method> --help for every option.",
-              f"Example: {PROG} pufm --shapes 40 --trainer.steps 2000 --out runs/pufm"]
-    return "\n".join(lines)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m flowzoo.three_d.train <method> [options]``; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args or args[0] in ("-h", "--help", "help"):
-        print(_overview())
+    split = split_method(argv, {name: entry.description for name, entry in METHODS.items()}, PROG,
+                         example="pufm --shapes 40 --trainer.steps 2000 --out runs/pufm")
+    if split is None:
         return 0
-    method, args = args[0], args[1:]
-    if method not in METHODS:
-        raise ConfigError(expected(f"the method first, one of {', '.join(METHODS)}", repr(method),
-                                   f"e.g. {PROG} pufm --shapes 40 --out runs/pufm"))
-    if any(a == "--method" or a.startswith("--method=") for a in args):
-        raise ConfigError(expected("the method as the first argument only", "--method", "drop --method"))
+    method, args = split
     cfg = parse_config(METHODS[method].config, args, prog=f"{PROG} {method}")
     summary = METHODS[method].run(cfg)
     print(json.dumps(summary, indent=2, default=str))
