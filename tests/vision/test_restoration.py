@@ -95,7 +95,9 @@ def test_crw_table_round_trip_and_weights(prior, tmp_path):
     t2, e2 = load_error_table(path)
     assert torch.allclose(t2, times) and torch.allclose(e2, errors, rtol=1e-5)
     w = calibrated_weights(flair_schedule(10), t2, e2)
-    assert w.shape == (10,) and (w >= 0).all() and float(w[-1]) == 0.0
+    assert w.shape == (10,) and (w > 0).all() and abs(float(w.mean()) - 0.5) < 1e-5   # mean 1 times reg_weight
+    shifted = calibrated_weights(flair_schedule(10), t2, e2, shift=None)
+    assert (shifted >= 0).all() and float(shifted[-1]) == 0.0
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ConfigError, match="velocity-error table"):
         load_error_table(tmp_path / "bad.json")
