@@ -18,7 +18,8 @@ one time at a time along a fixed schedule, with three pieces:
   exact projection :math:`\mu \leftarrow \mu + A^+(y - A\mu)` early in the schedule (pixel space only);
 * **calibrated regularisation weight (CRW)**: :math:`\lambda(t) \propto 1/(\mathrm{MSE}(t) + 10^{-7})`, from the
   model's velocity error per time measured once on held-out images (:func:`measure_velocity_error`; saved with
-  :func:`save_error_table` and reused), normalised to mean 1, shifted by its last entry, clipped at 0 and scaled
+  :func:`save_error_table` and reused), normalised to mean 1, shifted (by 0 as in the official super-resolution
+  configuration, or by its last entry), clipped at 0 and scaled
   by ``reg_weight``.
 
 **Time convention.** FLAIR (SD3's) runs t from data (0) to noise (1), :math:`x_t = (1-t)\mu + t\varepsilon` and
