@@ -15,8 +15,7 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     blockwise      BFM losses (BlockwiseFlowMatchingLoss, FeatureResidualLoss), blockwise_sample, flops_per_sample
     segmentation   images with semantic maps: MNIST digit masks, synthetic shapes, MapCodec, mean_iou
     symmflow       SymmFlow: one flow for map->image, image->map and one-step classification; its baselines
-    fewstep        the core's few-step methods on images: MeanFlow, SplitMeanFlow, reflow, MF-RAE; BOSS, FlowTurbo,
-                   RAAG sampling
+    fewstep        few-step methods on images: MeanFlow, SplitMeanFlow, reflow, MF-RAE; BOSS, FlowTurbo, RAAG
     methods        the method registry of flowzoo.vision.train (METHODS, VisionMethod)
     train          ``python -m flowzoo.vision.train <method>``: the Trainer entrypoint, load_trained, generate
     train_latent   the ``autoencoder`` and ``lfm`` methods of that entrypoint; sampling an lfm run
