@@ -36,7 +36,8 @@ import torch
 from flowzoo.core.cli import split_method
 from flowzoo.core.config import config_from_dict, option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
-from flowzoo.core.training import Trainer, TrainerConfig, atomic_write_bytes, list_checkpoints, read_checkpoint
+from flowzoo.core.training import (Trainer, TrainerConfig, atomic_write_bytes, read_checkpoint,
+                                    refuse_fresh_run_over_checkpoints)
 from flowzoo.core.validation import check_int
 from flowzoo.driving.baselines import ConstantVelocityPlanner, EgoMLP, RegressionLoss, RegressionPlanner, \
     TrajectoryRegressor
@@ -135,21 +136,13 @@ def _sampler(arrays: dict[str, np.ndarray], batch_size: int, dac: torch.Tensor |
     return sample
 
 
-def _check_run_dir(cfg: DrivingTrainConfig, out_dir: Path) -> None:
-    t = cfg.trainer
-    if t.resume is False and not t.overwrite and list_checkpoints(out_dir / "checkpoints"):
-        raise ConfigError(expected("an --out without checkpoints for a fresh run", f"checkpoints in {out_dir}",
-                                   "pass --trainer.resume true to continue, --trainer.overwrite true to start "
-                                   "over, or another --out"))
-
-
 def train_planner(cfg: DrivingTrainConfig) -> dict[str, Any]:
     """Load the scenes, build the vocabulary (GoalFlow), train and write ``planner.json`` and ``summary.json``;
     returns the summary."""
     if cfg.out:
         cfg = replace(cfg, trainer=replace(cfg.trainer, out_dir=cfg.out))
     out_dir = Path(cfg.trainer.out_dir)
-    _check_run_dir(cfg, out_dir)
+    refuse_fresh_run_over_checkpoints(cfg.trainer, "--out")
     arrays, meta = load_training_scenes(cfg.scenes, cfg.limit)
     info = {"format": PLANNER_FORMAT, "version": PLANNER_VERSION, "method": cfg.method, **_scene_format(arrays, meta),
             "model": asdict(cfg.model), "baseline_dim": cfg.baseline_dim, "scenes": str(cfg.scenes),

@@ -52,7 +52,7 @@ import torch
 
 from flowzoo.core.config import config_from_dict, config_to_dict, option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.training import Trainer, TrainerConfig, list_checkpoints
+from flowzoo.core.training import Trainer, TrainerConfig, refuse_fresh_run_over_checkpoints
 from flowzoo.core.validation import check_int, check_nonnegative
 from flowzoo.core.training.distributed import is_main_process
 from flowzoo.robotics.data import DemoDataset, DemoFileError, WindowDataset, check_output_path
@@ -172,16 +172,6 @@ def _collect(cfg: RobotTrainConfig, out: Path) -> DemoDataset:
     return demos
 
 
-def _check_out_dir(cfg: RobotTrainConfig) -> None:
-    """Refuse a fresh run over an earlier one's checkpoints before collecting or training (the Trainer would, later)."""
-    t = cfg.trainer
-    if t.resume is False and not t.overwrite and list_checkpoints(Path(t.out_dir) / "checkpoints"):
-        raise ConfigError(expected("an out_dir without checkpoints for a fresh run (resume=false)",
-                                   f"checkpoints in {Path(t.out_dir) / 'checkpoints'}",
-                                   "pass --trainer.resume true to continue that run, --trainer.overwrite true to "
-                                   "delete it and start over, or choose another --trainer.out_dir"))
-
-
 def _remove_previous_outputs(out_dir: Path) -> list[str]:
     """Remove what described an earlier run's weights (a fresh run is about to replace them); returns the names.
 
@@ -237,7 +227,7 @@ def train_policy(cfg: RobotTrainConfig) -> dict[str, Any]:
     if cfg.policy.method not in METHODS:
         raise ConfigError(expected(f"a method in {list(METHODS)}", repr(cfg.policy.method), "e.g. mp1"))
     out_dir = Path(cfg.trainer.out_dir)
-    _check_out_dir(cfg)
+    refuse_fresh_run_over_checkpoints(cfg.trainer)
     torch.manual_seed(cfg.trainer.seed)
     demos = load_or_collect_demos(cfg)
     policy = FlowPolicy(demos.spec, demos.normalizer, cfg.policy)

@@ -45,8 +45,9 @@ import torch
 
 from flowzoo.core.cli import split_method
 from flowzoo.core.config import config_from_dict, option_help, parse_config
-from flowzoo.core.errors import CheckpointError, ConfigError, expected
-from flowzoo.core.training import Trainer, TrainerConfig, atomic_write_bytes, list_checkpoints, read_checkpoint
+from flowzoo.core.errors import CheckpointError, expected
+from flowzoo.core.training import (Trainer, TrainerConfig, atomic_write_bytes, read_checkpoint,
+                                    refuse_fresh_run_over_checkpoints)
 from flowzoo.core.validation import check_int, check_nonnegative, check_positive
 
 from flowzoo.three_d.data import make_upsampling_example
@@ -165,14 +166,6 @@ def _sampler(sparse: torch.Tensor, dense: torch.Tensor, batch_size: int, midpoin
     return sample
 
 
-def _check_run_dir(cfg: PUFMTrainConfig, out_dir: Path) -> None:
-    t = cfg.trainer
-    if t.resume is False and not t.overwrite and list_checkpoints(out_dir / "checkpoints"):
-        raise ConfigError(expected("an --out without checkpoints for a fresh run", f"checkpoints in {out_dir}",
-                                   "pass --trainer.resume true to continue, --trainer.overwrite true to start "
-                                   "over, or another --out"))
-
-
 def _eval_weights(trainer: Trainer) -> dict[str, torch.Tensor]:
     module = trainer.ema.module if trainer.ema is not None else trainer.model
     return {k: v.detach().clone() for k, v in getattr(module, "module", module).state_dict().items()}
@@ -184,7 +177,7 @@ def train_pufm(cfg: PUFMTrainConfig) -> dict[str, Any]:
     if cfg.out:
         cfg = replace(cfg, trainer=replace(cfg.trainer, out_dir=cfg.out))
     out_dir = Path(cfg.trainer.out_dir)
-    _check_run_dir(cfg, out_dir)
+    refuse_fresh_run_over_checkpoints(cfg.trainer, "--out")
     _say(f"generating {cfg.shapes} shapes x {cfg.patches_per_shape} patches ...")
     sparse, dense = make_patch_pairs(cfg.shapes, seed=cfg.data_seed, ratio=cfg.ratio, patch_size=cfg.patch_size,
                                      patches_per_shape=cfg.patches_per_shape, input_noise=cfg.input_noise)
@@ -307,12 +300,7 @@ def run_scoop(cfg: SCOOPTrainConfig) -> dict[str, Any]:
     """Generate the scenes and train SCOOP; ``flowzoo three_d scene-flow --checkpoint <out>`` then loads it."""
     if cfg.out:
         cfg = replace(cfg, trainer=replace(cfg.trainer, out_dir=cfg.out))
-    out_dir = Path(cfg.trainer.out_dir)
-    t = cfg.trainer
-    if t.resume is False and not t.overwrite and list_checkpoints(out_dir / "checkpoints"):
-        raise ConfigError(expected("an --out without checkpoints for a fresh run", f"checkpoints in {out_dir}",
-                                   "pass --trainer.resume true to continue, --trainer.overwrite true to start "
-                                   "over, or another --out"))
+    refuse_fresh_run_over_checkpoints(cfg.trainer, "--out")
     _say(f"generating {cfg.scenes} scene pairs ...")
     scenes = make_scene_set(cfg.scenes, seed=cfg.data_seed, n_points=cfg.n_points, n_objects=cfg.n_objects,
                             extent=cfg.extent)

@@ -34,11 +34,12 @@ from flowzoo.core.training.run_logging import RunLogger
 from flowzoo.core.training.schedule import WarmupCosineSchedule, warmup_cosine_factor
 from flowzoo.core.training.randomness import preserved_rng, seed_everything
 from flowzoo.core.training.trainer import Trainer, TrainResult
-from flowzoo.core.training.trainer_config import TrainerConfig
+from flowzoo.core.training.trainer_config import TrainerConfig, refuse_fresh_run_over_checkpoints
 
 __all__ = [
     "Trainer",
     "TrainerConfig",
+    "refuse_fresh_run_over_checkpoints",
     "TrainResult",
     "TrainingInterrupted",
     "seed_everything",

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from flowzoo.core.config import option_help, validate_config
-from flowzoo.core.errors import ConfigError, expected
+from pathlib import Path
 
-__all__ = ["TrainerConfig"]
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.training.checkpoint import list_checkpoints
+
+__all__ = ["TrainerConfig", "refuse_fresh_run_over_checkpoints"]
 
 
 @dataclass
@@ -62,3 +65,15 @@ class TrainerConfig:
             if not ok:
                 raise ConfigError(expected(f"trainer option {name} {want}", getattr(self, name),
                                            f"pass --trainer.{name} with a value {want}"))
+
+
+def refuse_fresh_run_over_checkpoints(config: TrainerConfig, option: str = "--trainer.out_dir") -> None:
+    """Refuse a fresh run (``resume`` false, no ``overwrite``) whose ``out_dir`` already holds checkpoints, before an
+    entry point spends time collecting data or building models (the Trainer would refuse later). ``option``: the
+    command-line flag that names the folder, for the message."""
+    checkpoints = Path(config.out_dir) / "checkpoints"
+    if config.resume is False and not config.overwrite and list_checkpoints(checkpoints):
+        raise ConfigError(expected("an out_dir without checkpoints for a fresh run (resume=false)",
+                                   f"checkpoints in {checkpoints}",
+                                   "pass --trainer.resume true to continue that run, --trainer.overwrite true to "
+                                   f"delete it and start over, or choose another {option}"))

@@ -23,14 +23,7 @@ QUIET = ["--trainer.progress", "false", "--trainer.tensorboard", "false", "--gri
 SMALL = ["--width", "16", "--class_cond", "true"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch, tmp_path_factory):
-    """One thread (small tensors, busy machine) and a feature-classifier cache shared by this module's tests."""
-    monkeypatch.setenv("FLOWZOO_CACHE", str(tmp_path_factory.getbasetemp() / "flowzoo_cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread", "shared_feature_cache")
 
 
 def _train(out, method: str, *args: str) -> int:
