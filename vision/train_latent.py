@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from flowzoo.core.config import option_help, parse_config
-from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.training import TrainerConfig, read_checkpoint
+from flowzoo.core.errors import CheckpointError, ConfigError, expected
+from flowzoo.core.training import TrainerConfig, resolve_checkpoint
 from flowzoo.core.validation import check_probability
 from flowzoo.vision.autoencoder import AutoencoderConfig, train_autoencoder
 from flowzoo.vision.datasets import load_images
@@ -83,11 +84,13 @@ def latent_main(method: str, argv: Sequence[str], prog: str) -> dict[str, Any]:
 
 
 def is_latent_run(path: str | Path) -> bool:
-    """Whether ``path`` holds a checkpoint of an ``lfm`` run (its config records the codec)."""
+    """Whether ``path`` holds a checkpoint of an ``lfm`` run (its ``config.yaml`` records the codec); reads only that
+    file, so the loader that follows verifies and reads the weights once."""
     try:
-        return LATENT_KEY in (read_checkpoint(path).config or {})
-    except Exception:          # not a checkpoint at all: let the caller's loader report it
+        config = yaml.safe_load((resolve_checkpoint(path) / "config.yaml").read_text(encoding="utf-8"))
+    except (CheckpointError, OSError, yaml.YAMLError):   # no checkpoint there: the caller's loader reports it
         return False
+    return isinstance(config, dict) and LATENT_KEY in config
 
 
 def sample_latent_run(path: str | Path, n: int, *, steps: int, method: str, label: int | None, cfg_scale: float,
