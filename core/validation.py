@@ -40,7 +40,7 @@ from flowzoo.core.errors import ConfigError, DTypeError, EmptyInputError, NonFin
 __all__ = ["check_number", "check_positive", "check_nonnegative", "check_probability", "check_int",
            "check_positive_int", "check_count", "check_bool", "check_tensor", "check_finite", "check_same_shape",
            "check_pair", "check_time", "check_unit_time", "as_time", "as_item_time", "broadcast_time",
-           "check_class_labels"]
+           "check_class_labels", "check_new_outputs"]
 
 
 def _text(bound: float) -> str:
@@ -306,4 +306,19 @@ def check_class_labels(y: object, batch: int, num_classes: int) -> torch.Tensor 
         raise ConfigError(expected(f"labels in [0, {num_classes}] ({num_classes} = null class)",
                                    f"range [{int(y.min())}, {int(y.max())}]", "map the labels to 0..K-1"))
     return y
+
+
+def check_new_outputs(paths: Sequence[object], overwrite: bool, *,
+                      fix: str = "choose another --out, or pass --overwrite true to replace it") -> None:
+    """Refuse to write over existing files unless the user asked (``overwrite``): a ConfigError naming the first
+    path that exists. Command-line entry points call it before any work, so nothing is created on refusal.
+
+    Example:
+        >>> check_new_outputs(["/no/such/file.png"], overwrite=False)
+    """
+    from pathlib import Path
+
+    for path in paths:
+        if Path(path).exists() and not overwrite:
+            raise ConfigError(expected("an output path that does not exist yet", f"{path} (exists)", fix))
 

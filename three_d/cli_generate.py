@@ -35,7 +35,7 @@ import torch
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import read_checkpoint, write_checkpoint
-from flowzoo.core.validation import check_int
+from flowzoo.core.validation import check_int, check_new_outputs
 
 from flowzoo.three_d.generator import AttributeFlow, GeneratorConfig, StructureFlow, TwoStageGenerator
 from flowzoo.three_d.voxels import OccupancyVAE, occupancy_to_mesh
@@ -126,17 +126,11 @@ class DistillTrainConfig:
     overwrite: bool = field(default=False, metadata=option_help("replace an existing --out"))
 
 
-def _refuse_existing(out: str, overwrite: bool) -> None:
-    if Path(out).exists() and not overwrite:
-        raise ConfigError(expected("--out naming a new path", f"{out} (exists)",
-                                   "choose another --out, or pass --overwrite to replace it"))
-
-
 def train_generator(cfg: GeneratorTrainConfig) -> dict:
     from flowzoo.three_d.generator import train_teacher
     from flowzoo.three_d.voxels import check_grid_size, make_shape_voxels
 
-    _refuse_existing(cfg.out, cfg.overwrite)
+    check_new_outputs([cfg.out], cfg.overwrite, fix="choose another --out, or pass --overwrite to replace it")
     config = GeneratorConfig(classes=tuple(c.strip() for c in cfg.classes.split(",")),
                              grid_size=check_grid_size(cfg.grid_size), vae_steps=cfg.vae_steps,
                              structure_steps=cfg.structure_steps, attribute_steps=cfg.attribute_steps,
@@ -151,7 +145,7 @@ def train_distill(cfg: DistillTrainConfig) -> dict:
     from flowzoo.three_d.generator import distill_generator
     from flowzoo.three_d.voxels import make_shape_voxels
 
-    _refuse_existing(cfg.out, cfg.overwrite)
+    check_new_outputs([cfg.out], cfg.overwrite, fix="choose another --out, or pass --overwrite to replace it")
     teacher, config = load_generator(cfg.teacher)
     data = make_shape_voxels(cfg.shapes, config.classes, config.grid_size, cfg.seed)
     student = distill_generator(teacher, data, cfg.method, steps=cfg.steps, batch_size=config.batch_size,

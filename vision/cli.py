@@ -37,7 +37,7 @@ import torch
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.training import atomic_write_bytes, atomic_write_with
-from flowzoo.core.validation import check_int, check_number, check_positive_int, check_probability
+from flowzoo.core.validation import check_int, check_new_outputs, check_number, check_positive_int, check_probability
 
 __all__ = ["SampleConfig", "EvaluateConfig", "sample_main", "evaluate_main", "commands"]
 
@@ -131,13 +131,6 @@ def _normalise(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _refuse_existing(paths: Sequence[Path], overwrite: bool) -> None:
-    for path in paths:
-        if path.exists() and not overwrite:
-            raise ConfigError(expected("an output file that does not exist yet", f"{path} (exists)",
-                                       "choose another --out, or pass --overwrite true to replace it"))
-
-
 def _labels(run, n: int, label: int | None, cfg_scale: float, guidance: str = "cfg") -> torch.Tensor | None:
     if not run.class_cond and (cfg_scale != 1.0 or guidance != "cfg"):
         raise ConfigError(expected("--cfg_scale / --guidance only for a class-conditional run",
@@ -181,7 +174,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     if out.suffix.lower() != ".png":
         raise ConfigError(expected("--out ending in .png", str(out), "name the grid e.g. samples.png"))
     arrays = out.with_suffix(".npz")
-    _refuse_existing([out, arrays], cfg.overwrite)
+    check_new_outputs([out, arrays], cfg.overwrite)
     if is_latent_run(cfg.checkpoint):
         images, labels, nfe, shape = sample_latent_run(cfg.checkpoint, cfg.n, steps=cfg.steps, method=cfg.method,
                                                        label=cfg.label, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
@@ -223,7 +216,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     run_dir = run.checkpoint.parent.parent
     suffix = ("_pruned" if cfg.prune else "") + ("_raag" if cfg.guidance == "raag" else "")
     out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}{suffix}.json"
-    _refuse_existing([out], cfg.overwrite)
+    check_new_outputs([out], cfg.overwrite)
     spec = cfg.data or run.config.data
     load = run.config.load_options()
     test = load_images(spec, split="test", **load)

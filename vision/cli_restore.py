@@ -29,19 +29,12 @@ import torch
 
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
-from flowzoo.core.validation import check_int, check_nonnegative
+from flowzoo.core.validation import check_int, check_new_outputs, check_nonnegative
 
 __all__ = ["RestoreConfig", "InvertConfig", "VideoEditConfig", "read_image", "restore_main", "invert_main",
            "edit_main", "video_edit_main"]
 
 METHODS = ("flair", "dps", "projection", "pinv")
-
-
-def _refuse(paths: Sequence[Path], overwrite: bool) -> None:
-    for path in paths:
-        if path.exists() and not overwrite:
-            raise ConfigError(expected("an output file that does not exist yet", f"{path} (exists)",
-                                       "choose another --out, or pass --overwrite true"))
 
 
 def read_image(path: str | Path, shape: Sequence[int]) -> torch.Tensor:
@@ -117,7 +110,7 @@ def restore_main(argv: Sequence[str] | None = None) -> int:
     check_nonnegative(cfg.noise, "--noise")
     out = Path(cfg.out)
     panel = out.with_name(out.stem + "_panel.png")
-    _refuse([out, *([panel] if cfg.panel else [])], cfg.overwrite)
+    check_new_outputs([out, *([panel] if cfg.panel else [])], cfg.overwrite)
     run = load_trained(cfg.checkpoint)
     image = read_image(cfg.input, run.shape)
     op = build_operator(cfg.task, run.shape[-2:], noise_std=cfg.noise, seed=cfg.seed)
@@ -168,7 +161,7 @@ def _flowopt(argv: Sequence[str] | None, edit: bool) -> int:
     check_int(cfg.steps, "--steps", low=1)
     check_int(cfg.iterations, "--iterations", low=1)
     out = Path(cfg.out)
-    _refuse([out, out.with_suffix(".npz")], cfg.overwrite)
+    check_new_outputs([out, out.with_suffix(".npz")], cfg.overwrite)
     run = load_trained(cfg.checkpoint)
     image = read_image(cfg.input, run.shape)
     source = _class_cond(run, cfg.source_class, "--source_class")
@@ -226,7 +219,7 @@ def video_edit_main(argv: Sequence[str] | None = None) -> int:
     if cfg.edit not in EDITS:
         raise ConfigError(expected(f"--edit in {EDITS}", repr(cfg.edit), "pass --edit invert"))
     outputs = [Path(cfg.out), *([Path(cfg.side_by_side)] if cfg.side_by_side else [])]
-    _refuse(outputs, cfg.overwrite)
+    check_new_outputs(outputs, cfg.overwrite)
     raw = read_video(cfg.input)
     if raw.shape[0] < 2:
         raise ConfigError(expected("a video of at least 2 frames", f"{cfg.input} ({raw.shape[0]} frame)",
