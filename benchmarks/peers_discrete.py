@@ -21,7 +21,14 @@ held-out data's ("data (held out)" row: the sampling floor); "vs flow_matching" 
 flow_matching's DFM with the same source (the masked one for the simplex flows): the median over rounds of the two
 methods' step-time ratio within the round (:func:`paired_step_ratio`, the statistic of
 ``benchmarks.core_vs_peers``), which cancels load that lasts longer than a round, where a ratio of unpaired medians
-would not; "sample ms" is the best of three interleaved rounds of drawing 200 sequences.
+would not; "ratio 95% CI" is a bootstrap interval of that median over rounds (:func:`ratio_interval`); "sample
+ms" is the best of three interleaved rounds of drawing 200 sequences.
+
+The "flow_matching DFM (mask), A/A" row trains a second, identical copy of flow_matching's masked DFM (same
+initial weights, batches and random draws) in the same rounds and reports its ratio to the first copy: a method
+compared with itself, so its distance from 1.0 is the noise floor of the ratio column (order within the round,
+caches, allocator state), the resolution with which any other ratio can be read. It is timed only (its other
+columns are "n/a").
 
     .venv/bin/python -m benchmarks.peers_discrete --quick      # a smoke run, under two minutes on one core
     .venv/bin/python -m benchmarks.peers_discrete              # the table in docs/discrete.md, ~15 minutes
@@ -46,7 +53,7 @@ from flowzoo.biology.sequences.nets import ConvSequenceNet
 from flowzoo.core.discrete import (DiscreteFlowMatchingLoss, MarkovText, MixtureDiscretePath, discrete_sample,
                                    elbo_per_token)
 
-__all__ = ["SETTINGS", "discrete_peers", "OneHotTokenNet", "paired_step_ratio", "bench_discrete",
+__all__ = ["SETTINGS", "discrete_peers", "OneHotTokenNet", "paired_step_ratio", "ratio_interval", "bench_discrete",
            "draw_sampling_figure", "rounded", "format_table", "main"]
 
 SETTINGS = {  # quick / full
@@ -56,7 +63,9 @@ SETTINGS = {  # quick / full
                 n_time=32, n_eval=500, train_size=20000),
 }
 COLUMNS = ["dataset", "method", "NLL/token", "entropy/token", "sample NLL/token", "3-mer JS", "train step ms",
-           "vs flow_matching", "sample ms"]
+           "vs flow_matching", "ratio 95% CI", "sample ms"]
+AA_COPY = "flow_matching DFM (mask), A/A"
+BOOTSTRAP_RESAMPLES = 2000
 TIMED_SAMPLES, TIMING_ROUNDS = 200, 3
 
 
@@ -125,6 +134,7 @@ def _contenders(vocab: int, cfg: dict, peers: dict) -> dict[str, dict]:
     if peers:
         for source in ("mask", "uniform"):
             out[f"flow_matching DFM ({source})"] = _flow_matching_contender(vocab, source, cfg, peers)
+        out[AA_COPY] = dict(_flow_matching_contender(vocab, "mask", cfg, peers), timing_only=True)
     for name, label in (("gumbel_fm", "Gumbel-softmax FM"), ("linear_fm", "linear-simplex FM")):
         method = build_method(name, alphabet_size=vocab)
         net = ConvSequenceNet(vocab, hidden=cfg["hidden"], depth=cfg["depth"])
@@ -167,6 +177,8 @@ def _share_initial_weights(contenders: dict[str, dict]) -> None:
         if f"flow_matching DFM ({source})" in contenders:
             contenders[f"flow_matching DFM ({source})"]["net"].load_state_dict(
                 copy.deepcopy(contenders[f"flowzoo DFM ({source})"]["net"].state_dict()))
+    if AA_COPY in contenders:
+        contenders[AA_COPY]["net"].load_state_dict(copy.deepcopy(contenders["flowzoo DFM (mask)"]["net"].state_dict()))
     for label in ("Gumbel-softmax FM", "linear-simplex FM"):
         uniform_backbone = contenders["flowzoo DFM (uniform)"]["net"].net
         contenders[label]["net"].load_state_dict(copy.deepcopy(uniform_backbone.state_dict()))
@@ -207,6 +219,23 @@ def paired_step_ratio(times: list[float], reference: list[float]) -> float:
     return float(np.median(np.asarray(times, dtype=float) / np.asarray(reference, dtype=float)))
 
 
+def ratio_interval(times: list[float], reference: list[float], *, level: float = 0.95, seed: int = 0) -> str:
+    """Percentile bootstrap interval of :func:`paired_step_ratio` over rounds, as ``"[low, high]"`` (3 decimals).
+
+    Rounds are resampled with replacement :data:`BOOTSTRAP_RESAMPLES` times; consecutive rounds share load, so the
+    interval is a lower bound on the real uncertainty, which the A/A row (module doc) shows directly.
+
+    Example:
+        >>> ratio_interval([1.0] * 50, [1.0] * 50)
+        '[1.000, 1.000]'
+    """
+    ratios = np.asarray(times, dtype=float) / np.asarray(reference, dtype=float)
+    rng = np.random.default_rng(seed)
+    medians = np.median(ratios[rng.integers(0, len(ratios), (BOOTSTRAP_RESAMPLES, len(ratios)))], axis=1)
+    low, high = np.quantile(medians, [(1 - level) / 2, (1 + level) / 2])
+    return f"[{low:.3f}, {high:.3f}]"
+
+
 def _time_sampling(contenders: dict[str, dict], n: int, seed: int) -> dict[str, float]:
     """Best wall time (ms) of drawing ``n`` sequences, over interleaved rounds in a fresh random order."""
     best = dict.fromkeys(contenders, float("inf"))
@@ -241,26 +270,32 @@ def bench_discrete(args, peers: dict | None = None) -> list[dict]:
         rows.append({"dataset": dataset_name, "method": "data (held out)", "NLL/token": "n/a",
                      "entropy/token": data.entropy, "sample NLL/token": data.nll(data.held_out),
                      "3-mer JS": kmer_js_divergence(data.evaluation, data.held_out, data.vocab_size, 3),
-                     "train step ms": "n/a", "vs flow_matching": "n/a", "sample ms": "n/a"})
+                     "train step ms": "n/a", "vs flow_matching": "n/a", "ratio 95% CI": "n/a", "sample ms": "n/a"})
         torch.manual_seed(seed)
         contenders = _contenders(data.vocab_size, cfg, peers)
         _share_initial_weights(contenders)
         times = _train(contenders, data.train, cfg, seed)
         medians = {name: 1e3 * float(np.median(t)) for name, t in times.items()}
-        sampling_ms = _time_sampling(contenders, min(TIMED_SAMPLES, cfg["n_samples"]), seed)
+        scored = {name: c for name, c in contenders.items() if not c.get("timing_only")}
+        sampling_ms = _time_sampling(scored, min(TIMED_SAMPLES, cfg["n_samples"]), seed)
         for name, contender in contenders.items():
+            reference = times.get(contender["ref"])
+            ratio = paired_step_ratio(times[name], reference) if reference else "n/a"
+            interval = ratio_interval(times[name], reference, seed=seed) if reference else "n/a"
+            if contender.get("timing_only"):
+                rows.append({"dataset": dataset_name, "method": name, **dict.fromkeys(COLUMNS[2:], "n/a"),
+                             "train step ms": medians[name], "vs flow_matching": ratio, "ratio 95% CI": interval})
+                continue
             torch.manual_seed(seed + 7)       # flow_matching's solver draws from the global generator
             samples = contender["sample"](cfg["n_samples"], torch.Generator().manual_seed(seed + 7))
             nll = "n/a" if contender["path"] is None else elbo_per_token(
                 contender["net"], data.evaluation, path=contender["path"], n_time=cfg["n_time"],
                 generator=torch.Generator().manual_seed(seed + 3))
-            reference = times.get(contender["ref"])
             rows.append({"dataset": dataset_name, "method": name, "NLL/token": nll, "entropy/token": data.entropy,
                          "sample NLL/token": data.nll(samples),
                          "3-mer JS": kmer_js_divergence(samples, data.held_out, data.vocab_size, 3),
                          "train step ms": medians[name],
-                         "vs flow_matching": paired_step_ratio(times[name], reference) if reference else "n/a",
-                         "sample ms": sampling_ms[name]})
+                         "vs flow_matching": ratio, "ratio 95% CI": interval, "sample ms": sampling_ms[name]})
             print(f"  {dataset_name} | {name}: NLL/token {nll if isinstance(nll, str) else f'{nll:.3f}'}, "
                   f"step {medians[name]:.1f} ms", flush=True)
     return rows
