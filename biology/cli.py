@@ -22,6 +22,7 @@ import torch
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.training import atomic_write_with
+from flowzoo.core.validation import check_new_outputs
 
 __all__ = ["PredictConfig", "predict_main", "commands"]
 
@@ -66,9 +67,7 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     if out.exists() and source.exists() and out.resolve() == source.resolve():
         raise ConfigError(expected("--out different from --adata (the input is never overwritten)", str(out),
                                    "write the prediction to a new file"))
-    if out.exists() and not cfg.overwrite:
-        raise ConfigError(expected("--out naming a new file", f"{out} (exists)",
-                                   "choose another name, or pass --overwrite true to replace it"))
+    check_new_outputs([out], cfg.overwrite)
     model, trained, meta = load_trained(cfg.checkpoint)
     population_key = cfg.population_key or trained.population_key
     condition_key = cfg.condition_key or trained.condition_key

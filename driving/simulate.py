@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, MissingDependencyError, expected
-from flowzoo.core.validation import check_int, check_nonnegative, check_positive_int
+from flowzoo.core.validation import check_int, check_new_outputs, check_nonnegative, check_positive_int
 from flowzoo.driving.highway import HighwaySim, check_env_id, to_ego_frame
 from flowzoo.driving.metrics import comfort
 from flowzoo.driving.scenes import DT, HORIZON
@@ -371,9 +371,7 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
     if video is not None:
         if video.suffix.lower() not in (".gif", ".mp4"):
             raise ConfigError(expected("--video ending in .gif or .mp4", str(video), "e.g. --video run.gif"))
-        if video.exists() and not cfg.overwrite:
-            raise ConfigError(expected("--video naming a new file", f"{video} (exists)",
-                                       "choose another --video, or pass --overwrite to replace it"))
+        check_new_outputs([video], cfg.overwrite, fix="choose another --video, or pass --overwrite to replace it")
     kind = cfg.planner if cfg.planner != "auto" else ("checkpoint" if cfg.checkpoint else "idm")
     planner = {"idm": IDMPlanner, "constant_velocity": lambda: constant_velocity_planner}.get(kind)
     planner = planner() if planner else _load_checkpoint_planner(cfg.checkpoint, cfg.steps, cfg.variant,

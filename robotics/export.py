@@ -51,6 +51,7 @@ from flowzoo.core.config import parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
 from flowzoo.core.sampling import uniform_grid
 from flowzoo.core.training import atomic_write_bytes
+from flowzoo.core.validation import check_new_outputs
 
 __all__ = ["DeployablePolicy", "ExportedPolicy", "export_policy", "save_exported", "load_exported", "ExportConfig",
            "main", "EXPORT_META"]
@@ -298,9 +299,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(cfg.out)
     if out.is_dir():
         raise ConfigError(expected("--out naming a file (e.g. policy.pt2)", f"{out}, a directory", "pass a file path"))
-    if out.exists() and not cfg.overwrite:
-        raise ConfigError(expected("--out naming a new file", f"{out} exists",
-                                   "pass --overwrite to replace it, or choose another --out"))
+    check_new_outputs([out], cfg.overwrite)
     started = time.perf_counter()
     from flowzoo.robotics.policy import load_policy
 
