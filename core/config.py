@@ -45,6 +45,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from flowzoo.core.config_argv import attach_negative_numbers, metavar_of
 from flowzoo.core.config_types import (
     Mismatch,
     coerce,
@@ -290,15 +291,6 @@ def _help_text(tp: Any, f: dataclasses.Field, default: Any) -> str:
     return f"{text} [{kind}, default: {shown}]".strip().replace("%", "%%")
 
 
-def _metavar(tp: Any) -> str:
-    tp = strip_optional(tp)
-    if is_sequence_type(tp):
-        inner = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        tp = inner[0] if len(set(inner)) == 1 else Any
-    shown = type_name(tp).replace(" ", "") if tp is not Any else "value"
-    return shown if shown.startswith("{") else shown.upper()
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors (e.g. an option without its value) are ConfigErrors, not exits."""
 
@@ -320,7 +312,7 @@ def _build_parser(cls: type, table: Mapping[str, tuple[Any, dataclasses.Field, A
         head = name.rsplit(".", 1)[0] if "." in name else ""
         group = groups.setdefault(head, parser.add_argument_group(f"{head} options") if head else parser)
         kwargs: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": _help_text(tp, f, default),
-                                  "metavar": _metavar(tp)}
+                                  "metavar": metavar_of(tp)}
         if is_sequence_type(tp):
             kwargs["nargs"] = "*"
         elif strip_optional(tp) is bool:
@@ -348,7 +340,7 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str | No
     """
     table = config_fields(cls)
     parser = _build_parser(cls, table, prog)
-    argv = _attach_negative_numbers(list(sys.argv[1:] if argv is None else argv), table)
+    argv = attach_negative_numbers(list(sys.argv[1:] if argv is None else argv), table)
     args, rest = parser.parse_known_args(argv)
     for token in rest:
         if token.startswith("-"):
@@ -376,44 +368,6 @@ def parse_config(cls: type[T], argv: Sequence[str] | None = None, prog: str | No
             node = child
         node[parts[-1]] = value
     return config_from_dict(cls, merged)
-
-
-def _is_negative_number(token: str) -> bool:
-    if not token.startswith("-"):
-        return False
-    try:
-        float(token.replace("_", ""))
-    except ValueError:
-        return False
-    return True
-
-
-def _attach_negative_numbers(argv: list[str], table: Mapping[str, tuple[Any, dataclasses.Field, Any]]) -> list[str]:
-    """Rewrite ``--opt -1e-3`` as ``--opt=-1e-3`` (and a list option's values as ``--opt=a,b``).
-
-    argparse reads a token that starts with ``-`` as an option unless it looks like ``-1`` or ``-.5``, so
-    ``--trainer.lr -1e-3`` would fail with "expected one argument"; attached with ``=`` it is a value.
-    """
-    out: list[str] = []
-    i = 0
-    while i < len(argv):
-        token = argv[i]
-        name = token[2:] if token.startswith("--") and "=" not in token else None
-        if name in table:
-            j = i + 1
-            if is_sequence_type(table[name][0]):
-                while j < len(argv) and (not argv[j].startswith("-") or _is_negative_number(argv[j])):
-                    j += 1
-            elif j < len(argv) and _is_negative_number(argv[j]):
-                j += 1
-            values = argv[i + 1:j]
-            if any(_is_negative_number(v) for v in values):
-                out.append(f"{token}={','.join(values)}")
-                i = j
-                continue
-        out.append(token)
-        i += 1
-    return out
 
 
 def _to_nested(data: Mapping[str, Any]) -> dict[str, Any]:
