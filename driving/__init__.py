@@ -18,6 +18,7 @@ Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely
     baselines    constant velocity, ego-MLP, single-trajectory regressor
     train        ``python -m flowzoo.driving.train goalflow|ego_mlp|regressor``; load_planner
     evaluate     open-loop PDM-style evaluation, ``flowzoo driving evaluate``
+    lqr_tracking NAVSIM's LQR tracker on a kinematic bicycle at 10 Hz: tracked open-loop scoring
     highway      headless highway-env adapter: BEV conversion, IDM/MOBIL expert, perturbations
     tracking     pure-pursuit + speed-loop tracker of a plan (highway-env's bicycle inverted)
     simulate     closed-loop episodes, their metrics, expert demonstrations, ``flowzoo driving simulate``
@@ -25,4 +26,5 @@ Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely
 """
 
 __all__ = ["geometry", "scenes", "expert", "metrics", "raster", "data", "vocabulary", "plotting", "nets", "goalflow",
-           "baselines", "train", "evaluate", "highway", "tracking", "simulate", "cli"]
+           "baselines", "train", "evaluate", "lqr_tracking",
+           "highway", "tracking", "simulate", "cli"]

@@ -1,7 +1,9 @@
 """Open-loop evaluation of driving planners on held-out scenes, the NAVSIM way (arXiv 2406.15349; GoalFlow,
-arXiv 2503.05689, Eq. 18): every scene's plan is scored with :func:`flowzoo.driving.metrics.evaluate_plans`
-(NC, DAC, TTC, comfort, EP and the PDM-style score), its samples with minADE / minFDE against the expert, and the
-planner's wall-clock time per plan is measured.
+arXiv 2503.05689, Eq. 18): every scene's plan is driven by an LQR-tracked kinematic bicycle at 10 Hz from the
+ego's current state and the simulated states are scored with :func:`flowzoo.driving.metrics.evaluate_plans`
+(NC, DAC, TTC, comfort, EP and the PDM-style score; ``tracked=False`` / ``--tracked false`` scores the raw
+2 Hz poses instead; the raw plan's comfort and score are reported beside the tracked ones), its samples with
+minADE / minFDE against the expert, and the planner's wall-clock time per plan is measured.
 
 ``flowzoo driving evaluate --checkpoint RUN --scenes DIR --steps 1 [--variant M3] [--plots K]`` writes
 ``<RUN>/eval/<variant>_steps<k>.json`` and ``.md`` (the means, the settings and per-scene scores) and, with
@@ -44,13 +46,17 @@ __all__ = ["METRICS", "score_plan", "evaluate_planner", "format_table", "Evaluat
 METRICS = ("nc", "dac", "ttc", "comfort", "ep", "score", "min_ade", "min_fde", "ms_per_plan")
 
 
-def score_plan(scene: dict[str, np.ndarray], plan: np.ndarray, samples: np.ndarray) -> dict[str, float]:
+def score_plan(scene: dict[str, np.ndarray], plan: np.ndarray, samples: np.ndarray, *,
+               tracked: bool = True) -> dict[str, float]:
     """PDM-style sub-scores of one plan ``(T, 3)`` in one scene (from ``scene_arrays``), and minADE / minFDE of
-    its ``samples`` ``(S, T, 3)``."""
+    its ``samples`` ``(S, T, 3)``; ``tracked``: score the LQR-tracked 10 Hz states (NAVSIM) and add the raw
+    plan's ``raw_comfort`` / ``raw_score``."""
     result = evaluate_plans(np.asarray(plan)[None], drivable=polygon_from_vertices(scene["drivable"]),
                             agent_futures=scene["agent_futures"], agent_sizes=scene["agent_boxes"][:, 3:5],
                             routes=list(scene["routes"]), reference_progress=float(scene["reference_progress"]),
-                            initial_speed=float(scene["ego_state"][0]), initial_yaw_rate=float(scene["ego_state"][2]))
+                            initial_speed=float(scene["ego_state"][0]), initial_yaw_rate=float(scene["ego_state"][2]),
+                            initial_accel=float(scene["ego_state"][1]), tracked=tracked,
+                            agent_now=scene["agent_boxes"][:, :3])
     ade, fde = min_ade_fde(np.asarray(samples), scene["trajectory"])
     return {**{key: float(value[0]) for key, value in result.items()}, "min_ade": ade, "min_fde": fde}
 
@@ -61,7 +67,8 @@ def _batch(arrays: dict[str, np.ndarray], start: int, stop: int) -> dict[str, np
 
 def evaluate_planner(planner, arrays: dict[str, np.ndarray], *, steps: int | None = None,
                      n_samples: int | None = None, variant: str | None = None, batch_size: int = 1,
-                     limit: int = 0, seed: int = 0, progress: bool = False, keep_plans: int = 0) -> dict[str, Any]:
+                     limit: int = 0, seed: int = 0, progress: bool = False, keep_plans: int = 0,
+                     tracked: bool = True) -> dict[str, Any]:
     """Plan and score every scene of ``arrays`` (schema arrays, e.g. from ``load_scenes``).
 
     Args:
@@ -73,10 +80,12 @@ def evaluate_planner(planner, arrays: dict[str, np.ndarray], *, steps: int | Non
         seed: seed of the planner's noise.
         progress: a progress bar.
         keep_plans: keep the plans, samples and goals of the first K scenes (for figures).
+        tracked: score the LQR-tracked states (NAVSIM; the default) rather than the raw poses.
 
     Returns:
         ``{"metrics": means of :data:`METRICS`, "scenes" (and "shadow_used", the fraction of plans replaced by
-        the shadow trajectory, for GoalFlow's M3), "per_scene": {metric: list}, "plans": [...]}``.
+        the shadow trajectory, for GoalFlow's M3; "raw_comfort", "raw_score" when tracked), "per_scene": {metric:
+        list}, "plans": [...]}``.
     """
     batch_size = check_positive_int(batch_size, "batch_size")
     count = len(arrays["bev"]) if not limit else min(check_int(limit, "limit", low=0), len(arrays["bev"]))
@@ -93,8 +102,8 @@ def evaluate_planner(planner, arrays: dict[str, np.ndarray], *, steps: int | Non
             for j, i in enumerate(range(start, stop)):
                 scene = scene_arrays(arrays, i)
                 plan, samples = result.trajectory[j].numpy(), result.samples[j].numpy()
-                for key, value in score_plan(scene, plan, samples).items():
-                    per_scene[key].append(value)
+                for key, value in score_plan(scene, plan, samples, tracked=tracked).items():
+                    per_scene.setdefault(key, []).append(value)
                 per_scene["ms_per_plan"].append(ms)
                 if "used_shadow" in result.extras:  # how often GoalFlow's shadow fallback replaced the plan
                     per_scene.setdefault("shadow_used", []).append(float(result.extras["used_shadow"][j]))
@@ -109,17 +118,19 @@ def evaluate_planner(planner, arrays: dict[str, np.ndarray], *, steps: int | Non
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A markdown table: one row per planner, the PDM sub-scores and score in percent, minADE / minFDE in
-    metres and ms per plan.
+    metres and ms per plan; "raw C" and "raw score" (the raw 2 Hz poses scored) when every row has them.
 
     Example:
         >>> print(format_table({"cv": {"nc": 1, "dac": 1, "ttc": 1, "comfort": 1, "ep": 0.5, "score": 0.79,
         ...     "min_ade": 2.0, "min_fde": 4.0, "ms_per_plan": 0.1}}).splitlines()[2])
         | cv | 100.0 | 100.0 | 100.0 | 100.0 | 50.0 | 79.0 | 2.00 | 4.00 | 0.1 |
     """
-    lines = ["| planner | NC | DAC | TTC | C | EP | score | minADE (m) | minFDE (m) | ms/plan |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    raw = all("raw_score" in m for m in rows.values())
+    lines = ["| planner | NC | DAC | TTC | C | EP | score |" + (" raw C | raw score |" if raw else "")
+             + " minADE (m) | minFDE (m) | ms/plan |", "|---" * (12 if raw else 10) + "|"]
     for name, m in rows.items():
-        cells = [f"{100 * m[k]:.1f}" for k in ("nc", "dac", "ttc", "comfort", "ep", "score")]
+        keys = ("nc", "dac", "ttc", "comfort", "ep", "score") + (("raw_comfort", "raw_score") if raw else ())
+        cells = [f"{100 * m[k]:.1f}" for k in keys]
         cells += [f"{m['min_ade']:.2f}", f"{m['min_fde']:.2f}", f"{m['ms_per_plan']:.1f}"]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -144,6 +155,8 @@ class EvaluateConfig:
     seed: int = field(default=0, metadata=option_help("seed of the sampling noise"))
     out: str = field(default="", metadata=option_help("result JSON (default: "
                                                       "<checkpoint>/eval/<variant>_steps<k>.json)"))
+    tracked: bool = field(default=True, metadata=option_help("score the LQR-tracked 10 Hz states as NAVSIM does "
+                                                              "(false: the raw 2 Hz poses)"))
     overwrite: bool = field(default=False, metadata=option_help("replace an existing result"))
     progress: bool = field(default=True, metadata=option_help("progress bar"))
 
@@ -189,7 +202,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     report = evaluate_planner(planner, arrays, steps=cfg.steps, n_samples=cfg.n_samples,
                               variant=cfg.variant if info["method"] == "goalflow" else None,
                               batch_size=cfg.batch_size, limit=cfg.limit, seed=cfg.seed, progress=cfg.progress,
-                              keep_plans=cfg.plots)
+                              keep_plans=cfg.plots, tracked=cfg.tracked)
     label = name if info["method"] == "goalflow" else info["method"]
     table = format_table({label: report["metrics"]})
     record = {"planner": info, "settings": {k: getattr(cfg, k) for k in EvaluateConfig.__dataclass_fields__},
