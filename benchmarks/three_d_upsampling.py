@@ -14,7 +14,10 @@ model at 1, 2 and 5 Euler steps per 4x pass (16x = 4x twice): PUFM (stage 1, uni
 dense ground truth: Chamfer (squared, x1e3), Hausdorff (x1e2), P2F (x1e3: each point's distance to the local
 tangent plane of a 40k-point sample of the true surface, a mesh-free point-to-surface distance) and the
 nearest-neighbour uniformity (coefficient of variation, lower is more even). Each stage row's ``verdict`` says
-whether it lowered CD and P2F relative to the row before it at the same NFE.
+whether it lowered CD and P2F relative to the row before it at the same NFE. Inference follows the official
+evaluation (:mod:`flowzoo.three_d.pufm_sampling`): the flow starts from the plain midpoints (the σ = 0.02 source
+noise is a training-time augmentation), the input points join the FPS merge of the patches, and the projection
+pulls toward the interpolated input.
 
 Run (``--quick``: about 3 minutes on one busy core, a smoke test with too little training to test the claims; the
 full run about 20 minutes; --steps, --stage2_steps, ... override its setting)::
@@ -38,7 +41,7 @@ from flowzoo.three_d.data import SHAPES, random_deformation, sample_surface
 from flowzoo.three_d.metrics import chamfer_distance, hausdorff_distance, nn_uniformity
 from flowzoo.three_d.ops import gather_points, knn
 from flowzoo.three_d.point_nets import PointNetConfig
-from flowzoo.three_d.pufm import upsample
+from flowzoo.three_d.pufm_sampling import upsample
 from flowzoo.three_d.train import PUFMTrainConfig, load_upsampler, train_pufm
 
 from benchmarks.results import reproduce_command, save_table

@@ -9,7 +9,8 @@ Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy n
     data            seeded synthetic shapes, smooth deformations, upsampling examples, scene-flow pairs
     plotting        3-D scatter panels of clouds and scene-flow arrows, as PNG
     point_nets      the PUFM++ backbone: RIN read-compute-write transformer, kNN condition encoder, self-conditioning
-    pufm            PUFM / PUFM++: midpoints, EMD alignment, cosine times, stages 1-3, projection, patch-wise upsample
+    pufm            PUFM / PUFM++ training: midpoints, EMD alignment, cosine times, stages 1-2, stage 3's loss curve
+    pufm_sampling   PUFM / PUFM++ inference: adaptive steps, on-manifold projection, sampler, patch-wise upsample
     scoop_model     SCOOP correspondence model: SetConv features, one Sinkhorn iteration, soft matches
     scoop           SCOOP self-supervised loss, test-time flow refinement, scene sets, train/load
     voxels          occupancy grids of shapes, the conv-3D VAE of the sparse structure, marching cubes
@@ -22,5 +23,5 @@ Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy n
     cli             ``flowzoo three_d ...``: the command table
 """
 
-__all__ = ["ops", "metrics", "io", "data", "plotting", "point_nets", "pufm", "scoop_model", "scoop", "voxels",
-           "generator", "shape_features", "train", "cli_upsample", "cli_scene_flow", "cli_generate", "cli"]
+__all__ = ["ops", "metrics", "io", "data", "plotting", "point_nets", "pufm", "pufm_sampling", "scoop_model", "scoop",
+           "voxels", "generator", "shape_features", "train", "cli_upsample", "cli_scene_flow", "cli_generate", "cli"]

@@ -38,7 +38,8 @@ class UpsampleConfig:
     steps: int = field(default=2, metadata=option_help("Euler steps per 4x pass (1, 2 or 5 are typical)"))
     uniform_steps: bool = field(default=False, metadata=option_help("uniform steps instead of the stage-3 schedule"))
     project: float = field(default=0.0, metadata=option_help("on-manifold projection step (0: off; PUFM++: 0.01)"))
-    seed: int = field(default=0, metadata=option_help("seed of the source noise"))
+    seed: int = field(default=0, metadata=option_help("seed of a Gaussian-source run's noise (PUFM starts from "
+                                                      "the plain midpoints)"))
     overwrite: bool = field(default=False, metadata=option_help("replace an existing --out"))
 
 
@@ -75,7 +76,7 @@ def upsample_main(argv: Sequence[str] | None = None) -> int:
     generator = torch.Generator().manual_seed(cfg.seed)
     start = time.perf_counter()
     if cfg.checkpoint == "midpoints":
-        from flowzoo.three_d.pufm import upsample
+        from flowzoo.three_d.pufm_sampling import upsample
 
         dense = upsample(None, points, ratio)
     else:

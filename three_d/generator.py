@@ -14,8 +14,8 @@ active voxel given that structure. Here, at CPU size (:mod:`flowzoo.three_d.voxe
 Both stages are velocity models ``model(x, t, **cond)`` trained with the core's ``FlowMatchingLoss`` (time 0 =
 noise, 1 = data; TRELLIS's τ = 1 − t). The teacher samples 25 Euler steps per stage. A student is initialised from
 its teacher and trained as the one-jump map :math:`\hat x_1 = x_s + (1 - s) u(x_s, s)` with the core's
-``VelocityMatchingLoss`` (VM) or ``MDTDistillationLoss`` (VM + VD); :class:`ConsistencyDistillationLoss` is the
-consistency-distillation baseline (Song et al., arXiv 2303.01469, Eq. 7, with the one-jump parametrisation
+``VelocityMatchingLoss`` (VM) or ``MDTDistillationLoss`` (VM + VD); the core's ``ConsistencyDistillationLoss`` is
+the consistency-distillation baseline (Song et al., arXiv 2303.01469, Eq. 7, with the one-jump parametrisation
 :math:`f(x, s) = x + (1 - s) u(x, s)` so that f(x, 1) = x). A student's k-step sample is Euler on u with k steps:
 its last step is exactly the one jump, and for k = 1 it is the one-step sample.
 
@@ -34,25 +34,24 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from flowzoo.core.batching import call_model, per_sample_mean, reduce_weighted, unpack_batch
-from flowzoo.core.errors import ConfigError, NonFiniteError, expected
-from flowzoo.core.fewstep import MDTDistillationLoss, VelocityMatchingLoss
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.fewstep import ConsistencyDistillationLoss, MDTDistillationLoss, VelocityMatchingLoss
 from flowzoo.core.nets import SinusoidalTimeEmbedding
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import ClassifierFreeGuidance, integrate, progress_bar
-from flowzoo.core.validation import broadcast_time, check_int, check_number, check_tensor
+from flowzoo.core.validation import broadcast_time, check_int, check_number
 
 from flowzoo.three_d.voxels import OccupancyVAE, OccupancyVAELoss, ShapeVoxels, devoxelize
 
 __all__ = ["OFFSET_SCALE", "DISTILL_METHODS", "StructureFlow", "AttributeFlow", "GeneratedShapes",
-           "TwoStageGenerator", "ConsistencyDistillationLoss", "check_labels", "fit", "distillation_loss",
+           "TwoStageGenerator", "check_labels", "fit", "distillation_loss",
            "distill_student", "GeneratorConfig", "batch_sampler", "train_teacher", "distill_generator"]
 
 OFFSET_SCALE = 2.0  # stage 2 generates 2a, so offsets a ∈ [-½, ½]³ have roughly unit scale
@@ -218,38 +217,6 @@ class TwoStageGenerator(nn.Module):
         return TwoStageGenerator(self.vae, structure, attributes, (1.0, 1.0), float(self.latent_scale))
 
 
-class ConsistencyDistillationLoss:
-    r"""Consistency distillation (arXiv 2303.01469, Eq. 7) of a velocity teacher into a one-jump student.
-
-    With :math:`f(x, s) = x + (1 - s) u(x, s)`, one teacher Euler step :math:`x' = x_s + \Delta v_T(x_s, s)`
-    gives the target :math:`\mathrm{sg} f(x', s + \Delta)`; the loss is written in velocity units,
-    :math:`\|u(x_s, s) - (\mathrm{sg} f(x', s + \Delta) - x_s) / (1 - s)\|^2` (f's error divided by 1 − s), with
-    the stop-gradient student as its own target network (iCT, arXiv 2310.14189). s ~ U[0, 1 − Δ].
-    """
-
-    def __init__(self, teacher: Callable[..., torch.Tensor], delta: float = 0.05,
-                 teacher_guidance: float | None = None, null_cond: Mapping[str, object] | None = None):
-        self.delta = check_number(delta, "delta", low=0.0, high=0.5, strict_low=True)
-        self.teacher = teacher if teacher_guidance is None else ClassifierFreeGuidance(teacher, teacher_guidance,
-                                                                                      null_cond or {})
-
-    def __call__(self, student, batch, *, generator: torch.Generator | None = None):
-        data = unpack_batch(batch, generator)
-        n = data.x1.shape[0]
-        s = torch.rand(n, generator=generator, dtype=data.x1.dtype, device=data.x1.device) * (1 - self.delta)
-        x_s = data.x0 + broadcast_time(s, data.x1) * (data.x1 - data.x0)
-        with torch.no_grad():
-            x_next = x_s + self.delta * call_model(self.teacher, x_s, s, data.cond)
-            s_next = s + self.delta
-            f_next = x_next + broadcast_time(1 - s_next, x_s) * call_model(student, x_next, s_next, data.cond)
-            target = (f_next - x_s) / broadcast_time(1 - s, x_s)
-        u = call_model(student, x_s, s, data.cond)
-        loss = reduce_weighted(per_sample_mean((u - target) ** 2), data.weight)
-        if not math.isfinite(loss.item()):
-            raise NonFiniteError(expected("a finite consistency loss", loss.item(), "lower the learning rate"))
-        return loss, {"loss": loss.item()}
-
-
 def fit(model: nn.Module, objective: Callable, sample_batch: Callable[[torch.Generator], dict], *, steps: int,
         lr: float = 1e-3, seed: int = 0, progress: bool = False, desc: str = "training") -> list[float]:
     """AdamW on ``objective(model, sample_batch(generator))`` for ``steps`` updates (clipped at norm 1); losses."""
@@ -278,25 +245,29 @@ def fit(model: nn.Module, objective: Callable, sample_batch: Callable[[torch.Gen
     return losses
 
 
-def distillation_loss(method: str, teacher: Callable, guidance: float, num_classes: int) -> Callable:
+def distillation_loss(method: str, teacher: Callable, guidance: float, num_classes: int, *,
+                      loss_normalization: str | None = None) -> Callable:
     """The objective of a student: ``"vm"`` (Velocity Matching), ``"vm_vd"`` (VM + Velocity Distillation) or
-    ``"cd"`` (consistency distillation), distilling the teacher guided at scale ``guidance``."""
+    ``"cd"`` (consistency distillation), distilling the teacher guided at scale ``guidance``;
+    ``loss_normalization`` (VM and VM + VD only) is the core option of ``VelocityMatchingLoss``."""
     if method not in DISTILL_METHODS:
         raise ConfigError(expected(f"method in {DISTILL_METHODS}", repr(method), "pick one of them"))
     cfg = {} if guidance == 1.0 else {"teacher_guidance": guidance, "null_cond": {"y": num_classes}}
     if method == "cd":
         return ConsistencyDistillationLoss(teacher, **cfg)
     if method == "vm":
-        return VelocityMatchingLoss(teacher, **cfg)
-    return MDTDistillationLoss(teacher, **cfg)
+        return VelocityMatchingLoss(teacher, loss_normalization=loss_normalization, **cfg)
+    return MDTDistillationLoss(teacher, loss_normalization=loss_normalization, **cfg)
 
 
 def distill_student(teacher: nn.Module, method: str, guidance: float, sample_batch: Callable, *, steps: int,
-                    lr: float = 3e-4, seed: int = 0, progress: bool = False) -> nn.Module:
+                    lr: float = 3e-4, seed: int = 0, progress: bool = False,
+                    loss_normalization: str | None = None) -> nn.Module:
     """A student initialised as a copy of ``teacher`` (frozen) and trained by :func:`distillation_loss`."""
     frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
     student = copy.deepcopy(teacher)
-    objective = distillation_loss(method, frozen, guidance, teacher.num_classes)
+    objective = distillation_loss(method, frozen, guidance, teacher.num_classes,
+                                  loss_normalization=loss_normalization)
     fit(student, objective, sample_batch, steps=steps, lr=lr, seed=seed, progress=progress,
         desc=f"distilling ({method})")
     return student
@@ -366,13 +337,15 @@ def train_teacher(data: ShapeVoxels, config: GeneratorConfig | None = None, *, s
 
 
 def distill_generator(teacher: TwoStageGenerator, data: ShapeVoxels, method: str, *, steps: int = 200,
-                      batch_size: int = 32, lr: float = 3e-4, seed: int = 0, progress: bool = False
-                      ) -> TwoStageGenerator:
-    """Both stages of ``teacher`` distilled with ``method`` (:data:`DISTILL_METHODS`) into one-jump students."""
+                      batch_size: int = 32, lr: float = 3e-4, seed: int = 0, progress: bool = False,
+                      loss_normalization: str | None = None) -> TwoStageGenerator:
+    """Both stages of ``teacher`` distilled with ``method`` (:data:`DISTILL_METHODS`) into one-jump students
+    (``loss_normalization``: the core option of ``VelocityMatchingLoss``, for VM and VM + VD)."""
     with torch.no_grad():
         latents = teacher.vae.encode(data.occupancy)[0] / teacher.latent_scale
     students = [distill_student(model, method, guidance, batch_sampler(data, stage, batch_size, latents),
-                                steps=steps, lr=lr, seed=seed + i, progress=progress)
+                                steps=steps, lr=lr, seed=seed + i, progress=progress,
+                                loss_normalization=loss_normalization)
                 for i, (model, guidance, stage) in enumerate(zip((teacher.structure, teacher.attributes),
                                                                  teacher.guidance, ("structure", "attributes")))]
     return teacher.as_student(*students).eval()

@@ -1,4 +1,6 @@
-r"""PUFM and PUFM++: point-cloud upsampling by flow matching from interpolated sparse points (arXiv 2501.15286).
+r"""PUFM and PUFM++ training: point-cloud upsampling by flow matching from interpolated sparse points (arXiv
+2501.15286); inference (stage 3's schedule, the on-manifold projection, patch-wise upsampling) lives in
+:mod:`flowzoo.three_d.pufm_sampling`.
 
 The flow starts from the sparse input itself rather than from noise. For a sparse patch P of n points and a
 ratio R:
@@ -13,18 +15,12 @@ ratio R:
   (2/π)/√(t(2 − t)), skewed toward the source) and latent self-conditioning with probability 0.9.
 * **Stage 2** (:class:`EndpointChamferLoss`): the one-step endpoint x̂₁ = x₀ + v_θ(x₀, 0 | P) is trained with
   the Chamfer distance to the unaligned dense cloud, which pulls the endpoint toward the target's marginal.
-* **Stage 3** (:func:`loss_curve`, :func:`adaptive_time_grid`): the per-t loss ℓ(t) is measured on a grid, its
-  CDF F(t) = ∫₀ᵗ ℓ / ∫₀¹ ℓ (trapezoid rule) is inverted, and the K sampling steps are t_k = F⁻¹(k/K), dense
-  where the loss is high.
-* **On-manifold projection** (:func:`project_on_manifold`): after each Euler step every point moves a small
-  distance η along the normalised descent direction of its L1 distance to its nearest input point.
-* **Patch-wise upsampling** (:func:`upsample`): FPS seeds + kNN patches, each normalised to the unit sphere,
-  upsampled, mapped back, merged by FPS to exactly R·N points; 16× is 4× applied twice.
+* **Stage 3's measurement** (:func:`loss_curve`): the per-t loss ℓ(t) on a grid, which
+  :func:`flowzoo.three_d.pufm_sampling.adaptive_time_grid` inverts into the sampling steps.
 
-Baselines in the same functions: ``model=None`` is midpoint interpolation alone, and ``source="gaussian"`` is a
-diffusion-style flow from x₀ ~ N(0, I) with independent pairing. Time: 0 = source (noisy midpoints), 1 = dense
-cloud, as in the paper. Rationale: a source close to the target makes a short, nearly straight flow, so one to
-five Euler steps suffice.
+Baselines in the same functions: ``source="gaussian"`` is a diffusion-style flow from x₀ ~ N(0, I) with
+independent pairing. Time: 0 = source (noisy midpoints), 1 = dense cloud, as in the paper. Rationale: a source
+close to the target makes a short, nearly straight flow, so one to five Euler steps suffice.
 """
 
 from __future__ import annotations
@@ -38,16 +34,13 @@ import torch
 from flowzoo.core.batching import reduce_weighted
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.paths import TimeSampler
-from flowzoo.core.sampling import SampleResult, StepRecorder, resolve_grid
-from flowzoo.core.validation import check_count, check_int, check_nonnegative, check_probability, check_tensor
+from flowzoo.core.validation import check_count, check_int, check_nonnegative, check_probability
 
 from flowzoo.three_d.metrics import chamfer_distance, emd_assignment
-from flowzoo.three_d.ops import (check_points, denormalize, extract_patches, farthest_point_sample, gather_points,
-                                 knn, merge_patches, normalize_unit_sphere)
+from flowzoo.three_d.ops import check_points, farthest_point_sample, gather_points, knn
 
-__all__ = ["SOURCES", "CosineTime", "midpoint_interpolate", "pufm_source", "align_to_source", "PUFMLoss",
-           "EndpointChamferLoss", "loss_curve", "adaptive_time_grid", "project_on_manifold", "sample_pufm",
-           "upsample_patches", "upsample"]
+__all__ = ["SOURCES", "CosineTime", "check_ratio", "midpoint_interpolate", "pufm_source", "align_to_source",
+           "velocity_with_latents", "PUFMLoss", "EndpointChamferLoss", "loss_curve"]
 
 SOURCES = ("midpoints", "gaussian")
 
@@ -67,7 +60,13 @@ class CosineTime(TimeSampler):
         return 1.0 - torch.cos(0.5 * math.pi * u)
 
 
-def _check_ratio(ratio: object) -> int:
+def check_ratio(ratio: object) -> int:
+    """``ratio`` as an int >= 2 (the upsampling factor), or a ConfigError that says how to pass it.
+
+    Example:
+        >>> check_ratio(4)
+        4
+    """
     return check_int(ratio, "ratio", low=2, fix="pass an integer upsampling ratio >= 2, e.g. ratio=4")
 
 
@@ -81,7 +80,7 @@ def midpoint_interpolate(points: torch.Tensor, ratio: int, *, k: int | None = No
         [0.0, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0]
     """
     points = check_points(points)
-    ratio = _check_ratio(ratio)
+    ratio = check_ratio(ratio)
     k = check_int(2 * ratio if k is None else k, "k", low=1)
     k = min(k, points.shape[1])
     if points.shape[1] * k < ratio * points.shape[1]:
@@ -105,7 +104,7 @@ def pufm_source(sparse: torch.Tensor, ratio: int, *, source: str = "midpoints", 
     if source not in SOURCES:
         raise ConfigError(expected(f"source in {SOURCES}", repr(source), "pick one of them"))
     noise = check_nonnegative(noise, "noise")
-    shape = (sparse.shape[0], _check_ratio(ratio) * sparse.shape[1], 3)
+    shape = (sparse.shape[0], check_ratio(ratio) * sparse.shape[1], 3)
     eps = torch.randn(shape, generator=generator, dtype=sparse.dtype).to(sparse.device)
     if source == "gaussian":
         return eps
@@ -145,8 +144,17 @@ def _midpoints(batch: Mapping[str, Any], x1: torch.Tensor) -> torch.Tensor | Non
     return x0
 
 
-def _velocity(model, x, t, sparse, latents):
-    """v and the new latents; models without ``forward_latents`` run without self-conditioning."""
+def velocity_with_latents(model, x: torch.Tensor, t: torch.Tensor, sparse: torch.Tensor,
+                          latents: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(v, new latents)`` of a PUFM model; models without ``forward_latents`` run without self-conditioning
+    (their latents are None).
+
+    Example:
+        >>> v, latents = velocity_with_latents(lambda x, t, sparse: -x, torch.ones(1, 2, 3), torch.zeros(1),
+        ...                                    torch.zeros(1, 1, 3), None)
+        >>> v[0, 0].tolist(), latents
+        ([-1.0, -1.0, -1.0], None)
+    """
     if hasattr(model, "forward_latents"):
         return model.forward_latents(x, t, sparse, latents)
     return model(x, t, sparse=sparse), None
@@ -203,8 +211,8 @@ class PUFMLoss:
         latents = None
         if self_condition:
             with torch.no_grad():
-                latents = _velocity(model, x_t, t, sparse, None)[1]
-        v = _velocity(model, x_t, t, sparse, latents)[0]
+                latents = velocity_with_latents(model, x_t, t, sparse, None)[1]
+        v = velocity_with_latents(model, x_t, t, sparse, latents)[0]
         return (v - (x1 - x0)).pow(2).mean(dim=(1, 2))
 
     def __call__(self, model, batch) -> tuple[torch.Tensor, dict[str, float]]:
@@ -239,7 +247,7 @@ class EndpointChamferLoss:
             x0 = pufm_source(sparse, ratio, noise=self.noise)
         else:
             x0 = mids + self.noise * torch.randn(mids.shape, dtype=mids.dtype).to(mids.device)
-        endpoint = x0 + _velocity(model, x0, torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device),
+        endpoint = x0 + velocity_with_latents(model, x0, torch.zeros(x0.shape[0], dtype=x0.dtype, device=x0.device),
                                   sparse, None)[0]
         cd = reduce_weighted(chamfer_distance(endpoint, x1), batch.get("weight"))
         metrics = {"cd_loss": float(cd.detach())}
@@ -277,156 +285,3 @@ def loss_curve(model, batches: Iterable[Mapping[str, torch.Tensor]], *, points: 
     if count == 0:
         raise ConfigError(expected("at least one batch", "none", "pass a list of batches"))
     return times, total / count
-
-
-def adaptive_time_grid(times: torch.Tensor, losses: torch.Tensor, steps: int) -> torch.Tensor:
-    r"""PUFM++ stage 3's schedule: ``steps + 1`` times t_k = F⁻¹(k/steps), F the normalised trapezoid CDF of the
-    loss curve ``losses`` on the increasing grid ``times`` (from 0 to 1); F⁻¹ interpolates linearly.
-
-    Example:
-        >>> t = torch.linspace(0, 1, 101)
-        >>> [round(v, 3) for v in adaptive_time_grid(t, t, 4).tolist()]  # F(t) = t², so t_k = √(k/4)
-        [0.0, 0.5, 0.707, 0.866, 1.0]
-    """
-    times = check_tensor(times, "times").double()
-    losses = check_tensor(losses, "losses").double()
-    steps = check_int(steps, "steps", low=1)
-    if times.dim() != 1 or times.shape != losses.shape or times.shape[0] < 2:
-        raise ShapeError(expected("times and losses as 1-D tensors of one length >= 2",
-                                  f"{tuple(times.shape)} and {tuple(losses.shape)}", "pass loss_curve's output"))
-    if not bool((times[1:] > times[:-1]).all()) or float(times[0]) != 0.0 or float(times[-1]) != 1.0:
-        raise ConfigError(expected("strictly increasing times from 0 to 1", times.tolist()[:5],
-                                   "measure the curve on torch.linspace(0, 1, n)"))
-    if bool((losses < 0).any()) or float(losses.sum()) <= 0:
-        raise ConfigError(expected("non-negative losses, not all zero", losses.tolist()[:5], "pass loss values"))
-    areas = 0.5 * (losses[1:] + losses[:-1]) * (times[1:] - times[:-1])
-    cdf = torch.cat([areas.new_zeros(1), areas.cumsum(0)]) / areas.sum()
-    levels = torch.linspace(0.0, 1.0, steps + 1, dtype=torch.float64)
-    j = torch.searchsorted(cdf, levels, right=True).clamp(1, len(cdf) - 1)
-    lo, hi = cdf[j - 1], cdf[j]
-    frac = torch.where(hi > lo, (levels - lo) / (hi - lo).clamp(min=1e-300), torch.zeros_like(levels))
-    grid = times[j - 1] + frac.clamp(0, 1) * (times[j] - times[j - 1])
-    grid[0], grid[-1] = 0.0, 1.0
-    return grid.float()
-
-
-def project_on_manifold(x: torch.Tensor, reference: torch.Tensor, step: float = 0.01) -> torch.Tensor:
-    """PUFM++'s on-manifold constraint: each point of ``x`` ``(B, N, 3)`` moves ``step`` along −sign(x − p)/‖·‖,
-    the normalised descent direction of its L1 distance to its nearest ``reference`` point p (no coordinate
-    moves past p's).
-
-    Example:
-        >>> moved = project_on_manifold(torch.tensor([[[0.3, 0.0, 0.0]]]), torch.zeros(1, 1, 3), step=0.1)
-        >>> [round(v, 4) for v in moved.squeeze().tolist()]
-        [0.2, 0.0, 0.0]
-    """
-    _, idx = knn(x, reference, 1)
-    offset = x - gather_points(reference, idx[..., 0])
-    direction = offset.sign()
-    direction = direction / direction.norm(dim=-1, keepdim=True).clamp(min=1.0)
-    move = torch.minimum(step * direction.abs(), offset.abs())
-    return x - move * direction.sign()
-
-
-def sample_pufm(model, x: torch.Tensor, *, sparse: torch.Tensor, steps: int | None = None,
-                time_grid: torch.Tensor | None = None, project: float = 0.0, reference: torch.Tensor | None = None,
-                self_condition: bool = True, generator: torch.Generator | None = None, callback=None,
-                return_trajectory: bool = False, progress: bool = False) -> SampleResult:
-    """Euler integration of v_θ(·, t | sparse) from the source ``x`` over ``steps`` or ``time_grid``, carrying
-    the latents from step to step (self-conditioning) and projecting on the manifold after each step when
-    ``project > 0`` (toward ``reference``, default the sparse input). ``generator`` is unused (deterministic).
-
-    Example:
-        >>> v = lambda x, t, sparse: torch.ones_like(x)
-        >>> out = sample_pufm(v, torch.zeros(1, 4, 3), sparse=torch.zeros(1, 2, 3), steps=2)
-        >>> out.x[0, 0].tolist(), out.nfe
-        ([1.0, 1.0, 1.0], 2)
-    """
-    x, sparse = check_points(x, "x"), check_points(sparse, "sparse")
-    project = check_nonnegative(project, "project")
-    reference = sparse if reference is None else check_points(reference, "reference")
-    grid = resolve_grid(steps, time_grid, x, missing_fix="pass e.g. steps=5")
-    recorder = StepRecorder(x, grid, callback=callback, return_trajectory=return_trajectory, progress=progress,
-                            desc="pufm")
-    latents = None
-    with torch.no_grad():
-        for i in range(len(grid) - 1):
-            t = grid[i].expand(x.shape[0])
-            v, new = _velocity(model, x, t, sparse, latents)
-            latents = new if self_condition else None
-            x = x + (grid[i + 1] - grid[i]) * v
-            if project > 0:
-                x = project_on_manifold(x, reference, project)
-            recorder.record(i, x)
-    return SampleResult(x=x, nfe=len(grid) - 1, trajectory=recorder.trajectory(), times=grid)
-
-
-def upsample_patches(model, sparse: torch.Tensor, ratio: int, *, source: str = "midpoints", noise: float = 0.02,
-                     generator: torch.Generator | None = None, **sample_options: Any) -> torch.Tensor:
-    """Upsample normalised patches ``(B, n, 3)`` by ``ratio`` (one pass): midpoints when ``model`` is None, else
-    the flow from :func:`pufm_source` through :func:`sample_pufm` (``sample_options``: steps, time_grid, ...).
-
-    Example:
-        >>> upsample_patches(None, torch.rand(3, 8, 3), 4).shape
-        torch.Size([3, 32, 3])
-    """
-    if model is None:
-        return midpoint_interpolate(sparse, ratio)
-    x0 = pufm_source(sparse, ratio, source=source, noise=noise, generator=generator)
-    return sample_pufm(model, x0, sparse=sparse, **sample_options).x
-
-
-def _passes(model, ratio: int) -> tuple[int, int]:
-    base = getattr(model, "ratio", ratio) if model is not None else ratio
-    passes, total = 1, base
-    while total < ratio:
-        passes, total = passes + 1, total * base
-    if total != ratio:
-        raise ConfigError(expected(f"a ratio that is a power of the model's ratio {base}", ratio,
-                                   f"use ratio={base} or {base * base}"))
-    return base, passes
-
-
-def upsample(model, points: torch.Tensor, ratio: int = 4, *, steps: int | None = 1, patch_size: int = 64,
-             overlap: float = 2.0, generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
-    """Patch-wise upsampling of a cloud ``(N, 3)`` or ``(B, N, 3)`` to exactly ``ratio · N`` points.
-
-    Each pass takes ⌈overlap · N / patch_size⌉ FPS seeds and their ``patch_size`` nearest points, normalises
-    each patch to the unit sphere, upsamples it by the model's ratio (:func:`upsample_patches`), maps it back
-    and merges the patches by FPS; a ratio of the model's ratio squared (16 = 4 × 4) runs two passes.
-
-    Args:
-        model: a PUFM velocity model (with ``.ratio``), or None for midpoint interpolation.
-        points: the sparse cloud.
-        ratio: the upsampling factor: an integer >= 2, a power of ``model.ratio``.
-        steps: Euler steps per pass (ignored when ``options`` has a ``time_grid``).
-        patch_size, overlap: points per patch and how many times each point is covered on average.
-        options: ``source``, ``noise``, ``time_grid``, ``project``, ``self_condition`` (see
-            :func:`upsample_patches`, :func:`sample_pufm`).
-
-    Example:
-        >>> upsample(None, torch.rand(100, 3), ratio=4, patch_size=32).shape
-        torch.Size([400, 3])
-    """
-    if not isinstance(points, torch.Tensor) or points.dim() not in (2, 3):
-        raise ShapeError(expected("points shaped (N, 3) or (B, N, 3)", getattr(points, "shape", type(points)),
-                                  "pass one cloud or a batch of clouds"))
-    single = points.dim() == 2
-    points = check_points(points[None] if single else points)
-    if points.shape[1] < 2:
-        raise ShapeError(expected("a cloud of at least 2 points", points.shape[1], "pass a larger cloud"))
-    base, passes = _passes(model, _check_ratio(ratio))
-    patch_size = check_int(patch_size, "patch_size", low=2)
-    if options.get("time_grid") is not None:
-        steps = None
-    options.pop("time_grid", None) if steps is not None else None
-    for _ in range(passes):
-        count = points.shape[1]
-        size = min(patch_size, count)
-        n_patches = min(count, math.ceil(max(overlap, 1.0) * count / size))
-        patches, _ = extract_patches(points, n_patches, size)
-        unit, centre, scale = normalize_unit_sphere(patches.reshape(-1, size, 3))
-        kwargs = {} if model is None else {"steps": steps, **options}
-        dense = denormalize(upsample_patches(model, unit, base, generator=generator, **kwargs), centre, scale)
-        points = merge_patches(dense.reshape(points.shape[0], n_patches, -1, 3), base * count)
-    return points[0] if single else points

@@ -22,9 +22,10 @@ Scans are in metres; the flow of a source point is its displacement to the targe
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +39,8 @@ from flowzoo.three_d.ops import check_points, gather_points, knn
 from flowzoo.three_d.scoop_model import SCOOPModel
 
 __all__ = ["MAX_SCALE_RATIO", "scan_scale", "check_scan_pair", "nearest_squared", "flow_smoothness", "SCOOPLoss",
-           "RefinedFlow", "refine_flow", "estimate_flow", "SceneSet", "make_scene_set", "scene_batch_sampler",
-           "train_scoop", "load_scoop"]
+           "RefinedFlow", "refine_flow", "estimate_flow", "estimate_flows", "SceneSet", "make_scene_set",
+           "scene_batch_sampler", "train_scoop", "load_scoop"]
 
 MAX_SCALE_RATIO = 10.0  # two scans of one scene never differ in extent by 10×; a unit mix-up (m vs mm) does
 
@@ -244,6 +245,10 @@ def estimate_flow(model: SCOOPModel | None, points_a: torch.Tensor, points_b: to
         >>> estimate_flow(model, torch.rand(1, 16, 3), torch.rand(1, 16, 3), refine_steps=2).shape
         torch.Size([1, 16, 3])
     """
+    if isinstance(points_a, (list, tuple)) or isinstance(points_b, (list, tuple)):
+        raise ConfigError(expected("scans as one batch tensor (B, N, 3) or one scan (N, 3)", "a list of scans",
+                                   "stack scans of one size into a tensor, or call estimate_flows(model, scans_a, "
+                                   "scans_b) for scans of unequal point counts"))
     a, b = check_scan_pair(points_a, points_b)
     refine_steps = check_int(refine_steps, "refine_steps", low=0)
     if model is None and refine_steps == 0:
@@ -257,6 +262,38 @@ def estimate_flow(model: SCOOPModel | None, points_a: torch.Tensor, points_b: to
         return flow
     return refine_flow(a, b, flow, steps=refine_steps, lr=lr, smoothness=smoothness, neighbors=neighbors,
                        weights=weights, progress=progress).flow
+
+
+def estimate_flows(model: SCOOPModel | None, scans_a: Sequence[torch.Tensor], scans_b: Sequence[torch.Tensor],
+                   **options: Any) -> list[torch.Tensor]:
+    """Scene flows of scan pairs whose point counts differ from pair to pair: one ``(N_i, 3)`` flow per pair.
+
+    Each pair runs on its own through :func:`estimate_flow` (``options``: refine_steps, lr, ...), so no padding
+    enters the kNN graphs, the transport plan or the refinement's Chamfer term.
+
+    Example:
+        >>> model = SCOOPModel(channels=4, neighbors=4, top_k=3).eval()
+        >>> scans_a, scans_b = [torch.rand(16, 3), torch.rand(24, 3)], [torch.rand(20, 3), torch.rand(24, 3)]
+        >>> flows = estimate_flows(model, scans_a, scans_b)
+        >>> [tuple(f.shape) for f in flows]
+        [(16, 3), (24, 3)]
+    """
+    lists = isinstance(scans_a, (list, tuple)) and isinstance(scans_b, (list, tuple))
+    if not lists or len(scans_a) != len(scans_b):
+        raise ShapeError(expected("two lists of scans of one length (pair i = scans_a[i], scans_b[i])",
+                                  f"{type(scans_a).__name__} of {_length(scans_a)} and {type(scans_b).__name__} of "
+                                  f"{_length(scans_b)}", "pass one target scan per source scan"))
+    flows = []
+    for i, (a, b) in enumerate(zip(scans_a, scans_b)):
+        a, b = check_scan_pair(a, b, names=(f"scans_a[{i}]", f"scans_b[{i}]"))
+        if a.shape[0] != 1:
+            raise ShapeError(expected(f"scans_a[{i}] as one scan (N, 3)", tuple(a.shape), "pass scans, not batches"))
+        flows.append(estimate_flow(model, a, b, **options)[0])
+    return flows
+
+
+def _length(value: object) -> object:
+    return len(value) if isinstance(value, (list, tuple)) else "?"
 
 
 @dataclass

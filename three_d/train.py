@@ -12,7 +12,7 @@ Methods (:data:`METHODS`, each a config dataclass and a function that trains it)
      (:class:`~flowzoo.three_d.pufm.EndpointChamferLoss`) in ``<out>/stage2``;
   4. measures stage 3's per-t loss curve (:func:`~flowzoo.three_d.pufm.loss_curve`) and stores it in
      ``<out>/pufm.json`` with the network options, so :func:`load_upsampler` rebuilds the upsampler and places
-     its steps by :func:`~flowzoo.three_d.pufm.adaptive_time_grid`.
+     its steps by :func:`~flowzoo.three_d.pufm_sampling.adaptive_time_grid`.
 
 * ``generator`` / ``distill``: a TRELLIS-style two-stage shape generator and its MDT-dist (VM, VM + VD) or
   consistency-distilled few-step students (:mod:`flowzoo.three_d.generator`, :mod:`flowzoo.three_d.cli_generate`).
@@ -56,8 +56,8 @@ from flowzoo.three_d.point_nets import PointNetConfig, PUFMBackbone
 from flowzoo.three_d.cli_generate import DistillTrainConfig, GeneratorTrainConfig, train_distill, train_generator
 from flowzoo.three_d.scoop import SCOOPLoss, make_scene_set, train_scoop
 from flowzoo.three_d.scoop_model import SCOOPModel
-from flowzoo.three_d.pufm import (EndpointChamferLoss, PUFMLoss, adaptive_time_grid, align_to_source, loss_curve,
-                                  midpoint_interpolate, upsample)
+from flowzoo.three_d.pufm import EndpointChamferLoss, PUFMLoss, align_to_source, loss_curve, midpoint_interpolate
+from flowzoo.three_d.pufm_sampling import adaptive_time_grid, upsample
 
 __all__ = ["Method", "METHODS", "UPSAMPLER_FILE", "PUFMTrainConfig", "make_patch_pairs", "paired_midpoints",
            "train_pufm",
@@ -232,11 +232,12 @@ class Upsampler:
 
     def __call__(self, points: torch.Tensor, ratio: int = 4, *, steps: int = 1, adaptive: bool = True,
                  project: float = 0.0, patch_size: int | None = None, **options: Any) -> torch.Tensor:
-        """:func:`~flowzoo.three_d.pufm.upsample` with this run's source, noise, patch size and schedule."""
+        """:func:`~flowzoo.three_d.pufm_sampling.upsample` with this run's source, patch size and schedule (the
+        source starts without noise unless ``noise=`` is passed, as the official evaluation does)."""
         grid = self.time_grid(check_int(steps, "steps", low=1), adaptive)
         return upsample(self.model, points, ratio, steps=None if grid is not None else steps, time_grid=grid,
                         patch_size=patch_size or self.info["patch_size"], source=self.info["source"],
-                        noise=self.info["noise"], project=project, **options)
+                        project=project, **options)
 
 
 def load_upsampler(run_dir: str | Path, stage: int | None = None) -> Upsampler:

@@ -27,6 +27,8 @@ from flowzoo.core.fewstep.reflow import (
     MANIFEST_NAME,
 )
 from flowzoo.core.fewstep.distillation import (
+    LOSS_NORMALIZATIONS,
+    ConsistencyDistillationLoss,
     FlowMapToData,
     VelocityMatchingLoss,
     VelocityDistillationLoss,
@@ -92,6 +94,8 @@ __all__ = [
     "rectify",
     "ReflowDistillationLoss",
     "MANIFEST_NAME",
+    "LOSS_NORMALIZATIONS",
+    "ConsistencyDistillationLoss",
     "FlowMapToData",
     "VelocityMatchingLoss",
     "VelocityDistillationLoss",

@@ -29,6 +29,19 @@ Velocity Distillation (VD): a one-step fake sample :math:`\hat x_1 = z + u_\thet
 is computed there without gradient and the loss :math:`\|r + u_{fake} - \mathrm{sg}(u_{fake})\|^2` sends the
 gradient 2r to the generator output only (DMD-like, arXiv 2311.18828).
 
+Loss normalisation (an option, off by default as in the official code, which uses the plain squared error):
+``loss_normalization="teacher"`` divides each sample's VM / VD squared error by
+:math:`\mathrm{sg}(\overline{v_T^2}) + c` (the mean squared teacher velocity at that sample, c = 0.01), so that
+samples and stages whose velocities differ in scale weigh alike; ``"adaptive"`` divides it by
+:math:`\mathrm{sg}(\ell) + c` (c = 10⁻³), MeanFlow's adaptive loss weighting with p = 1 (arXiv 2505.13447).
+
+Consistency distillation (:class:`ConsistencyDistillationLoss`, Song et al., arXiv 2303.01469, Eq. 7) is the
+baseline MDT-dist compares against, on the same one-jump student: :math:`f(x, s) = x + (1 - s) u(x, s)` (so
+f(x, 1) = x), one teacher Euler step :math:`x' = x_s + \Delta v_T(x_s, s)` and the target
+:math:`\mathrm{sg} f(x', s + \Delta)`, written in velocity units as
+:math:`\|u(x_s, s) - (\mathrm{sg} f(x', s + \Delta) - x_s) / (1 - s)\|^2` with the stop-gradient student as
+its own target network (iCT, arXiv 2310.14189); s ~ U[0, 1 − Δ].
+
 Example:
     >>> import torch
     >>> teacher = lambda x, t: torch.ones_like(x)           # straight paths: u = v exactly
@@ -52,10 +65,22 @@ from flowzoo.core.batching import (call_model, check_time_sampler, per_sample_me
                                    reduce_weighted, sample_time, unpack_batch)
 from flowzoo.core.paths import LogitNormalTime
 
-__all__ = ["FlowMapToData", "VelocityMatchingLoss", "VelocityDistillationLoss", "MDTDistillationLoss",
-           "one_step_sample"]
+__all__ = ["LOSS_NORMALIZATIONS", "FlowMapToData", "VelocityMatchingLoss", "VelocityDistillationLoss",
+           "MDTDistillationLoss", "ConsistencyDistillationLoss", "one_step_sample"]
 
 Tensor = torch.Tensor
+LOSS_NORMALIZATIONS = (None, "teacher", "adaptive")
+_NORMALIZATION_EPS = {"teacher": 1e-2, "adaptive": 1e-3}
+
+
+def _normalized_per_sample(squared: Tensor, teacher_velocity: Tensor | None, how: str | None) -> Tensor:
+    """Per-sample mean of ``squared``, divided by the stop-gradient scale ``how`` names (module docstring)."""
+    loss = per_sample_mean(squared)
+    if how == "teacher":
+        return loss / (per_sample_mean(teacher_velocity.detach() ** 2) + _NORMALIZATION_EPS[how])
+    if how == "adaptive":
+        return loss / (loss.detach() + _NORMALIZATION_EPS[how])
+    return loss
 
 
 class FlowMapToData(torch.nn.Module):
@@ -115,13 +140,21 @@ class VelocityMatchingLoss:
         null_cond: conditioning key → null value for the guided teacher.
         time_sampler: distribution of s; default logit-normal(−1, 1), MDT's logit-normal(1, 1) in τ = 1 − s
             (biased towards the noise end).
+        loss_normalization: None (the official plain squared error), ``"teacher"`` or ``"adaptive"`` (module
+            docstring); VD built on this loss uses the same.
 
     The batch follows FlowMatchingLoss: ``x1`` data, optional ``x0`` noise, ``weight``, conditioning.
+
+    Example:
+        >>> teacher = lambda x, t: -x
+        >>> loss, m = VelocityMatchingLoss(teacher, loss_normalization="teacher")(teacher, {"x1": torch.randn(4, 3)})
+        >>> loss.dim(), sorted(m)
+        (0, ['loss'])
     """
 
     def __init__(self, teacher: Callable[..., Tensor], delta: float = 0.01, normalize_eps: float | None = 0.1,
                  teacher_guidance: float | None = None, null_cond: Mapping[str, object] | None = None,
-                 time_sampler=None):
+                 time_sampler=None, loss_normalization: str | None = None):
         if not callable(teacher):
             raise ConfigError(expected("a callable teacher velocity model", type(teacher).__name__, "pass the net"))
         advice = "see the class docstring for typical values"
@@ -135,10 +168,14 @@ class VelocityMatchingLoss:
             teacher = ClassifierFreeGuidance(teacher, teacher_guidance, null_cond)
         self.teacher = teacher
         self.time_sampler = check_time_sampler(LogitNormalTime(-1.0, 1.0) if time_sampler is None else time_sampler)
+        if loss_normalization not in LOSS_NORMALIZATIONS:
+            raise ConfigError(expected(f"loss_normalization in {LOSS_NORMALIZATIONS}", repr(loss_normalization),
+                                       "pass None (the paper's plain squared error) or one of the others"))
+        self.loss_normalization = loss_normalization
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(delta={self.delta}, normalize_eps={self.normalize_eps}, "
-                f"time_sampler={self.time_sampler!r})")
+                f"time_sampler={self.time_sampler!r}, loss_normalization={self.loss_normalization!r})")
 
     def sample_time(self, n: int, like: Tensor, generator: torch.Generator | None) -> Tensor:
         return sample_time(self.time_sampler, n, like, generator).clamp(0.0, 1.0 - self.delta)
@@ -158,6 +195,15 @@ class VelocityMatchingLoss:
             du = du / broadcast_time(norm + self.normalize_eps, du)
         return v + broadcast_time(1 - s, du) * du
 
+    def per_sample(self, squared: Tensor, x_s: Tensor, s: Tensor, cond: Mapping[str, Tensor]) -> Tensor:
+        """Each sample's loss from the elementwise squared error at (x_s, s): its mean, normalised as configured
+        (``"teacher"`` evaluates the teacher at (x_s, s) once more, without gradient)."""
+        velocity = None
+        if self.loss_normalization == "teacher":
+            with torch.no_grad():
+                velocity = call_model(self.teacher, x_s, s, cond)
+        return _normalized_per_sample(squared, velocity, self.loss_normalization)
+
     def __call__(self, student: Callable[..., Tensor], batch: Mapping[str, Tensor], *,
                  generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         data = unpack_batch(batch, generator)
@@ -166,7 +212,7 @@ class VelocityMatchingLoss:
         x_s = data.x0 + broadcast_time(s, data.x1) * (data.x1 - data.x0)
         u = call_model(student, x_s, s, data.cond)
         u_tgt = self.target(student, x_s, s, data.cond, u_now=u)
-        loss = reduce_weighted(per_sample_mean((u - u_tgt) ** 2), data.weight)
+        loss = reduce_weighted(self.per_sample((u - u_tgt) ** 2, x_s, s, data.cond), data.weight)
         value = loss.item()
         if not math.isfinite(value):
             raise_if_batch_not_finite(batch)
@@ -179,7 +225,8 @@ class VelocityDistillationLoss:
     ``vm`` supplies the teacher, Δ, normalisation and time sampler (a :class:`VelocityMatchingLoss`, or built
     from ``teacher`` and ``**vm_kwargs``). Only the batch's size and conditioning are used (``x1`` sets the
     shape); the fake samples come from the student itself. The loss value equals mean ‖r‖²; its gradient
-    reaches the parameters only through :math:`u_\theta(z, 0)`.
+    reaches the parameters only through :math:`u_\theta(z, 0)` (with ``loss_normalization``, the value is the
+    normalised one).
     """
 
     def __init__(self, teacher: Callable[..., Tensor] | None = None, *, vm: VelocityMatchingLoss | None = None,
@@ -205,7 +252,8 @@ class VelocityDistillationLoss:
         with torch.no_grad():
             u = call_model(student, x_s, s, data.cond)
             residual = u - self.vm.target(student, x_s, s, data.cond, u_now=u)
-        loss = reduce_weighted(per_sample_mean((residual + u_fake - u_fake.detach()) ** 2), data.weight)
+        squared = (residual + u_fake - u_fake.detach()) ** 2
+        loss = reduce_weighted(self.vm.per_sample(squared, x_s, s, data.cond), data.weight)
         value = loss.item()
         if not math.isfinite(value):
             raise_if_batch_not_finite(batch)
@@ -242,3 +290,58 @@ class MDTDistillationLoss:
         vd_loss, vd_metrics = self.vd(student, batch, generator=generator)
         loss = self.vm_weight * vm_loss + self.vd_weight * vd_loss
         return loss, {"loss": loss.item(), "vm": vm_metrics["loss"], "vd": vd_metrics["loss"]}
+
+
+class ConsistencyDistillationLoss:
+    r"""Consistency distillation (arXiv 2303.01469, Eq. 7) of a velocity teacher into a one-jump student.
+
+    The student is the MDT-dist one-jump model ``student(x, s, **cond) -> u`` (module docstring); the loss is
+    :math:`\|u(x_s, s) - (\mathrm{sg} f(x', s + \Delta) - x_s) / (1 - s)\|^2` with
+    :math:`x' = x_s + \Delta v_T(x_s, s)` and :math:`f(x, s) = x + (1 - s) u(x, s)`.
+
+    Args:
+        teacher: the teacher velocity model ``teacher(x, t, **cond)`` (frozen; called without gradient).
+        delta: the teacher's Euler step Δ (s is drawn uniformly in [0, 1 − Δ]).
+        teacher_guidance: CFG scale of the teacher; needs ``null_cond``. None: the teacher as given.
+        null_cond: conditioning key → null value for the guided teacher.
+
+    Example:
+        >>> teacher = lambda x, t: torch.ones_like(x)       # straight paths: u = v is the consistent student
+        >>> loss, m = ConsistencyDistillationLoss(teacher)(teacher, {"x1": torch.randn(8, 2)})
+        >>> round(loss.item(), 6)
+        0.0
+    """
+
+    def __init__(self, teacher: Callable[..., Tensor], delta: float = 0.05, teacher_guidance: float | None = None,
+                 null_cond: Mapping[str, object] | None = None):
+        if not callable(teacher):
+            raise ConfigError(expected("a callable teacher velocity model", type(teacher).__name__, "pass the net"))
+        self.delta = check_number(delta, "delta", low=0.0, high=0.5, strict_low=True, strict_high=True,
+                                  fix="use a small step, e.g. delta=0.05")
+        if teacher_guidance is not None:
+            if not null_cond:
+                raise ConfigError(expected("null_cond with teacher_guidance", repr(null_cond),
+                                           'pass e.g. null_cond={"y": num_classes}'))
+            teacher = ClassifierFreeGuidance(teacher, teacher_guidance, null_cond)
+        self.teacher = teacher
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(delta={self.delta})"
+
+    def __call__(self, student: Callable[..., Tensor], batch: Mapping[str, Tensor], *,
+                 generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        data = unpack_batch(batch, generator)
+        n = data.x1.shape[0]
+        s = torch.rand(n, generator=generator, dtype=data.x1.dtype, device=data.x1.device) * (1 - self.delta)
+        x_s = data.x0 + broadcast_time(s, data.x1) * (data.x1 - data.x0)
+        with torch.no_grad():
+            x_next = x_s + self.delta * call_model(self.teacher, x_s, s, data.cond)
+            s_next = s + self.delta
+            f_next = x_next + broadcast_time(1 - s_next, x_s) * call_model(student, x_next, s_next, data.cond)
+            target = (f_next - x_s) / broadcast_time(1 - s, x_s)
+        u = call_model(student, x_s, s, data.cond)
+        loss = reduce_weighted(per_sample_mean((u - target) ** 2), data.weight)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise_if_batch_not_finite(batch)
+        return loss, {"loss": value}

@@ -15,9 +15,9 @@ from flowzoo.three_d.data import sample_surface
 from flowzoo.three_d.metrics import chamfer_distance
 from flowzoo.three_d.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
 from flowzoo.three_d.point_nets import PointNetConfig, PUFMBackbone
-from flowzoo.three_d.pufm import (CosineTime, EndpointChamferLoss, PUFMLoss, adaptive_time_grid, align_to_source,
-                                  loss_curve, midpoint_interpolate, project_on_manifold, pufm_source, sample_pufm,
-                                  upsample)
+from flowzoo.three_d.pufm import (CosineTime, EndpointChamferLoss, PUFMLoss, align_to_source, loss_curve,
+                                  midpoint_interpolate, pufm_source)
+from flowzoo.three_d.pufm_sampling import adaptive_time_grid, project_on_manifold, sample_pufm, upsample
 
 TINY = PointNetConfig(dim=32, latents=8, blocks=1, compute_layers=1, heads=2, k=8)
 
@@ -93,6 +93,26 @@ def test_upsample_returns_exactly_ratio_times_n_points(ratio):
     net = PUFMBackbone(TINY, ratio=4).eval()
     out = upsample(net, pts[None], ratio, steps=2, patch_size=32, project=0.01)
     assert out.shape == (1, ratio * 70, 3) and bool(torch.isfinite(out).all())
+
+
+def test_inference_starts_from_the_plain_midpoints_and_projects_toward_them():
+    """The official evaluation: no source noise at inference, the interpolated input as the projection's
+    reference (so a zero velocity leaves the midpoints where they are), input points join the FPS merge."""
+    pts = _cloud(40)[0]
+    still = lambda x, t, sparse: torch.zeros_like(x)  # noqa: E731
+    still.ratio = 4
+    out = [upsample(still, pts, 4, patch_size=20, project=0.05, generator=torch.Generator().manual_seed(i))
+           for i in range(2)]
+    assert torch.equal(out[0], out[1])  # no noise: the generator does not matter
+    assert torch.allclose(out[0], upsample(None, pts, 4, patch_size=20))  # = the midpoints, not pulled to the input
+    noisy = upsample(still, pts, 4, patch_size=20, noise=0.02, generator=torch.Generator().manual_seed(0))
+    assert not torch.allclose(noisy, out[0])
+    away = lambda x, t, sparse: torch.full_like(x, 5.0)  # noqa: E731  every flow point leaves the cloud
+    away.ratio = 4
+    kept = upsample(away, pts, 4, patch_size=20)
+    inputs_in_output = (torch.cdist(pts, kept).min(dim=1).values < 1e-6).sum()
+    assert int(inputs_in_output) >= 20  # FPS keeps the input points, far from the displaced ones
+    assert (torch.cdist(pts, upsample(away, pts, 4, patch_size=20, keep_input=False)).min() > 1.0)
 
 
 def _patch() -> tuple[torch.Tensor, torch.Tensor]:
