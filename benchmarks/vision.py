@@ -9,10 +9,13 @@ their requested class. Rows (each with its baseline row and the FD ratio to it):
 
 * ``fm``: I-CFM and OT-CFM at 4/10/50/100 Euler steps and with dopri5 (its adaptive NFE);
 * ``sourcefm``: SourceFM I-CFM / OT-CFM (norm-aligned source) without and with directional pruning at NFE
-  5/10/20/100; the pruned row's baseline is the unpruned one at the same NFE;
+  5/10/20/100; the pruned row's baseline is the unpruned one at the same NFE, and ``source_acceptance`` its
+  share of Gaussian draws accepted (the threshold is the paper's unless the axes are too many for 5 % of draws
+  to pass: :func:`flowzoo.vision.sourcefm.calibrated_tau`);
 * ``fewstep``: MeanFlow (JVP), SplitMeanFlow and MF-RAE's path (consistency mid-training, then MeanFlow
   distillation of the I-CFM run) at 1/2/4 jumps; 2-rectified flow (the I-CFM run fine-tuned on its own ODE
-  pairs) at 1/2/4 Euler steps; BOSS's grid, FlowTurbo (Heun + pseudo-corrector) and RAAG guidance (w_max 7,
+  pairs) at 1/2/4 Euler steps; BOSS's grid, FlowTurbo (Heun + pseudo-corrector; and with 3 more steps of its
+  conv velocity refiner trained on the I-CFM run, whose training ms per step the row shows) and RAAG guidance (w_max 7,
   alpha 3, the best setting of ``benchmarks/guidance_raag.py``) on the I-CFM run; baseline: I-CFM at 100 steps;
 * ``peer``: one training step of torchcfm's CIFAR U-Net recipe against flowzoo's U-Net at the same size and batch,
   and samples/s at 100 Euler steps (:mod:`benchmarks.vision_backbones`'s functions).
@@ -24,6 +27,12 @@ evaluation batches the conditional and unconditional halves in one network call.
 of drawing the row's samples divided by their number (BOSS's grid search included), training ms per step the
 run's wall time per update, both on a machine that other jobs may share.
 
+Each data set's table comes with a sample grid, ``<--figures>/vision_<data>_samples.png`` (one labelled row of 8
+samples per method at its fewest and most NFE; the rows' own samples, not drawn again), and each composed section
+with ``vision_<section>_samples.png`` when its ``rows`` accepts ``samples=``. ``--figures`` defaults to
+``docs/_static/vision`` for the full run and, for ``--quick``, to ``<--work>/figures`` (``benchmarks/results/
+figures_quick`` without ``--work``), so a smoke run never replaces the documentation's figures.
+
     python -m benchmarks.vision            # the full run (up to an hour on 2 CPU cores)
     python -m benchmarks.vision --quick    # a smoke run: short training, 100 samples per row
 """
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import sys
 import tempfile
 import time
@@ -41,10 +51,12 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.results import reproduce_command, save_table
+from benchmarks.results import reproduce_command, results_dir, save_table
+from benchmarks.vision_grids import GRID_SAMPLES, grid_rows, save_method_grid
 from flowzoo.core.errors import ConfigError
 from flowzoo.core.training import TrainerConfig
 from flowzoo.vision.features import ImageEvaluator
+from flowzoo.vision.sourcefm import SourceFMSource
 from flowzoo.vision.train import TrainedImageModel, VisionTrainConfig, generate, load_trained, run_source, train
 
 __all__ = ["Setting", "SETTINGS", "SECTIONS", "OTHER_SECTIONS", "train_run", "score", "dataset_rows", "peer_rows",
@@ -52,6 +64,8 @@ __all__ = ["Setting", "SETTINGS", "SECTIONS", "OTHER_SECTIONS", "train_run", "sc
 
 SECTIONS = ("fm", "sourcefm", "fewstep", "peer")
 OTHER_SECTIONS = ("lfm", "bfm", "symmflow")
+DOCS_FIGURES = Path(__file__).resolve().parent.parent / "docs" / "_static" / "vision"
+REFINER = (3, 0.25)  # FlowTurbo refiner steps after the pseudo-corrector ones, and the offsets it trains on
 RAAG = (7.0, 3.0)   # w_max, alpha: the best pair of benchmarks/guidance_raag.py on the digits
 
 
@@ -69,33 +83,50 @@ SETTINGS = {"mnist": Setting("mnist", "mnist"), "patches": Setting("patches", "p
 
 
 def train_run(setting: Setting, method: str, folder: Path, args: argparse.Namespace, *, teacher: Path | None = None,
-              steps: int | None = None) -> tuple[TrainedImageModel, float]:
-    """Train ``method`` on ``setting`` with the library's entry point; returns (the run, training ms per step)."""
+              steps: int | None = None, **options) -> tuple[TrainedImageModel, float]:
+    """Train ``method`` on ``setting`` with the library's entry point (``options``: more fields of its
+    :class:`~flowzoo.vision.train.VisionTrainConfig`); returns (the run, training ms per step)."""
     steps = steps or args.steps
     trainer = TrainerConfig(steps=steps, batch_size=args.batch, lr=args.lr, warmup_steps=min(100, steps // 10),
                             ema_decay=args.ema, checkpoint_every=0, out_dir=str(folder / method), seed=args.seed,
                             progress=args.progress, tensorboard=False, overwrite=True, log_every=max(1, steps // 4))
     cfg = VisionTrainConfig(method=method, data=setting.data, class_cond=True, net="unet", net_size="tiny",
                             width=args.width, grid_n=16, grid_steps=4, teacher=str(teacher or ""),
-                            reflow_pairs=args.pairs, teacher_steps=16, trainer=trainer, **setting.load)
+                            reflow_pairs=args.pairs, teacher_steps=16, trainer=trainer, **setting.load, **options)
     metrics = train(cfg)
     return load_trained(folder / method), 1e3 * metrics["train_seconds"] / steps
 
 
 def score(run: TrainedImageModel, evaluator: ImageEvaluator, args: argparse.Namespace, *, steps: int,
           method: str = "euler", guidance: str = "cfg", cfg_scale: float = 1.0, raag_alpha: float = 1.0,
-          prune: bool = False) -> dict:
-    """NFE, FD, KID, class accuracy and ms per sample of ``args.n`` class-conditional samples of ``run``."""
+          prune: bool = False, refiner: TrainedImageModel | None = None) -> dict:
+    """NFE, FD, KID, class accuracy and ms per sample of ``args.n`` class-conditional samples of ``run``, and its
+    first :data:`~benchmarks.vision_grids.GRID_SAMPLES` samples (``"samples"``, for the grid; not a column). A
+    ``refiner`` run adds :data:`REFINER`'s refiner steps to FlowTurbo."""
     labels = torch.arange(args.n) % run.num_classes
-    source = run_source(run, prune=prune)
+    source = _pruned_source(run) if prune else run_source(run, prune=False)
     started = time.perf_counter()
     images, nfe = generate(run.model, args.n, run.shape, steps=steps, method=method, labels=labels,
                            cfg_scale=cfg_scale, null_class=run.num_classes, guidance=guidance, raag_alpha=raag_alpha,
-                           generator=torch.Generator().manual_seed(args.seed + 7), source=source)
+                           generator=torch.Generator().manual_seed(args.seed + 7), source=source,
+                           refiner=None if refiner is None else refiner.model,
+                           refiner_steps=0 if refiner is None else REFINER[0])
     ms = 1e3 * (time.perf_counter() - started) / args.n
-    return {"nfe": nfe, "fd": round(evaluator.fd(images), 3),
+    acceptance = round(source.acceptance_rate, 4) if prune else None
+    return {"samples": images[:GRID_SAMPLES].clone(), "source_acceptance": acceptance, "nfe": nfe, "fd": round(evaluator.fd(images), 3),
             "kid": round(evaluator.kid(images, subset_size=min(1000, args.n)), 5),
             "class_acc": round(evaluator.class_accuracy(images, labels), 4), "ms_per_sample": round(ms, 3)}
+
+
+_PRUNED: dict[str, dict] = {}
+
+
+def _pruned_source(run: TrainedImageModel):
+    """The run's pruned source, built once per run (PCA and threshold calibration), with fresh draw counts."""
+    key = str(run.checkpoint)
+    if key not in _PRUNED:
+        _PRUNED[key] = run_source(run, prune=True).state()
+    return SourceFMSource(**_PRUNED[key])
 
 
 def _row(section: str, method: str, sampler: str, measured: dict, train_ms: float, baseline: str) -> dict:
@@ -103,8 +134,10 @@ def _row(section: str, method: str, sampler: str, measured: dict, train_ms: floa
             "train_ms_per_step": round(train_ms, 1), "baseline": baseline, "fd_vs_baseline": None}
 
 
-def dataset_rows(setting: Setting, sections: set[str], args: argparse.Namespace, folder: Path) -> list[dict]:
-    """Every row of ``sections`` (fm, sourcefm, fewstep) on one data set (module docstring)."""
+def dataset_rows(setting: Setting, sections: set[str], args: argparse.Namespace, folder: Path,
+                 samples: dict[str, torch.Tensor] | None = None) -> list[dict]:
+    """Every row of ``sections`` (fm, sourcefm, fewstep) on one data set (module docstring); the first samples
+    of each row go to ``samples["<method> <sampler>"]`` when given."""
     evaluator = ImageEvaluator.for_dataset(setting.data, verbose=False, **setting.load)
     rows: list[dict] = []
     baseline = "I-CFM euler 100"
@@ -133,6 +166,10 @@ def dataset_rows(setting: Setting, sections: set[str], args: argparse.Namespace,
                                      f"{label} euler {steps}" if prune else baseline))
     if "fewstep" in sections:
         rows += _fewstep_rows(setting, evaluator, args, folder, runs["icfm"])
+    for row in rows:
+        drawn = row.pop("samples", None)
+        if drawn is not None and samples is not None:
+            samples[f"{row['method']} {row['sampler']}"] = drawn
     return _ratios(rows)
 
 
@@ -145,6 +182,8 @@ def _fewstep_rows(setting: Setting, evaluator: ImageEvaluator, args: argparse.Na
                ("MF-RAE path (CMT + MFD)", train_run(setting, "mfrae", folder, args, teacher=folder / "icfm"), "jumps"),
                ("2-rectified flow", train_run(setting, "reflow", folder, args, teacher=folder / "icfm",
                                               steps=max(1, args.steps // 2)), "euler")]
+    refiner, refiner_ms = train_run(setting, "refiner", folder, args, teacher=folder / "icfm",
+                                    refiner_max_dt=REFINER[1])
     for name, (run, ms), sampler in trained:
         for nfe in args.few:
             rows.append(_row("fewstep", name, f"{sampler} {nfe}", score(run, evaluator, args, steps=nfe), ms, baseline))
@@ -154,6 +193,9 @@ def _fewstep_rows(setting: Setting, evaluator: ImageEvaluator, args: argparse.Na
         if nfe >= 2:
             rows.append(_row("fewstep", "I-CFM + FlowTurbo", f"flowturbo {nfe}",
                              score(icfm, evaluator, args, steps=nfe, method="flowturbo"), icfm_ms, baseline))
+            rows.append(_row("fewstep", "I-CFM + FlowTurbo + refiner", f"flowturbo {nfe} + {REFINER[0]} refiner",
+                             score(icfm, evaluator, args, steps=nfe, method="flowturbo", refiner=refiner),
+                             refiner_ms, baseline))
         rows.append(_row("fewstep", f"I-CFM + RAAG (w_max {RAAG[0]:g}, alpha {RAAG[1]:g})", f"euler {nfe}",
                          score(icfm, evaluator, args, steps=nfe, guidance="raag", cfg_scale=RAAG[0],
                                raag_alpha=RAAG[1]), icfm_ms, baseline))
@@ -225,6 +267,13 @@ def peer_rows(args: argparse.Namespace) -> tuple[list[dict], list[str]]:
     return rows, notes
 
 
+def _save_grid(args: argparse.Namespace, name: str, entries: list, title: str) -> None:
+    """Write ``<figures>/<name>_samples.png`` (nothing when no row kept samples)."""
+    if entries:
+        path = save_method_grid(Path(args.figures) / f"{name}_samples.png", entries, title)
+        print(f"sample grid: {path}", file=sys.stderr)
+
+
 def _other_section(name: str, args: argparse.Namespace, command: str) -> bool:
     """Run ``benchmarks.vision_<name>.rows`` if the module exists; False when it failed."""
     try:
@@ -234,8 +283,11 @@ def _other_section(name: str, args: argparse.Namespace, command: str) -> bool:
             raise
         print(f"section {name}: benchmarks/vision_{name}.py is not there yet; skipped", file=sys.stderr)
         return True
+    samples: dict[str, torch.Tensor] = {}
+    takes_samples = "samples" in inspect.signature(module.rows).parameters
     try:
-        rows = module.rows(quick=args.quick, seed=args.seed)
+        rows = (module.rows(quick=args.quick, seed=args.seed, samples=samples) if takes_samples
+                else module.rows(quick=args.quick, seed=args.seed))
     except Exception:  # one section's failure must not lose the others' hour of work
         traceback.print_exc()
         print(f"section {name} failed; the other sections go on", file=sys.stderr)
@@ -244,6 +296,7 @@ def _other_section(name: str, args: argparse.Namespace, command: str) -> bool:
     _print_table(title, rows)
     save_table(f"vision_{name}", rows, title=title, command=command, quick=args.quick,
                notes=list(getattr(module, "NOTES", ())))
+    _save_grid(args, f"vision_{name}", list(samples.items()), f"{title.split(':')[0]}: {GRID_SAMPLES} samples per row")
     return True
 
 
@@ -273,6 +326,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=None, help="samples per row (default 500; --quick 100)")
     parser.add_argument("--pairs", type=int, default=None, help="reflow pairs (default 2000; --quick 200)")
     parser.add_argument("--work", default=None, help="folder for the runs (default: a temporary folder)")
+    parser.add_argument("--figures", default=None,
+                        help="folder for the sample-grid PNGs (default docs/_static/vision; --quick: <--work>/figures, "
+                             "or benchmarks/results/figures_quick without --work, never the docs' folder)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--quick", action="store_true", help="a smoke run: short training, few samples")
@@ -289,6 +345,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args.ema = args.ema if args.ema is not None else (0.9 if args.quick else 0.99)
     args.n = args.n or (100 if args.quick else 500)
     args.pairs = args.pairs or (200 if args.quick else 2000)
+    if args.figures is None:
+        quick_folder = Path(args.work) / "figures" if args.work else results_dir() / "figures_quick"
+        args.figures = str(quick_folder if args.quick else DOCS_FIGURES)
     args.euler, args.sourcefm_nfe, args.few = (4, 10, 50, 100), (5, 10, 20, 100), (1, 2, 4)
     return args
 
@@ -304,18 +363,23 @@ def main(argv: list[str] | None = None) -> int:
             if not args.sections & {"fm", "sourcefm", "fewstep"}:
                 break
             setting = SETTINGS[name]
-            rows = dataset_rows(setting, args.sections, args, work / name)
+            samples: dict[str, torch.Tensor] = {}
+            rows = dataset_rows(setting, args.sections, args, work / name, samples)
             notes = claims(rows) + [
                 f"tiny U-Net ({args.width} channels), {args.steps} steps at batch {args.batch}, lr {args.lr:g}, EMA "
                 f"{args.ema:g}, class-conditional (10 % label dropout), sampled without guidance except RAAG; "
                 f"{args.n} samples per row; reflow: {args.pairs} pairs of the I-CFM run's 16-step Euler ODE, "
                 f"{max(1, args.steps // 2)} fine-tuning steps; MF-RAE's path in pixel space (no representation "
                 "autoencoder), 30 % of its steps consistency mid-training",
-                "NFE: evaluations of the (guided) velocity or flow map per image; FlowTurbo needs 2 or more"]
+                "NFE: evaluations of the (guided) velocity or flow map per image; FlowTurbo needs 2 or more; its "
+                f"refiner (a conv net, offsets up to {REFINER[1]:g}, {args.steps} steps) adds {REFINER[0]} steps that "
+                "cost no evaluation of the velocity"]
             title = (f"Image generation on {setting.data} {setting.load or ''}: FD / KID / class accuracy by method "
                      "and NFE")
             _print_table(title, rows, notes)
             save_table(f"vision_{name}", rows, title=title, command=command, quick=args.quick, notes=notes)
+            _save_grid(args, f"vision_{name}", [(key, samples[key]) for key in grid_rows(samples, rows)],
+                       f"{setting.data}: {GRID_SAMPLES} samples per method and NFE (classes 0, 1, 2, ... in turn)")
         if "peer" in args.sections:
             rows, notes = peer_rows(args)
             title = "torchcfm's CIFAR U-Net recipe against flowzoo's U-Net: one training step and samples/s"

@@ -130,10 +130,11 @@ def _generate(net, n: int, steps: int, num_classes: int, residual: bool, seed: i
 
 
 def rows(data: str = "mnist", quick: bool = True, seed: int = 0, *, variants: tuple[str, ...] | None = None,
-         settings: tuple[int, int, int, int, int] | None = None) -> list[dict]:
+         settings: tuple[int, int, int, int, int] | None = None, samples: dict | None = None) -> list[dict]:
     """Train and score every variant (``QUICK_VARIANTS`` when ``quick``); one row per variant, monolithic first.
 
-    ``settings`` overrides :data:`SETTINGS` (train steps, batch, residual steps, samples, sampling steps), for tests.
+    ``settings`` overrides :data:`SETTINGS` (train steps, batch, residual steps, samples, sampling steps), for tests;
+    ``samples`` (a dict), when given, receives each row's first 8 images under its ``"<data> <method>"``.
     """
     torch.manual_seed(seed)
     steps, batch, residual_steps, n, sample_steps = settings or SETTINGS[bool(quick)]
@@ -159,6 +160,8 @@ def rows(data: str = "mnist", quick: bool = True, seed: int = 0, *, variants: tu
             _fit(net, FeatureResidualLoss(), sampler, residual_steps, seed, net.residual_parameters(), name)
             net.residual_trained = True
         images, labels, nfe, ms_sample = _generate(net, n, sample_steps, train.num_classes, variant.residual, seed)
+        if samples is not None:
+            samples[f"{data} {name}"] = images[:8].clone()
         cond = {"y": torch.zeros(1, dtype=torch.long)}
         flops = flops_per_sample(net, train.shape, cond=cond, steps=sample_steps, residual=variant.residual) * nfe
         out.append({"section": "blockwise", "data": data, "method": name,

@@ -191,9 +191,10 @@ def _train_lfm(train: ImageData, evaluator: ImageEvaluator, s: Settings, seed: i
 
 
 def rows(data: str = "mnist", quick: bool = True, seed: int = 0, *, progress: bool = False,
-         settings: Settings | None = None) -> list[dict]:
+         settings: Settings | None = None, samples: dict | None = None) -> list[dict]:
     """The benchmark's rows (module docstring) for ``data`` (``"mnist"`` or ``"digits"``); ``settings`` replaces
-    the quick or full sizes (a test passes tiny ones)."""
+    the quick or full sizes (a test passes tiny ones); ``samples`` (a dict), when given, receives the first 8
+    images of each sampled row under ``"<data> <method>"``."""
     s = SETTINGS[bool(quick)] if settings is None else settings
     train, test = load_images(data), load_images(data, split="test")
     evaluator = ImageEvaluator.for_dataset(data, verbose=progress)
@@ -231,6 +232,9 @@ def rows(data: str = "mnist", quick: bool = True, seed: int = 0, *, progress: bo
             return generated.images, generated.nfe
 
         images, nfe, ms = _timed(draw, n)
+        if samples is not None:
+            samples[f"{data} pixel I-CFM ({name})"] = pixel_images[:8].clone()
+            samples[f"{data} LFM ({name})"] = images[:8].clone()
         to_fd, pixel_to_fd = lfm_trace.seconds_to(target), pixel_trace.seconds_to(target)
         if not math.isfinite(to_fd):
             verdict = "never reaches the FD target"

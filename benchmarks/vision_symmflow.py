@@ -110,8 +110,9 @@ def _row(data: str, method: str, baseline: str, task: str, **values) -> dict:
     return row
 
 
-def dataset_rows(name: str, setting: dict, seed: int = 0) -> list[dict]:
-    """The rows of one data set (``"mnist-masks"`` or ``"shapes"``) under one of :data:`SETTINGS`."""
+def dataset_rows(name: str, setting: dict, seed: int = 0, samples: dict | None = None) -> list[dict]:
+    """The rows of one data set (``"mnist-masks"`` or ``"shapes"``) under one of :data:`SETTINGS`; ``samples`` (a
+    dict), when given, receives the first 8 generated images of each generation row under ``"<data> <method>"``."""
     train, test = _load(name, setting, seed)
     codec = MapCodec(train.num_classes, encoding=setting["encoding"])
     channels, multilabel = train.shape[0], name == "shapes"
@@ -157,6 +158,8 @@ def dataset_rows(name: str, setting: dict, seed: int = 0) -> list[dict]:
                                              generator=torch.Generator().manual_seed(seed)), n)
         fake, real = _foreground(name, result.x), test.maps > 0
         fds[d] = evaluator.fd(result.x)
+        if samples is not None:
+            samples[f"{name} {names[d]}"] = result.x[:8].clone()
         out.append(_row(name, names[d], names["generate"] if d == "symmetric" else "", "generation",
                         miou=float((fake & real).sum() / (fake | real).sum().clamp_min(1)), fd=fds[d],
                         nfe=result.nfe, ms_per_sample=ms, train_ms_per_step=train_ms[d]))
@@ -171,10 +174,11 @@ def _exact(pred: torch.Tensor, truth: torch.Tensor) -> float:
     return float(hits.double().mean())
 
 
-def rows(quick: bool = True, seed: int = 0) -> list[dict]:
-    """Every row of the SymmFlow table (both data sets), under the quick or the full :data:`SETTINGS`."""
+def rows(quick: bool = True, seed: int = 0, samples: dict | None = None) -> list[dict]:
+    """Every row of the SymmFlow table (both data sets), under the quick or the full :data:`SETTINGS`; ``samples``
+    as in :func:`dataset_rows`."""
     setting = SETTINGS["quick" if quick else "full"]
-    return [row for name in DATASETS for row in dataset_rows(name, setting, seed)]
+    return [row for name in DATASETS for row in dataset_rows(name, setting, seed, samples)]
 
 
 def format_table(table: list[dict]) -> str:

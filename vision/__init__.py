@@ -19,6 +19,8 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     methods        the method registry of flowzoo.vision.train (METHODS, VisionMethod)
     train          ``python -m flowzoo.vision.train <method>``: the Trainer entrypoint, load_trained, generate
     train_latent   the ``autoencoder`` and ``lfm`` methods of that entrypoint; sampling an lfm run
+    refiner        FlowTurbo's conv velocity refiner for images (ImageRefiner, conv_macs, check_refiner_run)
+    train_symmflow the ``symmflow`` method of that entrypoint on the core Trainer; load_symmflow
     operators      degradation operators with adjoints and pseudo-inverses (inpainting, SR, blur), check_adjoint
     restoration    FLAIR and the baselines: DPS, projection, pseudo-inverse; CRW error tables
     flowopt        FlowOpt zero-order inversion and editing, its step bound; naive reversal, backprop baselines
@@ -32,5 +34,5 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
 
 __all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "autoencoder", "latent",
            "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "train_latent",
-           "operators",
+           "refiner", "train_symmflow", "operators",
            "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli"]

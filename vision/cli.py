@@ -12,12 +12,15 @@
   ``labels``). Existing files are replaced only with ``--overwrite``. A SourceFM run (``sourcefm_icfm``,
   ``sourcefm_otcfm``) starts from its stored norm-aligned source; ``--prune true`` (any run) rejection-samples the
   noise away from SourceFM's pruning axes of the run's training images (Lee, Kim, Lee, TMLR 2025;
-  :mod:`flowzoo.vision.sourcefm`) and prints the acceptance rate.
+  :mod:`flowzoo.vision.sourcefm`) and prints the acceptance rate. ``--sampler flowturbo --refiner RUN`` ends with
+  ``--refiner_steps`` (default 3) steps of FlowTurbo's velocity refiner trained by ``train refiner --teacher``
+  (:mod:`flowzoo.vision.refiner`), which cost no predictor evaluation.
 * ``flowzoo vision evaluate --checkpoint RUN --n 500 --steps 10`` prints the Fréchet distance, KID, k-NN
   precision/recall and (class-conditional runs) the classifier accuracy of ``--n`` samples against the data
   set's test split, in the features of the cached per-data-set classifier
   (:class:`~flowzoo.vision.features.ImageEvaluator`), and writes them as JSON into the run directory.
-  ``--data`` compares against another data spec; its image shape must be the checkpoint's.
+  ``--data`` compares against another data spec; its image shape must be the checkpoint's. On a latent-FM run
+  (``lfm``) it decodes the samples first and scores them against the data the run trained on.
 
 Rationale: sampling and evaluation rebuild the network from the checkpoint alone (its ``config.yaml`` records the
 data spec, image shape and class count), so a run directory is all a user needs to keep.
@@ -51,6 +54,13 @@ def _check_sampler(cfg) -> None:
     if cfg.guidance not in _GUIDANCES:
         raise ConfigError(expected(f"--guidance in {_GUIDANCES}", repr(cfg.guidance), "pass --guidance cfg or raag"))
     check_number(cfg.raag_alpha, "--raag_alpha", low=0.0)
+    check_int(cfg.refiner_steps, "--refiner_steps", low=0)
+    if cfg.refiner and cfg.method != "flowturbo":
+        raise ConfigError(expected("--refiner with --sampler flowturbo", f"--sampler {cfg.method}",
+                                   "pass --sampler flowturbo, or drop --refiner"))
+    if cfg.refiner_steps and not cfg.refiner:
+        raise ConfigError(expected("--refiner RUN for --refiner_steps", f"--refiner_steps {cfg.refiner_steps}",
+                                   "pass --refiner RUN (python -m flowzoo.vision.train refiner --teacher ...)"))
     if cfg.method == "flowturbo" and cfg.steps < 2:
         raise ConfigError(expected("--steps >= 2 for --sampler flowturbo (its Heun step costs 2 evaluations)",
                                    cfg.steps, "pass --steps 2 or more"))
@@ -72,8 +82,10 @@ class SampleConfig:
     nrow: int = field(default=0, metadata=option_help("images per grid row (0: square-ish)"))
     seed: int = field(default=0, metadata=option_help("seed of the noise"))
     prune: bool = field(default=False, metadata=option_help("SourceFM directional pruning of the initial noise"))
-    prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D))"))
+    prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D), raised until 5 % of draws pass)"))
     prune_max_similarity: float = field(default=0.01, metadata=option_help("pruning-axis threshold on the largest data cosine"))
+    refiner: str = field(default="", metadata=option_help("flowturbo: run directory of a FlowTurbo refiner (train refiner --teacher RUN)"))
+    refiner_steps: int = field(default=0, metadata=option_help("flowturbo: refiner steps after the pseudo-corrector ones (0: 3 with --refiner)"))
     overwrite: bool = field(default=False, metadata=option_help("replace existing output files"))
     progress: bool = field(default=True, metadata=option_help("progress bar over batches"))
 
@@ -102,8 +114,10 @@ class EvaluateConfig:
     data: str | None = field(default=None, metadata=option_help("data spec compared against (none: the run's)"))
     seed: int = field(default=0, metadata=option_help("seed of the noise"))
     prune: bool = field(default=False, metadata=option_help("SourceFM directional pruning of the initial noise"))
-    prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D))"))
+    prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D), raised until 5 % of draws pass)"))
     prune_max_similarity: float = field(default=0.01, metadata=option_help("pruning-axis threshold on the largest data cosine"))
+    refiner: str = field(default="", metadata=option_help("flowturbo: run directory of a FlowTurbo refiner (train refiner --teacher RUN)"))
+    refiner_steps: int = field(default=0, metadata=option_help("flowturbo: refiner steps after the pseudo-corrector ones (0: 3 with --refiner)"))
     out: str | None = field(default=None, metadata=option_help("JSON file (none: <run>/evaluate_<method><steps>_n<n>.json)"))
     overwrite: bool = field(default=False, metadata=option_help("replace an existing JSON file"))
     progress: bool = field(default=True, metadata=option_help("progress bar over batches"))
@@ -155,6 +169,19 @@ def _source(run, cfg):
     return run_source(run, prune=cfg.prune, max_similarity=cfg.prune_max_similarity, tau=cfg.prune_tau or None)
 
 
+def _refiner(run, cfg):
+    """``(refiner module or None, refiner steps)``: the ``--refiner`` run, checked against ``run`` and the grid."""
+    if not cfg.refiner:
+        return None, 0
+    from flowzoo.vision.refiner import check_refiner_run
+    from flowzoo.vision.train import load_trained
+
+    steps = cfg.refiner_steps or 3
+    refiner = load_trained(cfg.refiner)
+    check_refiner_run(refiner, run, steps=cfg.steps, refiner_steps=steps)
+    return refiner.model, steps
+
+
 def _source_note(source) -> str:
     if source is None or source.axes is None:
         return ""
@@ -187,10 +214,11 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     run = load_trained(cfg.checkpoint)
     labels = _labels(run, cfg.n, cfg.label, cfg.cfg_scale, cfg.guidance)
     source = _source(run, cfg)
+    refiner, refiner_steps = _refiner(run, cfg)
     images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
                            cfg_scale=cfg.cfg_scale, null_class=run.num_classes, guidance=cfg.guidance,
                            raag_alpha=cfg.raag_alpha, generator=torch.Generator().manual_seed(cfg.seed),
-                           progress=cfg.progress, source=source)
+                           progress=cfg.progress, source=source, refiner=refiner, refiner_steps=refiner_steps)
     nrow = cfg.nrow or (run.num_classes if labels is not None and cfg.label is None and cfg.n >= run.num_classes
                         else None)
     save_image_grid(images.clamp(-1, 1), out, nrow=nrow, scale=max(1, min(4, 64 // run.shape[-1])))
@@ -199,6 +227,7 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
                "source_acceptance_rate": np.float64(1.0 if source is None else source.acceptance_rate)}
     atomic_write_with(arrays, lambda path: np.savez_compressed(path, **payload), suffix=".npz")
     how = "flow-map jumps" if is_flowmap(run.model) else cfg.method
+    how += f" + {refiner_steps} refiner steps" if refiner_steps else ""
     print(f"{cfg.n} images ({how}, {cfg.steps} steps, {nfe} evaluations each) from {run.checkpoint}: "
           f"wrote {out} and {arrays}{_source_note(source)}")
     return 0
@@ -206,45 +235,91 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """evaluate --checkpoint RUN --n 500 --steps 10: print FD, KID, precision/recall (and class accuracy)."""
-    from flowzoo.vision.datasets import load_images
-    from flowzoo.vision.features import ImageEvaluator, load_feature_classifier
     from flowzoo.vision.train import generate, load_trained
+    from flowzoo.vision.train_latent import is_latent_run
 
     cfg = parse_config(EvaluateConfig, _normalise(sys.argv[1:] if argv is None else argv),
                        prog="flowzoo vision evaluate")
+    if is_latent_run(cfg.checkpoint):
+        return _evaluate_latent(cfg)
     run = load_trained(cfg.checkpoint)
-    run_dir = run.checkpoint.parent.parent
-    suffix = ("_pruned" if cfg.prune else "") + ("_raag" if cfg.guidance == "raag" else "")
-    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}{suffix}.json"
-    check_new_outputs([out], cfg.overwrite)
-    spec = cfg.data or run.config.data
-    load = run.config.load_options()
-    test = load_images(spec, split="test", **load)
-    if test.shape != run.shape:
-        raise ShapeError(expected(f"a checkpoint of images shaped like {spec}'s {test.shape}",
-                                  f"{run.checkpoint} trained on {run.config.data} images {run.shape}",
-                                  "pass the run's own data with --data, or a checkpoint trained on this data"))
-    classifier, accuracy = load_feature_classifier(spec, **load)
-    evaluator = ImageEvaluator(classifier, test.images, accuracy)
+    suffix = ("_pruned" if cfg.prune else "") + ("_raag" if cfg.guidance == "raag" else "") + \
+        ("_refined" if cfg.refiner else "")
+    out = _evaluate_out(cfg, run.checkpoint.parent.parent, suffix)
     labels = _labels(run, cfg.n, None, cfg.cfg_scale, cfg.guidance)
+    refiner, refiner_steps = _refiner(run, cfg)
+    spec = cfg.data or run.config.data
+    evaluator = _evaluator(spec, run.config.load_options(), run.shape, f"{run.checkpoint} trained on "
+                           f"{run.config.data} images {run.shape}")
     source = _source(run, cfg)
     images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
                            cfg_scale=cfg.cfg_scale, null_class=run.num_classes, guidance=cfg.guidance,
                            raag_alpha=cfg.raag_alpha, generator=torch.Generator().manual_seed(cfg.seed),
-                           progress=cfg.progress, source=source)
+                           progress=cfg.progress, source=source, refiner=refiner, refiner_steps=refiner_steps)
+    record = {"checkpoint": str(run.checkpoint), "step": run.step, "data": spec, "n": cfg.n, "method": cfg.method,
+              "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "guidance": cfg.guidance,
+              "source_scale": run.source_scale, "prune": cfg.prune, "refiner": cfg.refiner or None,
+              "refiner_steps": refiner_steps,
+              "source_acceptance_rate": 1.0 if source is None else source.acceptance_rate}
+    _score_and_write(evaluator, images, labels, record, out, f"nfe {nfe}{_source_note(source)}")
+    return 0
+
+
+def _evaluate_out(cfg, run_dir: Path, suffix: str = "") -> Path:
+    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}{suffix}.json"
+    check_new_outputs([out], cfg.overwrite)
+    return out
+
+
+def _evaluator(spec: str, load: dict, shape, what: str):
+    """The feature-space evaluator of ``spec``'s test split, refusing a run whose image shape differs."""
+    from flowzoo.vision.datasets import load_images
+    from flowzoo.vision.features import ImageEvaluator, load_feature_classifier
+
+    test = load_images(spec, split="test", **load)
+    if tuple(test.shape) != tuple(shape):
+        raise ShapeError(expected(f"a checkpoint of images shaped like {spec}'s {test.shape}", what,
+                                  "pass the run's own data with --data, or a checkpoint trained on this data"))
+    classifier, accuracy = load_feature_classifier(spec, **load)
+    return ImageEvaluator(classifier, test.images, accuracy)
+
+
+def _score_and_write(evaluator, images: torch.Tensor, labels, record: dict, out: Path, note: str) -> None:
     precision, recall = evaluator.precision_recall(images)
-    metrics = {"fd": evaluator.fd(images), "kid": evaluator.kid(images, subset_size=min(1000, cfg.n)),
+    metrics = {"fd": evaluator.fd(images), "kid": evaluator.kid(images, subset_size=min(1000, len(images))),
                "precision": precision, "recall": recall}
     if labels is not None:
         metrics["class_accuracy"] = evaluator.class_accuracy(images, labels)
-    record = {"checkpoint": str(run.checkpoint), "step": run.step, "data": spec, "n": cfg.n, "method": cfg.method,
-              "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "guidance": cfg.guidance, "metrics": metrics,
-              "source_scale": run.source_scale, "prune": cfg.prune,
-              "source_acceptance_rate": 1.0 if source is None else source.acceptance_rate,
-              "feature_classifier_accuracy": evaluator.accuracy}
+    record = {**record, "metrics": metrics, "feature_classifier_accuracy": evaluator.accuracy}
     atomic_write_bytes(out, json.dumps(record, indent=2).encode("utf-8"))
-    print("  ".join(f"{name} {value:.4g}" for name, value in metrics.items())
-          + f"  (nfe {nfe}{_source_note(source)}; wrote {out})")
+    print("  ".join(f"{name} {value:.4g}" for name, value in metrics.items()) + f"  ({note}; wrote {out})")
+
+
+def _evaluate_latent(cfg) -> int:
+    """``evaluate`` on an ``lfm`` run: decode its samples, then the pixel runs' metrics on the data it trained on."""
+    from flowzoo.core.training import resolve_checkpoint
+    from flowzoo.vision.fewstep import SOLVERS
+    from flowzoo.vision.train_latent import latent_run_data, sample_latent_run
+
+    unsupported = [name for name, used in (("--prune", cfg.prune), ("--guidance raag", cfg.guidance != "cfg"),
+                                           ("--refiner", bool(cfg.refiner)),
+                                           (f"--sampler {cfg.method}", cfg.method not in SOLVERS)) if used]
+    if unsupported:
+        raise ConfigError(expected(f"for a latent-FM run, a solver in {SOLVERS} and constant --cfg_scale only",
+                                   ", ".join(unsupported), "drop them, or evaluate a pixel-space run"))
+    checkpoint = resolve_checkpoint(cfg.checkpoint)
+    spec, load = latent_run_data(cfg.checkpoint)
+    out = _evaluate_out(cfg, checkpoint.parent.parent, "_decoded")
+    import yaml
+
+    shape = tuple(yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8"))["latent"]["shape"])
+    spec = cfg.data or spec
+    evaluator = _evaluator(spec, load, shape, f"{checkpoint} decodes images {shape}")
+    images, labels, nfe, _ = sample_latent_run(cfg.checkpoint, cfg.n, steps=cfg.steps, method=cfg.method,
+                                               label=None, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
+    record = {"checkpoint": str(checkpoint), "data": spec, "latent": True, "n": cfg.n, "method": cfg.method,
+              "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "guidance": "cfg"}
+    _score_and_write(evaluator, images, labels, record, out, f"nfe {nfe}, decoded latent-FM samples")
     return 0
 
 

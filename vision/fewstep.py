@@ -42,6 +42,8 @@ from flowzoo.core.fewstep import (MANIFEST_NAME, ConsistencyMidTrainingLoss, Mea
 from flowzoo.core.nets import FlowMapUNet, UNet
 from flowzoo.core.sampling import ClassifierFreeGuidance, RatioAwareGuidance, integrate
 from flowzoo.core.validation import check_positive_int
+from flowzoo.vision.blockwise import blockwise_sample
+from flowzoo.vision.blockwise_nets import BlockwiseVelocity
 from flowzoo.vision.nets import FlowMapDiT
 
 __all__ = ["SOLVERS", "SAMPLERS", "GUIDANCES", "is_flowmap", "flowmap_objective", "reflow_objective",
@@ -270,11 +272,15 @@ def boss_grid(velocity: Callable[..., Tensor], noise: Tensor, steps: int, cond: 
 
 
 def sample_chunk(model: Callable[..., Tensor], noise: Tensor, *, steps: int, method: str, flowmap: bool,
-                 cond: Mapping[str, Tensor] | None = None, time_grid: Tensor | None = None) -> tuple[Tensor, int]:
+                 cond: Mapping[str, Tensor] | None = None, time_grid: Tensor | None = None,
+                 refiner: Callable[..., Tensor] | None = None, refiner_steps: int = 0) -> tuple[Tensor, int]:
     """Carry ``noise`` (t = 0) to images (t = 1); returns ``(images, model evaluations per image)``.
 
-    A flow map jumps ``steps`` uniform intervals; a velocity integrates with ``method`` (``time_grid``: BOSS's
-    grid, Euler on it) or FlowTurbo (one Heun step, then ``steps - 2`` pseudo-corrector steps: ``steps`` NFE).
+    A flow map jumps ``steps`` uniform intervals; a blockwise (BFM) velocity walks its segments with Euler or Heun
+    (:func:`~flowzoo.vision.blockwise.blockwise_sample`, ``steps`` shared over them); a velocity integrates with
+    ``method`` (``time_grid``: BOSS's
+    grid, Euler on it) or FlowTurbo (one Heun step, then ``steps - 2`` pseudo-corrector steps: ``steps`` NFE, then
+    ``refiner_steps`` steps of ``refiner``, FlowTurbo's velocity refiner, which cost no evaluation of ``model``).
 
     Example:
         >>> x, nfe = sample_chunk(lambda x, t: torch.ones_like(x), torch.zeros(2, 1, 2, 2), steps=4,
@@ -285,13 +291,16 @@ def sample_chunk(model: Callable[..., Tensor], noise: Tensor, *, steps: int, met
     cond = dict(cond or {})
     if flowmap:
         result = flowmap_sample(model, noise, steps=steps, cond=cond)
+    elif isinstance(model, BlockwiseVelocity) and method in ("euler", "heun"):   # a grid with BFM's boundaries
+        result = blockwise_sample(model, noise, steps=steps, method=method, cond=cond)
     elif method == "boss":
         result = integrate(model, noise, method="euler", time_grid=time_grid, cond=cond)
     elif method == "flowturbo":
         if steps < 2:
             raise ConfigError(expected("--steps >= 2 for flowturbo (a Heun step costs 2 evaluations)", steps,
                                        "pass --steps 2 or more"))
-        result = flowturbo_sample(model, noise, heun_steps=1, pseudo_steps=steps - 2, refiner_steps=0, cond=cond)
+        result = flowturbo_sample(model, noise, heun_steps=1, pseudo_steps=steps - 2, refiner_steps=refiner_steps,
+                                  refiner=refiner, cond=cond)
     else:
         result = integrate(model, noise, method=method, steps=steps, cond=cond)
     return result.x, int(result.nfe)

@@ -15,8 +15,18 @@ Two changes to the Gaussian source of pixel flow matching, both built from the t
   accepted only if :math:`\cos(z, a) \le \tau` for every pruning axis :math:`a` (rejection sampling), so the flow
   never starts in a data-free direction. The paper's :math:`\tau = 0.048` for :math:`D = 3072`; the default here
   keeps the same number of standard deviations of a random direction's cosine (:math:`\approx 1/\sqrt D`):
-  :math:`\tau = 0.048\sqrt{3072/D}` (:func:`default_tau`). The acceptance rate is counted and reported, because a
-  low rate biases the source away from a Gaussian.
+  :math:`\tau = 0.048\sqrt{3072/D}` (:func:`default_tau`). The acceptance rate (accepted / proposed draws, the
+  paper's code's ``valid`` share) is counted and reported, because a low rate biases the source away from a
+  Gaussian.
+* **How many axes, and the threshold.** A draw's cosines with K orthonormal axes are nearly independent
+  :math:`N(0, 1/D)`, so the all-axes test passes with probability about :math:`\Phi(\tau\sqrt D)^K`: at the
+  paper's :math:`\tau` (2.66 standard deviations) each axis passes 99.6 % of draws, which leaves a usable rate
+  for a few hundred axes, as on CIFAR-10, but not for thousands. Smooth data sets have thousands: on 3x32x32
+  natural-image patches (crops of upscaled photographs, little high-frequency energy) 3912 of the 6144 candidates
+  have no image above cosine 0.01, and the rate at the paper's :math:`\tau` is about :math:`e^{-15}`: no draw in
+  a lifetime. So when ``tau`` is not given the threshold is *calibrated* (:func:`calibrated_tau`): the paper's
+  rescaled :math:`\tau`, raised just enough that a ``min_acceptance`` share (default 5 %) of Gaussian probes
+  passes. The axes (the paper's definition) are kept; the rate and the threshold used are reported.
 
 Time runs from 0 (source) to 1 (data), the paper's and flowzoo's convention, so no mapping is needed. Rationale:
 the Gaussian's omnidirectional coverage is kept (the paper finds density-fitted sources hurt); only its scale and
@@ -44,10 +54,11 @@ import torch
 from flowzoo.core.errors import ConfigError, EmptyInputError, expected
 from flowzoo.core.validation import check_positive_int, check_probability, check_tensor
 
-__all__ = ["gaussian_mean_norm", "norm_alignment_scale", "default_tau", "pca_candidate_axes", "select_pruning_axes",
-           "pruning_axes", "SourceFMSource", "SourceFMLoss", "build_source"]
+__all__ = ["gaussian_mean_norm", "norm_alignment_scale", "default_tau", "calibrated_tau", "pca_candidate_axes",
+           "select_pruning_axes", "pruning_axes", "SourceFMSource", "SourceFMLoss", "build_source"]
 
 PAPER_TAU, PAPER_DIM = 0.048, 3072  # the paper's CIFAR-10 cosine threshold and dimension
+MIN_ACCEPTANCE = 0.05  # the share of Gaussian draws a calibrated threshold lets through at least
 
 
 def gaussian_mean_norm(dim: int) -> float:
@@ -88,6 +99,39 @@ def default_tau(dim: int) -> float:
         0.048
     """
     return min(1.0, PAPER_TAU * math.sqrt(PAPER_DIM / check_positive_int(dim, "dim")))
+
+
+def _largest_cosines(z: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+    """The largest cosine of each flattened draw (N, D) with the unit ``axes`` (K, D), in chunks of draws."""
+    return torch.cat([((chunk / chunk.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ axes.to(chunk).T).amax(dim=1)
+                      for chunk in z.split(512)])
+
+
+def calibrated_tau(axes: torch.Tensor, min_acceptance: float = MIN_ACCEPTANCE, *, probes: int = 4000,
+                   seed: int = 0) -> float:
+    r"""The smallest threshold at least :func:`default_tau` that accepts a ``min_acceptance`` share of draws.
+
+    ``probes`` seeded Gaussian draws give the distribution of a draw's largest cosine with the unit ``axes``
+    (K, D); its ``min_acceptance`` quantile is the threshold that lets that share through. With few axes the
+    paper's rescaled threshold already does, and is returned unchanged.
+
+    Example:
+        >>> calibrated_tau(torch.eye(1024)[:4], probes=500) == default_tau(1024)    # 4 axes: the paper's
+        True
+        >>> every = torch.cat([torch.eye(1024), -torch.eye(1024)])                 # 2048 axes: raised
+        >>> calibrated_tau(every, probes=500) > default_tau(1024)
+        True
+    """
+    axes = check_tensor(axes, "axes", min_dim=2).double()
+    min_acceptance = check_probability(min_acceptance, "min_acceptance")
+    check_positive_int(probes, "probes")
+    paper = default_tau(axes.shape[1])
+    if min_acceptance == 0:
+        return paper
+    unit = (axes / axes.norm(dim=1, keepdim=True).clamp_min(1e-12)).float()   # float32: a quantile, not a sum
+    z = torch.randn(probes, axes.shape[1], generator=torch.Generator().manual_seed(seed))
+    needed = float(torch.quantile(_largest_cosines(z, unit), min_acceptance))
+    return min(1.0, max(paper, needed))
 
 
 def _unit_rows(data: torch.Tensor, flip: bool) -> torch.Tensor:
@@ -157,16 +201,19 @@ class SourceFMSource:
         shape: the shape of one sample, e.g. (C, H, W).
         scale: the norm-alignment scale (1: the standard Gaussian).
         axes: pruning axes (K, D) with D = prod(shape), or None for no pruning.
-        tau: accept a draw only if its cosine with every axis is at most ``tau`` (None: :func:`default_tau`).
+        tau: accept a draw only if its cosine with every axis is at most ``tau`` (None: :func:`calibrated_tau`
+            for ``min_acceptance``, which is :func:`default_tau` unless there are too many axes for it).
         candidates: draws proposed per missing sample in each round.
-        max_rounds: rounds of proposals before giving up.
+        max_rounds: rounds of proposals before giving up (earlier when 20000 draws found none).
+        min_acceptance: the share of draws a calibrated ``tau`` lets through (0: the paper's rescaled ``tau``).
 
     Attributes:
         proposed, accepted: draws proposed and accepted so far (``acceptance_rate`` = accepted / proposed).
     """
 
     def __init__(self, shape: Sequence[int], scale: float = 1.0, axes: torch.Tensor | None = None,
-                 tau: float | None = None, candidates: int = 4, max_rounds: int = 1000) -> None:
+                 tau: float | None = None, candidates: int = 4, max_rounds: int = 1000,
+                 min_acceptance: float = MIN_ACCEPTANCE) -> None:
         self.shape = tuple(check_positive_int(v, "shape") for v in shape)
         dim = math.prod(self.shape)
         self.scale = float(scale)
@@ -179,7 +226,10 @@ class SourceFMSource:
                                            "compute them with pruning_axes on images of this shape"))
             axes = axes / axes.norm(dim=1, keepdim=True).clamp_min(1e-12) if len(axes) else None
         self.axes = axes
-        self.tau = check_probability(default_tau(dim) if tau is None else tau, "tau")
+        self.min_acceptance = check_probability(min_acceptance, "min_acceptance")
+        if tau is None:
+            tau = default_tau(dim) if axes is None else calibrated_tau(axes, self.min_acceptance)
+        self.tau = check_probability(tau, "tau")
         self.candidates = check_positive_int(candidates, "candidates")
         self.max_rounds = check_positive_int(max_rounds, "max_rounds")
         self.proposed = self.accepted = 0
@@ -193,8 +243,7 @@ class SourceFMSource:
         """Whether each flattened draw (N, D) has cosine ≤ tau with every pruning axis."""
         if self.axes is None:
             return torch.ones(z.shape[0], dtype=torch.bool, device=z.device)
-        cosine = (z / z.norm(dim=1, keepdim=True).clamp_min(1e-12)) @ self.axes.to(z).T
-        return (cosine <= self.tau).all(dim=1)
+        return _largest_cosines(z, self.axes) <= self.tau
 
     def sample(self, n: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None,
                dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -212,17 +261,20 @@ class SourceFMSource:
             z = z[passed][: n - found]
             kept.append(z)
             found += len(z)
+            if self.accepted == 0 and self.proposed >= 20000:
+                break   # hopeless at this threshold: say so now rather than after max_rounds
             if found == n:
                 x = torch.cat(kept).reshape(n, *self.shape) * self.scale
                 return x.to(device=device, dtype=dtype)
-        raise ConfigError(expected(f"a pruned source that accepts draws (tau {self.tau:.4g})",
-                                   f"{found} of {n} accepted in {self.max_rounds} rounds",
-                                   "raise tau or lower max_similarity (fewer pruning axes)"))
+        raise ConfigError(expected(f"a pruned source that accepts draws (tau {self.tau:.4g}, "
+                                   f"{len(self.axes)} axes)", f"{found} of {n} accepted, {self.accepted} of "
+                                   f"{self.proposed} draws in all", "raise tau (or leave it to the calibration) "
+                                   "or lower max_similarity (fewer pruning axes)"))
 
     def state(self) -> dict[str, Any]:
         """What rebuilds this source: ``SourceFMSource(**source.state())``."""
         return {"shape": list(self.shape), "scale": self.scale, "axes": self.axes, "tau": self.tau,
-                "candidates": self.candidates, "max_rounds": self.max_rounds}
+                "candidates": self.candidates, "max_rounds": self.max_rounds, "min_acceptance": self.min_acceptance}
 
 
 class SourceFMLoss:
@@ -256,7 +308,8 @@ class SourceFMLoss:
 
 
 def build_source(images: torch.Tensor, *, norm_align: bool = True, prune: bool = False, max_similarity: float = 0.01,
-                 tau: float | None = None, flip: bool = False, scale: float | None = None) -> SourceFMSource:
+                 tau: float | None = None, flip: bool = False, scale: float | None = None,
+                 min_acceptance: float = MIN_ACCEPTANCE) -> SourceFMSource:
     """The SourceFM source of a training set ``images`` (N, C, H, W).
 
     Args:
@@ -264,9 +317,11 @@ def build_source(images: torch.Tensor, *, norm_align: bool = True, prune: bool =
         norm_align: scale the Gaussian by :func:`norm_alignment_scale` (ignored when ``scale`` is given).
         prune: reject draws close to :func:`pruning_axes` (sampling time).
         max_similarity: the pruning-axis threshold on the largest data cosine, in [0, 1].
-        tau: the acceptance threshold (None: :func:`default_tau`).
+        tau: the acceptance threshold (None: :func:`calibrated_tau`, the paper's rescaled threshold unless the
+            axes are too many for a ``min_acceptance`` share of draws to pass).
         flip: compute the axes on the images and their horizontal flips (as training augmented them).
         scale: a stored scale (e.g. from a checkpoint) instead of recomputing it.
+        min_acceptance: the share of draws a calibrated threshold lets through (0: the paper's rescaled one).
 
     Example:
         >>> source = build_source(torch.rand(20, 1, 4, 4) * 2 - 1, prune=True)
@@ -281,4 +336,4 @@ def build_source(images: torch.Tensor, *, norm_align: bool = True, prune: bool =
     if scale is None:
         scale = norm_alignment_scale(images) if norm_align else 1.0
     axes = pruning_axes(images, max_similarity, flip=flip) if prune else None
-    return SourceFMSource(tuple(images.shape[1:]), scale=scale, axes=axes, tau=tau)
+    return SourceFMSource(tuple(images.shape[1:]), scale=scale, axes=axes, tau=tau, min_acceptance=min_acceptance)

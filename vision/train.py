@@ -55,11 +55,14 @@ from flowzoo.core.validation import check_int, check_number, check_positive_int,
 from flowzoo.vision.datasets import Augment, ImageBatchSampler, ImageData, load_images
 from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, PairBatchSampler, boss_grid,
                                     check_teacher, guided, is_flowmap, reflow_pairs, sample_chunk)
-from flowzoo.vision.methods import METHODS
+from flowzoo.vision.blockwise_nets import BlockwiseVelocity
+from flowzoo.vision.methods import METHODS, guidance_classifier
 from flowzoo.vision.metrics import save_image_grid
 from flowzoo.vision.nets import DiT, FlowMapDiT
+from flowzoo.vision.refiner import ImageRefiner, refiner_velocity_error
 from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source
 from flowzoo.vision.train_latent import LATENT_METHODS, latent_main
+from flowzoo.vision.train_symmflow import SYMMFLOW_METHODS, symmflow_main
 
 __all__ = ["VisionTrainConfig", "UNET_SIZES", "DIT_SIZES", "TrainedImageModel",
            "load_data", "build_net", "train", "load_trained", "run_source", "generate", "main"]
@@ -107,6 +110,15 @@ class VisionTrainConfig:
     teacher_steps: int = field(default=16, metadata=option_help("Euler steps of the teacher's trajectories (reflow pairs, mfrae chords)"))
     reflow_pairs: int = field(default=0, metadata=option_help("reflow: pairs drawn from the teacher (0: one per training image)"))
     mid_fraction: float = field(default=0.3, metadata=option_help("mfrae: share of the steps spent on consistency mid-training"))
+    refiner_width: int = field(default=16, metadata=option_help("refiner: hidden channels of FlowTurbo's conv refiner"))
+    refiner_depth: int = field(default=2, metadata=option_help("refiner: hidden 3x3 convolutions"))
+    bfm_segments: int = field(default=4, metadata=option_help("bfm: time segments K, each with its own velocity block"))
+    bfm_block_depth: int = field(default=2, metadata=option_help("bfm: transformer layers per segment block"))
+    bfm_heads: int = field(default=2, metadata=option_help("bfm: attention heads (token width: --width, default 64; patch: --patch)"))
+    bfm_guidance: bool = field(default=False, metadata=option_help("bfm: semantic feature guidance from the data set's feature classifier"))
+    bfm_feature_weight: float = field(default=0.05, metadata=option_help("bfm: weight of the feature alignment loss (the paper's 0.05)"))
+    bfm_feature_dim: int = field(default=0, metadata=option_help("bfm: set by --bfm_guidance (the classifier's feature width)"))
+    refiner_max_dt: float = field(default=0.12, metadata=option_help("refiner: largest time offset trained on (FlowTurbo's 0.12); refiner steps must not exceed it"))
     trainer: TrainerConfig = field(default_factory=_default_trainer)
 
     def __post_init__(self) -> None:
@@ -126,6 +138,14 @@ class VisionTrainConfig:
         check_positive_int(self.teacher_steps, "--teacher_steps")
         check_int(self.reflow_pairs, "--reflow_pairs", low=0)
         check_probability(self.mid_fraction, "--mid_fraction")
+        check_positive_int(self.refiner_width, "--refiner_width")
+        check_positive_int(self.refiner_depth, "--refiner_depth")
+        check_positive_int(self.bfm_segments, "--bfm_segments")
+        check_positive_int(self.bfm_block_depth, "--bfm_block_depth")
+        check_positive_int(self.bfm_heads, "--bfm_heads")
+        check_number(self.bfm_feature_weight, "--bfm_feature_weight", low=0.0)
+        check_int(self.bfm_feature_dim, "--bfm_feature_dim", low=0)
+        check_probability(self.refiner_max_dt, "--refiner_max_dt", inclusive_low=False, inclusive_high=False)
         sizes = UNET_SIZES if self.net == "unet" else DIT_SIZES
         if self.net_size not in sizes:
             raise ConfigError(expected(f"--net_size for --net {self.net} in {sorted(sizes)}", repr(self.net_size),
@@ -154,6 +174,15 @@ def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) ->
     channels, height, width = (int(v) for v in shape)
     classes = num_classes if cfg.class_cond else 0
     flowmap = cfg.method in METHODS and METHODS[cfg.method].flowmap
+    if cfg.method in METHODS and METHODS[cfg.method].refiner:
+        return ImageRefiner((channels, height, width), cfg.refiner_width, cfg.refiner_depth, num_classes=classes)
+    if cfg.method in METHODS and METHODS[cfg.method].blockwise:
+        if height != width or height % cfg.patch:
+            raise ShapeError(expected(f"square images whose side is a multiple of --patch {cfg.patch} for bfm",
+                                      f"{height}x{width} from {cfg.data}", "pass --size (and --patch 2 or 4)"))
+        return BlockwiseVelocity(channels, height, patch=cfg.patch, hidden=cfg.width or 64, heads=cfg.bfm_heads,
+                                 segments=cfg.bfm_segments, block_depth=cfg.bfm_block_depth,
+                                 feature_dim=cfg.bfm_feature_dim, num_classes=classes)
     if cfg.net == "dit":
         options = {"in_channels": channels, "patch": cfg.patch, "num_classes": classes}
         if cfg.width:
@@ -176,13 +205,15 @@ def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, meth
              labels: torch.Tensor | None = None, cfg_scale: float = 1.0, null_class: int | None = None,
              generator: torch.Generator | None = None, batch_size: int = 256, progress: bool = False,
              source: SourceFMSource | None = None, guidance: str = "cfg", raag_alpha: float = 1.0,
-             boss_fine_steps: int = 100) -> tuple[torch.Tensor, int]:
+             boss_fine_steps: int = 100, refiner: nn.Module | None = None,
+             refiner_steps: int = 0) -> tuple[torch.Tensor, int]:
     """Draw ``n`` images from noise at t = 0 to t = 1; returns ``(images (n, C, H, W), model evaluations per image)``.
 
     A velocity model integrates with ``method``: a solver of :func:`~flowzoo.core.sampling.integrate`, ``"boss"``
     (Euler on BOSS's ``steps``-jump grid, computed once from a ``boss_fine_steps``-step reference on the first 64
     noise rows: a setup cost not counted in the returned evaluations) or ``"flowturbo"`` (Heun then
-    pseudo-corrector steps). A flow map (:func:`~flowzoo.vision.fewstep.is_flowmap`) jumps ``steps`` times
+    pseudo-corrector steps, then ``refiner_steps`` steps of FlowTurbo's ``refiner``, which cost no model
+    evaluations). A flow map (:func:`~flowzoo.vision.fewstep.is_flowmap`) jumps ``steps`` times
     (``method`` must stay ``"euler"``, the default). With ``labels`` (n,) the model is called with ``y``; a
     ``cfg_scale`` other than 1 (velocity models) wraps it in classifier-free guidance towards ``null_class``, with
     a constant scale (``guidance="cfg"``) or RAAG's ratio-aware one of maximum ``cfg_scale`` (``"raag"``,
@@ -198,6 +229,10 @@ def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, meth
     n = check_positive_int(n, "n")
     cfg_scale = check_number(cfg_scale, "cfg_scale")
     flowmap = is_flowmap(model)
+    if refiner_steps and (method != "flowturbo" or cfg_scale != 1.0 or guidance != "cfg"):
+        raise ConfigError(expected("a refiner with --sampler flowturbo and no guidance (it refines the conditional "
+                                   "velocity it was trained on)", f"sampler {method!r}, cfg_scale {cfg_scale}",
+                                   "pass --sampler flowturbo and drop --cfg_scale / --guidance"))
     if flowmap and (method != "euler" or cfg_scale != 1.0 or guidance != "cfg"):
         raise ConfigError(expected("a flow map sampled by its own jumps (--method euler, no guidance)",
                                    f"method {method!r}, guidance {guidance!r}, cfg_scale {cfg_scale}",
@@ -219,7 +254,8 @@ def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, meth
         for start in chunks:
             cond = None if labels is None else {"y": labels[start:start + batch_size].to(device)}
             x, calls = sample_chunk(velocity, noise[start:start + batch_size].to(device), steps=steps, method=method,
-                                    flowmap=flowmap, cond=cond, time_grid=grid)
+                                    flowmap=flowmap, cond=cond, time_grid=grid, refiner=refiner,
+                                    refiner_steps=refiner_steps)
             images.append(x.float().cpu())
             nfe += calls * len(x)
     return torch.cat(images), nfe // n
@@ -248,6 +284,8 @@ def _load_teacher(cfg: VisionTrainConfig, data: ImageData) -> "TrainedImageModel
         raise ConfigError(expected(f"--teacher RUN for {cfg.method}", "no --teacher",
                                    f"train an icfm or otcfm run first and pass its --trainer.out_dir"))
     teacher = load_trained(cfg.teacher)
+    if METHODS[cfg.method].refiner:  # the refiner sees the teacher's conditioning
+        cfg.class_cond = teacher.class_cond
     check_teacher(teacher, data.shape, int(data.num_classes), cfg.class_cond, cfg.teacher)
     return teacher
 
@@ -270,6 +308,8 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     if method.pairs:  # reflow fine-tunes the teacher's own network, recorded as this run's
         for name in ("net", "net_size", "width", "patch"):
             setattr(cfg, name, getattr(teacher.config, name))
+    if method.blockwise:   # the guidance features' width is part of the network (and of its config record)
+        cfg.bfm_feature_dim = guidance_classifier(cfg).feature_dim if cfg.bfm_guidance else 0
     torch.manual_seed(cfg.trainer.seed)
     model = build_net(cfg, data.shape, data.num_classes)
     if method.pairs:
@@ -290,6 +330,8 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     out_dir = Path(cfg.trainer.out_dir)
 
     def evaluate(eval_model: nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
+        if method.refiner:
+            return _refiner_error(eval_model, teacher.model, cfg)
         return _write_grid(eval_model, cfg, image, Path(eval_dir) / "samples.png", source)
 
     run_config = {**config_to_dict(cfg), IMAGE_KEY: image}
@@ -301,8 +343,21 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     if is_main_process():
         final = trainer.ema.module if trainer.ema is not None else trainer.model
         final.eval()
-        _write_grid(final, cfg, image, out_dir / "samples.png", source)
+        if method.refiner:
+            metrics.update(_refiner_error(final, teacher.model, cfg))
+        else:
+            _write_grid(final, cfg, image, out_dir / "samples.png", source)
     return metrics
+
+
+def _refiner_error(refiner: nn.Module, teacher: nn.Module, cfg: VisionTrainConfig) -> dict[str, float]:
+    """The refiner's held-out velocity error (up to 256 test images), and that of reusing the last velocity."""
+    test = load_data(cfg, "test")
+    labels = test.labels[:256] if cfg.class_cond else None
+    device = next(refiner.parameters()).device
+    errors = refiner_velocity_error(refiner, FrozenTeacher(teacher), test.images[:256].to(device),
+                                    None if labels is None else labels.to(device), max_dt=cfg.refiner_max_dt)
+    return {f"heldout_{name}": value for name, value in errors.items()}
 
 
 @dataclass
@@ -360,7 +415,8 @@ def _usage() -> str:
     lines = [f"usage: {PROG} <method> --data SPEC [--net unet|dit] [--class_cond true] --trainer.steps N "
              "--trainer.out_dir DIR", "methods:"]
     lines += [f"  {name:14s} {method.summary}" for name, method in METHODS.items()]
-    lines += [f"  {name:14s} {summary} (options: {PROG} {name} --help)" for name, summary in LATENT_METHODS.items()]
+    lines += [f"  {name:14s} {summary} (options: {PROG} {name} --help)"
+              for name, summary in {**LATENT_METHODS, **SYMMFLOW_METHODS}.items()]
     return "\n".join(lines)
 
 
@@ -376,18 +432,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     method, rest = argv[0], [token.replace("--class-cond", "--class_cond").replace("--net-size", "--net_size")
                              if token.startswith("--") else token for token in argv[1:]]
-    if method in LATENT_METHODS:
-        summary = latent_main(method, rest, PROG)
-        print(f"{method}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
+    if method in LATENT_METHODS or method in SYMMFLOW_METHODS:
+        summary = (latent_main if method in LATENT_METHODS else symmflow_main)(method, rest, PROG)
+        if is_main_process():
+            print(f"{method}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
         return 0
     if method not in METHODS:
-        raise ConfigError(expected(f"a method first, one of {sorted([*METHODS, *LATENT_METHODS])}", repr(method),
+        raise ConfigError(expected(f"a method first, one of {sorted([*METHODS, *LATENT_METHODS, *SYMMFLOW_METHODS])}",
+                                   repr(method),
                                    f"run e.g. {PROG} icfm --help"))
     cfg = parse_config(VisionTrainConfig, [*rest, "--method", method], prog=f"{PROG} {method}")
     metrics = train(cfg)
     if is_main_process():
+        outputs = "checkpoints, metrics.csv, " + ("held-out velocity error: {:.3g}x the reused velocity's".format(
+            metrics["heldout_ratio"]) if METHODS[method].refiner else "samples.png")
         print(f"{method}: {metrics['step']} steps in {metrics['train_seconds']:.1f} s; outputs in "
-              f"{Path(cfg.trainer.out_dir).resolve()} (checkpoints, metrics.csv, samples.png)")
+              f"{Path(cfg.trainer.out_dir).resolve()} ({outputs})")
     return 0
 
 

@@ -5,13 +5,17 @@
    conv autoencoder of :mod:`flowzoo.vision.autoencoder` (``--ae.variational true --ae.beta 1e-3``: a VAE);
 2. ``lfm --data SPEC --autoencoder runs/ae --trainer.out_dir runs/lfm [--class_cond true]`` measures the latent
    scale on the training images and trains I-CFM on the scaled latents (:func:`flowzoo.vision.latent.train_latent_fm`);
-3. ``flowzoo vision sample --checkpoint runs/lfm ...`` decodes its samples (:func:`sample_latent_run`).
+3. ``flowzoo vision sample --checkpoint runs/lfm ...`` decodes its samples (:func:`sample_latent_run`), and
+   ``flowzoo vision evaluate --checkpoint runs/lfm`` scores the decoded samples against the test split of the data
+   the run trained on (:func:`latent_run_data`: the ``lfm`` command leaves the data spec and its load options in
+   ``<run>/image_data.json``).
 
 Time runs from noise (t = 0) to data (t = 1), as everywhere in flowzoo (the latent module documents LFM's mapping).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +26,16 @@ import yaml
 
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, expected
-from flowzoo.core.training import TrainerConfig, resolve_checkpoint
+from flowzoo.core.training import TrainerConfig, atomic_write_bytes, resolve_checkpoint
 from flowzoo.core.validation import check_probability
 from flowzoo.vision.autoencoder import AutoencoderConfig, train_autoencoder
 from flowzoo.vision.datasets import load_images
 from flowzoo.vision.latent import LATENT_KEY, generate_latent, load_latent_fm, train_latent_fm
 
-__all__ = ["LATENT_METHODS", "LatentTrainConfig", "latent_main", "is_latent_run", "sample_latent_run"]
+__all__ = ["LATENT_METHODS", "DATA_RECORD", "LatentTrainConfig", "latent_main", "is_latent_run", "latent_run_data",
+           "sample_latent_run"]
 
+DATA_RECORD = "image_data.json"  # beside an lfm run's checkpoints: the data spec and load options it trained on
 LATENT_METHODS = {"autoencoder": "Autoencoder (conv AE or VAE, --ae.*) whose latents lfm trains on",
                   "lfm": "LFM: I-CFM in the latent space of an autoencoder run (--autoencoder RUN)"}
 
@@ -79,6 +85,8 @@ def latent_main(method: str, argv: Sequence[str], prog: str) -> dict[str, Any]:
                                    f"train one first: {prog} autoencoder --data {cfg.data} --trainer.out_dir runs/ae"))
     trained = train_latent_fm(data, cfg.autoencoder, cfg.trainer.out_dir, net=cfg.net, width=cfg.width,
                               class_cond=cfg.class_cond, cond_dropout=cfg.cond_dropout, trainer=cfg.trainer)
+    record = {"data": cfg.data, "load": cfg.load_options()}
+    atomic_write_bytes(Path(cfg.trainer.out_dir) / DATA_RECORD, json.dumps(record, indent=2).encode("utf-8"))
     return {"run": str(trained.run_dir), "step": trained.step, "latent_scale": trained.codec.scale,
             "outputs": "checkpoints, metrics.csv; sample with flowzoo vision sample --checkpoint RUN"}
 
@@ -91,6 +99,27 @@ def is_latent_run(path: str | Path) -> bool:
     except (CheckpointError, OSError, yaml.YAMLError):   # no checkpoint there: the caller's loader reports it
         return False
     return isinstance(config, dict) and LATENT_KEY in config
+
+
+def latent_run_data(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(data spec, load options of load_images)`` an ``lfm`` run trained on: from its run directory's
+    :data:`DATA_RECORD`, else (a run trained from Python) the data name in its codec record with the data's own size.
+
+    Example:
+        >>> import tempfile
+        >>> run = Path(tempfile.mkdtemp())
+        >>> _ = (run / DATA_RECORD).write_text('{"data": "mnist", "load": {"pad": 2}}')
+        >>> latent_run_data(run)
+        ('mnist', {'pad': 2})
+    """
+    path = Path(path)
+    for folder in (path, path.parent, path.parent.parent):   # run directory, checkpoints/, checkpoints/step_N
+        if (folder / DATA_RECORD).is_file():
+            record = json.loads((folder / DATA_RECORD).read_text(encoding="utf-8"))
+            return str(record["data"]), dict(record.get("load") or {})
+    config = yaml.safe_load((resolve_checkpoint(path) / "config.yaml").read_text(encoding="utf-8"))
+    name = str(config[LATENT_KEY].get("data", ""))
+    return name.rsplit("/", 1)[0] if name.endswith(("/train", "/test")) else name, {}
 
 
 def sample_latent_run(path: str | Path, n: int, *, steps: int, method: str, label: int | None, cfg_scale: float,

@@ -38,6 +38,7 @@ def test_quick_run_on_digits_writes_every_row(_results_to_tmp, monkeypatch, caps
             assert (method, f"jumps {nfe}") in names
         assert ("2-rectified flow", f"euler {nfe}") in names and ("I-CFM + BOSS grid", f"boss {nfe}") in names
     assert ("I-CFM + FlowTurbo", "flowturbo 4") in names
+    assert ("I-CFM + FlowTurbo + refiner", "flowturbo 4 + 3 refiner") in names
     for row in rows:
         assert math.isfinite(row["fd"]) and 0 <= row["class_acc"] <= 1 and row["ms_per_sample"] > 0
         assert row["train_ms_per_step"] > 0
@@ -89,3 +90,28 @@ def test_a_pruned_source_that_accepts_nothing_leaves_empty_rows(_results_to_tmp,
 def test_bad_section_is_refused():
     with pytest.raises(SystemExit):
         bench.main(["--sections", "nope"])
+
+
+def test_quick_run_writes_sample_grids_outside_the_docs(_results_to_tmp, monkeypatch, tmp_path):
+    """Each data set's grid PNG is written (small, labelled rows of the rows' own samples); --quick leaves
+    docs/_static/vision alone, by default into <--work>/figures."""
+    from PIL import Image
+
+    docs = bench.DOCS_FIGURES
+    before = {p.name: p.stat().st_mtime_ns for p in docs.glob("*")} if docs.exists() else {}
+    monkeypatch.setattr(bench, "OTHER_SECTIONS", ())
+    assert bench.main([*TINY, "--sections", "fm", "--steps", "2", "--work", str(tmp_path / "work")]) == 0
+    grid = tmp_path / "work" / "figures" / "vision_digits_samples.png"
+    assert grid.is_file() and grid.stat().st_size < 200_000
+    width, height = Image.open(grid).size
+    assert height > 2 * 40 and width > height / 4      # 4 rows: I-CFM / OT-CFM at their fewest and most NFE
+    after = {p.name: p.stat().st_mtime_ns for p in docs.glob("*")} if docs.exists() else {}
+    assert after == before
+
+
+def test_grid_rows_keep_fewest_and_most_nfe_per_method():
+    from benchmarks.vision_grids import grid_rows
+
+    rows = [{"method": m, "sampler": f"euler {n}", "nfe": n} for m in ("A", "B") for n in (4, 10, 100)]
+    samples = {f"{r['method']} {r['sampler']}": None for r in rows}
+    assert grid_rows(samples, rows) == ["A euler 4", "A euler 100", "B euler 4", "B euler 100"]

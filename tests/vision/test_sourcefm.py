@@ -203,3 +203,44 @@ def test_norm_aligned_training_learns_a_shifted_gaussian():
         for k in range(50):
             x = x + velocity(x, torch.full((len(x),), k / 50)) / 50
     assert float(x.mean()) == pytest.approx(3.0, abs=0.2) and float(x.std()) < 0.4
+
+
+def _smooth_images(n: int = 600, side: int = 16, seed: int = 0) -> torch.Tensor:
+    """Smooth 3 x side x side images (4 x 4 low cosine frequencies per channel plus faint noise): like natural-image
+    patches, they leave most PCA directions data-free."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, side), torch.linspace(0, 1, side), indexing="ij")
+    basis = torch.stack([torch.stack([torch.cos(math.pi * a * yy) * torch.cos(math.pi * b * xx) for b in range(4)])
+                         for a in range(4)])
+    images = torch.einsum("ncab,abhw->nchw", torch.randn(n, 3, 4, 4, generator=g), basis)
+    return (images / images.abs().amax()).clamp(-1, 1) + 0.002 * torch.randn(n, 3, side, side, generator=g)
+
+
+def test_many_pruning_axes_in_high_dimension_get_a_calibrated_threshold():
+    """768-D smooth images leave about 1400 pruning axes: at the paper's rescaled threshold (2.66 sd of a random
+    cosine) a Gaussian draw passes all of them about 0.1 % of the time, so a pruned source accepted (almost) nothing.
+    The calibrated threshold keeps the paper's axes, is raised only as far as needed, and lets the default 5 %
+    through; every accepted draw still passes the paper's test at that threshold, and the rate is reported."""
+    from flowzoo.vision.sourcefm import MIN_ACCEPTANCE, calibrated_tau
+
+    source = build_source(_smooth_images(), prune=True)
+    assert len(source.axes) > 1000
+    paper = SourceFMSource(source.shape, axes=source.axes, tau=default_tau(768))
+    probes = torch.randn(20000, 768, generator=torch.Generator().manual_seed(5))
+    assert paper.accepts(probes).float().mean() < 0.01
+    assert default_tau(768) < source.tau < 2 * default_tau(768)
+    assert source.tau == pytest.approx(calibrated_tau(source.axes, MIN_ACCEPTANCE))
+    x = source.sample(200, generator=torch.Generator().manual_seed(1))
+    assert 0.02 < source.acceptance_rate < 0.12 and source.accepted >= 200
+    cosines = (x.reshape(200, -1) / x.reshape(200, -1).norm(dim=1, keepdim=True)) @ source.axes.T
+    assert float(cosines.max()) <= source.tau + 1e-6
+    # with a few axes the paper's threshold is kept unchanged (the digits' and CIFAR-10's regime)
+    assert calibrated_tau(source.axes[:5]) == default_tau(768)
+
+
+def test_a_hopeless_threshold_fails_fast_with_the_counts():
+    axes = torch.cat([torch.eye(64), -torch.eye(64)])
+    source = SourceFMSource((64,), axes=axes, tau=0.0)            # |cos| <= 0 on every axis: never
+    with pytest.raises(ConfigError, match=r"0 of 10 accepted, 0 of 2\d{4} draws"):
+        source.sample(10, generator=torch.Generator().manual_seed(0))
+    assert 20000 <= source.proposed < 21000 and source.acceptance_rate == 0.0

@@ -40,3 +40,24 @@ def test_lfm_needs_a_matching_autoencoder(runs, tmp_path, capsys):
                   "--trainer.out_dir", str(tmp_path / "b")) == 2
     err = capsys.readouterr().err
     assert "error:" in err and "8x8" in err and not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_evaluate_decodes_an_lfm_run_and_scores_it(runs, capsys, monkeypatch, tmp_path_factory):
+    """`flowzoo vision evaluate` on an lfm run: decoded samples scored against the digits' test split (the data the
+    run recorded), a JSON beside the run; a pixel-only option is one error line."""
+    import json
+
+    monkeypatch.setenv("FLOWZOO_CACHE", str(tmp_path_factory.getbasetemp() / "flowzoo_cache"))
+    argv = ["--checkpoint", str(runs / "lfm"), "--n", "40", "--steps", "3", "--progress", "false"]
+    assert run_main(commands()["evaluate"], argv, prog="flowzoo vision evaluate") == 0
+    printed = capsys.readouterr().out
+    assert "fd " in printed and "class_accuracy" in printed and "decoded" in printed
+    record = json.loads((runs / "lfm" / "evaluate_euler3_n40_decoded.json").read_text())
+    assert record["latent"] and record["data"] == "digits" and record["nfe"] == 3
+    assert record["metrics"]["fd"] > 0 and 0 <= record["metrics"]["class_accuracy"] <= 1
+    assert json.loads((runs / "lfm" / "image_data.json").read_text()) == {"data": "digits", "load": {"size": 8}}
+    for bad in (["--prune", "true"], ["--sampler", "boss"], ["--data", "patches"]):
+        assert run_main(commands()["evaluate"], [*argv, *bad, "--overwrite", "true"],
+                        prog="flowzoo vision evaluate") == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") <= 2, err
