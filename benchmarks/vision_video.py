@@ -6,11 +6,15 @@
    generator (FlowVid), and for ``scale`` the FlowV2V shape-calibrated flows; flows to frame 1 are the exact ones plus
    corruption of 0 / 1 / 3 px (:func:`~flowzoo.vision.video_edit.corrupt_flow`). Columns: warping error (temporal
    consistency, on the source video's exact flows and occlusions), MSE and PSNR against the ground-truth edited
-   video, and the edited object's mask IoU.
+   video, and the edited object's mask IoU. The first held-out clip at 1 px flow noise goes into a side-by-side GIF
+   (rows: the edits; columns: source, per-frame, hard warp, flow-conditioned, ground truth) in ``--figures``
+   (default ``docs/_static/vision``; ``video_edit.quick.gif`` for a quick run).
 2. ``vision_video_flow`` and ``vision_video_target``: endpoint error of DIS, Farnebäck, Horn–Schunck (= ReynoldsFlow's v_o) on moving digits and
    moving textures, without and with a global brightness ramp; then the downstream task of ReynoldsFlow: locating a
    tiny moving target under illumination change with a small CNN given (a) the raw frame pair, (b) the Horn–Schunck
-   flow, (c) ReynoldsFlow+'s ``[|v_o|, |v_r|, f]`` encoding (mean localisation error in pixels on held-out clips).
+   flow, (c) ReynoldsFlow+'s ``[|v_o|, |v_r|, f]`` encoding (mean localisation error in pixels on held-out clips),
+   in two settings: a bright flat target on a still background under a gain of 1-1.6, and the paper's harder
+   kind (a low-contrast textured target, a camera shift, a gain of 0.5-2 with an illumination ramp).
 3. ``vision_video_starflow``: STARFlow-V on 16 × 16 Moving MNIST: held-out bits per dimension, and sequential
    against Jacobi sampling (iterations and wall-clock) for 2, 4 and 8 frames.
 
@@ -23,18 +27,21 @@ Run (``--quick``: about 10 minutes on 2 quiet CPU cores)::
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flowzoo.vision.datasets import load_images
 from flowzoo.vision.optical_flow import (dis_flow, endpoint_error, farneback_flow, horn_schunck, reynolds_encoding,
                                          reynolds_flow, warping_error)
 from flowzoo.vision.starflow import STARFlow, STARFlowLoss, bits_per_dim
 from flowzoo.vision.video import compose_video, moving_digits, moving_textures
 from flowzoo.vision.video_edit import (FlowConditionedEditor, FrameConditionNet, apply_edit, corrupt_flow,
-                                       hard_warp_edit, random_appearance, shape_calibrated_flow)
+                                       exact_flows_to_first, hard_warp_edit, random_appearance, shape_calibrated_flow)
 
 from benchmarks.results import reproduce_command, save_table
 
@@ -43,6 +50,10 @@ QUICK = {"clips": 48, "edit_steps": 400, "test_clips": 8, "flow_clips": 6, "targ
 FULL = {"clips": 192, "edit_steps": 2000, "test_clips": 32, "flow_clips": 24, "target_clips": 600, "cnn_steps": 1500,
         "starflow_steps": 2000, "frame_list": "2,4,8"}
 NOISE_LEVELS = (0.0, 1.0, 3.0)
+FIGURES = "docs/_static/vision"
+CONTRAST = 0.25         # the hard tiny target: its mean above the local background
+GIF_NOISE = 1.0          # the side-by-side GIF shows the first held-out clip at this flow noise
+GIF_COLUMNS = ("source", "per-frame (SDEdit)", "hard warp", "flow-conditioned", "ground truth")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,20 +63,13 @@ def _parser() -> argparse.ArgumentParser:
         parser.add_argument(f"--{name}", type=type(default), default=None, help=f"full: {default}")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--figures", default=FIGURES, help="folder of the side-by-side GIF of the edits (a quick "
+                        "run's name ends in .quick.gif)")
+    parser.add_argument("--no-figure", action="store_true", help="write no GIF")
     return parser
 
 
 # -- 1. editing -------------------------------------------------------------------------------------------------
-def _to_first(step_flows: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Exact flows from frames 2..T to frame 1 of a one-object video: minus the object's summed displacements,
-    on its pixels of frame k (zero on the still background)."""
-    steps = torch.stack([step_flows[j][:, masks[j, 0]].mean(1) for j in range(step_flows.shape[0])])
-    out = torch.zeros(masks.shape[0] - 1, 2, *masks.shape[-2:])
-    for k in range(1, masks.shape[0]):
-        out[k - 1] = -steps[:k].sum(0)[:, None, None] * masks[k, 0]
-    return out
-
-
 def _train_editors(clips, flows, occluded, steps: int, seed: int):
     torch.manual_seed(seed)
     editor = FlowConditionedEditor(1, width=32, flow_noise=1.0)
@@ -97,14 +101,40 @@ def _sdedit(prior, frames: torch.Tensor, start: float = 0.6, steps: int = 10, se
     return x
 
 
-def _edit_rows(args) -> list[dict]:
+def side_by_side_gif(strips: dict[str, dict[str, torch.Tensor]], path: Path, *, zoom: int = 3,
+                     fps: float = 4.0) -> Path:
+    """A GIF with one row per edit and one labelled column per video (T, 1, H, W) in [−1, 1] of ``strips``."""
+    from PIL import Image, ImageDraw
+    rows = []
+    for videos in strips.values():
+        row = [F.interpolate(v.clamp(-1, 1), scale_factor=zoom, mode="nearest") for v in videos.values()]
+        gap = torch.ones(row[0].shape[0], 1, row[0].shape[-2], 2)
+        rows.append(torch.cat([p for v in row for p in (v, gap)][:-1], dim=-1))
+    gap = torch.ones(rows[0].shape[0], 1, 2, rows[0].shape[-1])
+    video = torch.cat([p for r in rows for p in (r, gap)][:-1], dim=-2)
+    pixels = ((video[:, 0] + 1) * 127.5).round().to(torch.uint8).numpy()
+    header, width = 12, pixels.shape[-1] // len(next(iter(strips.values())))
+    frames = []
+    for frame in pixels:
+        image = Image.new("L", (frame.shape[1], frame.shape[0] + header), 255)
+        image.paste(Image.fromarray(frame), (0, header))
+        draw = ImageDraw.Draw(image)
+        for col, name in enumerate(next(iter(strips.values()))):
+            draw.text((col * width + 2, 0), name.replace(" (SDEdit)", ""), fill=0)
+        frames.append(image.convert("P"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=int(1000 / fps), loop=0)
+    return path
+
+
+def _edit_rows(args) -> tuple[list[dict], dict]:
     data = moving_digits(args.clips + args.test_clips, frames=6, size=32, digits=1, digit_size=16, seed=args.seed)
-    to_first = torch.stack([_to_first(data.flows[v], data.masks[v]) for v in range(len(data))])
+    to_first = torch.stack([exact_flows_to_first(data.flows[v], data.masks[v]) for v in range(len(data))])
     # background of frame k that the object covered in frame 1 has no source there: occluded
     occ_first = (~data.masks[:, 1:, :1]) & data.masks[:, :1, :1]
     train = slice(0, args.clips)
     editor, prior = _train_editors(data.frames[train], to_first[train], occ_first[train], args.edit_steps, args.seed)
-    rows = []
+    rows, strips = [], {}
     for edit in ("invert", "scale"):
         for noise in NOISE_LEVELS:
             scores: dict[str, list] = {}
@@ -119,6 +149,9 @@ def _edit_rows(args) -> list[dict]:
                     outputs["hard warp, calibrated flow"] = hard_warp_edit(src, edit, flows=calibrated,
                                                                            occluded=occ_first[v]).frames
                     outputs["flow-conditioned, calibrated"] = editor.edit(src, edit, calibrated, occ_first[v], seed=v)
+                if v == args.clips and noise == GIF_NOISE:
+                    strips[edit] = {**{"source": src}, **{k: outputs[k] for k in GIF_COLUMNS[1:-1]},
+                                    "ground truth": truth}
                 for name, out in outputs.items():
                     mse = float(((out - truth) ** 2).mean())
                     iou = float(((out > 0) & (truth > 0)).sum() / ((out > 0) | (truth > 0)).sum().clamp_min(1))
@@ -128,7 +161,7 @@ def _edit_rows(args) -> list[dict]:
                 mean = torch.tensor(values).mean(0).tolist()
                 rows.append({"edit": edit, "flow noise px": noise, "method": name, "warping error": mean[0],
                              "MSE to truth": mean[1], "PSNR": mean[2], "mask IoU": mean[3]})
-    return rows
+    return rows, strips
 
 
 # -- 2. optical flow --------------------------------------------------------------------------------------------
@@ -173,6 +206,35 @@ def _target_clips(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torc
     return torch.stack(pairs), torch.stack(centres)
 
 
+def _hard_target_clips(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's harder setting at toy scale: a textured 3 x 3 target of low contrast (its mean CONTRAST above the
+    local background, its texture ±0.1) over one of eight natural-image backgrounds, a camera shift of up to 1 px
+    between the frames, and a strong illumination change on the second frame (gain 0.5-2 times a horizontal
+    ramp of ±30 %, plus an offset of ±0.1)."""
+    rng = torch.Generator().manual_seed(seed)
+    pool = (load_images("patches", split="train", size=size + 4, count=8, seed=seed, channels=1).images + 1) / 2
+    ramp = torch.linspace(-1, 1, size)[None, None, :]
+    pairs, centres = [], []
+    for _ in range(n):
+        background = pool[int(torch.randint(0, len(pool), (1,), generator=rng))]
+        shift = torch.randint(-1, 2, (2,), generator=rng)
+        views = [background[:, 2:2 + size, 2:2 + size].clone(),
+                 background[:, 2 + shift[1]:2 + shift[1] + size, 2 + shift[0]:2 + shift[0] + size].clone()]
+        corner = torch.randint(4, size - 8, (2,), generator=rng)       # room for the shift and the step
+        corners = [corner, corner + shift + torch.randint(-2, 3, (2,), generator=rng)]
+        texture = 0.1 * (2 * torch.rand(1, 3, 3, generator=rng) - 1)
+        for view, (x, y) in zip(views, corners):
+            local = view[:, y:y + 3, x:x + 3]
+            view[:, y:y + 3, x:x + 3] = (local.mean() + CONTRAST + texture).clamp(0, 1)
+        gain = torch.exp((2 * torch.rand(1, generator=rng) - 1) * math.log(2.0))
+        tilt = 1 + 0.3 * (2 * torch.rand(1, generator=rng) - 1) * ramp
+        offset = 0.1 * (2 * torch.rand(1, generator=rng) - 1)
+        views[1] = (views[1] * gain * tilt + offset).clamp(0, 1)
+        pairs.append(torch.stack(views) * 2 - 1)
+        centres.append(corners[1].float() + 1.0)
+    return torch.stack(pairs), torch.stack(centres)
+
+
 def _locate(inputs: torch.Tensor, centres: torch.Tensor, train: int, steps: int, seed: int) -> float:
     torch.manual_seed(seed)
     net = nn.Sequential(nn.Conv2d(inputs.shape[1], 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1),
@@ -195,15 +257,21 @@ def _locate(inputs: torch.Tensor, centres: torch.Tensor, train: int, steps: int,
 
 
 def _target_rows(args) -> list[dict]:
-    pairs, centres = _target_clips(args.target_clips, args.seed)
-    first, second = pairs[:, 0], pairs[:, 1]
-    v_o, v_r = reynolds_flow(first, second, alpha=0.3, iterations=200)
-    representations = {"raw frame pair": torch.cat([first, second], 1),
-                        "Horn-Schunck flow (v_o)": torch.cat([v_o, second], 1),
-                        "ReynoldsFlow+ [|v_o|, |v_r|, f]": reynolds_encoding(second, v_o, v_r)}
-    train = int(0.75 * len(pairs))
-    return [{"input": name, "held-out localisation error px": _locate(x, centres, train, args.cnn_steps, args.seed)}
-            for name, x in representations.items()]
+    rows = []
+    settings = {"bright flat target, gain 1-1.6": _target_clips,
+                "low-contrast textured target, camera shift, gain 0.5-2 with a ramp": _hard_target_clips}
+    for setting, make in settings.items():
+        pairs, centres = make(args.target_clips, args.seed)
+        first, second = pairs[:, 0], pairs[:, 1]
+        v_o, v_r = reynolds_flow(first, second, alpha=0.3, iterations=200)
+        representations = {"raw frame pair": torch.cat([first, second], 1),
+                            "Horn-Schunck flow (v_o)": torch.cat([v_o, second], 1),
+                            "ReynoldsFlow+ [|v_o|, |v_r|, f]": reynolds_encoding(second, v_o, v_r)}
+        train = int(0.75 * len(pairs))
+        rows += [{"setting": setting, "input": name,
+                  "held-out localisation error px": _locate(x, centres, train, args.cnn_steps, args.seed)}
+                 for name, x in representations.items()]
+    return rows
 
 
 # -- 3. STARFlow-V ----------------------------------------------------------------------------------------------
@@ -249,7 +317,11 @@ def main(argv: list[str] | None = None) -> dict:
             setattr(args, name, value)
     torch.set_num_threads(args.threads)
     started, command = time.perf_counter(), reproduce_command("benchmarks.vision_video", argv)
-    tables = {"edit": _edit_rows(args), "flow": _flow_rows(args), "target": _target_rows(args),
+    edit_rows, strips = _edit_rows(args)
+    if not args.no_figure:
+        gif = side_by_side_gif(strips, Path(args.figures) / f"video_edit{'.quick' if args.quick else ''}.gif")
+        print(f"GIF: {gif}")
+    tables = {"edit": edit_rows, "flow": _flow_rows(args), "target": _target_rows(args),
               "starflow": _starflow_rows(args)}
     for name, rows in tables.items():
         print(f"\n{name}:")

@@ -26,10 +26,10 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     flowopt        FlowOpt zero-order inversion and editing, its step bound; naive reversal, backprop baselines
     video          Moving MNIST and moving textures with exact flows, masks and occlusions; clips; video files
     optical_flow   warping, occlusion masks, warping error, EPE, DIS, Farneback, Horn-Schunck, ReynoldsFlow
-    video_edit     FlowVid propagation, FlowV2V shape-calibrated flows, the flow-conditioned frame generator
+    video_edit     FlowVid, FlowV2V shape-calibrated flows, the flow-conditioned editor (``train-editor``)
     starflow       STARFlow-V: causal autoregressive affine flow over video tokens, Jacobi sampling, Gaussian CFG
     cli_restore    ``flowzoo vision restore | invert | edit | video-edit``
-    cli            ``flowzoo vision train | sample | evaluate | restore | invert | edit | video-edit``
+    cli            ``flowzoo vision train | sample | evaluate | restore | invert | edit | video-edit | train-editor``
 """
 
 __all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "autoencoder", "latent",

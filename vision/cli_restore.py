@@ -13,7 +13,9 @@
 * ``flowzoo vision video-edit --input clip.mp4 --edit invert|recolour|scale --out edited.mp4`` edits the first
   frame, propagates it along DIS flows to frame 1 with occlusion fill (FlowVid's hard warping;
   :mod:`flowzoo.vision.video_edit`) and, with ``--side_by_side sbs.gif``, writes source | per-frame edit | flow
-  edit side by side.
+  edit side by side. With ``--editor RUN`` (an editor trained by ``python -m flowzoo.vision.video_edit --out RUN``)
+  FlowVid's flow-conditioned model generates frames 2..T from the warped edit instead, and the side-by-side shows
+  source | per-frame | hard warp | flow-conditioned; the frames must have the editor's size (``--size``).
 
 Outputs are never replaced without ``--overwrite``; bad input is one ``error:`` line.
 """
@@ -204,33 +206,64 @@ class VideoEditConfig:
     edit: str = field(default="invert", metadata=option_help("invert, recolour or scale"))
     out: str = field(default="edited.mp4", metadata=option_help("the edited video (mp4/avi/gif or a folder)"))
     side_by_side: str = field(default="", metadata=option_help("also write source | per-frame | flow edit here"))
+    editor: str = field(default="", metadata=option_help("a flow-conditioned editor (python -m "
+                                                         "flowzoo.vision.video_edit --out RUN); empty: hard warping"))
+    steps: int = field(default=20, metadata=option_help("--editor: Euler steps of the conditional model"))
+    seed: int = field(default=0, metadata=option_help("--editor: seed of the shared noise"))
     size: int = field(default=0, metadata=option_help("resize frames to size x size first (0: keep)"))
     fps: float = field(default=8.0, metadata=option_help("frames per second of the outputs"))
     overwrite: bool = field(default=False, metadata=option_help("replace existing outputs"))
 
 
+def _editor_frames(frames: torch.Tensor, editor, path: str) -> torch.Tensor:
+    """``frames`` in the editor's channels (grey from RGB by the mean), checked against its frame size."""
+    if editor.channels == 1 and frames.shape[1] != 1:
+        frames = frames.mean(1, keepdim=True)
+    elif editor.channels != frames.shape[1]:
+        frames = frames.expand(-1, editor.channels, -1, -1)
+    if editor.size and tuple(frames.shape[-2:]) != (editor.size, editor.size):
+        h, w = frames.shape[-2:]
+        raise ConfigError(expected(f"frames of {editor.size}x{editor.size}, the size the editor {path} was trained on",
+                                   f"{h}x{w} frames", f"pass --size {editor.size} to resize them, or train an editor "
+                                   f"at this size (python -m flowzoo.vision.video_edit --size {h})"))
+    return frames
+
+
 def video_edit_main(argv: Sequence[str] | None = None) -> int:
-    """video-edit --input clip.mp4 --edit invert --out edited.mp4 [--side_by_side sbs.gif]"""
+    """video-edit --input clip.mp4 --edit invert --out edited.mp4 [--side_by_side sbs.gif] [--editor RUN]"""
     from flowzoo.vision.video import read_video, resize_frames, write_video
-    from flowzoo.vision.video_edit import EDITS, hard_warp_edit, per_frame_edit
+    from flowzoo.vision.video_edit import EDITS, flows_to_first, hard_warp_edit, load_editor, per_frame_edit
 
     argv = [a.replace("--side-by-side", "--side_by_side") for a in (argv or [])]
     cfg = parse_config(VideoEditConfig, argv, prog="flowzoo vision video-edit")
     if cfg.edit not in EDITS:
         raise ConfigError(expected(f"--edit in {EDITS}", repr(cfg.edit), "pass --edit invert"))
+    check_int(cfg.steps, "--steps", low=1)
     outputs = [Path(cfg.out), *([Path(cfg.side_by_side)] if cfg.side_by_side else [])]
     check_new_outputs(outputs, cfg.overwrite)
+    editor = load_editor(cfg.editor) if cfg.editor else None
     raw = read_video(cfg.input)
     if raw.shape[0] < 2:
         raise ConfigError(expected("a video of at least 2 frames", f"{cfg.input} ({raw.shape[0]} frame)",
                                    "pass a longer clip"))
     frames = resize_frames(raw, cfg.size) if cfg.size else raw.float() / 127.5 - 1
-    edited = hard_warp_edit(frames, cfg.edit)
-    write_video(edited.frames, cfg.out, fps=cfg.fps, overwrite=cfg.overwrite)
+    if editor is not None:
+        frames = _editor_frames(frames, editor, cfg.editor)
+    to_first, occluded = flows_to_first(frames)
+    warped = hard_warp_edit(frames, cfg.edit, flows=to_first[1:], occluded=occluded[1:])
+    shown = [frames, per_frame_edit(frames, cfg.edit), warped.frames]
+    if editor is not None:
+        edited = editor.edit(frames, cfg.edit, to_first[1:], occluded[1:], steps=cfg.steps, seed=cfg.seed)
+        shown.append(edited)
+    else:
+        edited = warped.frames
+    write_video(edited, cfg.out, fps=cfg.fps, overwrite=cfg.overwrite)
     if cfg.side_by_side:
-        strip = torch.cat([frames, per_frame_edit(frames, cfg.edit), edited.frames], dim=-1)
+        strip = torch.cat(shown, dim=-1)
         write_video(strip, cfg.side_by_side, fps=cfg.fps, overwrite=cfg.overwrite)
-    share = float(edited.occluded.float().mean())
-    print(f"{frames.shape[0]} frames edited ({cfg.edit}); {share:.1%} of pixels occluded from frame 1 and filled by "
-          f"the per-frame edit -> {', '.join(map(str, outputs))}")
+    share = float(warped.occluded.float().mean())
+    how = (f"frames 2..{frames.shape[0]} generated by the editor {cfg.editor} from the warped edit"
+           if editor is not None else "occluded pixels filled by the per-frame edit")
+    print(f"{frames.shape[0]} frames edited ({cfg.edit}); {share:.1%} of pixels occluded from frame 1; {how} -> "
+          f"{', '.join(map(str, outputs))}")
     return 0

@@ -40,7 +40,8 @@ iteration), not SD3's learning rate of 12, which is tied to that model's latent 
   descends :math:`\zeta\,\nabla_{x_s}\|y - A\hat x_1(x_s)\|`, backpropagating through :math:`v_\theta`.
 
 ``decoder`` (optional, every function) maps :math:`\mu` to pixels, for a prior in a latent space (Vision I's latent
-FM): the data term then runs through :math:`D`. Every function returns a
+FM): the data term then runs through :math:`D`; FLAIR starts from the encoding of :math:`A^+ y` (``encoder``), or
+from the latent origin without an encoder. Every function returns a
 :class:`~flowzoo.core.sampling.SampleResult` whose ``x`` is the restored images and ``nfe`` the model evaluations.
 
 Example:
@@ -169,11 +170,18 @@ def operator_norm(op: Operator, shape: Sequence[int], iterations: int = 30, seed
 
 
 def _start(y: Tensor, op: Operator, shape: Sequence[int], decoder: Callable | None, encoder: Callable | None) -> Tensor:
+    """The initial point mass: :math:`A^+ y`, encoded with ``encoder``; the latent origin for a decoder without one."""
     x = op.pinv(y)
-    if tuple(x.shape[1:]) != tuple(shape) and decoder is None:
+    if decoder is None and tuple(x.shape[1:]) != tuple(shape):
         raise ShapeError(expected(f"A^+ y shaped like the prior's images {tuple(shape)}", f"{tuple(x.shape[1:])}",
                                   "pass the operator built for these images"))
-    return encoder(x) if encoder is not None else x
+    if decoder is not None and encoder is None:
+        return torch.zeros(y.shape[0], *shape, device=y.device, dtype=y.dtype)
+    mu = encoder(x).to(y) if encoder is not None else x
+    if tuple(mu.shape[1:]) != tuple(shape):
+        raise ShapeError(expected(f"encoder(A^+ y) shaped like the prior's latents {tuple(shape)}",
+                                  f"{tuple(mu.shape[1:])}", "pass shape=the latent shape with decoder and encoder"))
+    return mu
 
 
 def _data_consistency(mu: Tensor, y: Tensor, op: Operator, decoder: Callable | None, steps: int, step_size: float,
@@ -181,13 +189,13 @@ def _data_consistency(mu: Tensor, y: Tensor, op: Operator, decoder: Callable | N
     for _ in range(steps):
         if decoder is None:
             residual = op.forward(mu) - y
-            if float((residual ** 2).mean()) < tolerance:
+            if float((residual.detach() ** 2).mean()) < tolerance:
                 break
             mu = mu - step_size * op.adjoint(residual)
         else:
             mu = mu.detach().requires_grad_(True)
             residual = op.forward(decoder(mu)) - y
-            if float((residual ** 2).mean()) < tolerance:
+            if float((residual.detach() ** 2).mean()) < tolerance:
                 break
             (grad,) = torch.autograd.grad(0.5 * (residual ** 2).sum(), mu)
             mu = (mu - step_size * grad).detach()

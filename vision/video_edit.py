@@ -21,6 +21,11 @@ what warping gets wrong.
   :math:`F'_{k\to1}(q) = A_1(A_k^{-1}q + F_{k\to1}(A_k^{-1}q)) - q` (:func:`shape_calibrated_flow`), with
   :math:`A_k` the scaling about the object's centroid in frame k, measured from the source mask.
 
+**Training and reuse**: :func:`train_editor` fits an editor on Moving MNIST clips with their exact flows to frame 1
+(:func:`exact_flows_to_first`); :func:`save_editor` / :func:`load_editor` keep it with the frame size it was
+trained at, and ``python -m flowzoo.vision.video_edit --out runs/editor`` trains and saves one for
+``flowzoo vision video-edit --editor runs/editor``.
+
 Edits (:data:`EDITS`): ``invert`` (x → −x), ``recolour`` (a fixed monotone tone curve; a channel roll for RGB) and
 ``scale`` (the foreground scaled by 1.3 about its centroid: a shape change).
 
@@ -35,20 +40,25 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.validation import check_nonnegative, check_positive
+from flowzoo.core.config import option_help, parse_config
+from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
+from flowzoo.core.validation import check_int, check_new_outputs, check_nonnegative, check_positive
 from flowzoo.vision.optical_flow import dis_flow, occlusion_mask, pixel_grid, warp
+from flowzoo.vision.video import moving_digits
 
 __all__ = ["EDITS", "apply_edit", "scale_about_centroid", "foreground_centroid", "sobel_edges", "flows_to_first",
            "PropagatedEdit", "hard_warp_edit", "per_frame_edit", "shape_calibrated_flow", "corrupt_flow",
-           "random_appearance", "FrameConditionNet", "FlowConditionedEditor"]
+           "random_appearance", "FrameConditionNet", "FlowConditionedEditor", "exact_flows_to_first", "train_editor",
+           "save_editor", "load_editor", "EditorTrainConfig", "main"]
 
 Tensor = torch.Tensor
 EDITS = ("invert", "recolour", "scale")
@@ -200,9 +210,10 @@ class FrameConditionNet(nn.Module):
 class FlowConditionedEditor:
     """FlowVid's conditional generator at CPU scale (module doc): train on source clips, then edit."""
 
-    def __init__(self, channels: int = 1, width: int = 32, flow_noise: float = 1.0):
+    def __init__(self, channels: int = 1, width: int = 32, flow_noise: float = 1.0, size: int | None = None):
         self.net = FrameConditionNet(channels, channels + 2, width)
         self.flow_noise = check_nonnegative(flow_noise, "flow_noise")
+        self.channels, self.width, self.size = channels, width, size      # size: the frames it was trained on
 
     def condition(self, first: Tensor, frames: Tensor, flows: Tensor, occluded: Tensor) -> Tensor:
         """``[first warped by flows, occlusion mask, edges of frames]`` for a batch of frames."""
@@ -237,3 +248,115 @@ class FlowConditionedEditor:
             tau = torch.full((n,), i / steps)
             x = x + self.net(x, tau, cond) / steps
         return torch.cat([edited_first, x])
+
+
+EDITOR_FILE = "editor.pt"
+
+
+def exact_flows_to_first(step_flows: Tensor, masks: Tensor) -> Tensor:
+    """Exact flows (T − 1, 2, H, W) from frames 2..T to frame 1 of a one-object video (``step_flows`` (T − 1, 2,
+    H, W) and ``masks`` (T, 1, H, W) of :func:`~flowzoo.vision.video.moving_digits`): minus the object's summed
+    displacements, on its pixels of frame k, zero on the still background."""
+    steps = torch.stack([step_flows[j][:, masks[j, 0]].mean(1) for j in range(step_flows.shape[0])])
+    out = torch.zeros(masks.shape[0] - 1, 2, *masks.shape[-2:])
+    for k in range(1, masks.shape[0]):
+        out[k - 1] = -steps[:k].sum(0)[:, None, None] * masks[k, 0]
+    return out
+
+
+def train_editor(*, size: int = 32, clips: int = 48, frames: int = 6, steps: int = 400, width: int = 32,
+                 flow_noise: float = 1.0, batch: int = 8, lr: float = 2e-3, seed: int = 0,
+                 progress: bool = True) -> FlowConditionedEditor:
+    """A :class:`FlowConditionedEditor` trained on ``clips`` one-digit Moving MNIST clips of ``size`` px with their
+    exact flows to frame 1 and the background the digit covered in frame 1 marked occluded.
+
+    Example:
+        >>> editor = train_editor(size=16, clips=2, frames=3, steps=1, width=4, progress=False)
+        >>> editor.size, editor.channels
+        (16, 1)
+    """
+    check_int(size, "size", low=8)
+    data = moving_digits(check_int(clips, "clips", low=1), frames=check_int(frames, "frames", low=2), size=size,
+                         digits=1, digit_size=size // 2, seed=seed)
+    flows = torch.stack([exact_flows_to_first(data.flows[v], data.masks[v]) for v in range(len(data))])
+    occluded = (~data.masks[:, 1:, :1]) & data.masks[:, :1, :1]
+    torch.manual_seed(seed)
+    editor = FlowConditionedEditor(1, width=width, flow_noise=flow_noise, size=size)
+    optimiser = torch.optim.Adam(editor.net.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    updates = range(check_int(steps, "steps", low=1))
+    if progress:
+        from tqdm.auto import tqdm
+        updates = tqdm(updates, desc="train editor", file=sys.stderr, dynamic_ncols=True)
+    for _ in updates:
+        pick = torch.randint(0, len(data), (batch,), generator=gen)
+        loss = editor.loss(data.frames[pick], flows[pick], occluded[pick], generator=gen)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    editor.net.eval()
+    return editor
+
+
+def save_editor(editor: FlowConditionedEditor, out: str | Path) -> Path:
+    """Write the editor's weights and architecture to ``out/editor.pt``; returns that file."""
+    path = Path(out) / EDITOR_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"channels": editor.channels, "width": editor.width, "flow_noise": editor.flow_noise,
+              "size": editor.size}
+    torch.save({"record": record, "state": editor.net.state_dict()}, path)
+    return path
+
+
+def load_editor(path: str | Path) -> FlowConditionedEditor:
+    """The editor saved by :func:`save_editor` (its folder or the ``editor.pt`` file), in eval mode."""
+    path = Path(path)
+    file = path / EDITOR_FILE if path.is_dir() else path
+    fix = "train one with: python -m flowzoo.vision.video_edit --out runs/editor"
+    if not file.is_file():
+        raise CheckpointError(expected(f"a folder holding {EDITOR_FILE} (or the file)", f"{path} (none)", fix))
+    try:
+        saved = torch.load(file, map_location="cpu", weights_only=True)
+        editor = FlowConditionedEditor(**saved["record"])
+        editor.net.load_state_dict(saved["state"])
+    except (OSError, RuntimeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(expected("an editor written by save_editor", f"{file} ({error})", fix)) from None
+    editor.net.eval()
+    return editor
+
+
+@dataclass
+class EditorTrainConfig:
+    """python -m flowzoo.vision.video_edit: train the flow-conditioned editor on Moving MNIST."""
+
+    out: str = field(default="runs/video_editor", metadata=option_help("folder of the editor (editor.pt)"))
+    size: int = field(default=32, metadata=option_help("frame side in pixels (edited videos are resized to it)"))
+    clips: int = field(default=48, metadata=option_help("training clips (one moving digit each)"))
+    frames: int = field(default=6, metadata=option_help("frames per clip"))
+    steps: int = field(default=400, metadata=option_help("training updates of 8 clips"))
+    width: int = field(default=32, metadata=option_help("channels of the conv net"))
+    flow_noise: float = field(default=1.0, metadata=option_help("flow corruption in px during training"))
+    seed: int = field(default=0, metadata=option_help("seed of the data and the weights"))
+    overwrite: bool = field(default=False, metadata=option_help("replace an existing editor.pt"))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m flowzoo.vision.video_edit --out runs/editor [--size 32 --steps 400]``: train and save an editor."""
+    cfg = parse_config(EditorTrainConfig, list(sys.argv[1:] if argv is None else argv),
+                       prog="python -m flowzoo.vision.video_edit")
+    check_nonnegative(cfg.flow_noise, "--flow_noise")
+    for name in ("size", "clips", "frames", "steps", "width"):
+        check_int(getattr(cfg, name), f"--{name}", low={"size": 8, "frames": 2}.get(name, 1))
+    check_new_outputs([Path(cfg.out) / EDITOR_FILE], cfg.overwrite)
+    editor = train_editor(size=cfg.size, clips=cfg.clips, frames=cfg.frames, steps=cfg.steps, width=cfg.width,
+                          flow_noise=cfg.flow_noise, seed=cfg.seed)
+    path = save_editor(editor, cfg.out)
+    print(f"editor for {cfg.size}x{cfg.size} frames ({cfg.steps} updates) -> {path}; use it with "
+          f"flowzoo vision video-edit --editor {cfg.out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from flowzoo.core.cli import run_main
+
+    raise SystemExit(run_main(main, prog="python -m flowzoo.vision.video_edit"))
