@@ -57,7 +57,8 @@ from flowzoo.core.errors import ConfigError
 from flowzoo.core.training import TrainerConfig
 from flowzoo.vision.features import ImageEvaluator
 from flowzoo.vision.sourcefm import SourceFMSource
-from flowzoo.vision.train import TrainedImageModel, VisionTrainConfig, generate, load_trained, run_source, train
+from flowzoo.vision.sampling import generate
+from flowzoo.vision.train import TrainedImageModel, VisionTrainConfig, load_trained, run_source, train
 
 __all__ = ["Setting", "SETTINGS", "SECTIONS", "OTHER_SECTIONS", "train_run", "score", "dataset_rows", "peer_rows",
            "claims", "main"]

@@ -17,7 +17,8 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     symmflow       SymmFlow: one flow for map->image, image->map and one-step classification; its baselines
     fewstep        few-step methods on images: MeanFlow, SplitMeanFlow, reflow, MF-RAE; BOSS, FlowTurbo, RAAG
     methods        the method registry of flowzoo.vision.train (METHODS, VisionMethod)
-    train          ``python -m flowzoo.vision.train <method>``: the Trainer entrypoint, load_trained, generate
+    train          ``python -m flowzoo.vision.train <method>``: the Trainer entrypoint, load_trained
+    sampling       generate: images from a trained model (solvers, BOSS, FlowTurbo, guidance, flow-map jumps)
     train_latent   the ``autoencoder`` and ``lfm`` methods of that entrypoint; sampling an lfm run
     refiner        FlowTurbo's conv velocity refiner for images (ImageRefiner, conv_macs, check_refiner_run)
     train_symmflow the ``symmflow`` method of that entrypoint on the core Trainer; load_symmflow
@@ -33,6 +34,6 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
 """
 
 __all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "autoencoder", "latent",
-           "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "train_latent",
+           "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "sampling", "train_latent",
            "refiner", "train_symmflow", "operators",
            "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli"]

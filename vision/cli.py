@@ -193,7 +193,8 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     from flowzoo.vision.metrics import save_image_grid
     from flowzoo.vision.datasets import to_uint8
     from flowzoo.vision.fewstep import is_flowmap
-    from flowzoo.vision.train import generate, load_trained
+    from flowzoo.vision.sampling import generate
+    from flowzoo.vision.train import load_trained
     from flowzoo.vision.train_latent import is_latent_run, sample_latent_run
 
     cfg = parse_config(SampleConfig, _normalise(sys.argv[1:] if argv is None else argv), prog="flowzoo vision sample")
@@ -235,7 +236,8 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
     """evaluate --checkpoint RUN --n 500 --steps 10: print FD, KID, precision/recall (and class accuracy)."""
-    from flowzoo.vision.train import generate, load_trained
+    from flowzoo.vision.sampling import generate
+    from flowzoo.vision.train import load_trained
     from flowzoo.vision.train_latent import is_latent_run
 
     cfg = parse_config(EvaluateConfig, _normalise(sys.argv[1:] if argv is None else argv),

@@ -16,7 +16,7 @@ Training objectives (:func:`flowmap_objective`, :func:`reflow_objective`, :class
   derivative. The representation autoencoder (a frozen DINOv2 encoder with a ViT decoder) is not part of this
   path: flowzoo ships no DINOv2 weights, so the flow runs on pixels.
 
-Samplers (:func:`sample_chunk`, used by :func:`flowzoo.vision.train.generate`): flow-map runs jump with
+Samplers (:func:`sample_chunk`, used by :func:`flowzoo.vision.sampling.generate`): flow-map runs jump with
 :func:`~flowzoo.core.fewstep.flowmap_sample` (one evaluation per jump); velocity runs integrate with a core solver,
 on BOSS's Bellman-optimal time grid (Nguyen et al., arXiv 2312.16414, §3.1-3.2; phase 1 only, without the
 straightening fine-tune) or with FlowTurbo's Heun + pseudo-corrector steps (Zhao et al., arXiv 2409.18128,

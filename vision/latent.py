@@ -255,7 +255,7 @@ def generate_latent(model: nn.Module, codec: LatentCodec, n: int, *, steps: int 
                     null_class: int | None = None, generator: torch.Generator | None = None,
                     batch_size: int = 256, atol: float = 1e-5, rtol: float = 1e-5) -> LatentSamples:
     """Integrate ``n`` latents from N(0, I) at t = 0 to t = 1 (Euler, Heun, ... or dopri5 with ``atol`` /
-    ``rtol``: LFM's 1e-5) and decode them; ``labels`` and ``cfg_scale`` as :func:`flowzoo.vision.train.generate`."""
+    ``rtol``: LFM's 1e-5) and decode them; ``labels`` and ``cfg_scale`` as :func:`flowzoo.vision.sampling.generate`."""
     n = check_positive_int(n, "n")
     cfg_scale = check_number(cfg_scale, "cfg_scale")
     velocity: Any = model

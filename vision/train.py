@@ -39,7 +39,7 @@ Example::
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -53,19 +53,20 @@ from flowzoo.core.nets import FlowMapUNet, UNet
 from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint
 from flowzoo.core.validation import check_int, check_number, check_positive_int, check_probability
 from flowzoo.vision.datasets import Augment, ImageBatchSampler, ImageData, load_images
-from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, PairBatchSampler, boss_grid,
-                                    check_teacher, guided, is_flowmap, reflow_pairs, sample_chunk)
+from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, PairBatchSampler, check_teacher,
+                                    reflow_pairs)
 from flowzoo.vision.blockwise_nets import BlockwiseVelocity
 from flowzoo.vision.methods import METHODS, guidance_classifier
 from flowzoo.vision.metrics import save_image_grid
 from flowzoo.vision.nets import DiT, FlowMapDiT
 from flowzoo.vision.refiner import ImageRefiner, refiner_velocity_error
+from flowzoo.vision.sampling import generate
 from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source
 from flowzoo.vision.train_latent import LATENT_METHODS, latent_main
 from flowzoo.vision.train_symmflow import SYMMFLOW_METHODS, symmflow_main
 
 __all__ = ["VisionTrainConfig", "UNET_SIZES", "DIT_SIZES", "TrainedImageModel",
-           "load_data", "build_net", "train", "load_trained", "run_source", "generate", "main"]
+           "load_data", "build_net", "train", "load_trained", "run_source", "main"]
 
 PROG = "python -m flowzoo.vision.train"
 IMAGE_KEY = "image"  # where config.yaml records the data the network was built for
@@ -201,66 +202,6 @@ def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) ->
                                               num_classes=classes)
 
 
-def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, method: str = "euler",
-             labels: torch.Tensor | None = None, cfg_scale: float = 1.0, null_class: int | None = None,
-             generator: torch.Generator | None = None, batch_size: int = 256, progress: bool = False,
-             source: SourceFMSource | None = None, guidance: str = "cfg", raag_alpha: float = 1.0,
-             boss_fine_steps: int = 100, refiner: nn.Module | None = None,
-             refiner_steps: int = 0) -> tuple[torch.Tensor, int]:
-    """Draw ``n`` images from noise at t = 0 to t = 1; returns ``(images (n, C, H, W), model evaluations per image)``.
-
-    A velocity model integrates with ``method``: a solver of :func:`~flowzoo.core.sampling.integrate`, ``"boss"``
-    (Euler on BOSS's ``steps``-jump grid, computed once from a ``boss_fine_steps``-step reference on the first 64
-    noise rows: a setup cost not counted in the returned evaluations) or ``"flowturbo"`` (Heun then
-    pseudo-corrector steps, then ``refiner_steps`` steps of FlowTurbo's ``refiner``, which cost no model
-    evaluations). A flow map (:func:`~flowzoo.vision.fewstep.is_flowmap`) jumps ``steps`` times
-    (``method`` must stay ``"euler"``, the default). With ``labels`` (n,) the model is called with ``y``; a
-    ``cfg_scale`` other than 1 (velocity models) wraps it in classifier-free guidance towards ``null_class``, with
-    a constant scale (``guidance="cfg"``) or RAAG's ratio-aware one of maximum ``cfg_scale`` (``"raag"``,
-    decay ``raag_alpha``). ``source`` (a :class:`~flowzoo.vision.sourcefm.SourceFMSource`) replaces the standard
-    Gaussian at t = 0 (SourceFM runs, pruned sampling).
-
-    Example:
-        >>> net = UNet(in_channels=1, channels=16, multipliers=(1, 2), res_blocks=1, head_channels=16)
-        >>> images, nfe = generate(net, 3, (1, 8, 8), steps=2)
-        >>> images.shape, nfe
-        (torch.Size([3, 1, 8, 8]), 2)
-    """
-    n = check_positive_int(n, "n")
-    cfg_scale = check_number(cfg_scale, "cfg_scale")
-    flowmap = is_flowmap(model)
-    if refiner_steps and (method != "flowturbo" or cfg_scale != 1.0 or guidance != "cfg"):
-        raise ConfigError(expected("a refiner with --sampler flowturbo and no guidance (it refines the conditional "
-                                   "velocity it was trained on)", f"sampler {method!r}, cfg_scale {cfg_scale}",
-                                   "pass --sampler flowturbo and drop --cfg_scale / --guidance"))
-    if flowmap and (method != "euler" or cfg_scale != 1.0 or guidance != "cfg"):
-        raise ConfigError(expected("a flow map sampled by its own jumps (--method euler, no guidance)",
-                                   f"method {method!r}, guidance {guidance!r}, cfg_scale {cfg_scale}",
-                                   "drop --method / --guidance / --cfg_scale for a flow-map run"))
-    velocity: Any = model
-    if labels is not None and not flowmap:
-        velocity = guided(model, cfg_scale, guidance, null_class, raag_alpha)
-    device = next(model.parameters()).device
-    noise = torch.randn((n, *shape), generator=generator) if source is None else source.sample(n, generator=generator)
-    images, nfe, grid = [], 0, None
-    chunks = range(0, n, batch_size)
-    if progress:
-        from tqdm.auto import tqdm
-        chunks = tqdm(chunks, desc="sample", unit="batch", file=sys.stderr, dynamic_ncols=True)
-    with torch.no_grad():
-        if method == "boss":
-            cond = None if labels is None else {"y": labels.to(device)}
-            grid = boss_grid(velocity, noise.to(device), steps, cond, fine_steps=boss_fine_steps)
-        for start in chunks:
-            cond = None if labels is None else {"y": labels[start:start + batch_size].to(device)}
-            x, calls = sample_chunk(velocity, noise[start:start + batch_size].to(device), steps=steps, method=method,
-                                    flowmap=flowmap, cond=cond, time_grid=grid, refiner=refiner,
-                                    refiner_steps=refiner_steps)
-            images.append(x.float().cpu())
-            nfe += calls * len(x)
-    return torch.cat(images), nfe // n
-
-
 def _grid_labels(n: int, num_classes: int) -> torch.Tensor:
     return torch.arange(n) % max(num_classes, 1)
 
@@ -282,7 +223,7 @@ def _write_grid(model: nn.Module, cfg: VisionTrainConfig, image: dict[str, Any],
 def _load_teacher(cfg: VisionTrainConfig, data: ImageData) -> "TrainedImageModel":
     if not cfg.teacher:
         raise ConfigError(expected(f"--teacher RUN for {cfg.method}", "no --teacher",
-                                   f"train an icfm or otcfm run first and pass its --trainer.out_dir"))
+                                   "train an icfm or otcfm run first and pass its --trainer.out_dir"))
     teacher = load_trained(cfg.teacher)
     if METHODS[cfg.method].refiner:  # the refiner sees the teacher's conditioning
         cfg.class_cond = teacher.class_cond

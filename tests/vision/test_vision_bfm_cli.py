@@ -12,7 +12,8 @@ from flowzoo.vision import train as vision_train
 from flowzoo.vision.blockwise_nets import BlockwiseVelocity
 from flowzoo.vision.cli import commands
 from flowzoo.vision.features import ImageEvaluator
-from flowzoo.vision.train import generate, load_trained
+from flowzoo.vision.sampling import generate
+from flowzoo.vision.train import load_trained
 
 pytest.importorskip("sklearn")
 QUIET = ["--trainer.progress", "false", "--trainer.tensorboard", "false", "--grid_n", "10", "--grid_steps", "4",

@@ -16,7 +16,8 @@ from flowzoo.vision.cli import commands
 from flowzoo.vision.features import ImageEvaluator
 from flowzoo.vision.fewstep import MidTrainingThenDistillation, guided, is_flowmap, sample_chunk
 from flowzoo.vision.nets import FlowMapDiT
-from flowzoo.vision.train import generate, load_trained
+from flowzoo.vision.sampling import generate
+from flowzoo.vision.train import load_trained
 
 pytest.importorskip("sklearn")
 QUIET = ["--trainer.progress", "false", "--trainer.tensorboard", "false", "--grid_n", "10", "--grid_steps", "2"]

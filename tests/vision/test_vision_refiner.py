@@ -17,7 +17,8 @@ from flowzoo.core.nets import UNet
 from flowzoo.vision import train as vision_train
 from flowzoo.vision.cli import commands
 from flowzoo.vision.refiner import ImageRefiner, check_refiner_run, conv_macs, refiner_velocity_error
-from flowzoo.vision.train import generate, load_trained
+from flowzoo.vision.sampling import generate
+from flowzoo.vision.train import load_trained
 
 pytest.importorskip("sklearn")
 QUIET = ["--trainer.progress", "false", "--trainer.tensorboard", "false", "--grid_n", "10", "--grid_steps", "2",

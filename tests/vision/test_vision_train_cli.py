@@ -14,6 +14,7 @@ from flowzoo.core.errors import ShapeError
 from flowzoo.vision import train as vision_train
 from flowzoo.vision.cli import commands
 from flowzoo.vision.features import ImageEvaluator
+from flowzoo.vision.sampling import generate
 from flowzoo.vision.train import METHODS, VisionTrainConfig, build_net, load_trained
 
 pytest.importorskip("sklearn")
@@ -126,7 +127,7 @@ def test_methods_have_the_flow_matching_target():
 def _noise_and_model_fd(out, steps: int) -> tuple[float, float]:
     run = load_trained(out)
     evaluator = ImageEvaluator.for_dataset("digits", verbose=False, **run.config.load_options())
-    images, _ = vision_train.generate(run.model, 300, run.shape, steps=10, generator=torch.Generator().manual_seed(1))
+    images, _ = generate(run.model, 300, run.shape, steps=10, generator=torch.Generator().manual_seed(1))
     noise = torch.randn(300, *run.shape, generator=torch.Generator().manual_seed(2))
     return evaluator.fd(images), evaluator.fd(noise)
 
