@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.training import atomic_write_bytes
-from flowzoo.core.validation import check_int, check_positive_int
+from flowzoo.core.validation import check_int, check_new_outputs, check_positive_int
 from flowzoo.driving.data import scene_arrays
 from flowzoo.driving.geometry import polygon_from_vertices
 from flowzoo.driving.goalflow import VARIANTS
@@ -195,8 +195,7 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                                    "pass --checkpoint runs/gf"))
     name = f"{cfg.variant}_steps{cfg.steps}" if not cfg.baseline else cfg.baseline
     out = Path(cfg.out) if cfg.out else Path(cfg.checkpoint or ".") / "eval" / f"{name}.json"
-    if out.exists() and not cfg.overwrite:
-        raise ConfigError(expected("--out naming a new file", f"{out} (exists)", "pass --overwrite or another --out"))
+    check_new_outputs([out], cfg.overwrite)
     arrays, meta = load_training_scenes(cfg.scenes)
     planner, info = _planner(cfg, meta, arrays)
     report = evaluate_planner(planner, arrays, steps=cfg.steps, n_samples=cfg.n_samples,
