@@ -14,7 +14,10 @@ minADE / minFDE, ms per plan). Scores are NAVSIM's: each plan is driven by an LQ
 3. ``driving_steps``: M3 at 1 / 5 / 10 / 20 steps: score, ms per plan (one scene per call, so the time is a
    plan's latency) and the spread of the samples (mean distance of the sampled end points to their mean);
 4. ``driving_sigma``: M3 after training with source std σ ∈ {0.05, 0.1, 0.2, 0.3} (``--sigma_steps`` updates
-   each, all σ trained for the same number of updates).
+   each, all σ trained for the same number of updates);
+5. with ``--closed_loop``, the closed-loop table of :mod:`benchmarks.driving_closed_loop` (highway-env; the IDM
+   expert, constant velocity, unguided FM and GoalFlow at 1 and 5 steps, 50 seeded episodes each in the full
+   mode), run in the same mode and seed after the open-loop tables.
 
 The notes of the open-loop table say whether the paper's ordering (M3 > M2 > M1 > M0 > regressors > constant
 velocity, ground-truth goal above M3) holds here, on the tracked and on the raw scores.
@@ -63,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval_steps", type=int, default=5, help="Euler steps of the open-loop table")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", default="", help="keep scenes and runs here (default: a temporary folder)")
+    parser.add_argument("--closed_loop", action="store_true",
+                        help="then run the closed-loop table too (benchmarks.driving_closed_loop, same mode and seed)")
     return parser
 
 
@@ -205,6 +210,11 @@ def main(argv: list[str] | None = None) -> dict:
         for row in tables[name]:
             print(row)
     print(f"\n{time.perf_counter() - started:.0f} s")
+    if args.closed_loop:
+        from benchmarks import driving_closed_loop
+
+        work = ["--work", str(Path(args.work) / "closed_loop")] if args.work else []
+        driving_closed_loop.main([*(["--quick"] if args.quick else []), "--seed", str(args.seed), *work])
     return tables
 
 

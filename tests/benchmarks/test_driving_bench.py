@@ -11,8 +11,12 @@ import pytest
 from benchmarks import driving as bench
 
 
-def test_tiny_run_writes_every_table(_results_to_tmp, tmp_path):
-    tables = bench.main(["--quick", "--n_train", "40", "--n_test", "3", "--n_val", "2", "--train_steps", "2",
+def test_tiny_run_writes_every_table(_results_to_tmp, tmp_path, monkeypatch):
+    from benchmarks import driving_closed_loop
+
+    forwarded = []
+    monkeypatch.setattr(driving_closed_loop, "main", forwarded.append)
+    tables = bench.main(["--closed_loop", "--quick", "--n_train", "40", "--n_test", "3", "--n_val", "2", "--train_steps", "2",
                          "--baseline_steps", "2", "--sigma_steps", "2", "--sigmas", "0.1", "--n_samples", "2",
                          "--step_list", "1,2", "--latency_scenes", "2", "--batch_size", "4", "--eval_steps", "1",
                          "--vocab_size", "8", "--w_dac_list", "0,3", "--work", str(tmp_path / "work")])
@@ -31,6 +35,7 @@ def test_tiny_run_writes_every_table(_results_to_tmp, tmp_path):
     assert all(0 <= row["score"] <= 1 and 0 <= row["raw_score"] <= 1 for row in record["rows"])
     assert (_results_to_tmp / "driving_steps.quick.json").is_file()
     assert (_results_to_tmp / "driving_sigma.quick.json").is_file()
+    assert forwarded == [["--quick", "--seed", "0", "--work", str(tmp_path / "work" / "closed_loop")]]
 
 
 def test_goal_weight_choice_and_sample_spread():
