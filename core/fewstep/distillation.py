@@ -128,6 +128,19 @@ def one_step_sample(student: Callable[..., Tensor], x: Tensor, *, cond: Mapping[
     return SampleResult(x=x1, nfe=1, trajectory=recorder.trajectory(), times=grid)
 
 
+def _guided_teacher(teacher: Callable[..., Tensor], teacher_guidance: float | None,
+                    null_cond: Mapping[str, object] | None) -> Callable[..., Tensor]:
+    """The teacher velocity the students match: checked callable, wrapped in classifier-free guidance when asked."""
+    if not callable(teacher):
+        raise ConfigError(expected("a callable teacher velocity model", type(teacher).__name__, "pass the net"))
+    if teacher_guidance is None:
+        return teacher
+    if not null_cond:
+        raise ConfigError(expected("null_cond with teacher_guidance", repr(null_cond),
+                                   'pass e.g. null_cond={"y": num_classes}'))
+    return ClassifierFreeGuidance(teacher, teacher_guidance, null_cond)
+
+
 class VelocityMatchingLoss:
     r"""MDT-dist Velocity Matching: :math:`\|u_\theta(x_s, s) - [v_T + (1 - s)\,du/ds]\|^2` (see module docstring).
 
@@ -155,18 +168,11 @@ class VelocityMatchingLoss:
     def __init__(self, teacher: Callable[..., Tensor], delta: float = 0.01, normalize_eps: float | None = 0.1,
                  teacher_guidance: float | None = None, null_cond: Mapping[str, object] | None = None,
                  time_sampler=None, loss_normalization: str | None = None):
-        if not callable(teacher):
-            raise ConfigError(expected("a callable teacher velocity model", type(teacher).__name__, "pass the net"))
+        self.teacher = _guided_teacher(teacher, teacher_guidance, null_cond)
         advice = "see the class docstring for typical values"
         self.delta = check_number(delta, "delta", low=0.0, high=0.5, strict_low=True, strict_high=True, fix=advice)
         self.normalize_eps = None if normalize_eps is None else check_positive(normalize_eps, "normalize_eps",
                                                                               fix=advice)
-        if teacher_guidance is not None:
-            if not null_cond:
-                raise ConfigError(expected("null_cond with teacher_guidance", repr(null_cond),
-                                           'pass e.g. null_cond={"y": num_classes}'))
-            teacher = ClassifierFreeGuidance(teacher, teacher_guidance, null_cond)
-        self.teacher = teacher
         self.time_sampler = check_time_sampler(LogitNormalTime(-1.0, 1.0) if time_sampler is None else time_sampler)
         if loss_normalization not in LOSS_NORMALIZATIONS:
             raise ConfigError(expected(f"loss_normalization in {LOSS_NORMALIZATIONS}", repr(loss_normalization),
@@ -314,16 +320,9 @@ class ConsistencyDistillationLoss:
 
     def __init__(self, teacher: Callable[..., Tensor], delta: float = 0.05, teacher_guidance: float | None = None,
                  null_cond: Mapping[str, object] | None = None):
-        if not callable(teacher):
-            raise ConfigError(expected("a callable teacher velocity model", type(teacher).__name__, "pass the net"))
+        self.teacher = _guided_teacher(teacher, teacher_guidance, null_cond)
         self.delta = check_number(delta, "delta", low=0.0, high=0.5, strict_low=True, strict_high=True,
                                   fix="use a small step, e.g. delta=0.05")
-        if teacher_guidance is not None:
-            if not null_cond:
-                raise ConfigError(expected("null_cond with teacher_guidance", repr(null_cond),
-                                           'pass e.g. null_cond={"y": num_classes}'))
-            teacher = ClassifierFreeGuidance(teacher, teacher_guidance, null_cond)
-        self.teacher = teacher
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(delta={self.delta})"
