@@ -265,6 +265,11 @@ def _flowopt_rows(run, images: torch.Tensor, args) -> tuple[list[dict], dict]:
         curves[f"η = {factor:g} × bound"] = out.extras["errors"].mean(1).tolist()
         rows.append({"method": f"FlowOpt, η = {factor:g} × 2/λ̂", "step_size": factor * bound, "iterations": k,
                      "nfe": out.nfe + steps, "error": curves[f"η = {factor:g} × bound"][-1], "bound": bound})
+    equal_nfe = rows[-1]["nfe"]  # a finer naive reversal that spends what FlowOpt spent, then the same sampler
+    fine = reverse_ode(model, images, steps=equal_nfe - steps)
+    rows.append({"method": "naive ODE reversal at equal NFE", "step_size": None, "iterations": 0, "nfe": equal_nfe,
+                 "error": float((sample_ode(model, fine, steps=steps) - images).flatten(1).norm(dim=1).mean()),
+                 "bound": bound})
     back = backprop_invert(model, images, steps=steps, iterations=max(1, k // 2), lr=0.9 * bound, init=naive)
     rows.append({"method": "backprop through the solver", "step_size": 0.9 * bound, "iterations": max(1, k // 2),
                  "nfe": back.nfe + steps, "error": float(back.extras["errors"][-1].mean()), "bound": bound})

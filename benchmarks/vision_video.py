@@ -172,7 +172,8 @@ def _flow_rows(args) -> list[dict]:
             "moving textures": lambda b: moving_textures(args.flow_clips, frames=3, size=48, sprite_size=21,
                                                          brightness=b, seed=args.seed)}
     estimators = {"DIS": dis_flow, "Farnebäck": farneback_flow,
-                  "Horn-Schunck (v_o)": lambda a, b: horn_schunck(a, b, alpha=0.3, iterations=300)}
+                  "Horn-Schunck (v_o)": lambda a, b: horn_schunck(a, b, alpha=0.3, iterations=300),
+                  "ReynoldsFlow (v_o + v_r)": lambda a, b: sum(reynolds_flow(a, b, alpha=0.3, iterations=300))}
     for name, make in sets.items():
         for brightness in (0.0, 0.3):
             video = make(brightness)

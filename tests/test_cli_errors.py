@@ -49,6 +49,7 @@ BAD_INPUTS: dict[tuple[str, str], list[list[str]]] = {
     ("vision", "video-edit"): [["--input", MISSING + ".mp4"], ["--edit", "blur"], ["--editor", MISSING],
                                ["--steps", "0"]],
     ("vision", "train-editor"): [["--steps", "abc"], ["--size", "0"]],
+    ("vision", "measure-crw"): [["--checkpoint", MISSING], ["--times", "1"]],
     ("three_d", "train"): [["pufm", "--ratio", "2.5"], ["scoop", "--scenes", "0"], ["no_such_method"]],
     ("three_d", "upsample"): [[MISSING + ".ply", "--ratio", "1", "--checkpoint", "midpoints", "--out", "y.ply"]],
     ("three_d", "scene-flow"): [[MISSING + ".ply", MISSING + ".ply", "--out", "flow.npy", "--refine"]],

@@ -339,11 +339,11 @@ def commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
 
     Example:
         >>> sorted(commands())
-        ['edit', 'evaluate', 'invert', 'restore', 'sample', 'train', 'train-editor', 'video-edit']
+        ['edit', 'evaluate', 'invert', 'measure-crw', 'restore', 'sample', 'train', 'train-editor', 'video-edit']
     """
-    from flowzoo.vision.cli_restore import edit_main, invert_main, restore_main, video_edit_main
+    from flowzoo.vision.cli_restore import edit_main, invert_main, measure_crw_main, restore_main, video_edit_main
     from flowzoo.vision.video_edit import main as train_editor_main
 
     return {"train": _train, "sample": sample_main, "evaluate": evaluate_main, "restore": restore_main,
             "invert": invert_main, "edit": edit_main, "video-edit": video_edit_main,
-            "train-editor": train_editor_main}
+            "train-editor": train_editor_main, "measure-crw": measure_crw_main}

@@ -4,7 +4,10 @@
   --out out.png`` degrades the input image with the task's operator (``--noise`` σ_y), restores it with
   ``--method flair|dps|projection|pinv`` (:mod:`flowzoo.vision.restoration`) and writes the restoration, plus a
   panel ``<out>_panel.png`` (input, measurement, every method, ground truth) with ``--panel true``. FLAIR's calibrated
-  weights come from ``--crw TABLE`` (written by ``measure_velocity_error``) when given.
+  weights come from ``--crw TABLE`` when given.
+* ``flowzoo vision measure-crw --checkpoint RUN --out crw.json`` measures the run's velocity error per time on
+  held-out images of its data set (``--split test``; :func:`~flowzoo.vision.restoration.measure_velocity_error`)
+  and saves the table that ``restore --crw`` reuses (FLAIR's calibrated regularisation weight).
 * ``flowzoo vision invert --checkpoint RUN --input img.png --out recon.png`` finds the noise whose sample is the
   image with FlowOpt (:mod:`flowzoo.vision.flowopt`; step size ``--step_size``, 0: 0.9 × the estimated bound) and
   writes the reconstruction and ``<out>.npz`` (``z`` and the error per iteration).
@@ -33,8 +36,8 @@ from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.validation import check_int, check_new_outputs, check_nonnegative
 
-__all__ = ["RestoreConfig", "InvertConfig", "VideoEditConfig", "read_image", "restore_main", "invert_main",
-           "edit_main", "video_edit_main"]
+__all__ = ["RestoreConfig", "CRWConfig", "InvertConfig", "VideoEditConfig", "read_image", "restore_main",
+           "measure_crw_main", "invert_main", "edit_main", "video_edit_main"]
 
 METHODS = ("flair", "dps", "projection", "pinv")
 
@@ -72,7 +75,8 @@ class RestoreConfig:
     method: str = field(default="flair", metadata=option_help("flair, dps, projection or pinv"))
     steps: int = field(default=50, metadata=option_help("model evaluations (NFE) of the solver"))
     noise: float = field(default=0.01, metadata=option_help("measurement noise std σ_y (images in [-1, 1])"))
-    crw: str = field(default="", metadata=option_help("FLAIR: velocity-error table for the calibrated weights"))
+    crw: str = field(default="", metadata=option_help("FLAIR: velocity-error table for the calibrated weights "
+                                                      "(written by flowzoo vision measure-crw)"))
     label: int = field(default=-1, metadata=option_help("class-conditional runs: the image's class (--class; -1: the "
                                                         "null class, i.e. unconditional)"))
     panel: bool = field(default=False, metadata=option_help("also write <out>_panel.png with every method"))
@@ -102,6 +106,7 @@ def _restore_with(method: str, run, y, op, cfg: RestoreConfig) -> torch.Tensor:
 def restore_main(argv: Sequence[str] | None = None) -> int:
     """restore --checkpoint RUN --task sr4 --input img.png --out out.png [--method flair] [--panel true]"""
     from flowzoo.vision.operators import build_operator
+    from flowzoo.vision.restoration import load_error_table
     from flowzoo.vision.train import load_trained
 
     argv = [("--label" if a == "--class" else a) for a in (argv or [])]
@@ -113,6 +118,8 @@ def restore_main(argv: Sequence[str] | None = None) -> int:
     out = Path(cfg.out)
     panel = out.with_name(out.stem + "_panel.png")
     check_new_outputs([out, *([panel] if cfg.panel else [])], cfg.overwrite)
+    if cfg.crw:
+        load_error_table(cfg.crw)                       # a missing or broken table fails before any work
     run = load_trained(cfg.checkpoint)
     image = read_image(cfg.input, run.shape)
     op = build_operator(cfg.task, run.shape[-2:], noise_std=cfg.noise, seed=cfg.seed)
@@ -125,6 +132,49 @@ def restore_main(argv: Sequence[str] | None = None) -> int:
         _save(torch.cat(shown), panel, nrow=len(shown))
         print(f"panel: input, measurement (A^+ y), {', '.join(METHODS)}, ground truth -> {panel}")
     print(f"{cfg.task} restored with {cfg.method} in {cfg.steps} steps -> {out}")
+    return 0
+
+
+@dataclass
+class CRWConfig:
+    """flowzoo vision measure-crw: the run's velocity error per time on held-out images, for FLAIR's CRW."""
+
+    checkpoint: str = field(default="", metadata=option_help("run directory (or checkpoint) of flowzoo.vision.train"))
+    out: str = field(default="crw.json", metadata=option_help("the table (JSON) that restore --crw reads"))
+    split: str = field(default="test", metadata=option_help("held-out split of the run's data set"))
+    images: int = field(default=256, metadata=option_help("held-out images to measure on (at most)"))
+    times: int = field(default=20, metadata=option_help("times s in (0, 1) at which the error is measured"))
+    repeats: int = field(default=2, metadata=option_help("noise draws per image and time"))
+    seed: int = field(default=0, metadata=option_help("seed of the noise draws"))
+    overwrite: bool = field(default=False, metadata=option_help("replace an existing table"))
+
+
+def measure_crw_main(argv: Sequence[str] | None = None) -> int:
+    """measure-crw --checkpoint RUN --out crw.json [--images 256] [--times 20]: the table restore --crw reuses.
+
+    A class-conditional run is measured under its null class, the condition ``restore`` uses without ``--class``.
+    """
+    from flowzoo.vision.restoration import measure_velocity_error, save_error_table
+    from flowzoo.vision.train import load_data, load_trained
+
+    cfg = parse_config(CRWConfig, argv or [], prog="flowzoo vision measure-crw")
+    check_int(cfg.images, "--images", low=1)
+    check_int(cfg.times, "--times", low=2)
+    check_int(cfg.repeats, "--repeats", low=1)
+    out = Path(cfg.out)
+    check_new_outputs([out], cfg.overwrite)
+    run = load_trained(cfg.checkpoint)
+    images = load_data(run.config, cfg.split).images[:cfg.images]
+    if tuple(images.shape[1:]) != tuple(run.shape):
+        raise ConfigError(expected(f"held-out images shaped like the run's {run.shape}", f"{tuple(images.shape[1:])}",
+                                   "pass the run directory this data set trained"))
+    times = torch.linspace(0.0, 1.0, cfg.times + 2)[1:-1]        # FLAIR's schedule lies strictly inside (0, 1)
+    cond = {"y": torch.full((images.shape[0],), run.num_classes)} if run.class_cond else {}
+    errors = measure_velocity_error(run.model, images, times, cond=cond, repeats=cfg.repeats, seed=cfg.seed,
+                                    progress=True)
+    save_error_table(out, times, errors)
+    print(f"velocity error of {cfg.checkpoint} on {images.shape[0]} {cfg.split} images at {cfg.times} times "
+          f"(MSE {float(errors.min()):.4g} to {float(errors.max()):.4g}) -> {out}; use it with restore --crw {out}")
     return 0
 
 

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -91,12 +92,17 @@ def flair_schedule(steps: int, t_min: float = 0.18) -> Tensor:
 
 @torch.no_grad()
 def measure_velocity_error(model: Model, images: Tensor, times: Tensor, *, cond: Mapping[str, Tensor] | None = None,
-                           repeats: int = 1, batch_size: int = 256, seed: int = 0) -> Tensor:
+                           repeats: int = 1, batch_size: int = 256, seed: int = 0, progress: bool = False) -> Tensor:
     r"""The model's velocity error per time, :math:`\mathbb{E}\|v_\theta(x_s, s) - (x_1 - x_0)\|^2 / d`, on held-out
-    ``images`` at each of ``times`` (the table CRW is built from)."""
+    ``images`` at each of ``times`` (the table CRW is built from; ``flowzoo vision measure-crw`` measures and saves
+    it for a run). ``progress`` shows a bar over the times on stderr."""
     generator = torch.Generator().manual_seed(seed)
     errors = []
-    for s in times.tolist():
+    steps = times.tolist()
+    if progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="velocity error", unit="time", file=sys.stderr, dynamic_ncols=True)
+    for s in steps:
         total, count = 0.0, 0
         for _ in range(check_int(repeats, "repeats", low=1)):
             for start in range(0, images.shape[0], batch_size):
@@ -126,10 +132,10 @@ def load_error_table(path: str | Path) -> tuple[Tensor, Tensor]:
         times, mse = torch.tensor(data["times"], dtype=torch.float32), torch.tensor(data["mse"], dtype=torch.float32)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(expected("a velocity-error table written by save_error_table (JSON with times and mse)",
-                                   f"{path} ({error})", "measure it again with measure_velocity_error")) from None
-    if times.shape != mse.shape or times.numel() < 2:
-        raise ConfigError(expected("matching times and mse lists of at least two entries", f"{path}",
-                                   "measure it again with measure_velocity_error"))
+                                   f"{path} ({error})", "measure one: flowzoo vision measure-crw --checkpoint RUN --out TABLE")) from None
+    if times.shape != mse.shape or times.numel() < 2 or not bool(torch.isfinite(mse).all()):
+        raise ConfigError(expected("matching times and finite mse lists of at least two entries", f"{path}",
+                                   "measure it again: flowzoo vision measure-crw --checkpoint RUN --out TABLE"))
     return times, mse
 
 
@@ -257,8 +263,12 @@ def _euler_grid(steps: int) -> list[float]:
 
 
 def projection_restore(model: Model, y: Tensor, op: Operator, *, shape: Sequence[int], steps: int = 50,
-                       cond: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None) -> SampleResult:
-    r"""Euler sampling from noise with each step's clean estimate projected onto :math:`\{x : Ax = y\}`."""
+                       cond: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None,
+                       check: bool = True) -> SampleResult:
+    r"""Euler sampling from noise with each step's clean estimate projected onto :math:`\{x : Ax = y\}`
+    (``check``: verify the operator's adjoint once first, as every solver here does)."""
+    if check:
+        check_adjoint(op, tuple(op.pinv(y[:1]).shape[1:]))
     x = torch.randn(y.shape[0], *shape, generator=generator).to(y)
     grid, cond = _euler_grid(steps), dict(cond or {})
     for s, s_next in zip(grid[:-1], grid[1:]):
@@ -270,9 +280,13 @@ def projection_restore(model: Model, y: Tensor, op: Operator, *, shape: Sequence
 
 
 def dps_restore(model: Model, y: Tensor, op: Operator, *, shape: Sequence[int], steps: int = 50, zeta: float = 1.0,
-                cond: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None) -> SampleResult:
-    r"""DPS through a flow prior: Euler steps minus :math:`\zeta\nabla_{x_s}\|y - A\hat x_1(x_s)\|` (arXiv 2209.14687)."""
+                cond: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None,
+                check: bool = True) -> SampleResult:
+    r"""DPS through a flow prior: Euler steps minus :math:`\zeta\nabla_{x_s}\|y - A\hat x_1(x_s)\|` (arXiv 2209.14687;
+    ``check``: verify the operator's adjoint once first)."""
     check_positive(zeta, "zeta")
+    if check:
+        check_adjoint(op, tuple(op.pinv(y[:1]).shape[1:]))
     x = torch.randn(y.shape[0], *shape, generator=generator).to(y)
     grid, cond = _euler_grid(steps), dict(cond or {})
     for s, s_next in zip(grid[:-1], grid[1:]):

@@ -8,7 +8,8 @@ datasets; reading and writing real video files.
 * :func:`moving_textures` — faces (scikit-image's ``lfw_subset``) moving over a still natural-image background
   (scikit-image's photographs), optionally under a global brightness ramp: the illumination change that
   brightness-constancy flow gets wrong and ReynoldsFlow (:mod:`flowzoo.vision.optical_flow`) corrects.
-* :class:`VideoClips` — fixed-length clips of a :class:`VideoData` (a torch ``Dataset`` of dicts).
+* :class:`VideoClips` — fixed-length clips of a :class:`VideoData` or of real videos read from files (a torch
+  ``Dataset`` of dicts).
 * :func:`read_video` / :func:`write_video` — mp4/avi through OpenCV, GIF through Pillow, and folders of PNG frames.
 
 Frames are float in [−1, 1], (N, T, C, H, W); flows follow :mod:`flowzoo.vision.optical_flow` ((x, y) pixels from
@@ -169,14 +170,41 @@ def moving_textures(n: int, *, frames: int = 10, size: int = 64, objects: int = 
 
 class VideoClips(Dataset):
     """Fixed-length clips (``length`` frames, every ``stride`` frames) of a :class:`VideoData`, as dicts with
-    ``frames`` (L, C, H, W), ``flows`` (L − 1, 2, H, W), ``occluded`` and ``masks``."""
+    ``frames`` (L, C, H, W), ``flows`` (L − 1, 2, H, W), ``occluded`` and ``masks``; or of real videos, a sequence of
+    (T, C, H, W) frame tensors of any lengths (e.g. :func:`read_video` then :func:`resize_frames` per file), as
+    dicts with ``frames`` only. Videos shorter than ``length`` give no clip.
 
-    def __init__(self, data: VideoData, length: int, stride: int = 1):
-        total = data.frames.shape[1]
-        check_int(length, "length", low=2, high=total)
+    Example:
+        >>> clips = VideoClips([torch.zeros(5, 1, 8, 8), torch.zeros(3, 1, 8, 8)], length=3, stride=2)
+        >>> len(clips), clips[0]["frames"].shape
+        (3, torch.Size([3, 1, 8, 8]))
+    """
+
+    def __init__(self, data: VideoData | list[Tensor] | tuple[Tensor, ...], length: int, stride: int = 1):
         check_int(stride, "stride", low=1)
-        self.data, self.length = data, length
-        self.index = [(v, s) for v in range(len(data)) for s in range(0, total - length + 1, stride)]
+        self.data = data
+        if isinstance(data, VideoData):
+            lengths = [data.frames.shape[1]] * len(data)
+            self.length = check_int(length, "length", low=2, high=data.frames.shape[1])
+        else:
+            lengths = [self._check_video(video, i, data[0]) for i, video in enumerate(data)] if data else []
+            self.length = check_int(length, "length", low=2)
+            if not any(n >= length for n in lengths):
+                raise EmptyInputError(expected(f"a video of at least {length} frames (the clip length)",
+                                               f"lengths {lengths}", "pass a smaller length or longer videos"))
+        self.index = [(v, s) for v, total in enumerate(lengths) for s in range(0, total - self.length + 1, stride)]
+
+    @staticmethod
+    def _check_video(video: object, index: int, first: object) -> int:
+        if not isinstance(video, Tensor) or video.dim() != 4:
+            raise ShapeError(expected("videos as (T, C, H, W) tensors", f"video {index}: "
+                                      f"{tuple(video.shape) if isinstance(video, Tensor) else type(video).__name__}",
+                                      "pass read_video(path) results (resized with resize_frames)"))
+        if video.shape[1:] != first.shape[1:]:
+            raise ShapeError(expected(f"frames of one size {tuple(first.shape[1:])} in every video",
+                                      f"video {index} with {tuple(video.shape[1:])}",
+                                      "resize every video with resize_frames(frames, size)"))
+        return video.shape[0]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -184,6 +212,8 @@ class VideoClips(Dataset):
     def __getitem__(self, item: int) -> dict[str, Tensor]:
         v, s = self.index[item]
         e = s + self.length
+        if not isinstance(self.data, VideoData):
+            return {"frames": self.data[v][s:e]}
         return {"frames": self.data.frames[v, s:e], "flows": self.data.flows[v, s:e - 1],
                 "occluded": self.data.occluded[v, s:e - 1], "masks": self.data.masks[v, s:e]}
 

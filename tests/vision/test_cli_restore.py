@@ -8,7 +8,9 @@ from PIL import Image
 from flowzoo.core.cli import run_main
 from flowzoo.vision import train as vision_train
 from flowzoo.vision import video_edit
-from flowzoo.vision.cli_restore import edit_main, invert_main, read_image, restore_main, video_edit_main
+from flowzoo.vision.cli_restore import (edit_main, invert_main, measure_crw_main, read_image, restore_main,
+                                        video_edit_main)
+from flowzoo.vision.restoration import load_error_table
 from flowzoo.vision.video import moving_digits, read_video, write_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -48,6 +50,21 @@ def test_restore_writes_the_image_and_the_panel(run_dir, digit_png, tmp_path, ca
     assert "exists" in capsys.readouterr().err
 
 
+def test_measure_crw_writes_a_table_that_restore_reuses(run_dir, digit_png, tmp_path, capsys):
+    table = tmp_path / "crw.json"
+    argv = ["--checkpoint", str(run_dir), "--out", str(table), "--images", "16", "--times", "5", "--repeats", "1"]
+    assert run_main(measure_crw_main, argv, prog="flowzoo vision measure-crw") == 0
+    times, mse = load_error_table(table)
+    assert times.shape == (5,) and bool((times > 0).all() and (times < 1).all())
+    assert bool(torch.isfinite(mse).all() and (mse > 0).all())
+    assert run_main(measure_crw_main, argv, prog="flowzoo vision measure-crw") == 2      # no silent overwrite
+    assert "exists" in capsys.readouterr().err
+    out = tmp_path / "restored.png"
+    argv = ["--checkpoint", str(run_dir), "--task", "sr4", "--input", str(digit_png), "--out", str(out),
+            "--steps", "3", "--crw", str(table)]
+    assert run_main(restore_main, argv, prog="flowzoo vision restore") == 0 and out.exists()
+
+
 def test_invert_and_edit(run_dir, digit_png, tmp_path):
     out = tmp_path / "inv.png"
     argv = ["--checkpoint", str(run_dir), "--input", str(digit_png), "--out", str(out), "--steps", "3",
@@ -76,11 +93,16 @@ def test_video_edit_writes_the_edit_and_the_side_by_side(tmp_path):
     (edit_main, ["--source_class", "1"], "--class"),
     (video_edit_main, ["--input", "missing.mp4"], "does not exist"),
     (video_edit_main, ["--edit", "blur"], "--edit"),
+    (restore_main, ["--crw", "missing_crw.json"], "velocity-error table"),
+    (measure_crw_main, ["--times", "1"], "--times"),
+    (measure_crw_main, ["--split", "validation"], "split"),
 ])
 def test_bad_input_is_one_error_line(run_dir, digit_png, tmp_path, capsys, main, argv, message):
     base = {"--checkpoint": str(run_dir), "--input": str(digit_png), "--out": str(tmp_path / "x.png")}
     if main is video_edit_main:
         base = {"--input": str(tmp_path / "missing.mp4"), "--out": str(tmp_path / "x.gif")}
+    if main is measure_crw_main:
+        base = {"--checkpoint": str(run_dir), "--out": str(tmp_path / "x.png")}
     for key, value in zip(argv[::2], argv[1::2]):
         base[key] = value
     args = [token for pair in base.items() for token in pair]

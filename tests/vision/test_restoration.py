@@ -5,7 +5,7 @@ import torch
 
 from flowzoo.core.errors import ConfigError, ShapeError
 from flowzoo.core.fewstep import GaussianOracle
-from flowzoo.vision.operators import build_operator
+from flowzoo.vision.operators import Operator, build_operator
 from flowzoo.vision.restoration import (calibrated_weights, dps_restore, flair_restore, flair_schedule,
                                         load_error_table, measure_velocity_error, operator_norm, projection_restore,
                                         pseudo_inverse_restore, save_error_table)
@@ -115,3 +115,23 @@ def test_bad_input():
         flair_restore(lambda x, t: x, torch.zeros(1, 1, 4, 4), op, shape=(1, 16, 16), steps=2)
     with pytest.raises(ConfigError):
         flair_schedule(0)
+
+
+class _BrokenAdjoint(Operator):
+    """x ↦ 2x whose "adjoint" forgets the factor 2: every solver must refuse it before it starts."""
+
+    def forward(self, x):
+        return 2 * x
+
+    def adjoint(self, y):
+        return y
+
+    def pinv(self, y):
+        return y / 2
+
+
+@pytest.mark.parametrize("solver", [flair_restore, dps_restore, projection_restore])
+def test_every_solver_checks_the_operators_adjoint_once(solver):
+    y = torch.zeros(1, *SHAPE)
+    with pytest.raises(ConfigError, match="<A x, y>"):
+        solver(lambda x, t: torch.zeros_like(x), y, _BrokenAdjoint(), shape=SHAPE, steps=2)

@@ -6,7 +6,8 @@ import torch
 from flowzoo.core.errors import ConfigError, EmptyInputError, ShapeError
 from flowzoo.vision.optical_flow import (dis_flow, endpoint_error, farneback_flow, horn_schunck, occlusion_mask,
                                          reynolds_encoding, reynolds_flow, warp, warping_error)
-from flowzoo.vision.video import VideoClips, moving_digits, moving_textures, read_video, write_video
+from flowzoo.vision.video import (VideoClips, moving_digits, moving_textures, read_video, resize_frames,
+                                  write_video)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,6 +80,22 @@ def test_moving_textures_brightness_ramp_and_clips():
     assert means[-1] > means[0]
     clips = VideoClips(video, length=3, stride=2)
     assert len(clips) == 2 and clips[1]["frames"].shape == (3, 1, 40, 40) and clips[1]["flows"].shape[0] == 2
+
+
+def test_clips_of_real_video_files(digits_video, tmp_path):
+    """Files of different lengths and sizes -> resized frames -> fixed-length clips that are the files' frames."""
+    long = write_video(digits_video.frames[0], tmp_path / "long.gif")                     # 6 frames, 48 x 48
+    short = write_video(digits_video.frames[1, :3, :, :40, :40], tmp_path / "short")       # 3 PNGs, 40 x 40
+    videos = [resize_frames(read_video(path), 32) for path in (long, short)]
+    clips = VideoClips(videos, length=3)
+    assert len(clips) == 4 + 1 and set(clips[0]) == {"frames"} and clips[4]["frames"].shape == (3, 3, 32, 32)
+    assert torch.equal(clips[1]["frames"], videos[0][1:4])
+    with pytest.raises(ShapeError, match="one size"):
+        VideoClips([videos[0], videos[1][..., :16]], length=2)
+    with pytest.raises(EmptyInputError, match="at least 7 frames"):
+        VideoClips(videos, length=7)
+    with pytest.raises(EmptyInputError):
+        VideoClips([], length=2)
 
 
 @pytest.mark.parametrize("suffix", [".gif", ".avi", ".mp4", ""])
