@@ -7,9 +7,12 @@ Colours are float32 in [0, 1] in memory and uchar on disk. Other elements (faces
 ignored when reading points. XYZ is whitespace-separated text, 3 columns (xyz) or 6 (xyz + normals).
 
 PCD, OBJ and OFF go through open3d (``pip install open3d-cpu``; on Linux it needs ``apt-get install -y
-libusb-1.0-0``), imported only when such a file is asked for. Every bad file raises a
-:class:`~flowzoo.core.errors.FlowzooError` naming it: no points, NaN or Inf coordinates, a truncated binary body,
-an unknown format. No time convention applies; the rationale is that a user's scans must load on any machine.
+libusb-1.0-0``), imported only when such a file is asked for, as do :func:`read_mesh` (a triangle mesh with its
+faces: ``.obj``, ``.off``, ``.ply``, ``.stl``) and the bridges to open3d's tensor geometry, :func:`to_open3d`
+and :func:`from_open3d`, which share memory with torch through DLPack where the device and dtype allow it.
+Every bad file raises a :class:`~flowzoo.core.errors.FlowzooError` naming it: no points, NaN or Inf
+coordinates, a truncated binary body, a mesh file without triangles, an unknown format. No time convention
+applies; the rationale is that a user's scans must load on any machine.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from flowzoo.core.errors import (ConfigError, EmptyInputError, MissingDependencyError, NonFiniteError, ShapeError,
                                  expected)
 
-__all__ = ["PointCloud", "read_point_cloud", "write_point_cloud", "read_ply", "write_ply", "read_xyz", "write_xyz"]
+__all__ = ["PointCloud", "Mesh", "MESH_SUFFIXES", "read_point_cloud", "write_point_cloud", "read_ply", "write_ply",
+           "read_xyz", "write_xyz", "require_open3d", "is_mesh_file", "read_mesh", "to_open3d", "from_open3d"]
+
+MESH_SUFFIXES = (".obj", ".off", ".ply", ".stl")
 
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
@@ -222,7 +229,9 @@ def write_xyz(path: str | Path, cloud: PointCloud) -> None:
     np.savetxt(path, columns, fmt="%.9g")
 
 
-def _open3d():
+def require_open3d():
+    """The ``open3d`` module, or a :class:`~flowzoo.core.errors.MissingDependencyError` that says how to install
+    it (the extra and the system library ``libusb-1.0-0``)."""
     try:
         import open3d
     except (ImportError, OSError) as error:
@@ -234,16 +243,13 @@ def _open3d():
 
 
 def _read_with_open3d(path: Path) -> PointCloud:
-    o3d = _open3d()
+    o3d = require_open3d()
     if path.suffix.lower() == ".pcd":
         geometry = o3d.io.read_point_cloud(str(path))
         parts = (np.asarray(geometry.points), np.asarray(geometry.normals) if geometry.has_normals() else None,
                  np.asarray(geometry.colors) if geometry.has_colors() else None)
     else:
-        geometry = o3d.io.read_triangle_mesh(str(path))
-        if len(geometry.triangles) == 0 and len(geometry.vertices) > 0:
-            raise ConfigError(expected(f"a triangle mesh in {path}", "vertices without faces",
-                                       "export the mesh with its faces, or save the points as PLY"))
+        geometry = _triangle_mesh(o3d, path)
         parts = (np.asarray(geometry.vertices),
                  np.asarray(geometry.vertex_normals) if geometry.has_vertex_normals() else None,
                  np.asarray(geometry.vertex_colors) if geometry.has_vertex_colors() else None)
@@ -286,3 +292,136 @@ def write_point_cloud(path: str | Path, cloud: PointCloud | np.ndarray, *, binar
         write_ply(path, cloud, binary=binary)
     else:
         raise ConfigError(expected("a .ply, .xyz or .txt output path", str(path), "name the file *.ply"))
+
+
+@dataclass
+class Mesh:
+    """A triangle mesh: vertices ``(V, 3)`` float32 and faces ``(F, 3)`` int64 indexing them (F >= 1).
+
+    Example:
+        >>> Mesh(np.eye(3), [[0, 1, 2]]).faces.dtype
+        dtype('int64')
+    """
+
+    vertices: np.ndarray
+    faces: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.vertices = _column_block(self.vertices, "vertices")
+        faces = np.asarray(self.faces)
+        if (faces.ndim != 2 or faces.shape[1] != 3 or len(faces) == 0 or not np.issubdtype(faces.dtype, np.integer)
+                or faces.min() < 0 or faces.max() >= len(self.vertices)):
+            raise ShapeError(expected("integer triangle faces (F, 3), F >= 1, indexing the vertices",
+                                      f"shape {faces.shape}, dtype {faces.dtype}", "pass a triangle mesh"))
+        self.faces = faces.astype(np.int64)
+
+
+def _triangle_mesh(o3d, path: Path):
+    """open3d's legacy mesh of ``path``, refused (naming the file) when it holds no triangles."""
+    with o3d.utility.VerbosityContextManager(o3d.utility.VerbosityLevel.Error):  # our error replaces its warning
+        geometry = o3d.io.read_triangle_mesh(str(path))
+    if len(geometry.triangles) == 0:
+        raise ConfigError(expected(f"a triangle mesh in file {path}", f"no triangles ({len(geometry.vertices)} "
+                                   "vertices read): not a mesh, or a file open3d cannot parse",
+                                   "export the mesh with its faces, or save the points as PLY and read them with "
+                                   "read_point_cloud"))
+    return geometry
+
+
+def is_mesh_file(path: str | Path) -> bool:
+    """Whether ``path`` holds triangles: ``.obj``, ``.off`` and ``.stl`` always, ``.ply`` when its header declares
+    faces (a scan's PLY has only vertices)."""
+    path = Path(path)
+    if path.suffix.lower() != ".ply":
+        return path.suffix.lower() in MESH_SUFFIXES
+    with open(path, "rb") as handle:
+        _, elements, _ = _parse_ply_header(handle.read(1 << 16), path)
+    return any(name == "face" and count > 0 for name, count, _ in elements)
+
+
+def read_mesh(path: str | Path) -> Mesh:
+    """The triangles of a mesh file (``.obj``, ``.off``, ``.ply``, ``.stl``) through open3d.
+
+    Example:
+        >>> import tempfile, os
+        >>> file = os.path.join(tempfile.mkdtemp(), "t.off")
+        >>> _ = open(file, "w").write("OFF\\n3 1 0\\n0 0 0\\n1 0 0\\n0 1 0\\n3 0 1 2\\n")
+        >>> read_mesh(file).faces.tolist()
+        [[0, 1, 2]]
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(expected("an existing mesh file", str(path), "check the path"))
+    if path.suffix.lower() not in MESH_SUFFIXES:
+        raise ConfigError(expected(f"a mesh file ({', '.join(MESH_SUFFIXES)})", str(path), "convert it to OBJ or PLY"))
+    geometry = _triangle_mesh(require_open3d(), path)
+    vertices = _column_block(np.asarray(geometry.vertices), "vertices", source=f"file {path}")
+    return Mesh(vertices, np.asarray(geometry.triangles))
+
+
+def _to_o3d_tensor(o3d, values: object, name: str, dtype: torch.dtype):
+    """An open3d tensor sharing ``values``' memory (DLPack) when it is a contiguous tensor on a device open3d
+    has; otherwise a copy on the CPU."""
+    tensor = torch.as_tensor(values).to(dtype)
+    if tensor.dim() != 2 or tensor.shape[1] != 3:
+        raise ShapeError(expected(f"{name} shaped (N, 3)", f"shape {tuple(tensor.shape)}", "pass one row per point"))
+    if tensor.is_cuda and not o3d.core.cuda.is_available():  # open3d's CPU build: copy to the host
+        tensor = tensor.cpu()
+    return o3d.core.Tensor.from_dlpack(torch.utils.dlpack.to_dlpack(tensor.contiguous()))
+
+
+def to_open3d(geometry: object, *, normals: object = None, colors: object = None):
+    """An ``open3d.t.geometry`` object of a cloud (a :class:`PointCloud`, an ``(N, 3)`` array or tensor, with
+    optional ``normals`` and ``colors``) or of a :class:`Mesh`. A contiguous float32 tensor is shared, not
+    copied: writes through either side are seen by the other.
+
+    Example:
+        >>> points = torch.zeros(4, 3)
+        >>> cloud = to_open3d(points)
+        >>> points[0, 0] = 7.0; float(cloud.point.positions[0, 0].item())
+        7.0
+    """
+    o3d = require_open3d()
+    if isinstance(geometry, Mesh):
+        mesh = o3d.t.geometry.TriangleMesh()
+        mesh.vertex.positions = _to_o3d_tensor(o3d, geometry.vertices, "vertices", torch.float32)
+        mesh.triangle.indices = _to_o3d_tensor(o3d, geometry.faces, "faces", torch.int64)
+        return mesh
+    if isinstance(geometry, PointCloud):
+        geometry, normals, colors = geometry.points, geometry.normals, geometry.colors
+    if not isinstance(geometry, (torch.Tensor, np.ndarray)):
+        raise ConfigError(expected("a PointCloud, a Mesh or an (N, 3) array or tensor", type(geometry).__name__,
+                                   "wrap the points: PointCloud(points)"))
+    points = _to_o3d_tensor(o3d, geometry, "points", torch.float32)
+    cloud = o3d.t.geometry.PointCloud(points.device)
+    cloud.point.positions = points
+    for key, values in (("normals", normals), ("colors", colors)):
+        if values is not None:
+            cloud.point[key] = _to_o3d_tensor(o3d, values, key, torch.float32)
+    return cloud
+
+
+def from_open3d(geometry: object) -> dict[str, torch.Tensor]:
+    """Torch tensors of an open3d cloud (``points`` and, when present, ``normals`` and ``colors``) or triangle
+    mesh (``vertices`` and ``faces``), legacy or tensor geometry; tensor geometry is shared through DLPack.
+
+    Example:
+        >>> sorted(from_open3d(to_open3d(torch.ones(2, 3), colors=torch.zeros(2, 3))))
+        ['colors', 'points']
+    """
+    o3d = require_open3d()
+    if isinstance(geometry, o3d.geometry.PointCloud):
+        geometry = o3d.t.geometry.PointCloud.from_legacy(geometry)
+    elif isinstance(geometry, o3d.geometry.TriangleMesh):
+        geometry = o3d.t.geometry.TriangleMesh.from_legacy(geometry)
+    if isinstance(geometry, o3d.t.geometry.PointCloud):
+        parts = {name: geometry.point[key] for key, name in
+                 (("positions", "points"), ("normals", "normals"), ("colors", "colors")) if key in geometry.point}
+    elif isinstance(geometry, o3d.t.geometry.TriangleMesh):
+        parts = {"vertices": geometry.vertex.positions}
+        if "indices" in geometry.triangle:
+            parts["faces"] = geometry.triangle.indices
+    else:
+        raise ConfigError(expected("an open3d point cloud or triangle mesh", type(geometry).__name__,
+                                   "pass an open3d.geometry or open3d.t.geometry object"))
+    return {name: torch.utils.dlpack.from_dlpack(tensor.to_dlpack()) for name, tensor in parts.items()}
