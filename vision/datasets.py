@@ -214,7 +214,8 @@ def load_images(spec: str, *, split: str = "train", size: int | None = None, pad
         pixels, labels, names = (read_cifar10 if kind == "cifar10" else read_mnist_idx)(path, split)
         source, index = str(Path(path)), None
     elif path and kind == "folder":
-        pixels, labels, names = read_image_folder(path, mode)
+        folder_mode = mode if mode is not None else {1: "L", 3: "RGB"}.get(channels)  # --channels converts on read
+        pixels, labels, names = read_image_folder(path, folder_mode)
         source, index = str(Path(path)), _seeded_split(len(pixels), split, test_fraction, seed)
     elif kind in BUNDLED and not colon:
         patch_size = size or 32

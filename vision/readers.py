@@ -49,6 +49,8 @@ _IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 _MNIST_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _CIFAR_FILES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+# A fix that works from the command line (--channels, passed on as the Pillow mode) and from Python.
+_CONVERT_FIX = "convert every image to one channel count: --channels 1 or 3 (in Python mode='L' or mode='RGB')"
 
 
 class ImageFileError(FlowzooError, ValueError):
@@ -180,7 +182,7 @@ def _read_picture(path: Path, mode: str | None) -> np.ndarray:
                 picture = picture.convert("RGB")
             elif picture.mode not in ("L", "RGB"):
                 raise ImageFileError(expected(f"a grey (L) or RGB image at {path}", f"mode {picture.mode}",
-                                              "pass mode='RGB' or mode='L' to convert every image"))
+                                              _CONVERT_FIX))
             array = np.asarray(picture, dtype=np.uint8)
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise ImageFileError(expected(f"a readable image at {path}", f"{type(err).__name__}: {err}",
@@ -215,10 +217,10 @@ def read_image_folder(folder: str | Path,
             first = (path, array.shape)
         elif array.shape != first[1]:
             c, h, w = first[1]
+            fix = ("resize the image files to one size" if array.shape[1:] != first[1][1:] else _CONVERT_FIX)
             raise ImageFileError(expected(f"every image {h}x{w} with {c} channel(s), as {first[0]}",
                                           f"{array.shape[1]}x{array.shape[2]} with {array.shape[0]} channel(s) "
-                                          f"at {path}", "resize the images to one size, or pass mode= to "
-                                          "convert the channels"))
+                                          f"at {path}", fix))
         arrays.append(array)
     labels = np.asarray([label for label, _ in files], dtype=np.int64) if classes else None
     return np.stack(arrays), labels, classes or None

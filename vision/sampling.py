@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,9 +20,10 @@ from torch import nn
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.validation import check_number, check_positive_int
 from flowzoo.vision.fewstep import boss_grid, guided, is_flowmap, sample_chunk
+from flowzoo.vision.metrics import save_image_grid
 from flowzoo.vision.sourcefm import SourceFMSource
 
-__all__ = ["generate"]
+__all__ = ["generate", "write_sample_grid"]
 
 
 def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, method: str = "euler",
@@ -83,3 +85,30 @@ def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, meth
             images.append(x.float().cpu())
             nfe += calls * len(x)
     return torch.cat(images), nfe // n
+
+
+def write_sample_grid(model: nn.Module, image: dict[str, Any], path: str | Path, *, n: int, steps: int,
+                      class_cond: bool, seed: int = 0, source: SourceFMSource | None = None) -> dict[str, float]:
+    """Draw ``n`` images (classes 0, 1, ... in turn when ``class_cond``) with ``steps`` Euler steps and save them as a
+    PNG grid, one row per class when they fit; ``image`` is a run's image record (``shape``, ``num_classes``).
+    Returns pixel statistics of the draw (mean, std, share outside [-1, 1]) for the training log.
+
+    Example:
+        >>> import tempfile
+        >>> from flowzoo.core.nets import UNet
+        >>> net = UNet(in_channels=1, channels=16, multipliers=(1, 2), res_blocks=1, head_channels=16)
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     stats = write_sample_grid(net, {"shape": [1, 8, 8], "num_classes": 0}, Path(folder) / "g.png",
+        ...                               n=4, steps=2, class_cond=False)
+        >>> sorted(stats)
+        ['out_of_range', 'pixel_mean', 'pixel_std']
+    """
+    classes = int(image["num_classes"])
+    labels = torch.arange(n) % max(classes, 1) if class_cond else None
+    generator = torch.Generator().manual_seed(seed + 12345)
+    images, _ = generate(model, n, image["shape"], steps=steps, labels=labels, generator=generator, source=source)
+    rows = classes if class_cond and 1 < classes <= n else None
+    scale = max(1, 64 // int(image["shape"][-1]))
+    save_image_grid(images.clamp(-1, 1), path, nrow=rows, scale=min(scale, 4))
+    return {"pixel_mean": float(images.mean()), "pixel_std": float(images.std()),
+            "out_of_range": float((images.abs() > 1).float().mean())}

@@ -57,10 +57,9 @@ from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, 
                                     reflow_pairs)
 from flowzoo.vision.blockwise_nets import BlockwiseVelocity
 from flowzoo.vision.methods import METHODS, guidance_classifier
-from flowzoo.vision.metrics import save_image_grid
 from flowzoo.vision.nets import DiT, FlowMapDiT
 from flowzoo.vision.refiner import ImageRefiner, refiner_velocity_error
-from flowzoo.vision.sampling import generate
+from flowzoo.vision.sampling import write_sample_grid
 from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source
 from flowzoo.vision.train_latent import LATENT_METHODS, latent_main
 from flowzoo.vision.train_symmflow import SYMMFLOW_METHODS, symmflow_main
@@ -202,22 +201,26 @@ def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) ->
                                               num_classes=classes)
 
 
-def _grid_labels(n: int, num_classes: int) -> torch.Tensor:
-    return torch.arange(n) % max(num_classes, 1)
-
-
-def _write_grid(model: nn.Module, cfg: VisionTrainConfig, image: dict[str, Any], path: Path,
-                source: SourceFMSource | None = None) -> dict[str, float]:
-    classes = int(image["num_classes"])
-    labels = _grid_labels(cfg.grid_n, classes) if cfg.class_cond else None
-    generator = torch.Generator().manual_seed(cfg.trainer.seed + 12345)
-    images, _ = generate(model, cfg.grid_n, image["shape"], steps=cfg.grid_steps, labels=labels,
-                         generator=generator, source=source)
-    rows = classes if cfg.class_cond and 1 < classes <= cfg.grid_n else None
-    scale = max(1, 64 // int(image["shape"][-1]))
-    save_image_grid(images.clamp(-1, 1), path, nrow=rows, scale=min(scale, 4))
-    return {"pixel_mean": float(images.mean()), "pixel_std": float(images.std()),
-            "out_of_range": float((images.abs() > 1).float().mean())}
+def _check_resume(cfg: VisionTrainConfig, image: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint of other images: a convolutional net's weights fit any image size."""
+    resume = cfg.trainer.resume
+    if resume in (False, None, "", "false"):
+        return
+    where = Path(cfg.trainer.out_dir) if resume in (True, "true") else Path(str(resume))
+    try:
+        stored = (read_checkpoint(where).config or {}).get(IMAGE_KEY)
+    except CheckpointError:
+        return  # nothing to compare with: the Trainer reports a missing or broken checkpoint itself
+    if not isinstance(stored, dict):
+        return
+    theirs = (tuple(int(v) for v in stored.get("shape", ())), int(stored.get("num_classes", -1)))
+    ours = (tuple(image["shape"]), int(image["num_classes"]))
+    if theirs != ours:
+        raise CheckpointError(expected(
+            f"a checkpoint of images {ours[0]} with {ours[1]} classes ({image['data']}) to resume",
+            f"{where}: images {theirs[0]} with {theirs[1]} classes ({stored.get('data')})",
+            "resume with the --data, --size, --pad and --channels the run started with, or start a new "
+            "--trainer.out_dir"))
 
 
 def _load_teacher(cfg: VisionTrainConfig, data: ImageData) -> "TrainedImageModel":
@@ -244,6 +247,7 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
                                    "drop --class_cond"))
     image = {"data": cfg.data, "shape": list(data.shape), "num_classes": int(data.num_classes),
              "load": {k: v for k, v in cfg.load_options().items()}}
+    _check_resume(cfg, image)
     method = METHODS[cfg.method]
     teacher = _load_teacher(cfg, data) if method.teacher else None
     if method.pairs:  # reflow fine-tunes the teacher's own network, recorded as this run's
@@ -273,7 +277,8 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     def evaluate(eval_model: nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
         if method.refiner:
             return _refiner_error(eval_model, teacher.model, cfg)
-        return _write_grid(eval_model, cfg, image, Path(eval_dir) / "samples.png", source)
+        return write_sample_grid(eval_model, image, Path(eval_dir) / "samples.png", n=cfg.grid_n, steps=cfg.grid_steps,
+                                 class_cond=cfg.class_cond, seed=cfg.trainer.seed, source=source)
 
     run_config = {**config_to_dict(cfg), IMAGE_KEY: image}
     trainer = Trainer(model, objective, sampler, cfg.trainer, evaluate=evaluate, run_config=run_config)
@@ -287,7 +292,8 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
         if method.refiner:
             metrics.update(_refiner_error(final, teacher.model, cfg))
         else:
-            _write_grid(final, cfg, image, out_dir / "samples.png", source)
+            write_sample_grid(final, image, out_dir / "samples.png", n=cfg.grid_n, steps=cfg.grid_steps,
+                              class_cond=cfg.class_cond, seed=cfg.trainer.seed, source=source)
     return metrics
 
 
