@@ -65,8 +65,10 @@ def plot_scene(scene: dict[str, np.ndarray], path: str | Path, *, samples: np.nd
         _draw_box(ax, box, color="tab:blue", alpha=0.9, zorder=3)
     _draw_box(ax, ego_boxes(np.zeros(3)), color="tab:red", zorder=4)
     if samples is not None:
-        for plan in np.asarray(samples, dtype=float):
-            ax.plot(-plan[:, 1], plan[:, 0], color="tab:purple", lw=0.6, alpha=0.35, zorder=5)
+        samples = np.asarray(samples, dtype=float)
+        for k, plan in enumerate(samples):  # one legend entry for all of them
+            ax.plot(-plan[:, 1], plan[:, 0], color="tab:purple", lw=0.8, alpha=0.45, zorder=5,
+                    label=f"samples ({len(samples)})" if k == 0 else None)
     if expert and "trajectory" in scene:
         truth = np.asarray(scene["trajectory"], dtype=float)
         ax.plot(-truth[:, 1], truth[:, 0], "o--", color="black", lw=1.2, ms=2.5, zorder=6, label="expert")
@@ -79,7 +81,7 @@ def plot_scene(scene: dict[str, np.ndarray], path: str | Path, *, samples: np.nd
     ax.set_xlim(-extent[3], -extent[2])
     ax.set_ylim(extent[0], extent[1])
     ax.set_aspect("equal")
-    ax.xaxis.set_major_formatter(lambda value, _: f"{-value:g}")   # -y is drawn, so the ticks read y itself
+    ax.xaxis.set_major_formatter(lambda value, _: f"{0.0 - value:g}")  # -y is drawn: ticks read y, "0" not "-0"
     ax.set_xlabel("← left     y (m)     right →")
     ax.set_ylabel("x (m), forward")
     if title:

@@ -98,7 +98,7 @@ class GoalFlowPolicy:
     def __init__(self, planner, *, steps: int | None = None, variant: str = "M3"):
         import torch
 
-        self.planner, self.steps, self.variant = planner, steps, variant
+        self.planner, self.steps, self.variant = planner, steps, _check_variant(variant)
         self.generator = torch.Generator().manual_seed(0)
 
     def reset(self, sim: HighwaySim) -> None:
@@ -111,6 +111,30 @@ class GoalFlowPolicy:
             result = self.planner.plan({"bev": bev, "ego_state": ego_state, "command": np.array([command])},
                                        steps=self.steps, variant=self.variant, generator=self.generator)
         return np.asarray(result.trajectory[0].detach().cpu(), dtype=float)
+
+
+_VARIANTS = ("M0", "M1", "M2", "M3")  # gt_goal needs the logged future, which closed loop lacks
+
+
+def _check_variant(variant: object) -> str:
+    """Checked before any episode: a variant the planner refuses would fail every episode one by one."""
+    if variant not in _VARIANTS:
+        raise ConfigError(expected(f"a closed-loop GoalFlow variant among {', '.join(_VARIANTS)}", repr(variant),
+                                   "pass e.g. --variant M3 (gt_goal needs the expert's future)"))
+    return str(variant)
+
+
+def _check_video(path: str | Path) -> Path:
+    """A path :func:`write_video` can write, checked before the episodes run rather than after the first."""
+    import importlib.util
+
+    path = Path(path)
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise ConfigError(expected("a video path ending in .gif or .mp4", str(path), "e.g. --video run.gif"))
+    if path.suffix.lower() == ".mp4" and not all(importlib.util.find_spec(m) for m in ("imageio", "imageio_ffmpeg")):
+        raise MissingDependencyError(expected("imageio and imageio-ffmpeg to write an .mp4", "not installed",
+                                              "pip install imageio imageio-ffmpeg, or write a .gif"))
+    return path
 
 
 def goalflow_planner(planner, *, steps: int | None = None, variant: str = "M3") -> GoalFlowPolicy:
@@ -196,6 +220,7 @@ def run_episodes(planner_fn: Callable, env_id: str, *, episodes: int = 50, seed:
     env_id = check_env_id(env_id)
     episodes = check_positive_int(episodes, "episodes", fix="pass e.g. --episodes 50")
     replan_every = check_positive_int(replan_every, "replan_every", fix="pass e.g. --replan_every 5")
+    video = None if video is None else _check_video(video)
     sim = sim or HighwaySim(env_id, render=video is not None)
     max_steps = int(round(60.0 / sim.dt)) if max_steps is None else check_positive_int(max_steps, "max_steps")
     results = []
@@ -234,7 +259,7 @@ def write_video(frames: list[np.ndarray], path: str | Path, *, fps: float = 5.0,
     """Write RGB frames as a GIF (Pillow) or MP4 (imageio with ffmpeg), downscaled to ``max_width``."""
     from PIL import Image
 
-    path = Path(path)
+    path = _check_video(path)
     images = [Image.fromarray(np.asarray(f, dtype=np.uint8)) for f in frames]
     scale = min(1.0, max_width / images[0].width)
     if scale < 1.0:
@@ -243,12 +268,10 @@ def write_video(frames: list[np.ndarray], path: str | Path, *, fps: float = 5.0,
     if path.suffix.lower() == ".gif":
         images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0,
                        optimize=True)
-    elif path.suffix.lower() == ".mp4":
+    else:
         import imageio.v2 as imageio
 
         imageio.mimsave(path, [np.asarray(im) for im in images], fps=fps)
-    else:
-        raise ConfigError(expected("a video path ending in .gif or .mp4", str(path), "e.g. --video run.gif"))
     return path
 
 
@@ -326,7 +349,7 @@ class SimulateConfig:
     episodes: int = field(default=50, metadata=option_help("seeded episodes (seed, seed + 1, ...)"))
     steps: int = field(default=1, metadata=option_help("flow sampling steps of a GoalFlow planner"))
     n_samples: int = field(default=128, metadata=option_help("trajectory samples per GoalFlow plan (paper: 128)"))
-    variant: str = field(default="M3", metadata=option_help("GoalFlow variant (M0-M3)"))
+    variant: str = field(default="M3", metadata=option_help("GoalFlow variant (M0, M1, M2 or M3)"))
     seed: int = field(default=0, metadata=option_help("seed of the first episode"))
     replan_every: int = field(default=5, metadata=option_help("simulation steps between plans"))
     max_steps: int = field(default=0, metadata=option_help("simulation steps per episode at most (0: 60 s)"))
@@ -367,12 +390,13 @@ def simulate_main(argv: Sequence[str] | None = None) -> int:
     check_positive_int(cfg.n_samples, "--n_samples", fix="pass e.g. --n_samples 128")
     check_positive_int(cfg.replan_every, "--replan_every", fix="pass e.g. --replan_every 5")
     check_int(cfg.max_steps, "--max_steps", low=0, fix="pass 0 for the default, or a positive number")
-    video = Path(cfg.video) if cfg.video else None
+    video = _check_video(cfg.video) if cfg.video else None
     if video is not None:
-        if video.suffix.lower() not in (".gif", ".mp4"):
-            raise ConfigError(expected("--video ending in .gif or .mp4", str(video), "e.g. --video run.gif"))
         check_new_outputs([video], cfg.overwrite, fix="choose another --video, or pass --overwrite to replace it")
     kind = cfg.planner if cfg.planner != "auto" else ("checkpoint" if cfg.checkpoint else "idm")
+    if kind != "checkpoint" and cfg.checkpoint:  # the checkpoint would be silently ignored
+        raise ConfigError(expected(f"no --checkpoint with --planner {kind}", f"--checkpoint {cfg.checkpoint}",
+                                   "drop --checkpoint, or pass --planner checkpoint to drive it"))
     planner = {"idm": IDMPlanner, "constant_velocity": lambda: constant_velocity_planner}.get(kind)
     planner = planner() if planner else _load_checkpoint_planner(cfg.checkpoint, cfg.steps, cfg.variant,
                                                                  cfg.n_samples)

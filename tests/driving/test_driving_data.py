@@ -127,6 +127,22 @@ def test_vocabulary_is_deterministic_and_targets_are_distributions(arrays):
         build_vocabulary(ends[:2], 5)
 
 
+
+def test_vocabulary_recovers_hand_computed_cluster_means_and_is_a_lloyd_fixed_point(arrays):
+    """Three well-separated clusters of end poses: every seed's k-means returns their means (computed by hand);
+    on real end poses each goal point is the mean of the end poses nearest to it."""
+    ends = torch.tensor([[0.0, 0, 0], [2, 0, 0], [10, 0, 0], [10, 2, 0], [0, 10, 0.5], [0, 12, 0.5], [0, 14, 0.5]])
+    expected_means = torch.tensor([[0.0, 12.0, 0.5], [1.0, 0.0, 0.0], [10.0, 1.0, 0.0]])  # sorted by x, then y
+    for seed in range(4):
+        vocab = torch.tensor(sorted(build_vocabulary(ends, 3, seed=seed).tolist()))
+        torch.testing.assert_close(vocab, expected_means)
+    real = torch.from_numpy(arrays["trajectory"][:, -1])
+    vocab = build_vocabulary(real, 4, seed=0, iterations=200)
+    nearest = torch.cdist(real, vocab).argmin(1)
+    for k in range(len(vocab)):
+        if (nearest == k).any():
+            torch.testing.assert_close(vocab[k], real[nearest == k].mean(0), atol=1e-4, rtol=1e-4)
+
 def _run(argv):
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):

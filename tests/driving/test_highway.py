@@ -246,3 +246,5 @@ def test_simulate_drives_a_goalflow_checkpoint_trained_on_demonstrations(capsys,
     assert "highway-fast-v0 checkpoint: 1 episodes" in capsys.readouterr().out
     with pytest.raises(ConfigError, match="n_samples"):
         simulate_main(argv[:-4] + ["--n_samples", "0"])
+    with pytest.raises(ConfigError, match="M0, M1, M2, M3"):  # refused before any episode, not 1 failure each
+        simulate_main(argv + ["--variant", "gt_goal"])
