@@ -21,10 +21,11 @@ Modules (imported on demand, so ``import flowzoo.driving`` loads neither shapely
     lqr_tracking NAVSIM's LQR tracker on a kinematic bicycle at 10 Hz: tracked open-loop scoring
     highway      headless highway-env adapter: BEV conversion, IDM/MOBIL expert, perturbations
     tracking     pure-pursuit + speed-loop tracker of a plan (highway-env's bicycle inverted)
-    simulate     closed-loop episodes, their metrics, expert demonstrations, ``flowzoo driving simulate``
+    simulate     closed-loop episodes, their metrics, expert demonstrations
+    cli_simulate ``flowzoo driving simulate``: options, checks, summary line
     cli          ``flowzoo driving make-scenes | train | evaluate | simulate``
 """
 
 __all__ = ["geometry", "scenes", "expert", "metrics", "raster", "data", "vocabulary", "plotting", "nets", "goalflow",
            "baselines", "train", "evaluate", "lqr_tracking",
-           "highway", "tracking", "simulate", "cli"]
+           "highway", "tracking", "simulate", "cli_simulate", "cli"]

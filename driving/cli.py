@@ -2,12 +2,14 @@
 
     flowzoo driving make-scenes --n 5000 --out scenes/ --seed 0 [--overwrite] [--plot 4]
     flowzoo driving train goalflow --scenes scenes/ --out runs/gf     (= flowzoo train driving goalflow ...)
-    flowzoo driving evaluate --checkpoint runs/gf --scenes test/ --steps 1 [--variant M3] [--plots 4]
+    flowzoo driving evaluate --checkpoint runs/gf --scenes test/ --steps 1 [--variant M3] [--w_dac 3] [--plots 4]
+    flowzoo driving simulate --checkpoint runs/gf --env highway-fast-v0 --episodes 50 [--video run.gif]
 
 ``make-scenes`` generates synthetic scenes with expert plans (:func:`flowzoo.driving.data.generate_scenes`) and
 writes them atomically in the schema of :mod:`flowzoo.driving.data`; an existing ``--out`` is replaced only with
 ``--overwrite``; ``--plot K`` also writes BEV figures of the first K scenes to ``<out>/plots/``. ``train`` is
-:func:`flowzoo.driving.train.main` and ``evaluate`` :func:`flowzoo.driving.evaluate.evaluate_main`.
+:func:`flowzoo.driving.train.main`, ``evaluate`` :func:`flowzoo.driving.evaluate.evaluate_main` and ``simulate``
+:func:`flowzoo.driving.cli_simulate.simulate_main`.
 """
 
 from __future__ import annotations
@@ -88,7 +90,7 @@ def commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
 
     def simulate(argv: Sequence[str]) -> int | None:
         """simulate --env ID [--planner idm|constant_velocity|checkpoint] [--checkpoint RUN] [--episodes N] [--steps S] [--video run.gif]: closed loop in highway-env"""
-        from flowzoo.driving.simulate import simulate_main
+        from flowzoo.driving.cli_simulate import simulate_main
 
         return simulate_main(argv)
 

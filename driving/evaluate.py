@@ -8,7 +8,10 @@ minADE / minFDE against the expert, and the planner's wall-clock time per plan i
 ``flowzoo driving evaluate --checkpoint RUN --scenes DIR --steps 1 [--variant M3] [--plots K]`` writes
 ``<RUN>/eval/<variant>_steps<k>.json`` and ``.md`` (the means, the settings and per-scene scores) and, with
 ``--plots K``, BEV figures of the first K scenes (every sample, the chosen plan, the goal and the expert)
-beside them. ``--baseline constant_velocity`` evaluates the constant-velocity planner (no checkpoint).
+beside them. ``--baseline constant_velocity`` evaluates the constant-velocity planner (no checkpoint). GoalFlow's
+goal-selection weights (Eq. 5: ``--w_dis``, ``--w_dac``) and trajectory-scorer weights (Eq. 12: ``--lambda_dis``,
+``--lambda_progress``) default to :class:`~flowzoo.driving.goalflow.GoalFlowPlanner`'s; ``benchmarks.driving``
+chooses ``w_dac`` on a validation split, so its GoalFlow rows are reproduced by passing the ``w_dac`` it reports.
 
 Example:
     >>> from flowzoo.driving.baselines import ConstantVelocityPlanner
@@ -35,7 +38,7 @@ from tqdm.auto import tqdm
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.training import atomic_write_bytes
-from flowzoo.core.validation import check_int, check_new_outputs, check_positive_int
+from flowzoo.core.validation import check_int, check_new_outputs, check_nonnegative, check_positive_int
 from flowzoo.driving.data import scene_arrays
 from flowzoo.driving.geometry import polygon_from_vertices
 from flowzoo.driving.goalflow import VARIANTS
@@ -43,6 +46,7 @@ from flowzoo.driving.metrics import evaluate_plans, min_ade_fde
 
 __all__ = ["METRICS", "score_plan", "evaluate_planner", "format_table", "EvaluateConfig", "evaluate_main"]
 
+_SCORER_WEIGHTS = ("w_dis", "w_dac", "lambda_dis", "lambda_progress")  # GoalFlowPlanner options (Eq. 5, Eq. 12)
 METRICS = ("nc", "dac", "ttc", "comfort", "ep", "score", "min_ade", "min_fde", "ms_per_plan")
 
 
@@ -155,6 +159,13 @@ class EvaluateConfig:
     seed: int = field(default=0, metadata=option_help("seed of the sampling noise"))
     out: str = field(default="", metadata=option_help("result JSON (default: "
                                                       "<checkpoint>/eval/<variant>_steps<k>.json)"))
+    w_dis: float = field(default=0.1, metadata=option_help("goal-selection weight of the distance score "
+                                                            "(GoalFlow Eq. 5)"))
+    w_dac: float = field(default=3.0, metadata=option_help("goal-selection weight of the drivable-area score "
+                                                            "(Eq. 5; benchmarks.driving picks it on validation)"))
+    lambda_dis: float = field(default=1.0, metadata=option_help("trajectory-scorer weight of the distance to the "
+                                                                 "goal (Eq. 12)"))
+    lambda_progress: float = field(default=0.5, metadata=option_help("trajectory-scorer weight of progress (Eq. 12)"))
     tracked: bool = field(default=True, metadata=option_help("score the LQR-tracked 10 Hz states as NAVSIM does "
                                                               "(false: the raw 2 Hz poses)"))
     overwrite: bool = field(default=False, metadata=option_help("replace an existing result"))
@@ -169,6 +180,7 @@ def _planner(cfg: EvaluateConfig, meta: dict, arrays: dict[str, np.ndarray]):
             raise ConfigError(expected("--baseline constant_velocity without --checkpoint", f"--baseline "
                                        f"{cfg.baseline} --checkpoint {cfg.checkpoint or '(none)'}",
                                        "pass either --checkpoint RUN or --baseline constant_velocity"))
+        _check_weights_apply(cfg, cfg.baseline)
         return constant_velocity_planner({"horizon": arrays["trajectory"].shape[1], "dt": meta["dt"]}), \
             {"method": "constant_velocity"}
     if not cfg.checkpoint:
@@ -177,8 +189,21 @@ def _planner(cfg: EvaluateConfig, meta: dict, arrays: dict[str, np.ndarray]):
     planner = load_planner(cfg.checkpoint, horizon=int(arrays["trajectory"].shape[1]),
                            channels=list(meta["channels"]), raster_size=int(arrays["bev"].shape[-1]),
                            n_samples=cfg.n_samples, steps=cfg.steps, shift=cfg.shift,
-                           shadow_threshold=cfg.shadow_threshold or None)
+                           shadow_threshold=cfg.shadow_threshold or None, **_weights(cfg))
+    _check_weights_apply(cfg, planner.info["method"])
     return planner, planner.info
+
+
+def _weights(cfg: EvaluateConfig) -> dict[str, float]:
+    """The GoalFlow selection (Eq. 5) and trajectory-scorer (Eq. 12) weights of ``cfg``."""
+    return {name: getattr(cfg, name) for name in _SCORER_WEIGHTS}
+
+
+def _check_weights_apply(cfg: EvaluateConfig, method: str) -> None:
+    """Weights given for a planner without a goal scorer would be silently ignored: refuse them."""
+    if method != "goalflow" and _weights(cfg) != _weights(EvaluateConfig(scenes=cfg.scenes)):
+        raise ConfigError(expected("--w_dis / --w_dac / --lambda_dis / --lambda_progress only with a GoalFlow "
+                                   "checkpoint", f"them with a {method} planner", "drop those options"))
 
 
 def evaluate_main(argv: Sequence[str] | None = None) -> int:
@@ -190,6 +215,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(expected(f"--variant among {', '.join(VARIANTS)}", cfg.variant, "pass e.g. --variant M3"))
     for name, low in (("steps", 1), ("n_samples", 1), ("limit", 0), ("batch_size", 1), ("plots", 0)):
         check_int(getattr(cfg, name), f"--{name}", low=low)
+    for name in _SCORER_WEIGHTS:  # a negative weight would reward off-road goals or far-from-goal plans
+        check_nonnegative(getattr(cfg, name), f"--{name}")
     if not cfg.checkpoint and not cfg.baseline:
         raise ConfigError(expected("--checkpoint RUN or --baseline constant_velocity", "neither",
                                    "pass --checkpoint runs/gf"))
@@ -204,7 +231,8 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
                               keep_plans=cfg.plots, tracked=cfg.tracked)
     label = name if info["method"] == "goalflow" else info["method"]
     table = format_table({label: report["metrics"]})
-    record = {"planner": info, "settings": {k: getattr(cfg, k) for k in EvaluateConfig.__dataclass_fields__},
+    record = {"planner": info, "planner_settings": planner.settings() if hasattr(planner, "settings") else {},
+              "settings": {k: getattr(cfg, k) for k in EvaluateConfig.__dataclass_fields__},
               "metrics": report["metrics"], "per_scene": report["per_scene"]}
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, json.dumps(record, indent=1, default=str).encode("utf-8"))

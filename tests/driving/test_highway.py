@@ -10,8 +10,9 @@ from flowzoo.core.errors import ConfigError, ShapeError  # noqa: E402
 from flowzoo.driving.highway import ENV_IDS, HighwaySim, check_env_id, to_ego_frame  # noqa: E402
 from flowzoo.driving.tracking import Tracker, bicycle_step  # noqa: E402
 from flowzoo.driving.scenes import DT, HORIZON  # noqa: E402
+from flowzoo.driving.cli_simulate import simulate_main  # noqa: E402
 from flowzoo.driving.simulate import (IDMPlanner, constant_velocity_planner, collect_demonstrations,  # noqa: E402
-                                      run_episodes, simulate_main, summarize)
+                                      run_episodes, summarize)
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,9 @@ from flowzoo.core.cli import run_main  # noqa: E402
 from flowzoo.core.errors import ConfigError, MissingDependencyError  # noqa: E402
 from flowzoo.driving.data import load_scenes, save_scenes  # noqa: E402
 from flowzoo.driving.scenes import HORIZON  # noqa: E402
+from flowzoo.driving.cli_simulate import simulate_main  # noqa: E402
 from flowzoo.driving.simulate import (GoalFlowPolicy, IDMPlanner, collect_demonstrations, run_episodes,  # noqa: E402
-                                      simulate_main, summarize, write_video)
+                                      summarize, write_video)
 
 
 @pytest.mark.parametrize("env_id", ["roundabout-v0", "intersection-v0"])
