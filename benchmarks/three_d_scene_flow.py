@@ -1,7 +1,7 @@
 """SCOOP self-supervised scene flow on generated scenes (arXiv 2211.14020, the E8 experiment at CPU scale).
 
 Trains the SCOOP correspondence model with no ground-truth flow on synthetic scene-flow pairs
-(:func:`flowzoo.three_d.data.make_scene_flow_pair`: a few shapes, per-object rigid motion plus ego motion, frames
+(:func:`flowzoo.three_d.scene_pairs.make_scene_flow_pair`: a few shapes, per-object rigid motion plus ego motion, frames
 re-sampled independently, an occluded sector, 1 cm noise) and scores held-out pairs on EPE3D, Acc3DS, Acc3DR and
 Outliers (valid points only) and milliseconds per pair (one pair per call, one CPU thread):
 

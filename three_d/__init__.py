@@ -5,8 +5,10 @@ distilled with MDT-dist, arXiv 2509.04406), on a geometry base of batched torch 
 Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy nor matplotlib nor open3d):
     ops             batched torch point operations: FPS, kNN, ball query, gathering, patches, normalisation
     metrics         Chamfer, Hausdorff, EMD, uniformity, point-to-mesh; scene-flow EPE3D, Acc3DS, Acc3DR, Outliers
-    io              PLY (ASCII / binary) and XYZ in numpy; PCD, OBJ and OFF through open3d when it imports
-    data            seeded synthetic shapes, smooth deformations, upsampling examples, scene-flow pairs
+    io              PLY (ASCII / binary) and XYZ in numpy; PCD, OBJ, OFF, meshes and to_open3d / from_open3d via open3d
+    data            seeded synthetic shapes and compositions, smooth deformations, upsampling examples
+    scene_pairs     seeded scene-flow pairs: per-object rigid motion, ego motion, occlusion, ground-truth flow
+    shape_folders   a user's meshes (sampled by area) and folders of meshes / point clouds as training clouds
     plotting        3-D scatter panels of clouds and scene-flow arrows, as PNG
     point_nets      the PUFM++ backbone: RIN read-compute-write transformer, kNN condition encoder, self-conditioning
     pufm            PUFM / PUFM++ training: midpoints, EMD alignment, cosine times, stages 1-2, stage 3's loss curve
@@ -23,5 +25,6 @@ Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy n
     cli             ``flowzoo three_d ...``: the command table
 """
 
-__all__ = ["ops", "metrics", "io", "data", "plotting", "point_nets", "pufm", "pufm_sampling", "scoop_model", "scoop",
+__all__ = ["ops", "metrics", "io", "data", "scene_pairs", "shape_folders", "plotting", "point_nets", "pufm", "pufm_sampling",
+           "scoop_model", "scoop",
            "voxels", "generator", "shape_features", "train", "cli_upsample", "cli_scene_flow", "cli_generate", "cli"]

@@ -4,7 +4,8 @@ Reads the cloud (:func:`flowzoo.three_d.io.read_point_cloud`: PLY, XYZ, PCD, OBJ
 upsampler of a ``python -m flowzoo.three_d.train pufm`` run (:func:`flowzoo.three_d.train.load_upsampler`),
 upsamples patch-wise by ``--ratio`` (4, or 16 as 4× twice) with ``--steps`` Euler steps placed by the run's
 stage-3 schedule, and writes exactly ``ratio · N`` points. ``--checkpoint midpoints`` uses midpoint
-interpolation alone (no network). An existing ``--out`` is replaced only with ``--overwrite``.
+interpolation alone (no network). An existing ``--out`` is replaced only with ``--overwrite``. A progress bar
+on stderr counts the patches of every pass.
 """
 
 from __future__ import annotations
@@ -78,12 +79,12 @@ def upsample_main(argv: Sequence[str] | None = None) -> int:
     if cfg.checkpoint == "midpoints":
         from flowzoo.three_d.pufm_sampling import upsample
 
-        dense = upsample(None, points, ratio)
+        dense = upsample(None, points, ratio, progress=True)
     else:
         from flowzoo.three_d.train import load_upsampler
 
         dense = load_upsampler(cfg.checkpoint)(points, ratio, steps=steps, adaptive=not cfg.uniform_steps,
-                                               project=project, generator=generator)
+                                               project=project, generator=generator, progress=True)
     from flowzoo.three_d.io import write_point_cloud
 
     out.parent.mkdir(parents=True, exist_ok=True)

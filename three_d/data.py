@@ -1,4 +1,4 @@
-"""Synthetic 3D data, offline and seeded: shape surfaces, upsampling pairs and scene-flow pairs.
+"""Synthetic 3D data, offline and seeded: shape surfaces and upsampling pairs (scene-flow pairs: :mod:`flowzoo.three_d.scene_pairs`).
 
 Shapes are analytic surfaces in numpy (no mesh library needed), each scaled to fit the unit ball:
 ``sphere``, ``box``, ``torus``, ``cylinder`` and ``cone`` (both capped), ``mobius`` (a Möbius strip) and
@@ -7,42 +7,37 @@ where they exist, rejection on the parametrisation's area element ``‖∂f/∂u
 ``even=True`` keeps a farthest-point subset of an oversample, a Poisson-disk-like even spacing (PU-GAN, arXiv
 1811.11286, uses Poisson-disk ground truth).
 
+* :func:`random_composition` / :func:`sample_composition`: a union of 2–3 scaled, rotated, offset, each
+  separately deformed primitives (``"composition"``, accepted wherever a shape name is, but not in ``SHAPES``),
+  sampled by area across its parts.
 * :func:`random_deformation`: a smooth non-rigid warp x ↦ x + a Σ_k w_k sin(ω_k · x + φ_k), the same map for
   every sample of a shape so the dense target and the sparse input deform together.
 * :func:`make_upsampling_example`: a dense even ground truth and a sparse, noisy, non-uniform input of one
   (deformed) shape: the setting of point-cloud upsampling (PUFM, arXiv 2501.15286).
-* :func:`make_scene_flow_pair`: two frames of a scene of several objects, each with its own rigid motion, seen
-  from a moving sensor (ego motion), re-sampled independently in each frame, with an occluded sector in frame 2,
-  range cropping, noise and the ground-truth flow of frame 1's points (FlowNet3D, arXiv 1806.01411; SCOOP,
-  arXiv 2211.14020), in metres, in each frame's sensor coordinates.
-* :func:`sample_mesh` and :func:`load_shape_folder`: a user's own shapes, any folder of meshes (sampled uniformly
-  by area) and point clouds, as clouds of one size in the unit ball.
-
 No time convention applies. Every function is a deterministic function of the ``np.random.Generator`` passed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import torch
 
-from flowzoo.core.errors import ConfigError, EmptyInputError, expected
-from flowzoo.core.validation import check_int, check_nonnegative, check_positive
-
-from flowzoo.three_d.io import MESH_SUFFIXES, Mesh, is_mesh_file, read_mesh, read_point_cloud
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.validation import check_int, check_nonnegative
 from flowzoo.three_d.ops import farthest_point_sample
 
-__all__ = ["SHAPES", "BOX_HALF", "TORUS_RADII", "CYLINDER", "CONE", "MOBIUS_SIZE", "TREFOIL_SCALE", "TREFOIL_TUBE",
-           "trefoil_centre", "sample_surface", "random_deformation", "UpsamplingExample", "make_upsampling_example",
-           "ScenePair", "make_scene_flow_pair", "CLOUD_SUFFIXES", "sample_mesh", "ShapeFolder", "load_shape_folder"]
+__all__ = ["SHAPES", "COMPOSITION", "BOX_HALF", "TORUS_RADII", "CYLINDER", "CONE", "MOBIUS_SIZE", "TREFOIL_SCALE",
+           "TREFOIL_TUBE", "trefoil_centre", "check_rng", "check_shape_names", "sample_surface", "surface_area",
+           "random_deformation", "Composition", "random_composition", "sample_composition", "UpsamplingExample",
+           "make_upsampling_example"]
 
-CLOUD_SUFFIXES = (".ply", ".xyz", ".txt", ".pts", ".pcd")
 
 SHAPES = ("sphere", "box", "torus", "cylinder", "cone", "mobius", "trefoil")
+COMPOSITION = "composition"  # a random union of primitives; not in SHAPES, so default data stays as it was
 BOX_HALF = np.array([0.7, 0.5, 0.35])
 TORUS_RADII = (0.7, 0.25)  # centre-line radius, tube radius
 CYLINDER = (0.5, 0.7)  # radius, half-height
@@ -51,11 +46,27 @@ MOBIUS_SIZE = (0.65, 0.3)  # centre-line radius, half-width
 TREFOIL_SCALE, TREFOIL_TUBE = 0.28, 0.1
 
 
-def _check_rng(rng: object) -> np.random.Generator:
+def check_rng(rng: object) -> np.random.Generator:
+    """``rng`` itself when it is a numpy Generator; a ConfigError saying how to make one otherwise."""
     if not isinstance(rng, np.random.Generator):
         raise ConfigError(expected("rng as a numpy Generator", type(rng).__name__,
                                    "pass np.random.default_rng(seed)"))
     return rng
+
+
+def check_shape_names(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` as a non-empty tuple of shape names (``SHAPES`` or ``COMPOSITION``), or ConfigError.
+
+    Example:
+        >>> check_shape_names(["sphere", "composition"])
+        ('sphere', 'composition')
+    """
+    names = (names,) if isinstance(names, str) else tuple(names)
+    bad = [name for name in names if name not in SHAPES + (COMPOSITION,)]
+    if not names or bad:
+        raise ConfigError(expected(f"shape names from {SHAPES + (COMPOSITION,)}", repr(bad or names),
+                                   "pick from the listed shapes"))
+    return names
 
 
 def _sphere(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -179,7 +190,7 @@ def sample_surface(shape: str, n: int, rng: np.random.Generator, *, even: bool =
     if shape not in SHAPES:
         raise ConfigError(expected(f"shape in {SHAPES}", repr(shape), "pick one of the listed shapes"))
     n = check_int(n, "n", low=1)
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     if not even:
         return _draw(rng, shape, n).astype(np.float32)
     oversample = check_int(oversample, "oversample", low=1)
@@ -198,7 +209,7 @@ def random_deformation(rng: np.random.Generator, amplitude: float = 0.1, frequen
         >>> warp(np.ones((2, 3))).tolist()
         [[1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]
     """
-    rng = _check_rng(rng)
+    rng = check_rng(rng)
     amplitude, frequency = check_nonnegative(amplitude, "amplitude"), check_nonnegative(frequency, "frequency")
     terms = check_int(terms, "terms", low=1)
     omega = rng.normal(scale=frequency, size=(terms, 3))
@@ -212,6 +223,100 @@ def random_deformation(rng: np.random.Generator, amplitude: float = 0.1, frequen
     return warp
 
 
+def surface_area(shape: str) -> float:
+    """The surface area of primitive ``shape`` (one of ``SHAPES``, before deformation): closed forms, or the
+    integral of the area element on a 400 × 400 midpoint grid for the parametric ones.
+
+    Example:
+        >>> round(surface_area("sphere") / np.pi, 6)
+        4.0
+    """
+    if shape not in SHAPES:
+        raise ConfigError(expected(f"shape in {SHAPES}", repr(shape), "pick one of the listed shapes"))
+    (a, b, c), (rc, hc), (rk, hk) = BOX_HALF, CYLINDER, CONE
+    closed = {"sphere": 4 * np.pi, "box": 8 * (a * b + a * c + b * c), "cylinder": 2 * np.pi * rc * (2 * hc + rc),
+              "cone": np.pi * rk * (np.hypot(rk, 2 * hk) + rk)}
+    if shape in closed:
+        return float(closed[shape])
+    surface, (u0, u1), (v0, v1) = _PARAMETRIC[shape]
+    cells = 400
+    u = u0 + (np.arange(cells) + 0.5) * (u1 - u0) / cells
+    v = v0 + (np.arange(cells) + 0.5) * (v1 - v0) / cells
+    grid_u, grid_v = np.meshgrid(u, v)
+    return float(_area_element(surface, grid_u, grid_v).mean() * (u1 - u0) * (v1 - v0))
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q * np.sign(np.diag(r))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+@dataclass
+class Composition:
+    """A union of primitives: part k is ``warps[k](shapes[k] points) · scales[k] @ rotations[k]ᵀ + offsets[k]``.
+    :meth:`sample` draws from it; every sample of one composition lies on the same surfaces."""
+
+    shapes: list[str]
+    scales: np.ndarray
+    rotations: np.ndarray
+    offsets: np.ndarray
+    warps: list[Callable[[np.ndarray], np.ndarray]]
+
+    def place(self, part: int, points: np.ndarray) -> np.ndarray:
+        """Points of primitive ``shapes[part]`` (in its own frame) moved onto part ``part`` of the union."""
+        return (self.warps[part](points) * self.scales[part]) @ self.rotations[part].T + self.offsets[part]
+
+    def sample(self, n: int, rng: np.random.Generator, *, even: bool = False, oversample: int = 4) -> np.ndarray:
+        """``n`` points ``(n, 3)`` float32, each part's share ∝ its (undeformed) area; ``even`` as in
+        :func:`sample_surface`."""
+        n, rng = check_int(n, "n", low=1), check_rng(rng)
+        total = n * check_int(oversample, "oversample", low=1) if even else n
+        areas = np.array([surface_area(s) * k ** 2 for s, k in zip(self.shapes, self.scales)])
+        counts = rng.multinomial(total, areas / areas.sum())
+        points = np.concatenate([self.place(k, _draw(rng, shape, int(c))) for k, (shape, c)
+                                 in enumerate(zip(self.shapes, counts)) if c > 0])[rng.permutation(total)]
+        points = points.astype(np.float32)
+        if not even:
+            return points
+        cloud = torch.from_numpy(points)[None]  # shuffled i.i.d. draws: FPS from index 0 is a random start
+        return cloud[0, farthest_point_sample(cloud, n)[0]].numpy()
+
+
+def random_composition(rng: np.random.Generator, parts: int | None = None, *,
+                       deformation: float = 0.1) -> Composition:
+    """A random union of ``parts`` primitives (2 or 3 when None) from ``SHAPES``: each scaled by 0.35–0.55,
+    randomly rotated, deformed by its own :func:`random_deformation` of amplitude ``deformation`` and offset so
+    that the parts overlap; the union lies roughly within the unit ball.
+
+    Example:
+        >>> comp = random_composition(np.random.default_rng(0), 2)
+        >>> len(comp.shapes), comp.offsets.shape
+        (2, (2, 3))
+    """
+    rng = check_rng(rng)
+    parts = int(rng.integers(2, 4)) if parts is None else check_int(parts, "parts", low=1)
+    deformation = check_nonnegative(deformation, "deformation")
+    shapes = [str(s) for s in rng.choice(SHAPES, size=parts)]
+    scales = rng.uniform(0.35, 0.55, size=parts)
+    rotations = np.stack([_random_rotation(rng) for _ in range(parts)])
+    directions = _sphere(rng, parts)
+    offsets = directions * (1.0 - scales - deformation)[:, None] * rng.uniform(0.4, 0.8, size=(parts, 1))
+    warps = [random_deformation(rng, amplitude=deformation) for _ in range(parts)]
+    return Composition(shapes, scales, rotations, offsets, warps)
+
+
+def sample_composition(n: int, rng: np.random.Generator, *, parts: int | None = None, even: bool = False,
+                       deformation: float = 0.1) -> np.ndarray:
+    """``n`` points ``(n, 3)`` float32 on a fresh :func:`random_composition` (seeded by ``rng``).
+
+    Example:
+        >>> sample_composition(64, np.random.default_rng(0)).shape
+        (64, 3)
+    """
+    return random_composition(rng, parts, deformation=deformation).sample(n, rng, even=even)
+
+
 @dataclass
 class UpsamplingExample:
     """A dense even ground truth ``(n_dense, 3)``, a sparse noisy input ``(n_sparse, 3)`` and the shape name."""
@@ -223,193 +328,33 @@ class UpsamplingExample:
 
 def make_upsampling_example(rng: np.random.Generator, shape: str | None = None, *, n_dense: int = 2048,
                             n_sparse: int = 512, noise: float = 0.005, nonuniformity: float = 1.0,
-                            deformation: float = 0.1) -> UpsamplingExample:
+                            deformation: float = 0.1, choices: Sequence[str] = SHAPES) -> UpsamplingExample:
     """One upsampling example: a (deformed) shape's even dense samples, and a sparse input drawn from an
     independent surface sample with probability ∝ exp(nonuniformity · x · d) for a random direction d (denser on
-    one side, as a scan is), plus Gaussian noise of std ``noise``. ``shape`` None draws one of ``SHAPES``.
+    one side, as a scan is), plus Gaussian noise of std ``noise``. ``shape`` is one of ``SHAPES`` or
+    ``COMPOSITION`` (a fresh :func:`random_composition`); None draws one of ``choices``.
 
     Example:
         >>> ex = make_upsampling_example(np.random.default_rng(0), "torus", n_dense=256, n_sparse=64)
         >>> ex.dense.shape, ex.sparse.shape
         ((256, 3), (64, 3))
     """
-    rng = _check_rng(rng)
-    shape = SHAPES[int(rng.integers(len(SHAPES)))] if shape is None else shape
+    rng = check_rng(rng)
+    choices = check_shape_names(choices)
+    shape = choices[int(rng.integers(len(choices)))] if shape is None else check_shape_names([shape])[0]
     n_sparse = check_int(n_sparse, "n_sparse", low=1)
     noise, nonuniformity = check_nonnegative(noise, "noise"), check_nonnegative(nonuniformity, "nonuniformity")
-    warp = random_deformation(rng, amplitude=check_nonnegative(deformation, "deformation"))
-    dense = warp(sample_surface(shape, n_dense, rng, even=True))
-    pool = sample_surface(shape, 4 * n_sparse, rng)
+    deformation = check_nonnegative(deformation, "deformation")
+    if shape == COMPOSITION:  # each part carries its own deformation
+        composition = random_composition(rng, deformation=deformation)
+        warp, draw = (lambda x: x), composition.sample
+    else:
+        warp, draw = random_deformation(rng, amplitude=deformation), partial(sample_surface, shape)
+    dense = warp(draw(n_dense, rng, even=True))
+    pool = draw(4 * n_sparse, rng)
     direction = _sphere(rng, 1)[0]
     logits = nonuniformity * (pool @ direction)
     weights = np.exp(logits - logits.max())
     chosen = rng.choice(len(pool), size=n_sparse, replace=False, p=weights / weights.sum())
     sparse = warp(pool[chosen]) + rng.normal(scale=noise, size=(n_sparse, 3)).astype(np.float32)
     return UpsamplingExample(dense.astype(np.float32), sparse.astype(np.float32), shape)
-
-
-@dataclass
-class ScenePair:
-    """Two frames ``pc1`` ``(N, 3)``, ``pc2`` ``(M, 3)`` in their own sensor coordinates (metres), the flow of
-    ``pc1``'s points ``(N, 3)``, ``valid`` ``(N,)`` (False where the point moves into the occluded sector of
-    frame 2) and each point's object index ``(N,)``."""
-
-    pc1: np.ndarray
-    pc2: np.ndarray
-    flow: np.ndarray
-    valid: np.ndarray
-    object_ids: np.ndarray
-
-
-def _yaw(angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def _sector_mask(points: np.ndarray, centre: float, width: float) -> np.ndarray:
-    azimuth = np.arctan2(points[:, 1], points[:, 0])
-    return np.abs(np.angle(np.exp(1j * (azimuth - centre)))) < width / 2
-
-
-def make_scene_flow_pair(rng: np.random.Generator, *, n_points: int = 2048, n_objects: int = 4,
-                         extent: float = 8.0, max_translation: float = 0.8, max_rotation: float = 0.15,
-                         ego_translation: float = 1.0, occlusion: float = 0.3, noise: float = 0.01) -> ScenePair:
-    """A scene-flow pair: ``n_objects`` shapes (scaled 0.8–2 m, on the ground) at random places within
-    ``extent`` metres, each moved by its own yaw (≤ ``max_rotation`` rad) and translation (≤ ``max_translation``
-    m), while the sensor moves forward up to ``ego_translation`` m and yaws slightly; frame 2 is re-sampled,
-    loses an azimuth sector ``occlusion`` rad wide, and both frames get Gaussian noise ``noise`` (m).
-
-    Example:
-        >>> pair = make_scene_flow_pair(np.random.default_rng(0), n_points=256)
-        >>> pair.pc1.shape, pair.pc2.shape, pair.flow.shape, pair.valid.dtype
-        ((256, 3), (256, 3), (256, 3), dtype('bool'))
-    """
-    rng = _check_rng(rng)
-    n_points = check_int(n_points, "n_points", low=1)
-    n_objects = check_int(n_objects, "n_objects", low=1)
-    extent = check_positive(extent, "extent")
-    occlusion = check_nonnegative(occlusion, "occlusion")
-    noise = check_nonnegative(noise, "noise")
-    shapes = rng.choice(SHAPES, size=n_objects)
-    scales = rng.uniform(0.8, 2.0, size=n_objects)
-    centres = np.column_stack([rng.uniform(-extent, extent, size=(n_objects, 2)), scales])
-    rotations = [_yaw(a) for a in rng.uniform(-max_rotation, max_rotation, size=n_objects)]
-    moves = np.column_stack([rng.uniform(-max_translation, max_translation, size=(n_objects, 2)),
-                             np.zeros(n_objects)])
-    ego_rotation = _yaw(rng.uniform(-0.05, 0.05))
-    ego_move = np.array([rng.uniform(0, ego_translation), rng.uniform(-0.1, 0.1), 0.0])
-    share = scales ** 2 / (scales ** 2).sum()  # points ∝ surface area
-
-    def frame(moved: bool, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        ids = rng.choice(n_objects, size=count, p=share)
-        local = np.zeros((count, 3))
-        for k in range(n_objects):
-            if (ids == k).any():
-                local[ids == k] = sample_surface(str(shapes[k]), int((ids == k).sum()), rng)
-        scaled = local * scales[ids, None]
-        rest = scaled + centres[ids]
-        after = np.einsum("nij,nj->ni", np.stack(rotations)[ids], scaled) + centres[ids] + moves[ids]
-        in_frame2 = (after - ego_move) @ ego_rotation  # world → sensor-2 coordinates: R_egoᵀ (q − t_ego)
-        return (in_frame2 if moved else rest), in_frame2 - rest, ids
-
-    pc1, flow, ids = frame(False, n_points)
-    occluded_at = rng.uniform(-np.pi, np.pi)
-    pool2, _, _ = frame(True, 2 * n_points)
-    visible2 = pool2[~_sector_mask(pool2, occluded_at, occlusion)]
-    pc2 = visible2[rng.choice(len(visible2), size=n_points, replace=len(visible2) < n_points)]
-    valid = ~_sector_mask(pc1 + flow, occluded_at, occlusion)
-    pc1 = pc1 + rng.normal(scale=noise, size=pc1.shape)
-    pc2 = pc2 + rng.normal(scale=noise, size=pc2.shape)
-    return ScenePair(pc1.astype(np.float32), pc2.astype(np.float32), flow.astype(np.float32), valid, ids)
-
-
-def sample_mesh(mesh: Mesh, n: int, rng: np.random.Generator, *, even: bool = False,
-                oversample: int = 4) -> np.ndarray:
-    """``n`` points ``(n, 3)`` float32 uniform by area on a triangle mesh (a triangle drawn ∝ its area, then a
-    uniform point by the square-root barycentric map, Osada et al. 2002, §4.2); ``even`` keeps the farthest-point
-    subset of ``n · oversample`` samples, as :func:`sample_surface` does.
-
-    Example:
-        >>> square = Mesh([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], [[0, 1, 2], [0, 2, 3]])
-        >>> pts = sample_mesh(square, 50, np.random.default_rng(0))
-        >>> pts.shape, bool((pts[:, 2] == 0).all() and (pts >= 0).all() and (pts <= 1).all())
-        ((50, 3), True)
-    """
-    if not isinstance(mesh, Mesh):
-        raise ConfigError(expected("a flowzoo.three_d.io.Mesh", type(mesh).__name__, "read it with read_mesh"))
-    n, rng = check_int(n, "n", low=1), _check_rng(rng)
-    total = n * check_int(oversample, "oversample", low=1) if even else n
-    a, b, c = (mesh.vertices[mesh.faces[:, i]].astype(np.float64) for i in range(3))
-    area = 0.5 * np.linalg.norm(np.cross(b - a, c - a), axis=1)
-    if not area.sum() > 0:
-        raise ConfigError(expected("a mesh with a positive surface area", "only degenerate triangles",
-                                   "repair the mesh"))
-    pick = rng.choice(len(area), size=total, p=area / area.sum())
-    r1, r2 = np.sqrt(rng.random(total))[:, None], rng.random(total)[:, None]
-    points = ((1 - r1) * a[pick] + r1 * (1 - r2) * b[pick] + r1 * r2 * c[pick]).astype(np.float32)
-    if not even:
-        return points
-    cloud = torch.from_numpy(points)[None]  # i.i.d. draws: FPS from index 0 is already a random start
-    return cloud[0, farthest_point_sample(cloud, n)[0]].numpy()
-
-
-@dataclass
-class ShapeFolder:
-    """Clouds ``(S, n, 3)`` read from a folder, their file ``names`` and the ``skipped`` files with the reason."""
-
-    clouds: np.ndarray
-    names: list[str]
-    skipped: list[tuple[str, str]]
-
-
-def _unit_ball(points: np.ndarray) -> np.ndarray:
-    centred = points - points.mean(axis=0)
-    return centred / max(float(np.linalg.norm(centred, axis=1).max()), 1e-12)
-
-
-def load_shape_folder(folder: str | Path, n_points: int, rng: np.random.Generator, *, even: bool = True,
-                      normalize: bool = True) -> ShapeFolder:
-    """Every mesh (``.obj``, ``.off``, ``.stl``, a ``.ply`` with faces: sampled by :func:`sample_mesh`) and every
-    point cloud (``.ply``, ``.xyz``, ``.txt``, ``.pts``, ``.pcd``: ``n_points`` of its points, by FPS when
-    ``even``, else at random) under ``folder``, in sorted path order, each scaled into the unit ball when
-    ``normalize``. Files of other types and clouds with fewer than ``n_points`` points are skipped, each with its
-    reason in ``skipped``; a file of a supported type that does not read raises the error naming it.
-
-    Example:
-        >>> import tempfile
-        >>> from flowzoo.three_d.io import write_point_cloud
-        >>> folder = tempfile.mkdtemp(); write_point_cloud(f"{folder}/a.ply", np.random.rand(64, 3))
-        >>> data = load_shape_folder(folder, 32, np.random.default_rng(0))
-        >>> data.clouds.shape, data.names
-        ((1, 32, 3), ['a.ply'])
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise ConfigError(expected("a folder of meshes or point clouds", str(folder), "check the path"))
-    n_points, rng = check_int(n_points, "n_points", low=1), _check_rng(rng)
-    clouds, names, skipped = [], [], []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        name = str(path.relative_to(folder))
-        if path.suffix.lower() not in CLOUD_SUFFIXES + MESH_SUFFIXES:
-            skipped.append((name, f"not a mesh or point-cloud file ({path.suffix or 'no suffix'})"))
-            continue
-        if is_mesh_file(path):
-            points = sample_mesh(read_mesh(path), n_points, rng, even=even)
-        else:
-            points = read_point_cloud(path).points
-            if len(points) < n_points:
-                skipped.append((name, f"{len(points)} points, fewer than the {n_points} asked for"))
-                continue
-            if even:
-                cloud = torch.from_numpy(points)[None]
-                start = torch.Generator().manual_seed(int(rng.integers(2 ** 31)))
-                points = cloud[0, farthest_point_sample(cloud, n_points, random_start=True, generator=start)[0]].numpy()
-            else:
-                points = points[rng.choice(len(points), size=n_points, replace=False)]
-        clouds.append(_unit_ball(points) if normalize else points)
-        names.append(name)
-    if not clouds:
-        raise EmptyInputError(expected(f"at least one usable mesh or point cloud under {folder}",
-                                       f"none ({len(skipped)} file(s) skipped: {skipped[:3]})",
-                                       f"add .ply / .obj / .off / .xyz files of at least {n_points} points"))
-    return ShapeFolder(np.stack(clouds).astype(np.float32), names, skipped)

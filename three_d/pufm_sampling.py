@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.sampling import SampleResult, StepRecorder, resolve_grid
+from flowzoo.core.sampling import SampleResult, StepRecorder, progress_bar, resolve_grid
 from flowzoo.core.validation import check_int, check_nonnegative, check_tensor
 
 from flowzoo.three_d.ops import (check_points, denormalize, extract_patches, gather_points, knn, merge_patches,
@@ -150,9 +150,58 @@ def _passes(model, ratio: int) -> tuple[int, int]:
     return base, passes
 
 
+def _pass_sizes(count: int, base: int, passes: int, patch_size: int, overlap: float) -> list[tuple[int, int]]:
+    """``(patch size, patches)`` of each pass over a cloud of ``count`` points."""
+    sizes = []
+    for _ in range(passes):
+        size = min(patch_size, count)
+        sizes.append((size, min(count, math.ceil(max(overlap, 1.0) * count / size))))
+        count *= base
+    return sizes
+
+
+def _calls_per_pass(model, steps: int | None, options: dict[str, Any]) -> int:
+    if model is None:
+        return 1
+    grid = options.get("time_grid")
+    return len(grid) - 1 if grid is not None else steps
+
+
+def _ticking(bar, options: dict[str, Any], patches: int) -> dict[str, Any]:
+    """``options`` whose per-step callback also advances ``bar`` by ``patches`` (and calls the user's one)."""
+    user = options.get("callback")
+
+    def tick(step: dict[str, Any]) -> None:
+        bar.update(patches)
+        if user is not None:
+            user(step)
+
+    return {**options, "callback": tick}
+
+
+def _upsample_pass(model, points: torch.Tensor, base: int, size: int, n_patches: int, *, patch_batch: int | None,
+                   keep_input: bool, bar, generator: torch.Generator | None, options: dict[str, Any]) -> torch.Tensor:
+    """One ``base``x pass: cut ``n_patches`` patches of ``size`` points, upsample them ``patch_batch`` at a time
+    (all at once when None), map them back and merge by FPS."""
+    patches, _ = extract_patches(points, n_patches, size)
+    unit, centre, scale = normalize_unit_sphere(patches.reshape(-1, size, 3))
+    chunk = len(unit) if patch_batch is None else patch_batch
+    outputs = []
+    for start in range(0, len(unit), chunk):
+        part = unit[start:start + chunk]
+        kwargs = options if bar is None or model is None else _ticking(bar, options, len(part))
+        outputs.append(upsample_patches(model, part, base, generator=generator, **kwargs))
+        if bar is not None and model is None:
+            bar.update(len(part))
+    union = denormalize(torch.cat(outputs), centre, scale).reshape(points.shape[0], -1, 3)
+    if keep_input:
+        union = torch.cat([union, points], dim=1)
+    return merge_patches(union[:, None], base * points.shape[1])
+
+
 def upsample(model, points: torch.Tensor, ratio: int = 4, *, steps: int | None = 1, patch_size: int = 64,
-             overlap: float = 2.0, keep_input: bool = True, generator: torch.Generator | None = None,
-             **options: Any) -> torch.Tensor:
+             overlap: float = 2.0, keep_input: bool = True, patch_batch: int | None = None, progress: bool = False,
+             generator: torch.Generator | None = None, **options: Any) -> torch.Tensor:
     """Patch-wise upsampling of a cloud ``(N, 3)`` or ``(B, N, 3)`` to exactly ``ratio · N`` points.
 
     Each pass takes ⌈overlap · N / patch_size⌉ FPS seeds and their ``patch_size`` nearest points, normalises
@@ -167,7 +216,10 @@ def upsample(model, points: torch.Tensor, ratio: int = 4, *, steps: int | None =
         steps: Euler steps per pass (ignored when ``options`` has a ``time_grid``).
         patch_size, overlap: points per patch and how many times each point is covered on average.
         keep_input: let the input points compete in the FPS merge (the official evaluation does).
-        options: ``source``, ``noise``, ``time_grid``, ``project``, ``self_condition`` (see
+        patch_batch: patches per model call (None: all of a pass at once); bounds memory on large clouds.
+            With a noisy source the noise is drawn chunk by chunk, so the draws differ from an unchunked run.
+        progress: show a tqdm bar on stderr over the patches of every pass (advanced at every Euler step).
+        options: ``source``, ``noise``, ``time_grid``, ``project``, ``self_condition``, ``callback`` (see
             :func:`upsample_patches`, :func:`sample_pufm`).
 
     Example:
@@ -183,19 +235,19 @@ def upsample(model, points: torch.Tensor, ratio: int = 4, *, steps: int | None =
         raise ShapeError(expected("a cloud of at least 2 points", points.shape[1], "pass a larger cloud"))
     base, passes = _passes(model, check_ratio(ratio))
     patch_size = check_int(patch_size, "patch_size", low=2)
+    patch_batch = None if patch_batch is None else check_int(patch_batch, "patch_batch", low=1)
     if options.get("time_grid") is not None:
         steps = None
     options.pop("time_grid", None) if steps is not None else None
-    for _ in range(passes):
-        count = points.shape[1]
-        size = min(patch_size, count)
-        n_patches = min(count, math.ceil(max(overlap, 1.0) * count / size))
-        patches, _ = extract_patches(points, n_patches, size)
-        unit, centre, scale = normalize_unit_sphere(patches.reshape(-1, size, 3))
-        kwargs = {} if model is None else {"steps": steps, **options}
-        dense = denormalize(upsample_patches(model, unit, base, generator=generator, **kwargs), centre, scale)
-        union = dense.reshape(points.shape[0], -1, 3)
-        if keep_input:
-            union = torch.cat([union, points], dim=1)
-        points = merge_patches(union[:, None], base * count)
+    options = {} if model is None else {"steps": steps, **options}
+    plan = _pass_sizes(points.shape[1], base, passes, patch_size, overlap)
+    total = sum(n for _, n in plan) * points.shape[0] * _calls_per_pass(model, steps, options)
+    bar = progress_bar(total, progress, f"upsample {ratio}x")
+    try:
+        for size, n_patches in plan:
+            points = _upsample_pass(model, points, base, size, n_patches, patch_batch=patch_batch,
+                                    keep_input=keep_input, bar=bar, generator=generator, options=options)
+    finally:
+        if bar is not None:
+            bar.close()
     return points[0] if single else points

@@ -34,7 +34,7 @@ from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expect
 from flowzoo.core.validation import check_int, check_nonnegative, check_positive, check_tensor
 from flowzoo.core.training import Trainer, TrainerConfig, TrainResult, read_checkpoint
 
-from flowzoo.three_d.data import make_scene_flow_pair
+from flowzoo.three_d.scene_pairs import make_scene_flow_pair
 from flowzoo.three_d.ops import check_points, gather_points, knn
 from flowzoo.three_d.scoop_model import SCOOPModel
 
@@ -311,7 +311,7 @@ class SceneSet:
 
 
 def make_scene_set(n_scenes: int, *, seed: int = 0, n_points: int = 1024, **scene_options: object) -> SceneSet:
-    """``n_scenes`` pairs of :func:`flowzoo.three_d.data.make_scene_flow_pair` from one seeded generator.
+    """``n_scenes`` pairs of :func:`flowzoo.three_d.scene_pairs.make_scene_flow_pair` from one seeded generator.
 
     Example:
         >>> scenes = make_scene_set(2, n_points=64)

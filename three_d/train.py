@@ -4,7 +4,8 @@ Methods (:data:`METHODS`, each a config dataclass and a function that trains it)
 
 * ``pufm``: PUFM / PUFM++ point-cloud upsampling (arXiv 2501.15286, :mod:`flowzoo.three_d.pufm`). One run
 
-  1. generates ``--shapes`` deformed synthetic shapes (:func:`flowzoo.three_d.data.make_upsampling_example`),
+  1. generates ``--shapes`` deformed synthetic shapes (:func:`flowzoo.three_d.data.make_upsampling_example`), or
+     reads every mesh and point cloud of ``--data DIR`` (:func:`flowzoo.three_d.shape_folders.load_shape_folder`),
      cuts each dense cloud into kNN patches of ``ratio · patch_size`` points around FPS seeds, normalises each
      patch to the unit sphere and keeps a random ``patch_size`` subset of it (plus noise) as its sparse input;
   2. trains stage 1 (:class:`~flowzoo.three_d.pufm.PUFMLoss`) for ``--trainer.steps`` updates;
@@ -45,12 +46,13 @@ import torch
 
 from flowzoo.core.cli import split_method
 from flowzoo.core.config import config_from_dict, option_help, parse_config
-from flowzoo.core.errors import CheckpointError, expected
+from flowzoo.core.errors import CheckpointError, ConfigError, expected
 from flowzoo.core.training import (Trainer, TrainerConfig, atomic_write_bytes, read_checkpoint,
                                     refuse_fresh_run_over_checkpoints)
 from flowzoo.core.validation import check_int, check_nonnegative, check_positive
 
-from flowzoo.three_d.data import make_upsampling_example
+from flowzoo.three_d.data import SHAPES, check_shape_names, make_upsampling_example
+from flowzoo.three_d.shape_folders import load_shape_folder
 from flowzoo.three_d.ops import farthest_point_sample, gather_points, knn, normalize_unit_sphere
 from flowzoo.three_d.point_nets import PointNetConfig, PUFMBackbone
 from flowzoo.three_d.cli_generate import DistillTrainConfig, GeneratorTrainConfig, train_distill, train_generator
@@ -59,8 +61,8 @@ from flowzoo.three_d.scoop_model import SCOOPModel
 from flowzoo.three_d.pufm import EndpointChamferLoss, PUFMLoss, align_to_source, loss_curve, midpoint_interpolate
 from flowzoo.three_d.pufm_sampling import adaptive_time_grid, upsample
 
-__all__ = ["Method", "METHODS", "UPSAMPLER_FILE", "PUFMTrainConfig", "make_patch_pairs", "paired_midpoints",
-           "train_pufm",
+__all__ = ["Method", "METHODS", "UPSAMPLER_FILE", "PUFMTrainConfig", "dense_cloud_size", "make_patch_pairs",
+           "paired_midpoints", "train_pufm",
            "Upsampler", "load_upsampler", "main"]
 
 PROG = "python -m flowzoo.three_d.train"
@@ -78,7 +80,11 @@ class PUFMTrainConfig:
 
     method: Literal["pufm"] = field(default="pufm", metadata=option_help("set by the first argument"))
     out: str = field(default="", metadata=option_help("run directory (same as --trainer.out_dir)"))
-    shapes: int = field(default=40, metadata=option_help("generated training shapes"))
+    shapes: int = field(default=40, metadata=option_help("generated training shapes (unused with --data)"))
+    data: str = field(default="", metadata=option_help("a folder of your meshes / point clouds to train on "
+                                                       "(empty: the generated shapes)"))
+    shape_set: tuple[str, ...] = field(default=SHAPES, metadata=option_help(
+        "kinds of generated shapes; add 'composition' for unions of 2-3 deformed primitives"))
     data_seed: int = field(default=0, metadata=option_help("seed of the generated shapes"))
     ratio: int = field(default=4, metadata=option_help("upsampling ratio of one pass (16x runs 4x twice)"))
     patch_size: int = field(default=32, metadata=option_help("sparse points per training patch"))
@@ -104,17 +110,36 @@ class PUFMTrainConfig:
         check_int(self.stage2_steps, "--stage2_steps", low=0)
         check_positive(self.stage2_lr, "--stage2_lr")
         check_int(self.curve_points, "--curve_points", low=2)
+        check_shape_names(self.shape_set)
+        if self.data and not Path(self.data).is_dir():
+            raise ConfigError(expected("--data naming a folder of meshes or point clouds", f"{self.data!r} (no "
+                                       "such folder)", "check the path, or leave --data out to use generated shapes"))
 
 
 def _say(message: str) -> None:
     print(f"flowzoo three_d train: {message}", file=sys.stderr, flush=True)
 
 
+def dense_cloud_size(ratio: int, patch_size: int, patches_per_shape: int) -> int:
+    """Points per dense training cloud: room for every patch of ``ratio · patch_size`` points, and enough that
+    ``patches_per_shape`` FPS-seeded patches overlap little.
+
+    Example:
+        >>> dense_cloud_size(4, 32, 8)
+        512
+    """
+    return max(4 * ratio * patch_size, 2 * patches_per_shape * patch_size)
+
+
 def make_patch_pairs(shapes: int, *, seed: int = 0, ratio: int = 4, patch_size: int = 32, patches_per_shape: int = 8,
-                     input_noise: float = 0.01) -> tuple[torch.Tensor, torch.Tensor]:
+                     input_noise: float = 0.01, clouds: np.ndarray | None = None,
+                     choices: Sequence[str] = SHAPES) -> tuple[torch.Tensor, torch.Tensor]:
     """``(sparse (P, patch_size, 3), dense (P, ratio · patch_size, 3))`` training patches, P = shapes ·
     patches_per_shape: kNN patches of each shape's dense cloud around FPS seeds, normalised to the unit sphere,
     each with a random subset of itself plus Gaussian noise as its sparse input (the PU-GAN / PUFM protocol).
+    The dense clouds are ``shapes`` generated shapes, or ``clouds`` ``(S, n, 3)`` when given (a user's shapes,
+    e.g. :func:`~flowzoo.three_d.shape_folders.load_shape_folder`'s; ``shapes`` is then unused), n ≥ ratio · patch_size.
+    Generated shapes are drawn from ``choices`` (``SHAPES``, and ``"composition"`` for unions of primitives).
 
     Example:
         >>> sparse, dense = make_patch_pairs(1, patch_size=8, patches_per_shape=2)
@@ -124,10 +149,17 @@ def make_patch_pairs(shapes: int, *, seed: int = 0, ratio: int = 4, patch_size: 
     shapes, ratio = check_int(shapes, "shapes", low=1), check_int(ratio, "ratio", low=2)
     patch_size, per = check_int(patch_size, "patch_size", low=1), check_int(patches_per_shape, "patches", low=1)
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    n_dense = max(4 * ratio * patch_size, 2 * per * patch_size)
+    n_dense = dense_cloud_size(ratio, patch_size, per)
+    if clouds is not None:
+        clouds = np.asarray(clouds, dtype=np.float32)
+        if clouds.ndim != 3 or clouds.shape[2] != 3 or clouds.shape[1] < max(ratio * patch_size, per):
+            raise ConfigError(expected(f"clouds shaped (S, n, 3) with n >= {max(ratio * patch_size, per)}",
+                                       clouds.shape, "pass denser clouds or a smaller patch_size"))
     sparse, dense = [], []
-    for _ in range(shapes):
-        cloud = torch.from_numpy(make_upsampling_example(rng, n_dense=n_dense, n_sparse=8).dense)[None]
+    for index in range(shapes if clouds is None else len(clouds)):
+        shape = (make_upsampling_example(rng, n_dense=n_dense, n_sparse=8, choices=choices).dense
+                 if clouds is None else clouds[index])
+        cloud = torch.from_numpy(shape)[None]
         seeds = gather_points(cloud, farthest_point_sample(cloud, per, random_start=True, generator=gen))
         patch = normalize_unit_sphere(gather_points(cloud, knn(seeds, cloud, ratio * patch_size)[1])[0])[0]
         keep = torch.rand(per, ratio * patch_size, generator=gen).argsort(dim=1)[:, :patch_size]
@@ -135,6 +167,22 @@ def make_patch_pairs(shapes: int, *, seed: int = 0, ratio: int = 4, patch_size: 
         sparse.append(sub + input_noise * torch.randn(sub.shape, generator=gen))
         dense.append(patch)
     return torch.cat(sparse), torch.cat(dense)
+
+
+def _training_patches(cfg: PUFMTrainConfig) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """The run's ``(sparse, dense)`` patches and its number of shapes: generated, or read from ``--data``."""
+    options = {"seed": cfg.data_seed, "ratio": cfg.ratio, "patch_size": cfg.patch_size,
+               "patches_per_shape": cfg.patches_per_shape, "input_noise": cfg.input_noise}
+    if not cfg.data:
+        _say(f"generating {cfg.shapes} shapes x {cfg.patches_per_shape} patches ...")
+        return (*make_patch_pairs(cfg.shapes, choices=cfg.shape_set, **options), cfg.shapes)
+    n_points = dense_cloud_size(cfg.ratio, cfg.patch_size, cfg.patches_per_shape)
+    folder = load_shape_folder(cfg.data, n_points, np.random.default_rng(cfg.data_seed))
+    for name, reason in folder.skipped:
+        _say(f"skipped {Path(cfg.data) / name}: {reason}")
+    _say(f"read {len(folder.names)} shapes from {cfg.data} ({n_points} points each) x {cfg.patches_per_shape} "
+         "patches ...")
+    return (*make_patch_pairs(1, clouds=folder.clouds, **options), len(folder.names))
 
 
 def paired_midpoints(sparse: torch.Tensor, dense: torch.Tensor, ratio: int,
@@ -178,9 +226,7 @@ def train_pufm(cfg: PUFMTrainConfig) -> dict[str, Any]:
         cfg = replace(cfg, trainer=replace(cfg.trainer, out_dir=cfg.out))
     out_dir = Path(cfg.trainer.out_dir)
     refuse_fresh_run_over_checkpoints(cfg.trainer, "--out")
-    _say(f"generating {cfg.shapes} shapes x {cfg.patches_per_shape} patches ...")
-    sparse, dense = make_patch_pairs(cfg.shapes, seed=cfg.data_seed, ratio=cfg.ratio, patch_size=cfg.patch_size,
-                                     patches_per_shape=cfg.patches_per_shape, input_noise=cfg.input_noise)
+    sparse, dense, shapes = _training_patches(cfg)
     midpoints = None
     if cfg.source == "midpoints":
         midpoints, dense = paired_midpoints(sparse, dense, cfg.ratio)
@@ -190,7 +236,8 @@ def train_pufm(cfg: PUFMTrainConfig) -> dict[str, Any]:
     trainer = Trainer(model, flow, _sampler(sparse, dense, cfg.trainer.batch_size, midpoints), cfg.trainer,
                       run_config=cfg)
     result = trainer.fit()
-    summary = {"method": cfg.method, "source": cfg.source, "patches": len(dense), "stage1_steps": result.step,
+    summary = {"method": cfg.method, "source": cfg.source, "data": cfg.data or "generated", "shapes": shapes,
+               "patches": len(dense), "stage1_steps": result.step,
                "seconds": result.seconds, "final_metrics": result.metrics, "checkpoint": str(result.checkpoint)}
     weights = _eval_weights(trainer)
     if cfg.stage2_steps:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError
-from flowzoo.three_d import data
+from flowzoo.three_d import data, scene_pairs
 from flowzoo.three_d.metrics import nn_uniformity
 
 
@@ -67,8 +67,8 @@ def test_determinism_under_a_seed():
     a = data.make_upsampling_example(np.random.default_rng(5), n_dense=256, n_sparse=64)
     b = data.make_upsampling_example(np.random.default_rng(5), n_dense=256, n_sparse=64)
     assert a.shape == b.shape and np.array_equal(a.dense, b.dense) and np.array_equal(a.sparse, b.sparse)
-    p = data.make_scene_flow_pair(np.random.default_rng(5), n_points=256)
-    q = data.make_scene_flow_pair(np.random.default_rng(5), n_points=256)
+    p = scene_pairs.make_scene_flow_pair(np.random.default_rng(5), n_points=256)
+    q = scene_pairs.make_scene_flow_pair(np.random.default_rng(5), n_points=256)
     assert all(np.array_equal(getattr(p, f), getattr(q, f)) for f in ("pc1", "pc2", "flow", "valid"))
 
 
@@ -79,7 +79,7 @@ def test_upsampling_sparse_input_is_near_the_dense_surface():
 
 
 def test_scene_flow_ground_truth_is_rigid_per_object():
-    pair = data.make_scene_flow_pair(np.random.default_rng(4), n_points=1024, noise=0.0, occlusion=0.0)
+    pair = scene_pairs.make_scene_flow_pair(np.random.default_rng(4), n_points=1024, noise=0.0, occlusion=0.0)
     assert pair.valid.all()
     warped = pair.pc1 + pair.flow
     for k in np.unique(pair.object_ids):
@@ -96,7 +96,7 @@ def test_scene_flow_ground_truth_is_rigid_per_object():
 
 
 def test_occlusion_marks_points_invalid():
-    pair = data.make_scene_flow_pair(np.random.default_rng(6), n_points=1024, occlusion=2.0)
+    pair = scene_pairs.make_scene_flow_pair(np.random.default_rng(6), n_points=1024, occlusion=2.0)
     assert 0 < (~pair.valid).sum() < len(pair.valid)
 
 
@@ -106,4 +106,45 @@ def test_bad_inputs():
     with pytest.raises(ConfigError):
         data.sample_surface("sphere", 10, 0)
     with pytest.raises(ConfigError):
-        data.make_scene_flow_pair(np.random.default_rng(0), n_points=0)
+        scene_pairs.make_scene_flow_pair(np.random.default_rng(0), n_points=0)
+
+
+def test_surface_areas_match_closed_forms():
+    big, small = data.TORUS_RADII
+    assert data.surface_area("torus") == pytest.approx(4 * np.pi ** 2 * big * small, rel=1e-4)
+    a = data.BOX_HALF
+    assert data.surface_area("box") == pytest.approx(8 * (a[0] * a[1] + a[0] * a[2] + a[1] * a[2]))
+
+
+def test_composition_points_lie_on_the_union_of_its_parts_in_area_proportion():
+    """Undeformed parts, so each point maps back onto its primitive's analytic surface."""
+    rotation = np.linalg.qr(np.random.default_rng(3).normal(size=(3, 3)))[0]
+    comp = data.Composition(["sphere", "torus", "box"], np.array([0.5, 0.4, 0.3]), np.stack([np.eye(3), rotation,
+                            np.eye(3)]), np.array([[0.3, 0, 0], [-0.3, 0.1, 0], [0, 0, 0.4]]), [lambda x: x] * 3)
+    pts = comp.sample(6000, np.random.default_rng(0)).astype(np.float64)
+    residuals = [_residual(shape, (pts - comp.offsets[k]) @ comp.rotations[k] / comp.scales[k]) * comp.scales[k]
+                 for k, shape in enumerate(comp.shapes)]
+    nearest = np.min(residuals, axis=0)
+    assert nearest.max() < 1e-5  # every point is on one of the three surfaces
+    owner = np.argmin(residuals, axis=0)
+    areas = np.array([data.surface_area(s) * k ** 2 for s, k in zip(comp.shapes, comp.scales)])
+    np.testing.assert_allclose(np.bincount(owner, minlength=3) / len(pts), areas / areas.sum(), atol=0.03)
+
+
+def test_random_compositions_are_seeded_and_examples_share_one_surface():
+    first = data.sample_composition(500, np.random.default_rng(1), even=True)
+    assert np.array_equal(first, data.sample_composition(500, np.random.default_rng(1), even=True))
+    assert np.linalg.norm(first, axis=1).max() < 1.2
+    comp = data.random_composition(np.random.default_rng(2))
+    assert 2 <= len(comp.shapes) <= 3 and set(comp.shapes) <= set(data.SHAPES)
+    ex = data.make_upsampling_example(np.random.default_rng(0), "composition", n_dense=1024, n_sparse=128, noise=0.0)
+    gap = torch.cdist(torch.from_numpy(ex.sparse), torch.from_numpy(ex.dense)).min(dim=1).values
+    assert float(gap.median()) < 0.05  # sparse input drawn from the same deformed union as the dense truth
+    other = data.sample_composition(2048, np.random.default_rng(9))
+    assert float(torch.cdist(torch.from_numpy(ex.sparse), torch.from_numpy(other)).min(dim=1).values.median()) > 0.05
+    picked = {data.make_upsampling_example(np.random.default_rng(s), n_dense=64, n_sparse=8).shape for s in range(10)}
+    assert data.COMPOSITION not in data.SHAPES and picked <= set(data.SHAPES)
+    only = data.make_upsampling_example(np.random.default_rng(0), n_dense=64, n_sparse=8, choices=["composition"])
+    assert only.shape == "composition"
+    with pytest.raises(ConfigError):
+        data.make_upsampling_example(np.random.default_rng(0), choices=["blob"])

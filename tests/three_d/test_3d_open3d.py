@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from flowzoo.core.errors import ConfigError, EmptyInputError, NonFiniteError, ShapeError
-from flowzoo.three_d.data import load_shape_folder, sample_mesh
+from flowzoo.three_d.shape_folders import load_shape_folder, sample_mesh
 from flowzoo.three_d.io import Mesh, from_open3d, is_mesh_file, read_mesh, read_point_cloud, to_open3d, write_ply
 from flowzoo.three_d.io import PointCloud
 from flowzoo.three_d.metrics import point_to_mesh_distance

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from flowzoo.core.errors import ConfigError, ShapeError
-from flowzoo.three_d.data import make_scene_flow_pair, sample_surface
+from flowzoo.three_d.data import sample_surface
+from flowzoo.three_d.scene_pairs import make_scene_flow_pair
 from flowzoo.three_d.plotting import plot_point_clouds, plot_scene_flow
 
 

@@ -17,6 +17,7 @@ from flowzoo.three_d.ops import farthest_point_sample, gather_points, knn, norma
 from flowzoo.three_d.point_nets import PointNetConfig, PUFMBackbone
 from flowzoo.three_d.pufm import (CosineTime, EndpointChamferLoss, PUFMLoss, align_to_source, loss_curve,
                                   midpoint_interpolate, pufm_source)
+from flowzoo.three_d import pufm_sampling
 from flowzoo.three_d.pufm_sampling import adaptive_time_grid, project_on_manifold, sample_pufm, upsample
 
 TINY = PointNetConfig(dim=32, latents=8, blocks=1, compute_layers=1, heads=2, k=8)
@@ -113,6 +114,38 @@ def test_inference_starts_from_the_plain_midpoints_and_projects_toward_them():
     inputs_in_output = (torch.cdist(pts, kept).min(dim=1).values < 1e-6).sum()
     assert int(inputs_in_output) >= 20  # FPS keeps the input points, far from the displaced ones
     assert (torch.cdist(pts, upsample(away, pts, 4, patch_size=20, keep_input=False)).min() > 1.0)
+
+
+class _Bar:
+    def __init__(self, total, enabled, desc):
+        self.total, self.desc, self.n, self.closed = total, desc, 0, False
+
+    def update(self, n):
+        self.n += n
+
+    def close(self):
+        self.closed = True
+
+
+def test_patch_batches_and_the_progress_bar_do_not_change_the_result(monkeypatch, capsys):
+    pts = _cloud(50)[0]
+    net = PUFMBackbone(TINY, ratio=4).eval()
+    plain = upsample(net, pts, 16, steps=2, patch_size=16)
+    assert capsys.readouterr().err == ""  # off by default
+    upsample(None, pts, 4, patch_size=16, progress=True)
+    assert "upsample 4x" in capsys.readouterr().err  # a real tqdm bar on stderr
+    bars, steps = [], []
+    monkeypatch.setattr(pufm_sampling, "progress_bar", lambda *a: bars.append(_Bar(*a)) or bars[-1])
+    chunked = upsample(net, pts, 16, steps=2, patch_size=16, patch_batch=5, progress=True, callback=steps.append)
+    assert torch.allclose(plain, chunked, atol=1e-5)
+    # 16x = two 4x passes of ceil(2 * 50 / 16) = 7 and ceil(2 * 200 / 16) = 25 patches, in chunks of 5 (2 + 5
+    # chunks), each 2 Euler steps: the bar counts (7 + 25) x 2 patch steps; the user's callback sees every step.
+    assert len(steps) == (2 + 5) * 2
+    assert bars[0].total == bars[0].n == 64 and bars[0].closed and bars[0].desc == "upsample 16x"
+    midpoints = upsample(None, pts, 4, patch_size=16, progress=True)
+    assert torch.equal(midpoints, upsample(None, pts, 4, patch_size=16)) and bars[1].n == bars[1].total == 7
+    with pytest.raises(ConfigError):
+        upsample(None, pts, 4, patch_batch=0)
 
 
 def _patch() -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 from flowzoo.core.cli import run_main
+from flowzoo.core.errors import ConfigError
 from flowzoo.three_d.cli_upsample import command, upsample_main
 from flowzoo.three_d.data import sample_surface
 from flowzoo.three_d.io import read_point_cloud, write_point_cloud
-from flowzoo.three_d.train import METHODS, load_upsampler, main
+from flowzoo.three_d.train import METHODS, load_upsampler, main, make_patch_pairs
 
 TINY = ["--model.dim", "16", "--model.latents", "4", "--model.blocks", "1", "--model.compute_layers", "1",
         "--model.heads", "2", "--model.k", "4"]
@@ -70,7 +71,8 @@ def test_train_cli_bad_input_exits_2_with_one_error_line():
 
 
 @pytest.mark.parametrize("args", [["nonsense"], ["pufm", "--shapes", "0"], ["pufm", "--trainer.steps", "x"],
-                                  ["pufm", "--method", "pufm"]])
+                                  ["pufm", "--method", "pufm"],
+                                  ["pufm", "--shape_set", "sphere", "blob"]])
 def test_train_bad_input_is_one_error_line(args, capsys):
     assert run_main(main, args, prog="python -m flowzoo.three_d.train") == 2
     err = capsys.readouterr().err
@@ -93,3 +95,62 @@ def test_upsample_cli_bad_input(tmp_path, capsys):
         assert err.startswith("error:") and "Traceback" not in err, err
     assert upsample_main([str(good), "--checkpoint", "midpoints", "--out", str(tmp_path / "ok.ply")]) == 0
     assert read_point_cloud(tmp_path / "ok.ply").points.shape == (80, 3)
+
+
+def _shape_folder(folder, sizes=(160, 160, 160)):
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name, n in zip(("sphere", "torus", "box"), sizes):
+        write_point_cloud(folder / f"{name}.ply", sample_surface(name, n, rng))
+    return folder
+
+
+def test_pufm_trains_on_a_folder_of_user_clouds(tmp_path, capsys):
+    torch.set_num_threads(1)
+    data = _shape_folder(tmp_path / "shapes")
+    (data / "notes.md").write_text("not a shape")
+    out = tmp_path / "run"
+    assert main(_args(out, "--data", str(data), "--trainer.steps", "2", "--curve_points", "3")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["shapes"] == 3 and summary["patches"] == 3 * 2 and summary["data"] == str(data)
+    err = capsys.readouterr().err
+    assert "skipped" in err and "notes.md" in err and "read 3 shapes" in err
+
+
+def test_patch_pairs_from_user_clouds_are_patches_of_those_clouds():
+    clouds = np.stack([sample_surface("sphere", 128, np.random.default_rng(i)) for i in range(2)])
+    sparse, dense = make_patch_pairs(99, ratio=4, patch_size=8, patches_per_shape=3, input_noise=0.0, clouds=clouds)
+    assert sparse.shape == (6, 8, 3) and dense.shape == (6, 32, 3)
+    # Each sparse point is one of its dense patch's points (noise 0).
+    gap = torch.cdist(sparse, dense, compute_mode="donot_use_mm_for_euclid_dist").min(dim=2).values
+    assert float(gap.max()) < 1e-5
+    with pytest.raises(ConfigError):
+        make_patch_pairs(1, ratio=4, patch_size=8, clouds=clouds[:, :16])
+    mixed = make_patch_pairs(2, ratio=4, patch_size=8, patches_per_shape=2, choices=["composition"])
+    assert mixed[1].shape == (4, 32, 3)
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "too_small"])
+def test_pufm_bad_data_folder_is_one_error_line(case, tmp_path, capsys):
+    data = tmp_path / "shapes"
+    if case == "empty":
+        data.mkdir()
+    elif case == "too_small":
+        _shape_folder(data, sizes=(10, 10, 10))
+    code = run_main(main, _args(tmp_path / "run", "--data", str(data)), prog="python -m flowzoo.three_d.train")
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and "Traceback" not in err and str(data) in err, err
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_upsample_command_shows_progress_and_writes_the_library_result(run_dir, tmp_path, capsys):
+    points = torch.from_numpy(sample_surface("torus", 40, np.random.default_rng(1)))
+    src, dst = tmp_path / "in.ply", tmp_path / "out.ply"
+    write_point_cloud(src, points.numpy())
+    capsys.readouterr()
+    assert upsample_main([str(src), "--checkpoint", str(run_dir), "--out", str(dst), "--ratio", "16"]) == 0
+    captured = capsys.readouterr()
+    assert "upsample 16x" in captured.err and "upsample 16x" not in captured.out
+    expected = load_upsampler(run_dir)(points, 16, steps=2, generator=torch.Generator().manual_seed(0))
+    written = torch.from_numpy(np.asarray(read_point_cloud(dst).points, dtype=np.float32))
+    assert written.shape == (640, 3) and torch.allclose(written, expected, atol=1e-6)
