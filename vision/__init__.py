@@ -7,7 +7,7 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     datasets       load_images(spec) -> ImageData in [-1, 1]; seeded split, Augment, ImageDataset, ImageBatchSampler
     metrics        Frechet distance, KID, k-NN precision/recall, PSNR, SSIM, PNG sample grids, TensorBoard grids
     features       the per-data-set feature classifier (trained once, cached), ImageEvaluator, Inception features
-    nets           image backbones: DiT (velocity model and flow map); GPU helpers (channels_last, compile)
+    nets           image backbones: DiT (velocity model and flow map); GPU helpers (prepare_for_training: channels_last, compile)
     sourcefm       SourceFM: norm-aligned Gaussian source, PCA directional pruning (SourceFMSource, SourceFMLoss)
     autoencoder    conv autoencoder / VAE for latent flow matching (ConvAutoencoder, AutoencoderLoss, train_autoencoder)
     latent         LFM: LatentCodec (latent scale), train_latent_fm, generate_latent, lfm_bound_terms

@@ -33,10 +33,11 @@ attention is an explicit softmax of matrix products, equal in value. Dual tensor
 the explicit path whatever the flag; ``torch.func.jvp`` needs ``jvp_safe=True``.
 
 GPU options (all valid on a CPU): ``gradient_checkpointing=True`` recomputes each block in the backward pass
-(:func:`torch.utils.checkpoint.checkpoint`); :func:`to_channels_last` converts a convolutional model (the U-Net)
+(:func:`torch.utils.checkpoint.checkpoint`; not on forward-mode dual tensors, so JVPs work as without it); :func:`to_channels_last` converts a convolutional model (the U-Net)
 or an image batch to the channels-last memory format; :func:`compile_model` wraps :func:`torch.compile` and
-falls back to eager execution with a warning if compilation fails; the forward runs under ``torch.autocast``
-with bfloat16 (attention softmax in float32).
+falls back to eager execution with a warning if compilation fails; :func:`prepare_for_training` applies
+channels-last and an in-place compile to a model before the Trainer gets it (``--channels_last``,
+``--compile``); the forward runs under ``torch.autocast`` with bfloat16 (attention softmax in float32).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from flowzoo.core.nets import SinusoidalTimeEmbedding
 from flowzoo.core.validation import as_item_time, check_bool, check_class_labels, check_int, check_number, check_tensor
 
 __all__ = ["DiTConfig", "DIT_PRESETS", "sincos_position_embedding", "DiT", "FlowMapDiT", "to_channels_last",
-           "compile_model", "CompiledModel"]
+           "compile_model", "CompiledModel", "prepare_for_training"]
 
 Tensor = torch.Tensor
 _FIX = "see DIT_PRESETS for working sizes, e.g. DiT.preset('dit_s', in_channels=3)"
@@ -250,8 +251,10 @@ class _DiTBody(nn.Module):
         p, rows, cols = self.patch, height // self.patch, width // self.patch
         h = self.patchify(x).flatten(2).transpose(1, 2)
         h = h + sincos_position_embedding(self.hidden, rows, cols).to(h.device, h.dtype)
+        # A forward-mode pass (dual tensors) is never checkpointed: its recomputation would save other tensors.
+        dual = any(fwAD.unpack_dual(value).tangent is not None for value in (h, c))
         for block in self.blocks:
-            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and not dual:
                 h = checkpoint(block, h, c, use_reentrant=False)
             else:
                 h = block(h, c)
@@ -413,3 +416,30 @@ def compile_model(model: nn.Module, **options) -> CompiledModel:
     if not isinstance(model, nn.Module):
         raise ConfigError(expected("an nn.Module", type(model).__name__, "pass the network to compile"))
     return CompiledModel(model, **options)
+
+
+def prepare_for_training(model: nn.Module, *, channels_last: bool = False, compile: bool = False,
+                         **compile_options) -> nn.Module:
+    """The training-speed options of an image model, applied in place; returns ``model``.
+
+    ``channels_last`` converts the weights to the channels-last memory format (:func:`to_channels_last`); a
+    convolution whose weight is channels-last also gives channels-last activations, so the batches need no
+    conversion. ``compile`` compiles the module's forward in place (:meth:`torch.nn.Module.compile` with
+    ``compile_options``): parameter names, ``state_dict`` and checkpoints stay those of the plain model, and
+    copies (the EMA) run eagerly. Compilation happens at the first training step. Neither option changes
+    the model's results beyond floating-point rounding.
+
+    Example:
+        >>> net = DiT(in_channels=1, patch=2, hidden=32, depth=1, heads=2)
+        >>> net is prepare_for_training(net, channels_last=True)
+        True
+        >>> net.patchify.weight.is_contiguous(memory_format=torch.channels_last)
+        True
+    """
+    if not isinstance(model, nn.Module):
+        raise ConfigError(expected("an nn.Module", type(model).__name__, "pass the network to prepare"))
+    if check_bool(channels_last, "channels_last"):
+        to_channels_last(model)
+    if check_bool(compile, "compile"):
+        model.compile(**compile_options)
+    return model

@@ -20,7 +20,7 @@ from torch import nn
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.validation import check_number, check_positive_int
 from flowzoo.vision.fewstep import boss_grid, guided, is_flowmap, sample_chunk
-from flowzoo.vision.metrics import save_image_grid
+from flowzoo.vision.metrics import log_image_grid, save_image_grid
 from flowzoo.vision.sourcefm import SourceFMSource
 
 __all__ = ["generate", "write_sample_grid"]
@@ -88,10 +88,13 @@ def generate(model: nn.Module, n: int, shape: Sequence[int], *, steps: int, meth
 
 
 def write_sample_grid(model: nn.Module, image: dict[str, Any], path: str | Path, *, n: int, steps: int,
-                      class_cond: bool, seed: int = 0, source: SourceFMSource | None = None) -> dict[str, float]:
+                      class_cond: bool, seed: int = 0, source: SourceFMSource | None = None, writer: Any = None,
+                      step: int = 0) -> dict[str, float]:
     """Draw ``n`` images (classes 0, 1, ... in turn when ``class_cond``) with ``steps`` Euler steps and save them as a
     PNG grid, one row per class when they fit; ``image`` is a run's image record (``shape``, ``num_classes``).
-    Returns pixel statistics of the draw (mean, std, share outside [-1, 1]) for the training log.
+    With a TensorBoard ``writer`` (e.g. :attr:`flowzoo.core.training.Trainer.tensorboard_writer`) the grid is
+    also added as the image ``samples`` at ``step``. Returns pixel statistics of the draw (mean, std, share
+    outside [-1, 1]) for the training log.
 
     Example:
         >>> import tempfile
@@ -110,5 +113,7 @@ def write_sample_grid(model: nn.Module, image: dict[str, Any], path: str | Path,
     rows = classes if class_cond and 1 < classes <= n else None
     scale = max(1, 64 // int(image["shape"][-1]))
     save_image_grid(images.clamp(-1, 1), path, nrow=rows, scale=min(scale, 4))
+    if writer is not None:
+        log_image_grid(writer, "samples", images.clamp(-1, 1), step, nrow=rows)
     return {"pixel_mean": float(images.mean()), "pixel_std": float(images.std()),
             "out_of_range": float((images.abs() > 1).float().mean())}

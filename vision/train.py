@@ -23,12 +23,14 @@ Time runs from 0 (Gaussian noise) to 1 (data), as in both papers' flow-matching 
 With ``--class_cond`` the velocity is conditioned on the class label ``y`` and a share ``--cond_dropout`` of the
 labels is replaced by the null class (``num_classes``) for classifier-free guidance (Ho & Salimans, arXiv
 2207.12598). The backbone is the core's ADM-style :class:`~flowzoo.core.nets.UNet` (``--net unet``) or a
-:class:`~flowzoo.vision.nets.DiT` (``--net dit``), sized by ``--net_size``.
+:class:`~flowzoo.vision.nets.DiT` (``--net dit``), sized by ``--net_size``; ``--grad_checkpoint``,
+``--channels_last`` and ``--compile`` trade compute for memory or speed it up on a GPU
+(:func:`~flowzoo.vision.nets.prepare_for_training`), with ``--trainer.precision bf16`` and ``--trainer.fused``.
 
 The run directory (``--trainer.out_dir``) receives the Trainer's checkpoints (weights, EMA, ``config.yaml``,
 which also records the data spec, image shape and class count under ``image`` so that ``flowzoo vision sample``
 and ``flowzoo vision evaluate`` can rebuild the network), ``metrics.csv`` and a sample grid ``samples.png``
-of the final EMA model. A new method registers with one entry in :data:`flowzoo.vision.methods.METHODS`.
+of the final EMA model (each evaluation's grid also goes to TensorBoard). A new method registers with one entry in :data:`flowzoo.vision.methods.METHODS`.
 
 Example::
 
@@ -57,7 +59,7 @@ from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, 
                                     reflow_pairs)
 from flowzoo.vision.blockwise_nets import BlockwiseVelocity
 from flowzoo.vision.methods import METHODS, guidance_classifier
-from flowzoo.vision.nets import DiT, FlowMapDiT
+from flowzoo.vision.nets import DiT, FlowMapDiT, prepare_for_training
 from flowzoo.vision.refiner import ImageRefiner, refiner_velocity_error
 from flowzoo.vision.sampling import write_sample_grid
 from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source
@@ -119,6 +121,9 @@ class VisionTrainConfig:
     bfm_feature_weight: float = field(default=0.05, metadata=option_help("bfm: weight of the feature alignment loss (the paper's 0.05)"))
     bfm_feature_dim: int = field(default=0, metadata=option_help("bfm: set by --bfm_guidance (the classifier's feature width)"))
     refiner_max_dt: float = field(default=0.12, metadata=option_help("refiner: largest time offset trained on (FlowTurbo's 0.12); refiner steps must not exceed it"))
+    channels_last: bool = field(default=False, metadata=option_help("channels-last weights and activations (faster convolutions on recent GPUs)"))
+    compile: bool = field(default=False, metadata=option_help("torch.compile the network for training (compiles during the first steps)"))
+    grad_checkpoint: bool = field(default=False, metadata=option_help("recompute the U-Net's / DiT's blocks in the backward pass (less memory)"))
     trainer: TrainerConfig = field(default_factory=_default_trainer)
 
     def __post_init__(self) -> None:
@@ -146,6 +151,10 @@ class VisionTrainConfig:
         check_number(self.bfm_feature_weight, "--bfm_feature_weight", low=0.0)
         check_int(self.bfm_feature_dim, "--bfm_feature_dim", low=0)
         check_probability(self.refiner_max_dt, "--refiner_max_dt", inclusive_low=False, inclusive_high=False)
+        special = self.method in METHODS and (METHODS[self.method].refiner or METHODS[self.method].blockwise)
+        if self.grad_checkpoint and special:
+            raise ConfigError(expected("--grad_checkpoint with a U-Net or DiT method", self.method,
+                                       "drop --grad_checkpoint"))
         sizes = UNET_SIZES if self.net == "unet" else DIT_SIZES
         if self.net_size not in sizes:
             raise ConfigError(expected(f"--net_size for --net {self.net} in {sorted(sizes)}", repr(self.net_size),
@@ -184,7 +193,8 @@ def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) ->
                                  segments=cfg.bfm_segments, block_depth=cfg.bfm_block_depth,
                                  feature_dim=cfg.bfm_feature_dim, num_classes=classes)
     if cfg.net == "dit":
-        options = {"in_channels": channels, "patch": cfg.patch, "num_classes": classes}
+        options = {"in_channels": channels, "patch": cfg.patch, "num_classes": classes,
+                   "gradient_checkpointing": cfg.grad_checkpoint}
         if cfg.width:
             options["hidden"] = cfg.width
         if height % cfg.patch or width % cfg.patch:
@@ -198,7 +208,7 @@ def build_net(cfg: VisionTrainConfig, shape: Sequence[int], num_classes: int) ->
                                   f"{height}x{width} from {cfg.data}",
                                   f"pass --size or --pad to reach a multiple of {factor}, or a smaller --net_size"))
     return (FlowMapUNet if flowmap else UNet)(channels, cfg.width or base, multipliers, blocks, attention, head,
-                                              num_classes=classes)
+                                              num_classes=classes, gradient_checkpointing=cfg.grad_checkpoint)
 
 
 def _check_resume(cfg: VisionTrainConfig, image: dict[str, Any]) -> None:
@@ -259,6 +269,7 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
     model = build_net(cfg, data.shape, data.num_classes)
     if method.pairs:
         model.load_state_dict(teacher.model.state_dict())
+    prepare_for_training(model, channels_last=cfg.channels_last, compile=cfg.compile)
     objective = method.objective(cfg, data.num_classes, None if teacher is None else FrozenTeacher(teacher.model))
     source = None
     if method.norm_aligned_source:
@@ -278,7 +289,8 @@ def train(cfg: VisionTrainConfig) -> dict[str, Any]:
         if method.refiner:
             return _refiner_error(eval_model, teacher.model, cfg)
         return write_sample_grid(eval_model, image, Path(eval_dir) / "samples.png", n=cfg.grid_n, steps=cfg.grid_steps,
-                                 class_cond=cfg.class_cond, seed=cfg.trainer.seed, source=source)
+                                 class_cond=cfg.class_cond, seed=cfg.trainer.seed, source=source,
+                                 writer=trainer.tensorboard_writer, step=step)
 
     run_config = {**config_to_dict(cfg), IMAGE_KEY: image}
     trainer = Trainer(model, objective, sampler, cfg.trainer, evaluate=evaluate, run_config=run_config)

@@ -18,6 +18,13 @@ Two deliberate differences from ADM:
   (:mod:`flowzoo.core.fewstep.forward_ad`).
 * Weights keep PyTorch's default initialisation (ADM zero-initialises each block's last layer).
 
+**Gradient checkpointing.** With ``gradient_checkpointing=True`` each encoder, middle and decoder block (residual
+block and its attention) runs under :func:`torch.utils.checkpoint.checkpoint` (``use_reentrant=False``) while the
+network trains with gradients enabled: its activations are recomputed in the backward pass instead of stored,
+which trades compute for memory, with the same outputs and gradients (dropout's random state is replayed).
+A forward pass on forward-mode dual tensors (MeanFlow's JVP, :mod:`flowzoo.core.fewstep.forward_ad`) is not
+checkpointed, so JVPs and their back-propagation work as without the option.
+
 **Time.** ``t`` runs from 0 (noise) to 1 (data), flowzoo's convention, and enters through
 :class:`~flowzoo.core.nets.mlp.SinusoidalTimeEmbedding` with ``time_scale`` 1 by default, as torchcfm feeds
 its times in [0, 1] unscaled: the features vary slowly in t, so a finite-difference derivative in time (MeanFlow's
@@ -39,11 +46,14 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.autograd import forward_ad as fwAD
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.nets.mlp import SinusoidalTimeEmbedding
-from flowzoo.core.validation import as_item_time, check_class_labels, check_int, check_number, check_tensor
+from flowzoo.core.validation import (as_item_time, check_bool, check_class_labels, check_int, check_number,
+                                     check_tensor)
 
 __all__ = ["UNet", "FlowMapUNet"]
 
@@ -99,8 +109,9 @@ class _UNetBody(nn.Module):
 
     def __init__(self, in_channels: int, channels: int, multipliers: Sequence[int], res_blocks: int,
                  attention_levels: Sequence[int], head_channels: int, dropout: float, num_classes: int,
-                 time_scale: float):
+                 time_scale: float, gradient_checkpointing: bool = False):
         super().__init__()
+        self.gradient_checkpointing = check_bool(gradient_checkpointing, "gradient_checkpointing")
         self.in_channels = check_int(in_channels, "in_channels", low=1, fix=_FIX)
         self.channels = check_int(channels, "channels", low=2, fix=_FIX)
         if isinstance(multipliers, (str, bytes)) or not isinstance(multipliers, Sequence) or not multipliers:
@@ -150,9 +161,10 @@ class _UNetBody(nn.Module):
         self.head = nn.Sequential(_norm(width), nn.SiLU(), nn.Conv2d(width, self.in_channels, 3, padding=1))
 
     @classmethod
-    def cifar10(cls, dropout: float = 0.0, num_classes: int = 0):
+    def cifar10(cls, dropout: float = 0.0, num_classes: int = 0, gradient_checkpointing: bool = False):
         """torchcfm's CIFAR-10 configuration (3x32x32 images; torchcfm trains it with dropout 0.1)."""
-        return cls(3, 128, (1, 2, 2, 2), 2, (1,), 64, dropout=dropout, num_classes=num_classes)
+        return cls(3, 128, (1, 2, 2, 2), 2, (1,), 64, dropout=dropout, num_classes=num_classes,
+                   gradient_checkpointing=gradient_checkpointing)
 
     @property
     def null_class(self) -> int:
@@ -181,15 +193,20 @@ class _UNetBody(nn.Module):
         return h
 
     def _backbone(self, x: Tensor, emb: Tensor) -> Tensor:
+        run = self._run_block
+        # A forward-mode pass (dual tensors) is never checkpointed: its recomputation would save other tensors.
+        dual = any(fwAD.unpack_dual(value).tangent is not None for value in (x, emb))
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled() and not dual:
+            def run(block: nn.ModuleList, h: Tensor, emb: Tensor) -> Tensor:
+                return checkpoint(self._run_block, block, h, emb, use_reentrant=False)
         h = self.stem(x)
         kept = [h]
         for block in self.down:
-            h = self._run_block(block, h, emb)
+            h = run(block, h, emb)
             kept.append(h)
-        for layer in self.middle:
-            h = layer(h, emb)
+        h = run(self.middle, h, emb)
         for block in self.up:
-            h = self._run_block(block, torch.cat([h, kept.pop()], dim=1), emb)
+            h = run(block, torch.cat([h, kept.pop()], dim=1), emb)
         return self.head(h)
 
 
@@ -207,6 +224,7 @@ class UNet(_UNetBody):
         dropout: dropout inside the residual blocks.
         num_classes: class labels for conditioning (0: none); label ``num_classes`` is the null class.
         time_scale: multiplies t before the sinusoidal features.
+        gradient_checkpointing: recompute each block's activations in the backward pass (less memory, more time).
 
     Example:
         >>> net = UNet(in_channels=1, channels=16, multipliers=(1, 2), res_blocks=1, head_channels=16)
@@ -216,9 +234,10 @@ class UNet(_UNetBody):
 
     def __init__(self, in_channels: int = 3, channels: int = 128, multipliers: Sequence[int] = (1, 2, 2, 2),
                  res_blocks: int = 2, attention_levels: Sequence[int] = (1,), head_channels: int = 64,
-                 dropout: float = 0.0, num_classes: int = 0, time_scale: float = 1.0):
+                 dropout: float = 0.0, num_classes: int = 0, time_scale: float = 1.0,
+                 gradient_checkpointing: bool = False):
         super().__init__(in_channels, channels, multipliers, res_blocks, attention_levels, head_channels, dropout,
-                         num_classes, time_scale)
+                         num_classes, time_scale, gradient_checkpointing)
         self.time_embed = _time_mlp(self.channels, 4 * self.channels)
 
     def forward(self, x: Tensor, t: Tensor | float, y: Tensor | None = None) -> Tensor:
@@ -244,9 +263,10 @@ class FlowMapUNet(_UNetBody):
 
     def __init__(self, in_channels: int = 3, channels: int = 128, multipliers: Sequence[int] = (1, 2, 2, 2),
                  res_blocks: int = 2, attention_levels: Sequence[int] = (1,), head_channels: int = 64,
-                 dropout: float = 0.0, num_classes: int = 0, time_scale: float = 1.0):
+                 dropout: float = 0.0, num_classes: int = 0, time_scale: float = 1.0,
+                 gradient_checkpointing: bool = False):
         super().__init__(in_channels, channels, multipliers, res_blocks, attention_levels, head_channels, dropout,
-                         num_classes, time_scale)
+                         num_classes, time_scale, gradient_checkpointing)
         self.start_embed = _time_mlp(self.channels, 4 * self.channels)
         self.gap_embed = _time_mlp(self.channels, 4 * self.channels)
 

@@ -17,6 +17,12 @@ Precision: ``bf16`` autocasts to bfloat16 (CPU and GPU); ``fp16`` autocasts to f
 ``GradScaler`` (loss scaling). Where the device cannot autocast to the requested type the run is
 refused before it starts with a ConfigError that suggests ``bf16`` or ``fp32``. Weights, optimiser
 state and EMA stay in float32 in every mode.
+
+Optimiser kernel: ``fused`` selects AdamW's fused implementation (one kernel for all parameters).
+``auto`` fuses when every trainable parameter is on CUDA and otherwise keeps PyTorch's default (``foreach``
+on GPUs, a loop on the CPU); ``true`` fuses on any device with a fused AdamW kernel, the CPU included (same
+update, computed in one pass); ``false`` never fuses. A resumed run uses the configured kernel, not the
+checkpoint's.
 """
 
 from __future__ import annotations
@@ -181,7 +187,21 @@ class Trainer:
         rest = [p for p in params if p.ndim < 2]
         groups = [{"params": g, "weight_decay": wd} for g, wd in
                   ((decay, self.config.weight_decay), (rest, 0.0)) if g]
-        return torch.optim.AdamW(groups, lr=self.config.lr, betas=self.config.betas)
+        wanted = self.config.fused
+        self.fused = bool(all(p.is_cuda for p in params) if wanted == "auto" else wanted)
+        try:
+            return torch.optim.AdamW(groups, lr=self.config.lr, betas=self.config.betas,
+                                     **({"fused": True} if self.fused else {}))
+        except RuntimeError as error:  # a device or dtype without a fused kernel
+            raise ConfigError(expected("parameters that AdamW's fused kernel supports for trainer.fused true",
+                                       " ".join(str(error).split()), "use --trainer.fused auto (or false)")) from error
+
+    def _restore_optimizer_kernel(self) -> None:
+        # A checkpoint's param groups carry the kernel choice of the run that wrote them; keep this run's.
+        for group in self.optimizer.param_groups:
+            group["fused"] = True if self.fused else None
+            if self.fused:
+                group["foreach"] = None
 
     def _check_out_dir(self) -> None:
         # Before anything is written: a file in the way would surface as a raw FileExistsError much later.
@@ -211,6 +231,7 @@ class Trainer:
                                   world_size=self.world_size, num_workers=cfg.num_workers)
         self.checkpoints = TrainerCheckpoints(self)
         self.resumed_from = self.checkpoints.resume()
+        self._restore_optimizer_kernel()
         self.train_model: nn.Module = self.model
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -225,6 +246,13 @@ class Trainer:
             return contextlib.nullcontext()
         dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
+
+    @property
+    def tensorboard_writer(self) -> Any:
+        """The run's TensorBoard ``SummaryWriter`` (rank 0, ``tensorboard`` on and installed, during
+        :meth:`fit`), else None; an ``evaluate`` function may add images to it."""
+        board = getattr(getattr(self, "logger", None), "tensorboard", None)
+        return None if board is None else board.writer
 
     def say(self, message: str, *, always: bool = False) -> None:
         """Tell the user something on rank 0 (through the progress bar if shown; ``always``: even without it)."""

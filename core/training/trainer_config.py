@@ -24,6 +24,7 @@ class TrainerConfig:
     lr: float = field(default=1e-3, metadata=option_help("peak AdamW learning rate"))
     weight_decay: float = field(default=0.0, metadata=option_help("AdamW weight decay (matrices only; biases and norms are not decayed)"))
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata=option_help("AdamW betas"))
+    fused: bool | Literal["auto"] = field(default="auto", metadata=option_help("fused AdamW kernel (auto: when every parameter is on CUDA; true: also on the CPU)"))
     warmup_steps: int = field(default=0, metadata=option_help("linear learning-rate warm-up updates"))
     min_lr_ratio: float = field(default=0.0, metadata=option_help("cosine decay floor as a fraction of lr (1: constant)"))
     grad_clip: float = field(default=1.0, metadata=option_help("clip the global gradient norm to this (0: no clipping)"))
