@@ -7,6 +7,7 @@ Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy n
     metrics         Chamfer, Hausdorff, EMD, uniformity, point-to-mesh; scene-flow EPE3D, Acc3DS, Acc3DR, Outliers
     io              PLY (ASCII / binary) and XYZ in numpy; PCD, OBJ, OFF, meshes and to_open3d / from_open3d via open3d
     data            seeded synthetic shapes and compositions, smooth deformations, upsampling examples
+    shape_meshes    triangle meshes of the generated shapes (deformed like their points): the true surface for P2F
     scene_pairs     seeded scene-flow pairs: per-object rigid motion, ego motion, occlusion, ground-truth flow
     shape_folders   a user's meshes (sampled by area) and folders of meshes / point clouds as training clouds
     plotting        3-D scatter panels of clouds and scene-flow arrows, as PNG
@@ -25,6 +26,6 @@ Modules (imported on demand, so ``import flowzoo.three_d`` loads neither scipy n
     cli             ``flowzoo three_d ...``: the command table
 """
 
-__all__ = ["ops", "metrics", "io", "data", "scene_pairs", "shape_folders", "plotting", "point_nets", "pufm", "pufm_sampling",
-           "scoop_model", "scoop",
-           "voxels", "generator", "shape_features", "train", "cli_upsample", "cli_scene_flow", "cli_generate", "cli"]
+__all__ = ["ops", "metrics", "io", "data", "shape_meshes", "scene_pairs", "shape_folders", "plotting", "point_nets",
+           "pufm", "pufm_sampling", "scoop_model", "scoop", "voxels", "generator", "shape_features", "train",
+           "cli_upsample", "cli_scene_flow", "cli_generate", "cli"]

@@ -31,9 +31,9 @@ from flowzoo.core.validation import check_int, check_nonnegative
 from flowzoo.three_d.ops import farthest_point_sample
 
 __all__ = ["SHAPES", "COMPOSITION", "BOX_HALF", "TORUS_RADII", "CYLINDER", "CONE", "MOBIUS_SIZE", "TREFOIL_SCALE",
-           "TREFOIL_TUBE", "trefoil_centre", "check_rng", "check_shape_names", "sample_surface", "surface_area",
-           "random_deformation", "Composition", "random_composition", "sample_composition", "UpsamplingExample",
-           "make_upsampling_example"]
+           "TREFOIL_TUBE", "PARAMETRIC_SURFACES", "trefoil_centre", "check_rng", "check_shape_names", "sample_surface",
+           "surface_area", "random_deformation", "Composition", "random_composition", "sample_composition",
+           "UpsamplingExample", "make_upsampling_example"]
 
 
 SHAPES = ("sphere", "box", "torus", "cylinder", "cone", "mobius", "trefoil")
@@ -148,9 +148,10 @@ def _trefoil_map(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return trefoil_centre(u) + offset
 
 
-_PARAMETRIC = {"torus": (_torus_map, (0, 2 * np.pi), (0, 2 * np.pi)),
-               "mobius": (_mobius_map, (0, 2 * np.pi), (-MOBIUS_SIZE[1], MOBIUS_SIZE[1])),
-               "trefoil": (_trefoil_map, (0, 2 * np.pi), (0, 2 * np.pi))}
+# name -> (map (u, v) -> points, u range, v range); the torus, Möbius and trefoil are periodic in u (and v).
+PARAMETRIC_SURFACES = {"torus": (_torus_map, (0, 2 * np.pi), (0, 2 * np.pi)),
+                       "mobius": (_mobius_map, (0, 2 * np.pi), (-MOBIUS_SIZE[1], MOBIUS_SIZE[1])),
+                       "trefoil": (_trefoil_map, (0, 2 * np.pi), (0, 2 * np.pi))}
 
 
 def _area_element(surface: Callable, u: np.ndarray, v: np.ndarray, h: float = 1e-5) -> np.ndarray:
@@ -161,7 +162,7 @@ def _area_element(surface: Callable, u: np.ndarray, v: np.ndarray, h: float = 1e
 
 def _parametric(rng: np.random.Generator, n: int, name: str) -> np.ndarray:
     """Area-uniform samples of a parametric surface by rejection on its area element."""
-    surface, (u0, u1), (v0, v1) = _PARAMETRIC[name]
+    surface, (u0, u1), (v0, v1) = PARAMETRIC_SURFACES[name]
     grid_u, grid_v = np.meshgrid(np.linspace(u0, u1, 200), np.linspace(v0, v1, 200))
     bound = 1.05 * _area_element(surface, grid_u, grid_v).max()
     kept: list[np.ndarray] = []
@@ -238,7 +239,7 @@ def surface_area(shape: str) -> float:
               "cone": np.pi * rk * (np.hypot(rk, 2 * hk) + rk)}
     if shape in closed:
         return float(closed[shape])
-    surface, (u0, u1), (v0, v1) = _PARAMETRIC[shape]
+    surface, (u0, u1), (v0, v1) = PARAMETRIC_SURFACES[shape]
     cells = 400
     u = u0 + (np.arange(cells) + 0.5) * (u1 - u0) / cells
     v = v0 + (np.arange(cells) + 0.5) * (v1 - v0) / cells
@@ -319,11 +320,15 @@ def sample_composition(n: int, rng: np.random.Generator, *, parts: int | None = 
 
 @dataclass
 class UpsamplingExample:
-    """A dense even ground truth ``(n_dense, 3)``, a sparse noisy input ``(n_sparse, 3)`` and the shape name."""
+    """A dense even ground truth ``(n_dense, 3)``, a sparse noisy input ``(n_sparse, 3)`` and the shape name;
+    ``warp`` is the deformation applied to the primitive's points and ``composition`` the union when ``shape`` is
+    ``COMPOSITION`` (what :func:`flowzoo.three_d.shape_meshes.example_mesh` needs to rebuild the true surface)."""
 
     dense: np.ndarray
     sparse: np.ndarray
     shape: str
+    warp: Callable[[np.ndarray], np.ndarray] | None = None
+    composition: Composition | None = None
 
 
 def make_upsampling_example(rng: np.random.Generator, shape: str | None = None, *, n_dense: int = 2048,
@@ -349,6 +354,7 @@ def make_upsampling_example(rng: np.random.Generator, shape: str | None = None, 
         composition = random_composition(rng, deformation=deformation)
         warp, draw = (lambda x: x), composition.sample
     else:
+        composition = None
         warp, draw = random_deformation(rng, amplitude=deformation), partial(sample_surface, shape)
     dense = warp(draw(n_dense, rng, even=True))
     pool = draw(4 * n_sparse, rng)
@@ -357,4 +363,4 @@ def make_upsampling_example(rng: np.random.Generator, shape: str | None = None, 
     weights = np.exp(logits - logits.max())
     chosen = rng.choice(len(pool), size=n_sparse, replace=False, p=weights / weights.sum())
     sparse = warp(pool[chosen]) + rng.normal(scale=noise, size=(n_sparse, 3)).astype(np.float32)
-    return UpsamplingExample(dense.astype(np.float32), sparse.astype(np.float32), shape)
+    return UpsamplingExample(dense.astype(np.float32), sparse.astype(np.float32), shape, warp, composition)

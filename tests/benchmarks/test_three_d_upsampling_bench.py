@@ -3,7 +3,9 @@ verdict per PUFM++ stage."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import math
 
 import torch
 
@@ -23,4 +25,10 @@ def test_tiny_run_writes_the_table_and_the_figure(_results_to_tmp, tmp_path, mon
     record = json.loads((_results_to_tmp / "three_d_upsampling.quick.json").read_text())
     assert record["quick"] and any("PUFM++" in note for note in record["notes"])
     assert all(row["CD_x1e3"] > 0 and row["P2F_x1e3"] > 0 for row in record["rows"])
+    if importlib.util.find_spec("open3d") is not None:  # the exact distance to the true mesh, next to the old P2F
+        assert all(0 < row["P2F_mesh_x1e3"] < 10 * row["P2F_x1e3"] + 10 for row in record["rows"])
+        assert any("beats midpoints on P2F_mesh" in note or "does NOT beat midpoints on P2F_mesh" in note
+                   for note in record["notes"])
+    else:
+        assert all(math.isnan(row["P2F_mesh_x1e3"]) for row in record["rows"])
     assert (tmp_path / "figure.png").stat().st_size < 200_000
