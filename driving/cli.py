@@ -1,14 +1,15 @@
 """``flowzoo driving <command>``: the driving commands registered under the ``flowzoo.commands`` entry point::
 
-    flowzoo driving make-scenes --n 5000 --out scenes/ --seed 0 [--overwrite] [--plot 4]
+    flowzoo driving make-scenes --n 5000 --out scenes/ --seed 0 [--workers 2] [--overwrite] [--plot 4]
     flowzoo driving train goalflow --scenes scenes/ --out runs/gf     (= flowzoo train driving goalflow ...)
     flowzoo driving evaluate --checkpoint runs/gf --scenes test/ --steps 1 [--variant M3] [--w_dac 3] [--plots 4]
     flowzoo driving simulate --checkpoint runs/gf --env highway-fast-v0 --episodes 50 [--video run.gif]
 
 ``make-scenes`` generates synthetic scenes with expert plans (:func:`flowzoo.driving.data.generate_scenes`) and
-writes them atomically in the schema of :mod:`flowzoo.driving.data`; an existing ``--out`` is replaced only with
-``--overwrite``; ``--plot K`` also writes BEV figures of the first K scenes to ``<out>/plots/``. ``train`` is
-:func:`flowzoo.driving.train.main`, ``evaluate`` :func:`flowzoo.driving.evaluate.evaluate_main` and ``simulate``
+writes them atomically in the schema of :mod:`flowzoo.driving.data` (``--workers W`` processes give the same
+scenes as one); an existing ``--out`` is replaced only with ``--overwrite``; ``--plot K`` also writes BEV
+figures of the first K scenes to ``<out>/plots/``. ``train`` is :func:`flowzoo.driving.train.main`,
+``evaluate`` :func:`flowzoo.driving.evaluate.evaluate_main` and ``simulate``
 :func:`flowzoo.driving.cli_simulate.simulate_main`.
 """
 
@@ -35,6 +36,7 @@ class MakeScenesConfig:
     n: int = field(default=5000, metadata=option_help("number of scenes"))
     seed: int = field(default=0, metadata=option_help("seed; the scenes are a deterministic function of it"))
     shard_size: int = field(default=1000, metadata=option_help("scenes per .npz shard"))
+    workers: int = field(default=1, metadata=option_help("processes generating scenes (same scenes for any count)"))
     plot: int = field(default=0, metadata=option_help("write BEV figures of the first K scenes to <out>/plots/"))
     overwrite: bool = field(default=False, metadata=option_help("replace an existing --out"))
     progress: bool = field(default=True, metadata=option_help("progress bar"))
@@ -46,6 +48,7 @@ def make_scenes_main(argv: Sequence[str] | None = None) -> int:
                        prog="flowzoo driving make-scenes")
     n = check_positive_int(cfg.n, "--n", fix="pass e.g. --n 5000")
     check_positive_int(cfg.shard_size, "--shard_size", fix="pass e.g. --shard_size 1000")
+    workers = check_positive_int(cfg.workers, "--workers", fix="pass 1, or up to the number of CPU cores")
     plots = check_int(cfg.plot, "--plot", low=0, high=n, fix=f"pass a number of scenes from 0 to --n ({n})")
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:  # checked before any work, so a refused run costs nothing
@@ -54,7 +57,7 @@ def make_scenes_main(argv: Sequence[str] | None = None) -> int:
     from flowzoo.driving.data import generate_scenes, save_scenes, scene_arrays
 
     start = time.perf_counter()
-    arrays = generate_scenes(n, cfg.seed, progress=cfg.progress)
+    arrays = generate_scenes(n, cfg.seed, progress=cfg.progress, workers=workers)
     seconds = time.perf_counter() - start
     save_scenes(out, arrays, seed=cfg.seed, shard_size=cfg.shard_size, overwrite=cfg.overwrite)
     if plots:
@@ -73,7 +76,7 @@ def commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
     """Command name -> ``callable(argv)`` (entry point ``driving = flowzoo.driving.cli:commands``)."""
 
     def make_scenes(argv: Sequence[str]) -> int | None:
-        """make-scenes --n N --out DIR [--seed S] [--overwrite] [--plot K]: synthetic scenes with expert plans"""
+        """make-scenes --n N --out DIR [--seed S] [--workers W] [--overwrite] [--plot K]: scenes with expert plans"""
         return make_scenes_main(argv)
 
     def train(argv: Sequence[str]) -> int | None:

@@ -125,12 +125,67 @@ def _stack(records: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return out
 
 
+def _attempt(seed: int, attempt: int, kinds: tuple[str, ...], spec: RasterSpec) -> dict[str, np.ndarray] | None:
+    """The record of scene attempt ``attempt`` of ``seed``, or None when the expert finds no feasible route.
+
+    Each attempt draws from its own generator, so attempts can run in any order or process."""
+    scene_seed = int(np.random.SeedSequence([int(seed), attempt]).generate_state(1)[0])
+    rng = np.random.default_rng(scene_seed)
+    return _record(sample_scene(rng, kinds[int(rng.integers(0, len(kinds)))]), scene_seed, rng, spec)
+
+
+def _attempt_chunk(seed: int, attempts: range, kinds: tuple[str, ...],
+                   spec: RasterSpec) -> list[dict[str, np.ndarray] | None]:
+    return [_attempt(seed, a, kinds, spec) for a in attempts]
+
+
+def _serial_records(n: int, seed: int, kinds, spec, bar) -> list[dict[str, np.ndarray]]:
+    records, attempt = [], 0
+    while len(records) < n:
+        record = _attempt(seed, attempt, kinds, spec)
+        attempt += 1
+        if record is not None:
+            records.append(record)
+            bar.update(1)
+    return records
+
+
+def _parallel_records(n: int, seed: int, kinds, spec, bar, workers: int) -> list[dict[str, np.ndarray]]:
+    """The first ``n`` successful attempts in attempt order from a process pool: chunks of consecutive attempts
+    are submitted in order, a few per worker in flight, and read back in the order they were submitted. The
+    result is the serial one because each attempt is seeded independently of the others."""
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunk = max(1, min(16, n // (4 * workers)))
+    records: list[dict[str, np.ndarray]] = []
+    # The platform's default start method (fork on Linux, as torch's DataLoader workers): a spawned worker would
+    # re-import torch and shapely, seconds per process; the workers run numpy and shapely only, never torch.
+    with ProcessPoolExecutor(workers) as pool:
+        pending, next_attempt = deque(), 0
+        while len(records) < n:
+            while len(pending) < 3 * workers:  # keep every worker busy; at most these chunks are wasted at the end
+                pending.append(pool.submit(_attempt_chunk, seed, range(next_attempt, next_attempt + chunk), kinds,
+                                           spec))
+                next_attempt += chunk
+            for record in pending.popleft().result():
+                if record is not None and len(records) < n:
+                    records.append(record)
+                    bar.update(1)
+        for future in pending:
+            future.cancel()
+    return records
+
+
 def generate_scenes(n: int, seed: int = 0, *, kinds: tuple[str, ...] = SCENE_KINDS, spec: RasterSpec = RasterSpec(),
-                    progress: bool = False) -> dict[str, np.ndarray]:
+                    progress: bool = False, workers: int = 1) -> dict[str, np.ndarray]:
     """``n`` synthetic scenes with expert plans, as schema arrays (see the module docstring).
 
     Scene ``i`` is drawn from ``numpy.random.default_rng([seed, attempt])``; a scene in which the expert finds
     no feasible route is replaced by the next attempt, so the result is a deterministic function of ``seed``.
+    With ``workers`` > 1 the attempts run in a process pool and the first ``n`` successes are kept in attempt
+    order: the arrays are identical to those of ``workers=1``. Where processes are spawned (macOS, Windows), a
+    script that calls this with ``workers`` > 1 must do so under ``if __name__ == "__main__":``.
 
     Example:
         >>> data = generate_scenes(3, seed=0)
@@ -138,19 +193,16 @@ def generate_scenes(n: int, seed: int = 0, *, kinds: tuple[str, ...] = SCENE_KIN
         ((3, 4, 64, 64), (3, 8, 3), True)
     """
     n = check_positive_int(n, "n", fix="ask for at least one scene, e.g. --n 5000")
+    workers = check_positive_int(workers, "workers", fix="pass 1 for no process pool, or up to the CPU count")
     for kind in kinds:
         if kind not in SCENE_KINDS:
             raise ConfigError(expected(f"scene kinds among {SCENE_KINDS}", repr(kind), "drop the unknown kind"))
-    records, attempt = [], 0
+    kinds = tuple(kinds)
     with tqdm(total=n, desc="scenes", disable=not progress, unit="scene") as bar:
-        while len(records) < n:
-            scene_seed = int(np.random.SeedSequence([int(seed), attempt]).generate_state(1)[0])
-            attempt += 1
-            rng = np.random.default_rng(scene_seed)
-            record = _record(sample_scene(rng, kinds[int(rng.integers(0, len(kinds)))]), scene_seed, rng, spec)
-            if record is not None:
-                records.append(record)
-                bar.update(1)
+        if workers == 1:
+            records = _serial_records(n, seed, kinds, spec, bar)
+        else:
+            records = _parallel_records(n, seed, kinds, spec, bar, workers)
     return _stack(records)
 
 

@@ -101,7 +101,7 @@ def plan_route(scene: Scene, route: int) -> ExpertPlan | None:
     if np.isfinite(stop) and stop > 0.5 and v0 > 0:
         profiles.append(speed_profile(v0, 0.0, 2 * stop / v0, times))  # a smooth stop ending at ``stop``
     distance = np.stack(profiles)
-    poses = np.stack([poses_along(path, d) for d in distance])
+    poses = poses_along(path, distance)  # (profiles, HORIZON, 3), the path's lengths computed once
     sizes = scene.agent_boxes[:, 3:5] + np.array([_SAFETY_LENGTH, _SAFETY_WIDTH])
     ok = comfort(poses, initial_speed=v0, initial_yaw_rate=scene.ego_yaw_rate) == 1
     ok &= drivable_area_compliance(poses, scene.drivable) == 1

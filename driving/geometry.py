@@ -112,11 +112,12 @@ def arc_lengths(polyline: np.ndarray) -> np.ndarray:
 
 
 def poses_along(polyline: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """Poses ``(len(s), 3)`` at arc lengths ``s`` along a ``(K, 2)`` polyline (headings interpolated between the
-    segments' midpoints).
+    """Poses ``(*s.shape, 3)`` at arc lengths ``s`` (any shape, e.g. one row per speed profile) along a ``(K, 2)``
+    polyline (headings interpolated between the segments' midpoints).
 
     Arc lengths beyond the ends extrapolate along the first or last segment, so a vehicle that drives past the
-    end of a centreline keeps going straight.
+    end of a centreline keeps going straight. Every pose depends only on its own arc length, so a batch of rows
+    gives the poses of each row bit for bit while the polyline's lengths and headings are computed once.
 
     Example:
         >>> poses_along(np.array([[0.0, 0.0], [10.0, 0.0], [10.0, 10.0]]), np.array([5.0, 15.0, 25.0])).tolist()
@@ -128,13 +129,13 @@ def poses_along(polyline: np.ndarray, s: np.ndarray) -> np.ndarray:
     seg = np.clip(np.searchsorted(cum, s, side="right") - 1, 0, len(polyline) - 2)
     direction = polyline[seg + 1] - polyline[seg]
     length = np.maximum(cum[seg + 1] - cum[seg], 1e-12)
-    xy = polyline[seg] + direction * ((s - cum[seg]) / length)[:, None]
+    xy = polyline[seg] + direction * ((s - cum[seg]) / length)[..., None]
     # Headings interpolate between segment midpoints, so that yaw rates of a vehicle following a sampled arc are
     # smooth instead of stepping at every vertex.
     segments = np.diff(polyline, axis=0)
     headings = np.unwrap(np.arctan2(segments[:, 1], segments[:, 0]))
     theta = np.interp(s, (cum[1:] + cum[:-1]) / 2, headings)
-    return np.column_stack([xy, wrap_angle(theta)])
+    return np.concatenate([xy, wrap_angle(theta)[..., None]], -1)
 
 
 def resample_polyline(polyline: np.ndarray, count: int) -> np.ndarray:

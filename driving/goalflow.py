@@ -57,7 +57,8 @@ from torch import nn
 
 from flowzoo.core.config import option_help
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.sampling import integrate, shifted_grid
+from flowzoo.core.paths import AffinePath, LinearScheduler
+from flowzoo.core.sampling import ClassifierFreeGuidance, integrate, shifted_grid
 from flowzoo.core.validation import check_nonnegative, check_number, check_positive, check_positive_int, \
     check_probability
 from flowzoo.driving.nets import MIN_REMAINING, GoalScorer, SceneEncoder, TrajectoryVelocity
@@ -67,6 +68,9 @@ __all__ = ["VARIANTS", "GoalFlowConfig", "GoalFlowModel", "GoalFlowLoss", "PlanR
            "select_goals", "trajectory_scores", "shadow_fallback", "GoalFlowPlanner"]
 
 VARIANTS = ("M0", "M1", "M2", "M3", "gt_goal")
+# Eq. 7-8 as the core's affine path with the linear schedule: x_t = (1 - t) x0 + t x1, target x1 - x0, computed
+# in exactly that order (CondOTPath's fused form differs in the last bit, which would change trained weights).
+_RECTIFIED_PATH = AffinePath(LinearScheduler())
 
 
 @dataclass
@@ -139,12 +143,12 @@ class GoalFlowLoss:
         draw = lambda *shape: torch.rand(*shape, generator=generator, device=x1.device)  # noqa: E731
         x0 = cfg.sigma * torch.randn(x1.shape, generator=generator, device=x1.device)
         t = draw(n)
-        x_t = (1 - t[:, None, None]) * x0 + t[:, None, None] * x1
+        path = _RECTIFIED_PATH.sample_unchecked(x0, x1, t)
         keep_goal, keep_scene = draw(n) >= cfg.p_drop_goal, draw(n) >= cfg.p_drop_scene
-        v = model.velocity(x_t, t, model.velocity.environment(tokens, ego), ego, batch["goal"], keep_goal,
+        v = model.velocity(path.x_t, t, model.velocity.environment(tokens, ego), ego, batch["goal"], keep_goal,
                            keep_scene)
         # L1 on the velocity weighted by 1 - t: the L1 error of the predicted trajectory (see TrajectoryVelocity)
-        flow = ((v - (x1 - x0)) * (1 - t).clamp(min=MIN_REMAINING)[:, None, None]).abs().mean()
+        flow = ((v - path.dx_t) * (1 - t).clamp(min=MIN_REMAINING)[:, None, None]).abs().mean()
         distance, dac = model.scorer(model.vocabulary, tokens, ego)
         target = torch.softmax(-torch.cdist(batch["goal"][:, :2], model.vocabulary[:, :2]), -1)
         goal_ce = -(target * torch.log_softmax(distance, -1)).sum(-1).mean()
@@ -266,11 +270,14 @@ class GoalFlowPlanner:
         w_dis, w_dac: goal-selection weights (Eq. 5).
         lambda_dis, lambda_progress: trajectory-scorer weights (Eq. 12).
         shadow_threshold: reliability ratio of :func:`shadow_fallback` in M3 (None: no shadow trajectory).
+        goal_scale: classifier-free goal guidance :math:`v_u + w (v_g - v_u)` of the goal-driven samples through
+            :class:`flowzoo.core.sampling.ClassifierFreeGuidance`, the unconditional pass masking the goal (the
+            model is trained with goal dropout); 1 (default) is the plain goal-conditioned flow.
     """
 
     def __init__(self, model: GoalFlowModel, *, n_samples: int = 128, steps: int = 1, shift: float = 1.0,
                  w_dis: float = 0.1, w_dac: float = 3.0, lambda_dis: float = 1.0, lambda_progress: float = 0.5,
-                 shadow_threshold: float | None = 0.5):
+                 shadow_threshold: float | None = 0.5, goal_scale: float = 1.0):
         self.model = model.eval()
         self.n_samples, self.steps = check_positive_int(n_samples, "n_samples"), check_positive_int(steps, "steps")
         self.shift = check_positive(shift, "shift")
@@ -279,6 +286,7 @@ class GoalFlowPlanner:
             check_number(lambda_progress, "lambda_progress")
         self.shadow_threshold = None if shadow_threshold is None else check_positive(shadow_threshold,
                                                                                      "shadow_threshold")
+        self.goal_scale = check_nonnegative(goal_scale, "goal_scale", fix="pass 1 for no guidance, e.g. 1.5")
 
     @property
     def horizon(self) -> int:
@@ -288,7 +296,8 @@ class GoalFlowPlanner:
         """The planner's options and the model's config (for result files)."""
         return {"n_samples": self.n_samples, "steps": self.steps, "shift": self.shift, "w_dis": self.w_dis,
                 "w_dac": self.w_dac, "lambda_dis": self.lambda_dis, "lambda_progress": self.lambda_progress,
-                "shadow_threshold": self.shadow_threshold, "model": asdict(self.model.config)}
+                "shadow_threshold": self.shadow_threshold, "goal_scale": self.goal_scale,
+                "model": asdict(self.model.config)}
 
     def _goals(self, variant: str, tokens, ego, truth) -> tuple[torch.Tensor | None, dict[str, Any]]:
         if variant == "M0":
@@ -330,7 +339,10 @@ class GoalFlowPlanner:
                                                                             device=device)}
         x0 = self.model.config.sigma * torch.randn(b * copies, self.horizon, 3 * ROTATIONS, generator=generator)
         grid = {"steps": steps} if self.shift == 1.0 else {"time_grid": shifted_grid(steps, self.shift)}
-        result = integrate(self.model.velocity, x0.to(device), cond=cond, **grid)
+        velocity = self.model.velocity
+        if goal is not None and self.goal_scale != 1.0:  # scale 1 is the conditional model itself: skip the wrapper
+            velocity = ClassifierFreeGuidance(velocity, self.goal_scale, null_cond={"keep_goal": False})
+        result = integrate(velocity, x0.to(device), cond=cond, **grid)
         samples = denormalize_trajectory(result.x).reshape(b, copies, self.horizon, 3)
         samples, shadow_samples = samples[:, :n], samples[:, n:]
         if variant in ("M3", "gt_goal"):

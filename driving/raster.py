@@ -31,7 +31,7 @@ import numpy as np
 
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.validation import check_int
-from flowzoo.driving.geometry import points_in_boxes, points_inside, resample_polyline, arc_lengths
+from flowzoo.driving.geometry import arc_lengths, box_corners, points_in_boxes, points_inside, resample_polyline
 from flowzoo.driving.scenes import HORIZON, Scene
 
 __all__ = ["CHANNELS", "RasterSpec", "pixel_centres", "rasterize", "rasterize_scene", "ego_state"]
@@ -95,6 +95,37 @@ def _lane_pixels(lanes: list[np.ndarray], spec: RasterSpec) -> np.ndarray:
     return image
 
 
+def _box_windows(boxes: np.ndarray, spec: RasterSpec) -> np.ndarray:
+    """``(B, 4)`` first row, end row, first column, end column of the pixels whose centres may lie in each box:
+    its axis-aligned bounds, a pixel wider on each side so that rounding never drops a pixel the exact test keeps
+    (an infinite or NaN box gets the whole raster)."""
+    corners = box_corners(boxes)
+    rx, ry = spec.resolution
+    with np.errstate(invalid="ignore"):
+        rows = np.floor((spec.x_range[1] - corners[..., 0].max(-1)) / rx - 0.5) - 1, \
+            np.ceil((spec.x_range[1] - corners[..., 0].min(-1)) / rx - 0.5) + 2
+        cols = np.floor((spec.y_range[1] - corners[..., 1].max(-1)) / ry - 0.5) - 1, \
+            np.ceil((spec.y_range[1] - corners[..., 1].min(-1)) / ry - 0.5) + 2
+    windows = np.stack([rows[0], rows[1], cols[0], cols[1]], -1)
+    windows[~np.isfinite(boxes).all(-1)] = [0, spec.size, 0, spec.size]
+    return np.clip(windows, 0, spec.size).astype(int)
+
+
+def _paint_boxes(grid: np.ndarray, boxes: np.ndarray, values: np.ndarray, spec: RasterSpec) -> np.ndarray:
+    """``(H, W)`` uint8: the largest ``values[b]`` over the boxes whose (point-in-box) test holds at each pixel
+    centre of ``grid`` (0 elsewhere).
+
+    The exact test runs only on each box's window of pixels (a car covers a few of the 4096), which gives the
+    same image as testing every pixel against every box at a fraction of the cost."""
+    image = np.zeros(grid.shape[:2], dtype=np.uint8)
+    for box, value, (r0, r1, c0, c1) in zip(boxes, values, _box_windows(boxes, spec)):
+        window = grid[r0:r1, c0:c1]
+        if window.size:
+            inside = points_in_boxes(window.reshape(-1, 2), box[None]).reshape(window.shape[:2])
+            np.maximum(image[r0:r1, c0:c1], np.where(inside, value, 0).astype(np.uint8), out=image[r0:r1, c0:c1])
+    return image
+
+
 def rasterize(drivable, lanes: list[np.ndarray], agent_boxes: np.ndarray, agent_futures: np.ndarray,
               spec: RasterSpec = RasterSpec()) -> np.ndarray:
     """The ``(len(CHANNELS), H, W)`` uint8 BEV raster of a scene given as geometry.
@@ -113,14 +144,15 @@ def rasterize(drivable, lanes: list[np.ndarray], agent_boxes: np.ndarray, agent_
     bev[1] = _lane_pixels(lanes, spec)
     agent_boxes = np.asarray(agent_boxes, dtype=float).reshape(-1, 5)
     if len(agent_boxes):
-        bev[2] = np.where(points_in_boxes(centres, agent_boxes).any(1), 255, 0).reshape(shape)
+        grid = pixel_centres(spec)
+        bev[2] = _paint_boxes(grid, agent_boxes, np.full(len(agent_boxes), 255, dtype=np.uint8), spec)
         futures = np.asarray(agent_futures, dtype=float)
         steps = futures.shape[1]
         sizes = np.broadcast_to(agent_boxes[:, None, 3:5], futures.shape[:-1] + (2,))
         boxes = np.concatenate([futures, sizes], -1)
         brightness = np.round(255 * (1 - np.arange(steps) / max(steps, HORIZON))).astype(np.uint8)
-        inside = points_in_boxes(centres, boxes.reshape(-1, 5)).reshape(len(centres), len(agent_boxes), steps)
-        bev[3] = (inside * brightness).max(axis=(1, 2)).reshape(shape)
+        values = np.broadcast_to(brightness, (len(agent_boxes), steps))
+        bev[3] = _paint_boxes(grid, boxes.reshape(-1, 5), values.reshape(-1), spec)
     return bev
 
 

@@ -29,7 +29,9 @@ def test_vision_inverse_tiny(tmp_path, monkeypatch):
     assert figure.exists() and figure.stat().st_size < 200_000
     assert (tmp_path / "figures" / "flowopt_convergence.png").exists()
     flowopt = _table("vision_flowopt")["rows"]
-    assert flowopt[0]["method"] == "naive ODE reversal" and len(flowopt) == 5
+    assert flowopt[0]["method"] == "naive ODE reversal" and len(flowopt) == 6
+    equal = next(r for r in flowopt if r["method"] == "naive ODE reversal at equal NFE")
+    assert equal["nfe"] == max(r["nfe"] for r in flowopt if r["method"].startswith("FlowOpt"))
 
 
 def test_vision_video_tiny(tmp_path):
@@ -41,5 +43,5 @@ def test_vision_video_tiny(tmp_path):
     edit = _table("vision_video_edit")["rows"]
     assert {r["method"] for r in edit} >= {"per-frame (SDEdit)", "hard warp", "flow-conditioned",
                                           "hard warp, calibrated flow"}
-    assert len(_table("vision_video_flow")["rows"]) == 12 and len(_table("vision_video_target")["rows"]) == 6
+    assert len(_table("vision_video_flow")["rows"]) == 16 and len(_table("vision_video_target")["rows"]) == 6
     assert any("passes" in r["measure"] for r in _table("vision_video_starflow")["rows"])
