@@ -16,12 +16,7 @@ from flowzoo.core.training import Trainer, TrainerConfig
 SMALL = dict(channels=8, multipliers=(1, 2), res_blocks=1, attention_levels=(1,), head_channels=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fit(tmp_path, name, **options):

@@ -23,12 +23,7 @@ from flowzoo.three_d.pufm_sampling import adaptive_time_grid, project_on_manifol
 TINY = PointNetConfig(dim=32, latents=8, blocks=1, compute_layers=1, heads=2, k=8)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _cloud(n: int, seed: int = 0) -> torch.Tensor:

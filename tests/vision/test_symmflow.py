@@ -13,12 +13,7 @@ from flowzoo.vision.symmflow import (ClassifierLoss, PooledClassifier, SymmFlowL
 SIGMA = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------------------------- data and codes
