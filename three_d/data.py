@@ -1,4 +1,5 @@
-"""Synthetic 3D data, offline and seeded: shape surfaces and upsampling pairs (scene-flow pairs: :mod:`flowzoo.three_d.scene_pairs`).
+"""Synthetic 3D data, offline and seeded: shape surfaces and upsampling pairs (scene-flow pairs:
+:mod:`flowzoo.three_d.scene_pairs`; a user's own shapes: :mod:`flowzoo.three_d.shape_folders`).
 
 Shapes are analytic surfaces in numpy (no mesh library needed), each scaled to fit the unit ball:
 ``sphere``, ``box``, ``torus``, ``cylinder`` and ``cone`` (both capped), ``mobius`` (a Möbius strip) and
@@ -14,6 +15,7 @@ where they exist, rejection on the parametrisation's area element ``‖∂f/∂u
   every sample of a shape so the dense target and the sparse input deform together.
 * :func:`make_upsampling_example`: a dense even ground truth and a sparse, noisy, non-uniform input of one
   (deformed) shape: the setting of point-cloud upsampling (PUFM, arXiv 2501.15286).
+
 No time convention applies. Every function is a deterministic function of the ``np.random.Generator`` passed.
 """
 
