@@ -155,7 +155,7 @@ def load_trained(path: str | Path) -> tuple[PopulationFlow, MetaFMConfig, dict[s
     model = build_model(cfg.model, dim=meta["dim"], treatments=meta["treatments"],
                         train_populations=meta["train_populations"], cond_dim=len(meta["cell_conditions"]))
     model.cell_conditions = list(meta["cell_conditions"])
-    weights = checkpoint.ema if checkpoint.ema is not None else checkpoint.model
+    weights = checkpoint.inference_weights
     model.load_state_dict(weights)
     meta.update(checkpoint=str(checkpoint.path), step=checkpoint.step, weights_sha256=_weights_digest(weights))
     return model.eval(), cfg, meta

@@ -198,7 +198,7 @@ def load_planner(run_dir: str | Path, *, horizon: int | None = None, channels: S
     checkpoint = read_checkpoint(run_dir)
     model = build_planner_model(info["method"], info)
     try:
-        model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+        model.load_state_dict(checkpoint.inference_weights)
     except RuntimeError as error:
         raise CheckpointError(expected(f"weights of a {info['method']} planner as {PLANNER_FILE} describes",
                                        str(error).splitlines()[0], "pass the run directory the weights belong "

@@ -304,7 +304,7 @@ def load_upsampler(run_dir: str | Path, stage: int | None = None) -> Upsampler:
     checkpoint = read_checkpoint(run_dir / "stage2" if stage == 2 else run_dir)
     model = PUFMBackbone(config_from_dict(PointNetConfig, info["model"]), ratio=info["ratio"])
     try:
-        model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+        model.load_state_dict(checkpoint.inference_weights)
     except RuntimeError as error:
         raise CheckpointError(expected(f"weights of the network {UPSAMPLER_FILE} describes",
                                        str(error).splitlines()[0], "pass the run the weights belong to")) from None

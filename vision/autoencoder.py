@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from flowzoo.core.config import config_to_dict, option_help
-from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
-from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint
+from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint_record
 from flowzoo.core.validation import check_bool, check_int, check_nonnegative, check_positive_int, check_tensor
 from flowzoo.vision.datasets import ImageBatchSampler, ImageData
 from flowzoo.vision.metrics import save_image_grid
@@ -264,20 +264,14 @@ def load_autoencoder(path: str | Path, *, shape: Sequence[int] | None = None) ->
     ``shape``: the (C, H, W) of the images it will encode; a run trained on another shape raises a ShapeError
     naming the checkpoint and both shapes.
     """
-    if not Path(path).exists():
-        raise CheckpointError(expected("the run directory (or a checkpoint) of train_autoencoder",
-                                       f"{path} (does not exist)", "train one with train_autoencoder(data, out_dir)"))
-    checkpoint = read_checkpoint(path)
-    record = (checkpoint.config or {}).get(AUTOENCODER_KEY)
-    if not isinstance(record, Mapping) or "shape" not in record:
-        raise CheckpointError(expected(f"an autoencoder checkpoint (its config.yaml records '{AUTOENCODER_KEY}')",
-                                       f"{checkpoint.path} (no autoencoder record)",
-                                       "pass the out_dir of train_autoencoder"))
+    checkpoint, record, _ = read_checkpoint_record(path, AUTOENCODER_KEY, run_of="train_autoencoder",
+                                                   fix="pass the out_dir of train_autoencoder(data, out_dir)",
+                                                   required="shape")
     model = ConvAutoencoder.from_record(record)
     if shape is not None and tuple(int(v) for v in shape) != model.shape:
         raise ShapeError(expected(f"an autoencoder for images of shape {shape_text(shape)}",
                                   f"{checkpoint.path}, trained on {record.get('data', '?')} images of shape "
                                   f"{shape_text(model.shape)}", "train an autoencoder on this data set "
                                   "(train_autoencoder), or load the data with the shape it was trained on"))
-    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    model.load_state_dict(checkpoint.inference_weights)
     return model.eval()

@@ -49,11 +49,11 @@ from torch import nn
 
 from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.config import config_to_dict
-from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
+from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.nets import UNet
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import ClassifierFreeGuidance, integrate
-from flowzoo.core.training import Trainer, TrainerConfig, read_checkpoint
+from flowzoo.core.training import Trainer, TrainerConfig, read_checkpoint_record
 from flowzoo.core.validation import check_number, check_positive, check_positive_int, check_probability, check_tensor
 from flowzoo.vision.autoencoder import load_autoencoder, shape_text
 from flowzoo.vision.datasets import ImageBatchSampler, ImageData
@@ -224,19 +224,13 @@ def train_latent_fm(data: ImageData, autoencoder: str | Path | LatentCodec, out_
 
 def load_latent_fm(path: str | Path) -> TrainedLatentModel:
     """Rebuild a :func:`train_latent_fm` run (directory or checkpoint) and its codec with the stored scale."""
-    if not Path(path).exists():
-        raise CheckpointError(expected("the run directory (or a checkpoint) of train_latent_fm",
-                                       f"{path} (does not exist)", "train one with train_latent_fm(...)"))
-    checkpoint = read_checkpoint(path)
-    record = (checkpoint.config or {}).get(LATENT_KEY)
-    if not isinstance(record, Mapping) or "scale" not in record:
-        raise CheckpointError(expected(f"a latent-FM checkpoint (its config.yaml records '{LATENT_KEY}')",
-                                       f"{checkpoint.path} (no latent record)", "pass the out_dir of train_latent_fm"))
+    checkpoint, record, _ = read_checkpoint_record(path, LATENT_KEY, run_of="train_latent_fm",
+                                                   fix="pass the out_dir of train_latent_fm(...)", required="scale")
     codec = LatentCodec.from_record(record)
     classes = int(record["num_classes"]) if record["class_cond"] else 0
     model = build_latent_net(codec.latent_shape, net=record["net"], width=int(record["width"]),
                              res_blocks=int(record.get("res_blocks", 2)), num_classes=classes)
-    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    model.load_state_dict(checkpoint.inference_weights)
     return TrainedLatentModel(model.eval(), codec, int(record["num_classes"]), bool(record["class_cond"]),
                               Path(path), checkpoint.step)
 

@@ -52,7 +52,7 @@ from torch import nn
 from flowzoo.core.config import config_from_dict, config_to_dict, option_help, parse_config
 from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
 from flowzoo.core.nets import FlowMapUNet, UNet
-from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint
+from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint, read_checkpoint_record
 from flowzoo.core.validation import check_int, check_number, check_positive_int, check_probability
 from flowzoo.vision.datasets import Augment, ImageBatchSampler, ImageData, load_images
 from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, PairBatchSampler, check_teacher,
@@ -339,19 +339,12 @@ class TrainedImageModel:
 
 def load_trained(path: str | Path) -> TrainedImageModel:
     """Rebuild the network of a ``python -m flowzoo.vision.train`` run from its directory or a checkpoint."""
-    if not Path(path).exists():
-        raise CheckpointError(expected("the run directory (or a checkpoint) of a vision training run",
-                                       f"{path} (does not exist)", f"pass the --trainer.out_dir of {PROG}"))
-    checkpoint = read_checkpoint(path)
-    stored = dict(checkpoint.config or {})
-    image = stored.pop(IMAGE_KEY, None)
-    if not isinstance(image, dict) or "shape" not in image:
-        raise CheckpointError(expected(f"a checkpoint of {PROG} (its config.yaml records '{IMAGE_KEY}')",
-                                       f"{checkpoint.path} (no image record)", f"pass the --trainer.out_dir of {PROG}"))
+    checkpoint, image, stored = read_checkpoint_record(path, IMAGE_KEY, run_of=PROG, required="shape",
+                                                       fix=f"pass the --trainer.out_dir of {PROG}")
     cfg = config_from_dict(VisionTrainConfig, stored)
     shape = tuple(int(v) for v in image["shape"])
     model = build_net(cfg, shape, int(image["num_classes"]))
-    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    model.load_state_dict(checkpoint.inference_weights)
     return TrainedImageModel(model.eval(), cfg, shape, int(image["num_classes"]), checkpoint.path, checkpoint.step,
                              float(image.get("source_scale", 1.0)))
 

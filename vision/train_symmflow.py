@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from flowzoo.core.config import config_to_dict, option_help, parse_config
-from flowzoo.core.errors import CheckpointError, ConfigError, expected
-from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint
+from flowzoo.core.errors import ConfigError, expected
+from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint_record
 from flowzoo.core.validation import check_int, check_positive_int, check_probability
 from flowzoo.vision.metrics import save_image_grid
 from flowzoo.vision.segmentation import MapCodec, SegmentationData, load_segmentation, mean_iou
@@ -147,20 +147,13 @@ def train_symmflow(cfg: SymmFlowTrainConfig) -> dict[str, Any]:
 
 def load_symmflow(path: str | Path) -> TrainedSymmFlow:
     """Rebuild a ``symmflow`` run from its directory or a checkpoint."""
-    if not Path(path).exists():
-        raise CheckpointError(expected("the run directory (or a checkpoint) of a symmflow run", f"{path} (does not "
-                                       "exist)", "pass the --trainer.out_dir of `flowzoo.vision.train symmflow`"))
-    checkpoint = read_checkpoint(path)
-    stored = dict(checkpoint.config or {})
-    record = stored.pop(SYMMFLOW_KEY, None)
-    if not isinstance(record, dict):
-        raise CheckpointError(expected(f"a symmflow checkpoint (its config.yaml records '{SYMMFLOW_KEY}')",
-                                       str(checkpoint.path), "pass the --trainer.out_dir of a symmflow run"))
+    checkpoint, record, stored = read_checkpoint_record(
+        path, SYMMFLOW_KEY, run_of="a symmflow run", fix="pass the --trainer.out_dir of `flowzoo.vision.train symmflow`")
     from flowzoo.core.config import config_from_dict
 
     cfg = config_from_dict(SymmFlowTrainConfig, stored)
     model = _build(cfg, int(record["shape"][0]), int(record["num_classes"]))
-    model.load_state_dict(checkpoint.ema if checkpoint.ema is not None else checkpoint.model)
+    model.load_state_dict(checkpoint.inference_weights)
     return TrainedSymmFlow(model.eval(), cfg, checkpoint.path, checkpoint.step)
 
 

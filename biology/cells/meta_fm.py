@@ -184,7 +184,7 @@ def fit(popset: PopulationSet, options: MetaFMOptions, trainer: TrainerConfig, *
         from flowzoo.core.training import read_checkpoint
 
         saved = read_checkpoint(result.checkpoint)
-        model.load_state_dict(saved.ema if saved.ema is not None else saved.model)
+        model.load_state_dict(saved.inference_weights)
     return model.eval(), result
 
 

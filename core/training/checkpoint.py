@@ -50,6 +50,7 @@ __all__ = [
     "resolve_checkpoint",
     "write_checkpoint",
     "read_checkpoint",
+    "read_checkpoint_record",
     "verify_checkpoint",
     "weights_to_bytes",
     "weights_from_bytes",
@@ -292,6 +293,11 @@ class Checkpoint:
     config: dict[str, Any] | None = None
     files: list[str] = field(default_factory=list)
 
+    @property
+    def inference_weights(self) -> dict[str, torch.Tensor]:
+        """The weights to sample with: the EMA copy when the run kept one, else the trained weights."""
+        return self.ema if self.ema is not None else self.model
+
 
 def read_checkpoint(path: str | Path) -> Checkpoint:
     """Verify and load a checkpoint (a step directory, a checkpoints root or a run's ``out_dir``).
@@ -314,3 +320,24 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                                        "the checkpoint was written by an incompatible version; start a new run")) from error
     return Checkpoint(path=path, step=int(state.get("step", -1)), model=model, ema=ema, state=state,
                       config=config, files=sorted(contents))
+
+
+def read_checkpoint_record(path: str | Path, key: str, *, run_of: str, fix: str,
+                           required: str | None = None) -> tuple[Checkpoint, dict[str, Any], dict[str, Any]]:
+    """Read the checkpoint of a run whose ``config.yaml`` records ``key`` (what a domain loader needs to rebuild its
+    network): ``(checkpoint, the record, the rest of the config)``.
+
+    ``run_of`` names the kind of run in the errors and ``fix`` says what to pass instead; ``required`` is a field the
+    record must hold. Never writes to disk. Raises CheckpointError for a path that does not exist or a checkpoint
+    without the record.
+    """
+    if not Path(path).exists():
+        raise CheckpointError(expected(f"the run directory (or a checkpoint) of {run_of}", f"{path} (does not exist)",
+                                       fix))
+    checkpoint = read_checkpoint(path)
+    rest = dict(checkpoint.config or {})
+    record = rest.pop(key, None)
+    if not isinstance(record, Mapping) or (required is not None and required not in record):
+        raise CheckpointError(expected(f"a checkpoint of {run_of} (its config.yaml records '{key}')",
+                                       f"{checkpoint.path} (no {key} record)", fix))
+    return checkpoint, dict(record), rest
