@@ -33,6 +33,10 @@ with ``vision_<section>_samples.png`` when its ``rows`` accepts ``samples=``. ``
 ``docs/_static/vision`` for the full run and, for ``--quick``, to ``<--work>/figures`` (``benchmarks/results/
 figures_quick`` without ``--work``), so a smoke run never replaces the documentation's figures.
 
+``--work FOLDER --reuse`` picks up an interrupted full run: a run that an earlier call finished with the same
+settings (recorded in ``<run>/benchmark_run.json``) is loaded rather than trained again, and its recorded training
+time is reported; every row is still sampled and scored afresh.
+
     python -m benchmarks.vision            # the full run (up to an hour on 2 CPU cores)
     python -m benchmarks.vision --quick    # a smoke run: short training, 100 samples per row
 """
@@ -40,7 +44,9 @@ figures_quick`` without ``--work``), so a smoke run never replaces the documenta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
+import json
 import inspect
 import sys
 import tempfile
@@ -68,6 +74,7 @@ OTHER_SECTIONS = ("lfm", "bfm", "symmflow")
 DOCS_FIGURES = Path(__file__).resolve().parent.parent / "docs" / "_static" / "vision"
 REFINER = (3, 0.25)  # FlowTurbo refiner steps after the pseudo-corrector ones, and the offsets it trains on
 RAAG = (7.0, 3.0)   # w_max, alpha: the best pair of benchmarks/guidance_raag.py on the digits
+REUSE_RECORD = "benchmark_run.json"  # beside a finished run: its settings and training ms per step, for --reuse
 
 
 @dataclass(frozen=True)
@@ -94,8 +101,23 @@ def train_run(setting: Setting, method: str, folder: Path, args: argparse.Namesp
     cfg = VisionTrainConfig(method=method, data=setting.data, class_cond=True, net="unet", net_size="tiny",
                             width=args.width, grid_n=16, grid_steps=4, teacher=str(teacher or ""),
                             reflow_pairs=args.pairs, teacher_steps=16, trainer=trainer, **setting.load, **options)
+    record, fingerprint = folder / method / REUSE_RECORD, _fingerprint(cfg)
+    if args.reuse and record.is_file():
+        saved = json.loads(record.read_text())
+        if saved.get("config") == fingerprint:
+            print(f"{method}: reusing the finished run in {folder / method}", file=sys.stderr)
+            return load_trained(folder / method), saved["train_ms_per_step"]
     metrics = train(cfg)
-    return load_trained(folder / method), 1e3 * metrics["train_seconds"] / steps
+    train_ms = 1e3 * metrics["train_seconds"] / steps
+    record.write_text(json.dumps({"config": fingerprint, "train_ms_per_step": train_ms}))
+    return load_trained(folder / method), train_ms
+
+
+def _fingerprint(cfg: VisionTrainConfig) -> dict:
+    """The run's settings that decide its weights (not its progress bar), as JSON values."""
+    settings = json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    settings["trainer"].pop("progress", None)
+    return settings
 
 
 def score(run: TrainedImageModel, evaluator: ImageEvaluator, args: argparse.Namespace, *, steps: int,
@@ -331,9 +353,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
                         help="folder for the sample-grid PNGs (default docs/_static/vision; --quick: <--work>/figures, "
                              "or benchmarks/results/figures_quick without --work, never the docs' folder)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse", action="store_true",
+                        help="with --work: load a run that an earlier call finished with the same settings instead of "
+                             "training it again (its recorded training ms per step is reported)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--quick", action="store_true", help="a smoke run: short training, few samples")
     args = parser.parse_args(argv)
+    if args.reuse and not args.work:
+        parser.error("--reuse needs --work FOLDER (the folder of the earlier call's runs)")
     args.sections = {s.strip() for s in args.sections.split(",") if s.strip()}
     unknown = args.sections - set(SECTIONS + OTHER_SECTIONS)
     if unknown:

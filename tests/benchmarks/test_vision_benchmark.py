@@ -115,3 +115,22 @@ def test_grid_rows_keep_fewest_and_most_nfe_per_method():
     rows = [{"method": m, "sampler": f"euler {n}", "nfe": n} for m in ("A", "B") for n in (4, 10, 100)]
     samples = {f"{r['method']} {r['sampler']}": None for r in rows}
     assert grid_rows(samples, rows) == ["A euler 4", "A euler 100", "B euler 4", "B euler 100"]
+
+
+def test_reuse_loads_a_finished_run_and_retrains_a_changed_one(_results_to_tmp, monkeypatch, tmp_path, capsys):
+    """--reuse skips a run finished with the same settings (its recorded ms per step comes back) and trains a run
+    whose settings changed; without --work it is refused."""
+    calls = []
+    real_train = bench.train
+    monkeypatch.setattr(bench, "train", lambda cfg: calls.append(cfg.method) or real_train(cfg))
+    args = bench._parse([*TINY, "--work", str(tmp_path), "--reuse"])
+    setting = bench.SETTINGS["digits"]
+    _, first_ms = bench.train_run(setting, "icfm", tmp_path, args)
+    _, again_ms = bench.train_run(setting, "icfm", tmp_path, args)
+    assert calls == ["icfm"] and again_ms == first_ms
+    args.steps = 4
+    bench.train_run(setting, "icfm", tmp_path, args)
+    assert calls == ["icfm", "icfm"]
+    with pytest.raises(SystemExit):
+        bench._parse([*TINY, "--reuse"])
+    assert "--reuse needs --work" in capsys.readouterr().err
