@@ -13,7 +13,8 @@ and sampling times are the best of interleaved repeats, so the machine's load hi
 Datasets (``--datasets``): ``checkerboard`` (N(0, I) -> checkerboard), ``moons`` (8 Gaussians -> moons),
 ``digits`` (N(0, I) -> scikit-learn's 8x8 digits scaled to [-1, 1]). Quality is W2 (exact EMD, POT) against
 fresh data in 2-D, and a Fréchet distance on a small digit classifier's features on digits
-(``benchmarks/digits_features.py``; the classifier is trained once and cached in ``benchmarks/.cache/``).
+(:mod:`flowzoo.vision.vector_features`; the classifier is trained once and cached in
+``flowzoo.vision.features.default_cache_dir()``).
 
 Rows: FM with Euler 1/2/4/100 steps; BOSS at K = 2, 4 -- its Bellman grid alone on the FM teacher, then the
 full method (Bellman grid + the straightening fine-tune of paper §3.3 on redress data generated once), and the

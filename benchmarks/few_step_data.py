@@ -2,7 +2,7 @@
 
 Checkerboard (N(0, I) -> checkerboard) and moons (8 Gaussians -> moons) are scored by W2 (exact EMD, POT)
 against a fixed reference sample; digits (N(0, I) -> scikit-learn's 8x8 digits in [-1, 1]) by a Fréchet
-distance on a small classifier's features (``benchmarks/digits_features.py``). Each dataset also carries its
+distance on a small classifier's features (:mod:`flowzoo.vision.vector_features`). Each dataset also carries its
 noise floor: the metric of fresh real data against the same reference.
 """
 
@@ -55,10 +55,10 @@ def make_dataset(name: str, args) -> Dataset:
         ds.floor = ds.evaluate(sample_toy(name, args.eval_samples, seed=999))
         ds.floor_note = "fresh data: the metric's noise floor"
         return ds
-    from benchmarks.digits_features import DigitsEvaluator, load_digits_scaled
+    from flowzoo.vision.vector_features import VectorEvaluator, load_digits_vectors
 
-    data, _ = load_digits_scaled()
-    evaluator = DigitsEvaluator.load()
+    data, _ = load_digits_vectors()
+    evaluator = VectorEvaluator.digits()
     ds = Dataset(name, "N(0, I) -> 8x8 digits (64-D, [-1, 1])", 64, 512, 4, 128,
                  source=lambda n, g: torch.randn(n, 64, generator=g),
                  target=lambda n, g: data[torch.randint(0, len(data), (n,), generator=g)], metric="FD")

@@ -20,7 +20,7 @@ alpha 3 (mean w about 4) gives FD 20.0 / 18.8 / 18.0 (seed 1: 20.6 / 19.6 / 18.7
 20.1 / 19.5 (23.1 / 20.6 / 19.8); w_max 7, alpha 1 and w_max 12, alpha 3 land within +-2 FD of their matched
 constant, either side. The ratio falls from 0.33 at t = 0 to 0.15 at t = 0.9.
 
-Columns: **accuracy**: the cached digit classifier (``benchmarks/digits_features.py``) agrees with the requested
+Columns: **accuracy**: the cached digit classifier (:mod:`flowzoo.vision.vector_features`) agrees with the requested
 label (alignment); **FD**: Fréchet distance of the classifier's features to all real digits (fidelity and
 diversity); **out of range**: the fraction of pixels beyond [-1.05, 1.05], where guidance overshoots the data's
 range; **mean w**: the scale actually applied, averaged over samples and steps. A second table gives the mean
@@ -40,13 +40,13 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from benchmarks.digits_features import DigitsEvaluator, load_digits_scaled
 from benchmarks.few_step_data import table
 from benchmarks.results import reproduce_command, save_table
 from flowzoo.core.sampling import ClassifierFreeGuidance, ConstantGuidance, RatioAwareGuidance
 from flowzoo.core.nets import MLPVelocity
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import integrate
+from flowzoo.vision.vector_features import VectorEvaluator, load_digits_vectors
 
 __all__ = ["RecordingSchedule", "train_conditional", "evaluate_guidance", "main"]
 
@@ -72,7 +72,7 @@ class RecordingSchedule:
 def train_conditional(steps: int, seed: int = 0, batch: int = 256, lr: float = 1e-3,
                       hidden: int = 512, depth: int = 4, progress: bool = True) -> tuple[MLPVelocity, float]:
     """A class-conditional FM velocity on the digits (10 % label dropout); returns it and ms per step."""
-    data, labels = load_digits_scaled()
+    data, labels = load_digits_vectors()
     torch.manual_seed(seed)
     model = MLPVelocity(64, hidden=hidden, depth=depth, num_classes=10)
     objective = FlowMatchingLoss(cond_dropout=0.1, null_cond={"y": NULL})
@@ -92,14 +92,13 @@ def train_conditional(steps: int, seed: int = 0, batch: int = 256, lr: float = 1
 
 
 @torch.no_grad()
-def evaluate_guidance(model, evaluator: DigitsEvaluator, nfe: int, schedule, x0: torch.Tensor,
+def evaluate_guidance(model, evaluator: VectorEvaluator, nfe: int, schedule, x0: torch.Tensor,
                       y: torch.Tensor) -> tuple[dict, RecordingSchedule]:
     """Euler-integrate the guided field from x0 with labels y; metrics of the samples and the schedule's record."""
     recorder = RecordingSchedule(schedule)
     guided = ClassifierFreeGuidance(model, recorder, {"y": NULL})
     x = integrate(guided, x0, method="euler", steps=nfe, cond={"y": y}).x
-    predicted = evaluator.classifier(x.reshape(len(x), 64).clamp(-1.0, 1.0)).argmax(1)
-    return {"accuracy": float((predicted == y).float().mean()), "FD": evaluator.fd(x),
+    return {"accuracy": evaluator.class_accuracy(x, y), "FD": evaluator.fd(x),
             "out of range": float((x.abs() > 1.05).float().mean()),
             "mean w": sum(c[2] for c in recorder.calls) / max(len(recorder.calls), 1)}, recorder
 
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     steps = 400 if args.quick else args.steps
-    evaluator = DigitsEvaluator.load(verbose=False)
+    evaluator = VectorEvaluator.digits(verbose=False)
     model, ms = train_conditional(steps, args.seed, progress=not args.no_progress)
     gen = torch.Generator().manual_seed(args.seed + 1234)
     y = torch.arange(args.samples) % 10

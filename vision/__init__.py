@@ -7,6 +7,7 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     datasets       load_images(spec) -> ImageData in [-1, 1]; seeded split, Augment, ImageDataset, ImageBatchSampler
     metrics        Frechet distance, KID, k-NN precision/recall, PSNR, SSIM, PNG sample grids, TensorBoard grids
     features       the per-data-set feature classifier (trained once, cached), ImageEvaluator, Inception features
+    vector_features the digits-FID on flat rows: load_digits_vectors, cached vector classifier, VectorEvaluator (FD, KID, label KL)
     nets           image backbones: DiT (velocity model and flow map); GPU helpers (prepare_for_training: channels_last, compile)
     sourcefm       SourceFM: norm-aligned Gaussian source, PCA directional pruning (SourceFMSource, SourceFMLoss)
     autoencoder    conv autoencoder / VAE for latent flow matching (ConvAutoencoder, AutoencoderLoss, train_autoencoder)
@@ -33,7 +34,7 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     cli            ``flowzoo vision train | sample | evaluate | restore | invert | edit | video-edit | train-editor``
 """
 
-__all__ = ["readers", "datasets", "metrics", "features", "nets", "sourcefm", "autoencoder", "latent",
+__all__ = ["readers", "datasets", "metrics", "features", "vector_features", "nets", "sourcefm", "autoencoder", "latent",
            "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "sampling", "train_latent",
            "refiner", "train_symmflow", "operators",
            "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli"]

@@ -1,16 +1,38 @@
-"""The Fréchet distance behind benchmarks/digits_features.py's "digits-FID" (flowzoo.vision.metrics); no classifier
-training here."""
+"""benchmarks/digits_features.py: the command prints and saves its reference points (untrained classifier, so
+no training here), and the Fréchet distance behind the digits-FID (flowzoo.vision.metrics) on closed forms."""
 
 from __future__ import annotations
 
+import json
 
 import numpy as np
 import pytest
 import torch
 
-
+from benchmarks import digits_features as bench
 from flowzoo.core.errors import FlowzooError, NonFiniteError, ShapeError
+from flowzoo.vision.features import FeatureClassifier
 from flowzoo.vision.metrics import feature_statistics, frechet_distance
+from flowzoo.vision.vector_features import DIGITS_SHAPE, VectorEvaluator, load_digits_vectors
+
+
+def test_command_prints_and_saves_the_reference_points(monkeypatch, capsys, _results_to_tmp):
+    pytest.importorskip("sklearn")
+    evaluator = VectorEvaluator(FeatureClassifier(DIGITS_SHAPE, 10), load_digits_vectors()[0], 0.5)
+    seen = {}
+
+    def digits(cls, cache_dir=None, verbose=True):
+        seen["cache_dir"] = cache_dir
+        return evaluator
+
+    monkeypatch.setattr(bench.VectorEvaluator, "digits", classmethod(digits))
+    assert bench.main(["--cache-dir", "somewhere"]) == 0
+    assert str(seen["cache_dir"]) == "somewhere"
+    assert "classifier test accuracy 0.5000; FD(real 20% vs all)" in capsys.readouterr().out
+    table = json.loads((_results_to_tmp / "digits_features.json").read_text())
+    row = table["rows"][0]
+    assert row["classifier test accuracy"] == 0.5 and row["FD(real 20% vs all)"] < row["FD(N(0,I) noise)"]
+    assert table["command"] == "python -m benchmarks.digits_features --cache-dir somewhere"
 
 
 def _random_spd(d: int, rng: np.random.Generator) -> np.ndarray:

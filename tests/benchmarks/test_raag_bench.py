@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from benchmarks import guidance_raag as bench
-from benchmarks.digits_features import DigitClassifier, DigitsEvaluator, load_digits_scaled
-
 from flowzoo.core.sampling import ConstantGuidance, RatioAwareGuidance
 from flowzoo.core.sampling import integrate
+from flowzoo.vision.features import FeatureClassifier
+from flowzoo.vision.vector_features import DIGITS_SHAPE, VectorEvaluator, load_digits_vectors
 
 pytest.importorskip("sklearn")
 
@@ -19,7 +19,7 @@ pytest.importorskip("sklearn")
 @pytest.fixture(scope="module")
 def evaluator():
     torch.manual_seed(0)
-    return DigitsEvaluator(DigitClassifier(), load_digits_scaled()[0])
+    return VectorEvaluator(FeatureClassifier(DIGITS_SHAPE, 10), load_digits_vectors()[0])
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_scale_one_is_the_conditional_model_and_alpha_zero_is_constant(model, ev
     metrics, recorder = bench.evaluate_guidance(model, evaluator, 3, ConstantGuidance(1.0), x0, y)
     assert [c[2] for c in recorder.calls] == [1.0, 1.0, 1.0]       # one record per Euler step
     with torch.no_grad():
-        predicted = evaluator.classifier(unguided.clamp(-1, 1)).argmax(1)
+        predicted = evaluator.classifier(unguided.reshape(-1, *DIGITS_SHAPE)).argmax(1)
     assert metrics["accuracy"] == pytest.approx(float((predicted == y).float().mean()))
     raag, _ = bench.evaluate_guidance(model, evaluator, 3, RatioAwareGuidance(4.0, 0.0), x0, y)
     const, _ = bench.evaluate_guidance(model, evaluator, 3, ConstantGuidance(4.0), x0, y)
@@ -56,7 +56,7 @@ def test_scale_one_is_the_conditional_model_and_alpha_zero_is_constant(model, ev
 
 
 def test_main_prints_every_row_and_a_matched_constant(monkeypatch, evaluator, capsys):
-    monkeypatch.setattr(bench.DigitsEvaluator, "load", classmethod(lambda cls, verbose=True: evaluator))
+    monkeypatch.setattr(bench.VectorEvaluator, "digits", classmethod(lambda cls, verbose=True: evaluator))
     rows = bench.main(["--steps", "20", "--samples", "40", "--nfe", "2", "3", "--scales", "1", "3",
                        "--raag", "5:1", "--threads", "1", "--no-progress"])
     assert [r["guidance"] for r in rows[:3]] == ["CFG w=1", "CFG w=3", "RAAG w_max=5, alpha=1"]
