@@ -1,16 +1,27 @@
 """Commands of ``flowzoo vision ...`` for restoration, inversion and editing with a trained image flow.
 
 * ``flowzoo vision restore --checkpoint RUN --task inpaint|inpaint_box|sr2|sr4|deblur|motion --input img.png
-  --out out.png`` degrades the input image with the task's operator (``--noise`` σ_y), restores it with
-  ``--method flair|dps|projection|pinv`` (:mod:`flowzoo.vision.restoration`) and writes the restoration, plus a
-  panel ``<out>_panel.png`` (input, measurement, every method, ground truth) with ``--panel true``. FLAIR's calibrated
-  weights come from ``--crw TABLE`` when given.
+  --out out.png`` degrades the clean input image (resized to the run's size) with the task's operator (``--noise``
+  σ_y), restores it with ``--method flair|dps|projection|pinv`` (:mod:`flowzoo.vision.restoration`), prints the
+  restoration's PSNR against the input and writes the restoration, plus a labelled panel ``<out>_panel.png``
+  (input, measurement, every method with its PSNR, ground truth) with ``--panel true``. FLAIR's calibrated weights
+  come from ``--crw TABLE`` when given; a progress bar over the model evaluations goes to stderr (``--progress``).
+* ``restore --measurement y.png`` (instead of ``--input``) restores an image that is already degraded: the file is
+  the measurement y itself, not resized, so it must have the operator's output size: for ``sr2`` / ``sr4`` the
+  small image, the run's height and width divided by 2 / 4 (a 32x32 run takes an 8x8 image for ``sr4``); for
+  ``deblur`` / ``motion`` the blurred image at the run's size; for ``inpaint`` / ``inpaint_box`` the image at the
+  run's size, whose missing pixels (their values are ignored) are the black pixels of ``--mask mask.png`` (white:
+  known; at the run's size), or without ``--mask`` the task's own mask (``inpaint``: 70 % random pixels drawn with
+  ``--seed``; ``inpaint_box``: the centred box of half the height and width). No ground truth exists, so no PSNR
+  is printed and the panel shows the measurement and the methods only; ``--noise`` is refused (the file is used
+  as it is).
 * ``flowzoo vision measure-crw --checkpoint RUN --out crw.json`` measures the run's velocity error per time on
   held-out images of its data set (``--split test``; :func:`~flowzoo.vision.restoration.measure_velocity_error`)
   and saves the table that ``restore --crw`` reuses (FLAIR's calibrated regularisation weight).
 * ``flowzoo vision invert --checkpoint RUN --input img.png --out recon.png`` finds the noise whose sample is the
   image with FlowOpt (:mod:`flowzoo.vision.flowopt`; step size ``--step_size``, 0: 0.9 × the estimated bound) and
-  writes the reconstruction and ``<out>.npz`` (``z`` and the error per iteration).
+  writes the reconstruction and ``<out>.npz`` (``z`` and the error per iteration), with a progress bar over the
+  model evaluations on stderr (``--progress false`` hides it; ``edit`` too).
 * ``flowzoo vision edit --checkpoint RUN --input img.png --source_class 3 --class 8 --out edited.png`` inverts the
   image under its class and runs FlowOpt's editing iteration under the target class (class-conditional runs).
 * ``flowzoo vision video-edit --input clip.mp4 --edit invert|recolour|scale --out edited.mp4`` edits the first
@@ -25,37 +36,69 @@ Outputs are never replaced without ``--overwrite``; bad input is one ``error:`` 
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from flowzoo.core.config import option_help, parse_config
 from flowzoo.core.errors import ConfigError, expected
 from flowzoo.core.validation import check_int, check_new_outputs, check_nonnegative
 
-__all__ = ["RestoreConfig", "CRWConfig", "InvertConfig", "VideoEditConfig", "read_image", "restore_main",
-           "measure_crw_main", "invert_main", "edit_main", "video_edit_main"]
+__all__ = ["RestoreConfig", "CRWConfig", "InvertConfig", "VideoEditConfig", "read_image", "read_measurement",
+           "restore_main", "measure_crw_main", "invert_main", "edit_main", "video_edit_main"]
 
-METHODS = ("flair", "dps", "projection", "pinv")
+BOUND_ITERATIONS = 10          # power iterations of FlowOpt's step-size bound (each one runs the sampler once)
 
 
-def read_image(path: str | Path, shape: Sequence[int]) -> torch.Tensor:
-    """An image file as (1, C, H, W) in [−1, 1], converted to the run's channels and resized to its size."""
+def _open_image(path: str | Path, channels: int, option: str):
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(expected("an image file for --input", f"{path} (not a file)", "check the path"))
+        raise ConfigError(expected(f"an image file for {option}", f"{path} (not a file)", "check the path"))
     try:
-        image = Image.open(path).convert("L" if shape[0] == 1 else "RGB")
+        return Image.open(path).convert("L" if channels == 1 else "RGB")
     except (UnidentifiedImageError, OSError) as error:
         raise ConfigError(expected("a PNG or JPEG image", f"{path} ({error})", "re-save it as PNG")) from None
-    image = image.resize((shape[2], shape[1]), Image.BILINEAR)
+
+
+def _to_tensor(image) -> torch.Tensor:
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32)).reshape(image.size[1], image.size[0], -1)
     return (pixels.permute(2, 0, 1)[None] / 127.5 - 1).contiguous()
+
+
+def read_image(path: str | Path, shape: Sequence[int], option: str = "--input") -> torch.Tensor:
+    """An image file as (1, C, H, W) in [−1, 1], converted to the run's channels and resized to its size."""
+    from PIL import Image
+
+    return _to_tensor(_open_image(path, shape[0], option).resize((shape[2], shape[1]), Image.BILINEAR))
+
+
+def read_measurement(path: str | Path, shape: Sequence[int], option: str = "--measurement", why: str = "",
+                     fix: str = "resize it") -> torch.Tensor:
+    """An image file taken as it is (no resizing) as (1, C, H, W) in [−1, 1]; its height and width must be those of
+    ``shape`` (C, H, W), else one :class:`ConfigError` names the file, the size received and the size expected
+    (``why`` says where that size comes from).
+
+    Example:
+        >>> import tempfile
+        >>> from PIL import Image
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     Image.fromarray(np.full((3, 3), 255, dtype=np.uint8)).save(Path(folder) / "y.png")
+        ...     y = read_measurement(Path(folder) / "y.png", (1, 3, 3))
+        >>> tuple(y.shape), float(y.min())
+        ((1, 1, 3, 3), 1.0)
+    """
+    image = _open_image(path, shape[0], option)
+    if (image.size[1], image.size[0]) != tuple(shape[1:]):
+        raise ConfigError(expected(f"{option} of {shape[1]}x{shape[2]} pixels (height x width){why}",
+                                   f"{path} of {image.size[1]}x{image.size[0]} pixels", fix))
+    return _to_tensor(image)
 
 
 def _save(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
@@ -64,27 +107,69 @@ def _save(images: torch.Tensor, path: Path, nrow: int | None = None) -> None:
     save_image_grid(images.clamp(-1, 1), path, nrow=nrow, scale=max(1, 128 // images.shape[-1]))
 
 
+def _save_labelled(tiles: Sequence[torch.Tensor], labels: Sequence[str], path: Path) -> None:
+    """One row of (1, C, H, W) tiles, each enlarged to about 128 pixels wide under its label (PIL's own font)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from flowzoo.vision.metrics import image_grid
+
+    h, w = tiles[0].shape[-2:]
+    scale, pad, header = max(1, 128 // w), 4, 34
+    canvas = Image.new("RGB", (len(tiles) * (w * scale + pad) + pad, header + h * scale + pad), "white")
+    try:
+        font = ImageFont.load_default(size=12)
+    except TypeError:                                  # Pillow < 10.1: the fixed bitmap font only
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(canvas)
+    for i, (tile, label) in enumerate(zip(tiles, labels)):
+        pixels = image_grid(tile.clamp(-1, 1), nrow=1, padding=0).repeat_interleave(scale, 1)
+        pixels = pixels.repeat_interleave(scale, 2).permute(1, 2, 0).numpy()
+        left = pad + i * (w * scale + pad)
+        canvas.paste(Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels).convert("RGB"),
+                     (left, header))
+        draw.multiline_text((left + 2, 2), label, fill="black", font=font, spacing=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+
+
 @dataclass
 class RestoreConfig:
-    """flowzoo vision restore: degrade an image, restore it with the run as the prior."""
+    """flowzoo vision restore: restore a degraded image (or degrade a clean one first) with the run as the prior."""
 
     checkpoint: str = field(default="", metadata=option_help("run directory (or checkpoint) of flowzoo.vision.train"))
     task: str = field(default="inpaint", metadata=option_help("inpaint, inpaint_box, sr2, sr4, deblur or motion"))
-    input: str = field(default="", metadata=option_help("the clean image (PNG/JPEG) to degrade and restore"))
+    input: str = field(default="", metadata=option_help("a clean image (PNG/JPEG; resized to the run's size) to "
+                                                        "degrade with the task, restore and score (PSNR)"))
+    measurement: str = field(default="", metadata=option_help(
+        "instead of --input: an image that is already degraded, used as it is: sr2/sr4 at the run's size / 2 or / 4, "
+        "other tasks at the run's size (no ground truth: no PSNR)"))
+    mask: str = field(default="", metadata=option_help("inpaint/inpaint_box: a PNG at the run's size, white = known, "
+                                                       "black = missing (default: the task's mask)"))
     out: str = field(default="restored.png", metadata=option_help("the restored image (PNG)"))
     method: str = field(default="flair", metadata=option_help("flair, dps, projection or pinv"))
     steps: int = field(default=50, metadata=option_help("model evaluations (NFE) of the solver"))
-    noise: float = field(default=0.01, metadata=option_help("measurement noise std σ_y (images in [-1, 1])"))
+    noise: float = field(default=0.01, metadata=option_help("measurement noise std σ_y added to --input (images in "
+                                                            "[-1, 1]); not with --measurement"))
     crw: str = field(default="", metadata=option_help("FLAIR: velocity-error table for the calibrated weights "
                                                       "(written by flowzoo vision measure-crw)"))
     label: int = field(default=-1, metadata=option_help("class-conditional runs: the image's class (--class; -1: the "
                                                         "null class, i.e. unconditional)"))
-    panel: bool = field(default=False, metadata=option_help("also write <out>_panel.png with every method"))
-    seed: int = field(default=0, metadata=option_help("seed of the measurement noise and the solvers"))
+    panel: bool = field(default=False, metadata=option_help("also write <out>_panel.png with every method, labelled"))
+    progress: bool = field(default=True, metadata=option_help("progress bar over model evaluations (stderr)"))
+    seed: int = field(default=0, metadata=option_help("seed of the measurement noise, the inpaint mask and the "
+                                                      "solvers"))
     overwrite: bool = field(default=False, metadata=option_help("replace existing outputs"))
 
 
-def _restore_with(method: str, run, y, op, cfg: RestoreConfig) -> torch.Tensor:
+def _counted(model, bar):
+    """``model`` that advances the progress ``bar`` by one per evaluation (the unit every solver's NFE counts)."""
+    def velocity(x, t, **cond):
+        bar.update(1)
+        return model(x, t, **cond)
+    return velocity
+
+
+def _restore_with(method: str, model, run, y, op, cfg: RestoreConfig) -> torch.Tensor:
     from flowzoo.vision import restoration as r
 
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -93,45 +178,105 @@ def _restore_with(method: str, run, y, op, cfg: RestoreConfig) -> torch.Tensor:
     if method == "pinv":
         return r.pseudo_inverse_restore(y, op).x
     if method == "dps":
-        return r.dps_restore(run.model, y, op, shape=run.shape, steps=cfg.steps, cond=cond, generator=gen).x
+        return r.dps_restore(model, y, op, shape=run.shape, steps=cfg.steps, cond=cond, generator=gen).x
     if method == "projection":
-        return r.projection_restore(run.model, y, op, shape=run.shape, steps=cfg.steps, cond=cond, generator=gen).x
+        return r.projection_restore(model, y, op, shape=run.shape, steps=cfg.steps, cond=cond, generator=gen).x
     weights = None
     if cfg.crw:
         weights = r.calibrated_weights(r.flair_schedule(cfg.steps), *r.load_error_table(cfg.crw))
-    return r.flair_restore(run.model, y, op, shape=run.shape, steps=cfg.steps, weights=weights, cond=cond,
+    return r.flair_restore(model, y, op, shape=run.shape, steps=cfg.steps, weights=weights, cond=cond,
                            generator=gen).x
 
 
+def _check_restore_options(cfg: RestoreConfig, argv: Sequence[str]) -> None:
+    from flowzoo.vision.operators import OPERATORS
+    from flowzoo.vision.restoration import RESTORE_METHODS, load_error_table
+
+    if cfg.method not in RESTORE_METHODS:
+        raise ConfigError(expected(f"--method in {RESTORE_METHODS}", repr(cfg.method), "pass --method flair"))
+    if cfg.task not in OPERATORS:
+        raise ConfigError(expected(f"a task in {OPERATORS}", repr(cfg.task), "pass e.g. --task sr4"))
+    check_int(cfg.steps, "--steps", low=1)
+    check_nonnegative(cfg.noise, "--noise")
+    if bool(cfg.input) == bool(cfg.measurement):
+        raise ConfigError(expected("exactly one of --input (a clean image) and --measurement (a degraded one)",
+                                   "both" if cfg.input else "neither", "pass --input img.png or --measurement y.png"))
+    if cfg.measurement and any(a == "--noise" or a.startswith("--noise=") for a in argv):
+        raise ConfigError(expected("--noise only with --input (it is added when degrading a clean image)",
+                                   "--noise with --measurement", "drop --noise: the measurement is used as it is"))
+    if cfg.mask and not cfg.task.startswith("inpaint"):
+        raise ConfigError(expected("--mask only with --task inpaint or inpaint_box", f"--task {cfg.task}",
+                                   "drop --mask, or pass --task inpaint"))
+    if cfg.crw:
+        load_error_table(cfg.crw)                       # a missing or broken table fails before any work
+
+
+def _measurement(cfg: RestoreConfig, run) -> tuple:
+    """``(operator, y, ground truth or None)`` from --input (degraded here) or --measurement (taken as it is)."""
+    from flowzoo.vision.operators import Inpainting, build_operator
+
+    op = build_operator(cfg.task, run.shape[-2:], noise_std=cfg.noise if cfg.input else 0.0, seed=cfg.seed)
+    if cfg.mask:
+        known = read_measurement(cfg.mask, (1, *run.shape[-2:]), "--mask", ", the run's image size",
+                                 "pass a mask of the run's size (white = known, black = missing)")
+        op = Inpainting((known[0, 0] > 0).float(), op.noise_std)
+    if cfg.input:
+        image = read_image(cfg.input, run.shape)
+        return op, op.measure(image, generator=torch.Generator().manual_seed(cfg.seed)), image
+    size = op.measurement_shape(run.shape)
+    small = cfg.task.startswith("sr")
+    why = (f", the size of --task {cfg.task} on the run's {run.shape[1]}x{run.shape[2]} images" if small
+           else f", the run's image size (--task {cfg.task})")
+    fix = f"{'downscale' if small else 'resize'} it to {size[1]}x{size[2]}, or pass the clean image as --input"
+    y = read_measurement(cfg.measurement, size, why=why, fix=fix)
+    return op, (op.forward(y) if isinstance(op, Inpainting) else y), None   # inpainting: missing pixels -> 0
+
+
+def _shown_measurement(y: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The measurement as an image of the run's size (a small SR measurement enlarged by repetition)."""
+    return y if tuple(y.shape[1:]) == tuple(shape) else F.interpolate(y, size=tuple(shape[1:]), mode="nearest")
+
+
 def restore_main(argv: Sequence[str] | None = None) -> int:
-    """restore --checkpoint RUN --task sr4 --input img.png --out out.png [--method flair] [--panel true]"""
-    from flowzoo.vision.operators import build_operator
-    from flowzoo.vision.restoration import load_error_table
+    """restore --checkpoint RUN --task sr4 --input img.png | --measurement y.png --out out.png [--panel true]"""
+    from tqdm.auto import tqdm
+
+    from flowzoo.vision.metrics import psnr
+    from flowzoo.vision.restoration import RESTORE_METHODS, supported_methods
     from flowzoo.vision.train import load_trained
 
     argv = [("--label" if a == "--class" else a) for a in (argv or [])]
     cfg = parse_config(RestoreConfig, argv, prog="flowzoo vision restore")
-    if cfg.method not in METHODS:
-        raise ConfigError(expected(f"--method in {METHODS}", repr(cfg.method), "pass --method flair"))
-    check_int(cfg.steps, "--steps", low=1)
-    check_nonnegative(cfg.noise, "--noise")
+    _check_restore_options(cfg, argv)
     out = Path(cfg.out)
     panel = out.with_name(out.stem + "_panel.png")
     check_new_outputs([out, *([panel] if cfg.panel else [])], cfg.overwrite)
-    if cfg.crw:
-        load_error_table(cfg.crw)                       # a missing or broken table fails before any work
     run = load_trained(cfg.checkpoint)
-    image = read_image(cfg.input, run.shape)
-    op = build_operator(cfg.task, run.shape[-2:], noise_std=cfg.noise, seed=cfg.seed)
-    y = op.measure(image, generator=torch.Generator().manual_seed(cfg.seed))
-    restored = _restore_with(cfg.method, run, y, op, cfg)
+    op, y, truth = _measurement(cfg, run)
+    if cfg.method not in supported_methods(op):
+        raise ConfigError(expected(f"a method that works for --task {cfg.task}: {supported_methods(op)}",
+                                   repr(cfg.method), f"pass --method {supported_methods(op)[0]}"))
+    others = [m for m in supported_methods(op) if m != cfg.method] if cfg.panel else []
+    methods = [cfg.method, *others]
+    restored = {}
+    with tqdm(total=sum(cfg.steps for m in methods if m != "pinv"), unit="NFE", file=sys.stderr,
+              dynamic_ncols=True, disable=not cfg.progress) as bar:
+        for method in methods:
+            bar.set_description(method)
+            restored[method] = _restore_with(method, _counted(run.model, bar), run, y, op, cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    _save(restored, out)
+    _save(restored[cfg.method], out)
+    score = {m: float(psnr(x.clamp(-1, 1), truth)[0]) if truth is not None else None for m, x in restored.items()}
     if cfg.panel:
-        shown = [image, op.pinv(y)] + [_restore_with(m, run, y, op, cfg) for m in METHODS] + [image]
-        _save(torch.cat(shown), panel, nrow=len(shown))
-        print(f"panel: input, measurement (A^+ y), {', '.join(METHODS)}, ground truth -> {panel}")
-    print(f"{cfg.task} restored with {cfg.method} in {cfg.steps} steps -> {out}")
+        order = [m for m in RESTORE_METHODS if m in restored]
+        tiles = [_shown_measurement(y, run.shape)] + [restored[m] for m in order]
+        labels = ["measurement"] + [f"{m}\n{score[m]:.1f} dB" if truth is not None else m for m in order]
+        if truth is not None:
+            tiles, labels = [truth, *tiles, truth], ["input", *labels, "ground truth"]
+        _save_labelled(tiles, labels, panel)
+        print(f"panel: {', '.join(label.replace(chr(10), ' ') for label in labels)} -> {panel}")
+    where = f"PSNR {score[cfg.method]:.2f} dB against --input" if truth is not None else "no ground truth, no PSNR"
+    print(f"{cfg.task} restored with {cfg.method} in {cfg.steps} steps ({where}) -> {out}")
     return 0
 
 
@@ -190,6 +335,7 @@ class InvertConfig:
     step_size: float = field(default=0.0, metadata=option_help("η (0: 0.9 x the estimated bound 2/λ_max)"))
     label: int = field(default=-1, metadata=option_help("edit: the target class (--class)"))
     source_class: int = field(default=-1, metadata=option_help("class of the input (class-conditional runs)"))
+    progress: bool = field(default=True, metadata=option_help("progress bar over model evaluations (stderr)"))
     overwrite: bool = field(default=False, metadata=option_help("replace existing outputs"))
 
 
@@ -205,6 +351,8 @@ def _class_cond(run, label: int, what: str) -> dict:
 
 
 def _flowopt(argv: Sequence[str] | None, edit: bool) -> int:
+    from tqdm.auto import tqdm
+
     from flowzoo.vision.flowopt import estimate_step_bound, flowopt_edit, flowopt_invert, reverse_ode
     from flowzoo.vision.train import load_trained
 
@@ -220,15 +368,19 @@ def _flowopt(argv: Sequence[str] | None, edit: bool) -> int:
     target = _class_cond(run, cfg.label, "--class") if edit else source
     if edit and not target:
         raise ConfigError(expected("--class (the target) for edit", "none", "pass --class N"))
-    eta = cfg.step_size or 0.9 * estimate_step_bound(run.model, reverse_ode(run.model, image, steps=cfg.steps,
-                                                                            cond=source),
-                                                     steps=cfg.steps, cond=target)[1]
-    if edit:
-        result = flowopt_edit(run.model, image, source_cond=source, target_cond=target, steps=cfg.steps,
-                              iterations=cfg.iterations, step_size=eta)
-    else:
-        result = flowopt_invert(run.model, image, steps=cfg.steps, iterations=cfg.iterations, step_size=eta,
-                                cond=source)
+    # model evaluations: the bound's reversal, base run and power iterations, then FlowOpt's reversal and iterations
+    total = cfg.steps * ((0 if cfg.step_size else BOUND_ITERATIONS + 2) + cfg.iterations + 2)
+    with tqdm(total=total, desc="flowopt", unit="NFE", file=sys.stderr, dynamic_ncols=True,
+              disable=not cfg.progress) as bar:
+        model = _counted(run.model, bar)
+        eta = cfg.step_size or 0.9 * estimate_step_bound(model, reverse_ode(model, image, steps=cfg.steps, cond=source),
+                                                         steps=cfg.steps, cond=target, iterations=BOUND_ITERATIONS)[1]
+        if edit:
+            result = flowopt_edit(model, image, source_cond=source, target_cond=target, steps=cfg.steps,
+                                  iterations=cfg.iterations, step_size=eta)
+        else:
+            result = flowopt_invert(model, image, steps=cfg.steps, iterations=cfg.iterations, step_size=eta,
+                                    cond=source)
     out.parent.mkdir(parents=True, exist_ok=True)
     _save(torch.cat([image, result.x]), out, nrow=2)
     errors = result.extras["errors"][:, 0].tolist()

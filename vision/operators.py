@@ -8,7 +8,15 @@ baseline) and a user's own operator meet through one interface, :class:`Operator
   (checked once by :func:`check_adjoint`, which every solver calls before it starts);
 * ``pinv(y)`` applies the Moore–Penrose pseudo-inverse :math:`A^+` (the "measurement's pseudo-inverse"
   baseline, and the data-consistency projection :math:`x + A^+(y - A x)` onto :math:`\{x : A x = y\}`);
-* ``measure(x, generator)`` draws :math:`y = A x + \sigma_y \varepsilon`.
+* ``measure(x, generator)`` draws :math:`y = A x + \sigma_y \varepsilon`;
+* ``measurement_shape(shape)`` is the shape (C, H, W) of :math:`A x` for images of ``shape`` (what a user must
+  supply when the image is already degraded).
+
+A user's operator may leave ``pinv`` out: :func:`has_pseudo_inverse` then says so, calling ``pinv`` raises a
+:class:`ConfigError` instead of failing deep inside a solver, and only the solvers that need :math:`A` and
+:math:`A^\top` alone (DPS) accept it. :func:`check_pseudo_inverse` checks once that a ``pinv`` is a right inverse
+on the range, :math:`A A^+ (A x) = A x`, which the projection :math:`x + A^+(y - Ax)` needs to land on
+:math:`\{x : Ax = y\}`.
 
 The operators are those of the inverse-problem literature that FLAIR (arXiv 2506.02680, §4) and DPS (Chung et
 al., arXiv 2209.14687, §4) evaluate on: random-pixel and box inpainting (a pixel mask, :math:`A = A^\top = A^+ =
@@ -44,7 +52,7 @@ from flowzoo.core.validation import check_int, check_nonnegative, check_positive
 
 __all__ = ["Operator", "Inpainting", "random_inpainting", "box_inpainting", "AveragePoolDownsample",
            "CircularBlur", "gaussian_kernel", "motion_kernel", "gaussian_blur", "motion_blur", "check_adjoint",
-           "build_operator", "OPERATORS"]
+           "has_pseudo_inverse", "check_pseudo_inverse", "build_operator", "OPERATORS"]
 
 Tensor = torch.Tensor
 
@@ -82,11 +90,19 @@ class Operator:
     def adjoint(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def pinv(self, y: Tensor) -> Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def pinv(self, y: Tensor) -> Tensor:
+        """:math:`A^+ y`; an operator that does not override it has none (:func:`has_pseudo_inverse` is False)."""
+        raise ConfigError(expected(f"a pseudo-inverse A^+ for {type(self).__name__} (operator {self.name!r})",
+                                   "an operator that does not implement pinv",
+                                   "implement pinv(y), or restore with a method that needs only forward and "
+                                   "adjoint (dps)"))
 
     def __call__(self, x: Tensor) -> Tensor:
         return self.forward(x)
+
+    def measurement_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape (C', H', W') of :math:`A x` for images of ``shape`` (C, H, W), e.g. (C, H/f, W/f) for ×f SR."""
+        return tuple(self.forward(torch.zeros(1, *shape)).shape[1:])
 
     def measure(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """:math:`y = A x + \\sigma_y \\varepsilon` for clean images ``x`` (B, C, H, W)."""
@@ -292,6 +308,42 @@ def check_adjoint(op: Operator, shape: Sequence[int], *, trials: int = 3, rtol: 
                                        f"<A x, y> = {lhs:.6g} but <x, A^T y> = {rhs:.6g}",
                                        "fix adjoint (for a convolution: the flipped kernel; for a pooling: spread "
                                        "divided by the block size)"))
+
+
+def has_pseudo_inverse(op: Operator) -> bool:
+    """Whether ``op`` implements :math:`A^+` (``pinv``), which projection, the pseudo-inverse baseline and FLAIR's
+    pixel-space start need.
+
+    Example:
+        >>> has_pseudo_inverse(AveragePoolDownsample(2)), has_pseudo_inverse(Operator())
+        (True, False)
+    """
+    pinv = getattr(type(op), "pinv", None)
+    return callable(pinv) and pinv is not Operator.pinv
+
+
+def check_pseudo_inverse(op: Operator, shape: Sequence[int], *, trials: int = 2, rtol: float = 1e-2,
+                         generator: torch.Generator | None = None) -> None:
+    r"""Check that ``op.pinv`` exists and is a right inverse on the range, :math:`\|A A^+ (A x) - A x\| \le`
+    ``rtol`` :math:`\|A x\|`, for random images of ``shape`` (C, H, W); raises :class:`ConfigError` otherwise.
+
+    The tolerance leaves room for a truncated inverse (:class:`CircularBlur` drops frequencies below its ``eps``).
+    """
+    if not has_pseudo_inverse(op):
+        op.pinv(torch.zeros(1, *op.measurement_shape(shape)))     # raises the operator's own ConfigError
+    generator = generator or torch.Generator().manual_seed(0)
+    for _ in range(check_int(trials, "trials", low=1)):
+        ax = op.forward(torch.randn(1, *shape, generator=generator))
+        back = op.pinv(ax)
+        if tuple(back.shape[1:]) != tuple(shape):
+            raise ShapeError(expected(f"{type(op).__name__}.pinv to return images shaped {tuple(shape)}",
+                                      f"{tuple(back.shape[1:])}", "make pinv map measurements back to image space"))
+        error = float((op.forward(back) - ax).norm()) / max(float(ax.norm()), 1e-12)
+        if error > rtol:
+            raise ConfigError(expected(f"{type(op).__name__}.pinv to be a right inverse on the range "
+                                       f"(A A^+ A x = A x within {rtol:g})", f"relative error {error:.3g}",
+                                       "fix pinv (for an average pooling: repeat each value, without the adjoint's "
+                                       "1/f^2), or restore with dps, which needs only forward and adjoint"))
 
 
 OPERATORS = ("inpaint", "inpaint_box", "sr2", "sr4", "deblur", "motion")

@@ -39,6 +39,12 @@ iteration), not SD3's learning rate of 12, which is tied to that model's latent 
 * :func:`dps_restore`: DPS (Chung et al., arXiv 2209.14687, Alg. 1) through the flow: each Euler step also
   descends :math:`\zeta\,\nabla_{x_s}\|y - A\hat x_1(x_s)\|`, backpropagating through :math:`v_\theta`.
 
+**What each method needs from the operator**: DPS only :math:`A` and :math:`A^\top`; projection and the
+pseudo-inverse also :math:`A^+` (``pinv``), and so does FLAIR in pixel space or with an ``encoder`` (its start is
+:math:`A^+ y`). :func:`supported_methods` lists the methods an operator allows; the others refuse it with a
+:class:`~flowzoo.core.errors.ConfigError` naming those methods before any model evaluation, and with ``check``
+they verify once that ``pinv`` is a right inverse on the range (:func:`~flowzoo.vision.operators.check_pseudo_inverse`).
+
 ``decoder`` (optional, every function) maps :math:`\mu` to pixels, for a prior in a latent space (Vision I's latent
 FM): the data term then runs through :math:`D`; FLAIR starts from the encoding of :math:`A^+ y` (``encoder``), or
 from the latent origin without an encoder. Every function returns a
@@ -69,13 +75,46 @@ import torch
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.sampling import SampleResult
 from flowzoo.core.validation import check_int, check_nonnegative, check_number, check_positive
-from flowzoo.vision.operators import Operator, check_adjoint
+from flowzoo.vision.operators import Operator, check_adjoint, check_pseudo_inverse, has_pseudo_inverse
 
-__all__ = ["flair_schedule", "measure_velocity_error", "save_error_table", "load_error_table", "calibrated_weights",
-           "operator_norm", "flair_restore", "pseudo_inverse_restore", "projection_restore", "dps_restore"]
+__all__ = ["RESTORE_METHODS", "supported_methods", "flair_schedule", "measure_velocity_error", "save_error_table",
+           "load_error_table", "calibrated_weights", "operator_norm", "flair_restore", "pseudo_inverse_restore",
+           "projection_restore", "dps_restore"]
 
 Tensor = torch.Tensor
 Model = Callable[..., Tensor]
+
+RESTORE_METHODS = ("flair", "dps", "projection", "pinv")
+"""The restoration methods by their short names (the ``--method`` of ``flowzoo vision restore``)."""
+
+
+def supported_methods(op: Operator) -> tuple[str, ...]:
+    """The methods of :data:`RESTORE_METHODS` that work with ``op``: all of them when it has a pseudo-inverse,
+    else only DPS (which needs :math:`A` and :math:`A^\top` alone).
+
+    Example:
+        >>> from flowzoo.vision.operators import build_operator
+        >>> supported_methods(build_operator("sr4", 8))
+        ('flair', 'dps', 'projection', 'pinv')
+    """
+    return RESTORE_METHODS if has_pseudo_inverse(op) else ("dps",)
+
+
+def _image_shape(op: Operator, y: Tensor) -> tuple[int, ...]:
+    """The image shape (C, H, W) behind measurements ``y``, from the adjoint every method needs anyway."""
+    return tuple(op.adjoint(y[:1]).shape[1:])
+
+
+def _require_pseudo_inverse(op: Operator, method: str, image_shape: Sequence[int], check: bool) -> None:
+    """Refuse an operator without ``pinv`` before any work, naming the methods it allows; with ``check``, also
+    verify once that its ``pinv`` is a right inverse on the range."""
+    if not has_pseudo_inverse(op):
+        raise ConfigError(expected(f"an operator with a pseudo-inverse A^+ (pinv) for {method}",
+                                   f"{type(op).__name__} (operator {op.name!r}) without pinv",
+                                   f"use a method that works with it ({', '.join(supported_methods(op))}), "
+                                   f"or implement {type(op).__name__}.pinv"))
+    if check:
+        check_pseudo_inverse(op, image_shape)
 
 
 def flair_schedule(steps: int, t_min: float = 0.18) -> Tensor:
@@ -177,12 +216,12 @@ def operator_norm(op: Operator, shape: Sequence[int], iterations: int = 30, seed
 
 def _start(y: Tensor, op: Operator, shape: Sequence[int], decoder: Callable | None, encoder: Callable | None) -> Tensor:
     """The initial point mass: :math:`A^+ y`, encoded with ``encoder``; the latent origin for a decoder without one."""
+    if decoder is not None and encoder is None:
+        return torch.zeros(y.shape[0], *shape, device=y.device, dtype=y.dtype)
     x = op.pinv(y)
     if decoder is None and tuple(x.shape[1:]) != tuple(shape):
         raise ShapeError(expected(f"A^+ y shaped like the prior's images {tuple(shape)}", f"{tuple(x.shape[1:])}",
                                   "pass the operator built for these images"))
-    if decoder is not None and encoder is None:
-        return torch.zeros(y.shape[0], *shape, device=y.device, dtype=y.dtype)
     mu = encoder(x).to(y) if encoder is not None else x
     if tuple(mu.shape[1:]) != tuple(shape):
         raise ShapeError(expected(f"encoder(A^+ y) shaped like the prior's latents {tuple(shape)}",
@@ -228,10 +267,13 @@ def flair_restore(model: Model, y: Tensor, op: Operator, *, shape: Sequence[int]
     if weights is not None and weights.shape != schedule.shape:
         raise ShapeError(expected(f"one weight per step ({steps})", f"shape {tuple(weights.shape)}",
                                   "build them with calibrated_weights(flair_schedule(steps), ...)"))
+    image_shape = _image_shape(op, y)
+    if decoder is None or encoder is not None:                  # the start A^+ y (and the projection) need pinv
+        _require_pseudo_inverse(op, "FLAIR", image_shape, check)
     if check:
-        check_adjoint(op, tuple(op.pinv(y[:1]).shape[1:]))
+        check_adjoint(op, image_shape)
     lam = weights if weights is not None else torch.full_like(schedule, reg_weight)
-    step_size = 1.0 / operator_norm(op, tuple(op.pinv(y[:1]).shape[1:]))
+    step_size = 1.0 / operator_norm(op, image_shape)
     mu = _start(y, op, shape, decoder, encoder).detach()
     cond = dict(cond or {})
     previous_noise = None
@@ -254,7 +296,9 @@ def flair_restore(model: Model, y: Tensor, op: Operator, *, shape: Sequence[int]
 
 
 def pseudo_inverse_restore(y: Tensor, op: Operator) -> SampleResult:
-    """The measurement's pseudo-inverse :math:`A^+ y` (no prior; zero model evaluations)."""
+    """The measurement's pseudo-inverse :math:`A^+ y` (no prior; zero model evaluations); an operator without
+    ``pinv`` is refused with the methods it allows."""
+    _require_pseudo_inverse(op, "the pseudo-inverse baseline", (), check=False)
     return SampleResult(x=op.pinv(y), nfe=0)
 
 
@@ -266,9 +310,11 @@ def projection_restore(model: Model, y: Tensor, op: Operator, *, shape: Sequence
                        cond: Mapping[str, Tensor] | None = None, generator: torch.Generator | None = None,
                        check: bool = True) -> SampleResult:
     r"""Euler sampling from noise with each step's clean estimate projected onto :math:`\{x : Ax = y\}`
-    (``check``: verify the operator's adjoint once first, as every solver here does)."""
+    (``check``: verify the operator's adjoint and pseudo-inverse once first; it needs ``pinv``)."""
+    image_shape = _image_shape(op, y)
+    _require_pseudo_inverse(op, "projection", image_shape, check)
     if check:
-        check_adjoint(op, tuple(op.pinv(y[:1]).shape[1:]))
+        check_adjoint(op, image_shape)
     x = torch.randn(y.shape[0], *shape, generator=generator).to(y)
     grid, cond = _euler_grid(steps), dict(cond or {})
     for s, s_next in zip(grid[:-1], grid[1:]):
@@ -286,7 +332,7 @@ def dps_restore(model: Model, y: Tensor, op: Operator, *, shape: Sequence[int], 
     ``check``: verify the operator's adjoint once first)."""
     check_positive(zeta, "zeta")
     if check:
-        check_adjoint(op, tuple(op.pinv(y[:1]).shape[1:]))
+        check_adjoint(op, _image_shape(op, y))
     x = torch.randn(y.shape[0], *shape, generator=generator).to(y)
     grid, cond = _euler_grid(steps), dict(cond or {})
     for s, s_next in zip(grid[:-1], grid[1:]):

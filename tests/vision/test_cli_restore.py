@@ -152,3 +152,106 @@ def test_video_edit_editor_bad_input(editor_dir, tmp_path, capsys, extra, messag
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error:") and message in err[0] and len(err) <= 2
     assert not (tmp_path / "e.gif").exists()
+
+
+# ---- restoring an image that is already degraded, labelled panels, progress bars -------------------------------
+
+def _restored_pixels(path, size=12, scale=10, padding=2):
+    """The image inside a PNG written by the restore command (one tile, enlarged ``scale`` times), in [0, 255]."""
+    pixels = np.asarray(Image.open(path), dtype=np.float32)
+    start = scale * padding + scale // 2
+    return pixels[start::scale, start::scale][:size, :size]
+
+
+def _restore(argv, capsys):
+    code = run_main(restore_main, [str(a) for a in argv], prog="flowzoo vision restore")
+    return code, capsys.readouterr()
+
+
+def test_restore_takes_a_small_image_as_the_sr4_measurement(run_dir, tmp_path, capsys):
+    """--measurement is y itself: the pseudo-inverse of a 3x3 measurement repeats each pixel over its 4x4 block."""
+    small = np.array([[0, 255, 64], [128, 32, 200], [255, 0, 96]], dtype=np.uint8)
+    Image.fromarray(small).save(tmp_path / "small.png")
+    out = tmp_path / "restored.png"
+    code, io = _restore(["--checkpoint", run_dir, "--task", "sr4", "--measurement", tmp_path / "small.png", "--out",
+                         out, "--method", "pinv", "--panel", "true", "--progress", "false"], capsys)
+    assert code == 0 and "no ground truth" in io.out and "dB" not in io.out
+    expected = np.kron(small.astype(np.float32), np.ones((4, 4), dtype=np.float32))
+    assert np.abs(_restored_pixels(out) - expected).max() <= 1.0
+    assert "panel: measurement, flair, dps, projection, pinv ->" in io.out      # no input, no ground truth
+    assert Image.open(tmp_path / "restored_panel.png").size[0] == 5 * (120 + 4) + 4
+
+
+def test_restore_inpaints_the_pixels_of_the_mask_whatever_the_file_holds_there(run_dir, tmp_path, capsys):
+    mask = np.full((12, 12), 255, dtype=np.uint8)
+    mask[4:8] = 0                                                    # rows 4..7 missing
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    photo = np.full((12, 12), 200, dtype=np.uint8)
+    photo[4:8] = 255                                                 # garbage where pixels are missing
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    out = tmp_path / "restored.png"
+    code, _ = _restore(["--checkpoint", run_dir, "--task", "inpaint", "--measurement", tmp_path / "photo.png",
+                        "--mask", tmp_path / "mask.png", "--out", out, "--method", "pinv"], capsys)
+    restored = _restored_pixels(out)
+    assert code == 0
+    assert np.abs(restored[4:8] - 127.5).max() <= 1.0                # A^+ y: missing pixels are 0 in [-1, 1]
+    assert np.abs(np.delete(restored, range(4, 8), axis=0) - 200).max() <= 1.0
+
+
+def test_restore_prints_the_psnr_against_the_input_and_labels_the_panel(run_dir, digit_png, tmp_path, capsys):
+    from flowzoo.vision.metrics import psnr
+    from flowzoo.vision.operators import build_operator
+
+    out = tmp_path / "restored.png"
+    code, io = _restore(["--checkpoint", run_dir, "--task", "sr4", "--input", digit_png, "--out", out, "--method",
+                         "pinv", "--noise", "0", "--steps", "2", "--panel", "true"], capsys)
+    assert code == 0
+    clean = read_image(digit_png, (1, 12, 12))
+    op = build_operator("sr4", 12)
+    by_hand = float(psnr(op.pinv(op(clean)).clamp(-1, 1), clean)[0])
+    assert f"PSNR {by_hand:.2f} dB" in io.out
+    line = next(line for line in io.out.splitlines() if line.startswith("panel:"))
+    assert line.startswith("panel: input, measurement, flair ") and line.count(" dB") == 4
+    assert f"pinv {by_hand:.1f} dB, ground truth ->" in line
+    panel = np.asarray(Image.open(tmp_path / "restored_panel.png").convert("L"))
+    assert panel.shape[1] == 7 * (120 + 4) + 4
+    header = panel[:30]
+    for tile in range(7):                                            # every tile carries a label above it
+        left = 4 + tile * 124
+        assert (header[:, left:left + 120] < 128).any()
+    assert "NFE" in io.err and "NFE" not in io.out                  # the bar over dps/flair/projection, on stderr
+
+
+def test_progress_bars_count_every_model_evaluation_and_can_be_turned_off(run_dir, digit_png, tmp_path, capsys):
+    argv = ["--checkpoint", run_dir, "--input", digit_png, "--steps", "3", "--iterations", "3", "--source_class", "1"]
+    first = [str(a) for a in [*argv, "--out", tmp_path / "a.png"]]
+    assert run_main(invert_main, first, prog="flowzoo vision invert") == 0
+    io = capsys.readouterr()
+    assert "flowopt" in io.err and "51/51" in io.err and "flowopt" not in io.out   # 3 x (10 + 2 + 3 + 2) NFE
+    argv += ["--out", tmp_path / "b.png", "--progress", "false"]
+    assert run_main(invert_main, [str(a) for a in argv], prog="flowzoo vision invert") == 0
+    assert "flowopt" not in capsys.readouterr().err
+    code, io = _restore(["--checkpoint", run_dir, "--input", digit_png, "--out", tmp_path / "r.png", "--steps", "2",
+                         "--method", "dps"], capsys)
+    assert code == 0 and "2/2" in io.err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--task", "sr4", "--measurement", "{digit}"], "received {digit} of 12x12 pixels"),
+    (["--task", "deblur", "--measurement", "{small}"], "--measurement of 12x12 pixels"),
+    (["--task", "sr2", "--measurement", "{small}"], "--measurement of 6x6 pixels"),      # 3x3 given
+    (["--input", "{digit}", "--measurement", "{digit}"], "exactly one of --input"),
+    ([], "exactly one of --input"),
+    (["--measurement", "{digit}", "--noise", "0.1"], "--noise only with --input"),
+    (["--task", "sr4", "--input", "{digit}", "--mask", "{digit}"], "--mask only with"),
+    (["--task", "inpaint", "--input", "{digit}", "--mask", "{small}"], "--mask of 12x12 pixels"),
+    (["--measurement", "missing.png"], "not a file"),
+])
+def test_restore_measurement_bad_input_is_one_error_line(run_dir, digit_png, tmp_path, capsys, argv, message):
+    Image.fromarray(np.zeros((3, 3), dtype=np.uint8)).save(tmp_path / "small.png")
+    names = {"digit": str(digit_png), "small": str(tmp_path / "small.png")}
+    args = ["--checkpoint", str(run_dir), "--out", str(tmp_path / "x.png"), *[a.format(**names) for a in argv]]
+    code, io = _restore(args, capsys)
+    err = io.err.strip().splitlines()
+    assert code == 2 and err[0].startswith("error:") and message.format(**names) in err[0] and len(err) <= 2
+    assert not (tmp_path / "x.png").exists()

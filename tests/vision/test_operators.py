@@ -5,8 +5,8 @@ import torch
 
 from flowzoo.core.errors import ConfigError, ShapeError
 from flowzoo.vision.operators import (OPERATORS, AveragePoolDownsample, CircularBlur, Inpainting, Operator,
-                                      box_inpainting, build_operator, check_adjoint, gaussian_kernel, motion_kernel,
-                                      random_inpainting)
+                                      box_inpainting, build_operator, check_adjoint, check_pseudo_inverse,
+                                      gaussian_kernel, has_pseudo_inverse, motion_kernel, random_inpainting)
 
 
 # the blurs' pseudo-inverse drops frequencies with |k| <= 1e-3, so the range is matched only to that level
@@ -109,3 +109,51 @@ def test_bad_input_is_reported():
         build_operator("colourise", 16)
     with pytest.raises(ShapeError, match="dimension"):
         AveragePoolDownsample(2)(torch.zeros(1, 8, 8))
+
+
+class NoPseudoInverse(Operator):
+    """A user's ×2 average pooling that implements only A and A^T."""
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    def adjoint(self, y):
+        return torch.nn.functional.interpolate(y, scale_factor=2) / 4
+
+
+class UnscaledPseudoInverse(NoPseudoInverse):
+    """Its "pinv" is the adjoint: A A^+ = I / 4 on the range, so a projection would not land on {x : Ax = y}."""
+
+    def pinv(self, y):
+        return self.adjoint(y)
+
+
+@pytest.mark.parametrize("task", OPERATORS)
+def test_every_task_has_a_pseudo_inverse_that_passes_the_check(task):
+    op = build_operator(task, 12)
+    assert has_pseudo_inverse(op)
+    check_pseudo_inverse(op, (3, 12, 12))
+
+
+def test_an_operator_without_pinv_says_so_instead_of_failing_deep_inside():
+    op = NoPseudoInverse()
+    assert not has_pseudo_inverse(op)
+    with pytest.raises(ConfigError, match="pseudo-inverse.*dps"):
+        op.pinv(torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ConfigError, match="pseudo-inverse"):
+        op.project(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ConfigError, match="pseudo-inverse"):
+        check_pseudo_inverse(op, (1, 8, 8))
+    check_adjoint(op, (1, 8, 8))                                       # A and A^T alone are fine
+
+
+def test_a_pseudo_inverse_that_is_not_a_right_inverse_is_caught():
+    with pytest.raises(ConfigError, match="right inverse.*relative error 0.75"):
+        check_pseudo_inverse(UnscaledPseudoInverse(), (1, 8, 8))
+
+
+@pytest.mark.parametrize("task, shape", [("sr4", (3, 3, 3)), ("sr2", (3, 6, 6)), ("inpaint", (3, 12, 12)),
+                                         ("inpaint_box", (3, 12, 12)), ("deblur", (3, 12, 12)),
+                                         ("motion", (3, 12, 12))])
+def test_measurement_shape_is_the_size_a_degraded_image_must_have(task, shape):
+    assert build_operator(task, 12).measurement_shape((3, 12, 12)) == shape

@@ -6,9 +6,10 @@ import torch
 from flowzoo.core.errors import ConfigError, ShapeError
 from flowzoo.core.fewstep import GaussianOracle
 from flowzoo.vision.operators import Operator, build_operator
-from flowzoo.vision.restoration import (calibrated_weights, dps_restore, flair_restore, flair_schedule,
-                                        load_error_table, measure_velocity_error, operator_norm, projection_restore,
-                                        pseudo_inverse_restore, save_error_table)
+from flowzoo.vision.restoration import (RESTORE_METHODS, calibrated_weights, dps_restore, flair_restore,
+                                        flair_schedule, load_error_table, measure_velocity_error, operator_norm,
+                                        projection_restore, pseudo_inverse_restore, save_error_table,
+                                        supported_methods)
 
 SHAPE = (1, 8, 8)
 
@@ -135,3 +136,65 @@ def test_every_solver_checks_the_operators_adjoint_once(solver):
     y = torch.zeros(1, *SHAPE)
     with pytest.raises(ConfigError, match="<A x, y>"):
         solver(lambda x, t: torch.zeros_like(x), y, _BrokenAdjoint(), shape=SHAPE, steps=2)
+
+
+class _PoolWithoutPinv(Operator):
+    """A user's ×2 average pooling with A and A^T only (no pseudo-inverse)."""
+
+    name = "my_sr2"
+
+    def forward(self, x):
+        return torch.nn.functional.avg_pool2d(x, 2)
+
+    def adjoint(self, y):
+        return torch.nn.functional.interpolate(y, scale_factor=2) / 4
+
+
+def _counting(velocity, calls):
+    def model(x, t):
+        calls.append(1)
+        return velocity(x, t)
+    return model
+
+
+def test_supported_methods_follow_the_operators_pseudo_inverse():
+    assert supported_methods(build_operator("inpaint", 8)) == RESTORE_METHODS
+    assert supported_methods(_PoolWithoutPinv()) == ("dps",)
+
+
+@pytest.mark.parametrize("solver", ["projection", "pinv", "flair"])
+def test_methods_that_need_pinv_refuse_an_operator_without_one_before_any_work(prior, solver):
+    velocity, images = prior
+    op, calls = _PoolWithoutPinv(), []
+    model = _counting(velocity, calls)
+    run = {"projection": lambda y: projection_restore(model, y, op, shape=SHAPE, steps=3),
+           "pinv": lambda y: pseudo_inverse_restore(y, op),
+           "flair": lambda y: flair_restore(model, y, op, shape=SHAPE, steps=3)}[solver]
+    with pytest.raises(ConfigError, match=r"pseudo-inverse.*my_sr2.*\(dps\)"):
+        run(op(images[:2]))
+    assert not calls                                                 # refused before the first model evaluation
+
+
+def test_dps_and_latent_flair_without_encoder_work_without_a_pseudo_inverse(prior):
+    """DPS needs only A (and A^T for the check); latent FLAIR without an encoder starts at the origin, no A^+."""
+    velocity, images = prior
+    op = _PoolWithoutPinv()
+    y = op(images)
+    out = dps_restore(velocity, y, op, shape=SHAPE, steps=20, generator=torch.Generator().manual_seed(2))
+    same = dps_restore(velocity, y, build_operator("sr2", 8), shape=SHAPE, steps=20,
+                       generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(out.x, same.x, atol=1e-5)                # as with the built-in ×2 pooling, which has A^+
+    assert _mse(out.x, images) < 0.015                               # a prior sample that ignores y: 0.02
+    latent = flair_restore(velocity, y, op, shape=SHAPE, steps=4, decoder=lambda mu: mu,
+                           generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(latent.x).all()
+
+
+def test_projection_refuses_a_pseudo_inverse_that_is_not_a_right_inverse(prior):
+    velocity, images = prior
+
+    class AdjointAsPinv(_PoolWithoutPinv):
+        def pinv(self, y):
+            return self.adjoint(y)
+    with pytest.raises(ConfigError, match="right inverse"):
+        projection_restore(velocity, AdjointAsPinv()(images[:1]), AdjointAsPinv(), shape=SHAPE, steps=2)
