@@ -40,10 +40,11 @@ import time
 
 import torch
 
-from flowzoo.vision.features import ImageEvaluator, train_feature_classifier
-from flowzoo.vision.segmentation import MapCodec, SegmentationData, load_segmentation, mean_iou, pixel_accuracy
+from flowzoo.vision.segmentation import MapCodec, SegmentationData, load_segmentation
 from flowzoo.vision.symmflow import (ClassifierLoss, PooledClassifier, SymmFlowLoss, SymmFlowNet, classify, fit,
                                      generate, segment)
+from flowzoo.vision.train_symmflow import (exact_accuracy, feature_evaluator, foreground_iou, is_multilabel,
+                                           segmentation_scores)
 
 __all__ = ["SETTINGS", "COLUMNS", "DATASETS", "WITHIN", "NOTES", "rows", "dataset_rows", "format_table", "main"]
 
@@ -92,12 +93,6 @@ def _timed(fn, n: int):
     return out, 1000 * (time.perf_counter() - start) / n
 
 
-def _foreground(name: str, images: torch.Tensor) -> torch.Tensor:
-    if name == "shapes":
-        return (images.amax(1) - images.amin(1)) > 0.5
-    return images[:, 0] > 0.0
-
-
 def _verdict(value: float, reference: float, higher_is_better: bool = True) -> str:
     gap = (value - reference) if higher_is_better else (reference - value)
     return f"{'holds' if gap >= -WITHIN else 'fails'}: {100 * gap:+.1f} points against the baseline"
@@ -115,10 +110,12 @@ def dataset_rows(name: str, setting: dict, seed: int = 0, samples: dict | None =
     dict), when given, receives the first 8 generated images of each generation row under ``"<data> <method>"``."""
     train, test = _load(name, setting, seed)
     codec = MapCodec(train.num_classes, encoding=setting["encoding"])
-    channels, multilabel = train.shape[0], name == "shapes"
+    channels, multilabel = train.shape[0], is_multilabel(train)
     unet = {"channels": setting["channels"]}
+    torch.manual_seed(seed)  # the networks' initial weights: a rerun gives the same table
     nets = {d: SymmFlowNet(channels, codec, direction=d, **unet) for d in ("symmetric", "segment", "generate")}
     train_ms = {d: _train(net, SymmFlowLoss(codec, direction=d), train, setting, seed) for d, net in nets.items()}
+    torch.manual_seed(seed)
     classifier = PooledClassifier(channels, train.num_classes - 1, **unet)
     train_ms["classifier"] = _train(classifier, ClassifierLoss(multilabel=multilabel), train, setting, seed)
     names = {"symmetric": "SymmFlow", "segment": "image→map FM", "generate": "map→image FM"}
@@ -129,10 +126,10 @@ def dataset_rows(name: str, setting: dict, seed: int = 0, samples: dict | None =
         for d in ("symmetric", "segment"):
             result, ms = _timed(lambda: segment(nets[d], test.images, steps=steps,
                                                 generator=torch.Generator().manual_seed(seed)), n)
-            labels = result.extras["labels"]
-            scores[d] = mean_iou(labels, test.maps, codec.num_classes)
+            seg = segmentation_scores(result.extras["labels"], test)
+            scores[d] = seg["miou"]
             out.append(_row(name, names[d], names["segment"] if d == "symmetric" else "", "segmentation",
-                            miou=scores[d], accuracy=pixel_accuracy(labels, test.maps, codec.num_classes),
+                            miou=seg["miou"], accuracy=seg["pixel_accuracy"],
                             nfe=result.nfe, ms_per_sample=ms, train_ms_per_step=train_ms[d]))
         out[-2]["note"] = "mIoU " + _verdict(scores["symmetric"], scores["segment"])
 
@@ -142,36 +139,28 @@ def dataset_rows(name: str, setting: dict, seed: int = 0, samples: dict | None =
                                         generator=torch.Generator().manual_seed(seed)), n)
     logits, ms_clf = _timed(lambda: classifier(test.images), n)
     guesses = logits > 0 if multilabel else logits.argmax(1)
-    acc = {"symmflow": _exact(votes, truth), "classifier": _exact(guesses, truth)}
+    acc = {"symmflow": exact_accuracy(votes, truth), "classifier": exact_accuracy(guesses, truth)}
     out.append(_row(name, "SymmFlow (1-step vote)", "classifier", "classification", accuracy=acc["symmflow"], nfe=1,
                     ms_per_sample=ms, train_ms_per_step=train_ms["symmetric"],
                     note="accuracy " + _verdict(acc["symmflow"], acc["classifier"])))
     out.append(_row(name, "classifier", "", "classification", accuracy=acc["classifier"], nfe=1, ms_per_sample=ms_clf,
                     train_ms_per_step=train_ms["classifier"]))
 
-    features, _ = train_feature_classifier(train.as_image_data(), test.as_image_data(),
-                                           epochs=setting["feature_epochs"], seed=seed)
-    evaluator = ImageEvaluator(features, test.images)
+    evaluator = feature_evaluator(train, test, epochs=setting["feature_epochs"], seed=seed)
     fds = {}
     for d in ("symmetric", "generate"):
         result, ms = _timed(lambda: generate(nets[d], test.maps, steps=setting["gen_steps"],
                                              generator=torch.Generator().manual_seed(seed)), n)
-        fake, real = _foreground(name, result.x), test.maps > 0
         fds[d] = evaluator.fd(result.x)
         if samples is not None:
             samples[f"{name} {names[d]}"] = result.x[:8].clone()
         out.append(_row(name, names[d], names["generate"] if d == "symmetric" else "", "generation",
-                        miou=float((fake & real).sum() / (fake | real).sum().clamp_min(1)), fd=fds[d],
+                        miou=foreground_iou(result.x, test), fd=fds[d],
                         nfe=result.nfe, ms_per_sample=ms, train_ms_per_step=train_ms[d]))
     ratio = fds["symmetric"] / max(fds["generate"], 1e-12)
     out[-2]["note"] = (f"FD {ratio:.2f}x the single-direction FM's: "
                        f"{'holds (within 1.5x)' if ratio <= 1.5 else 'fails (above 1.5x)'}")
     return out
-
-
-def _exact(pred: torch.Tensor, truth: torch.Tensor) -> float:
-    hits = (pred == truth) if pred.dim() == 1 else (pred == truth).all(1)
-    return float(hits.double().mean())
 
 
 def rows(quick: bool = True, seed: int = 0, samples: dict | None = None) -> list[dict]:

@@ -30,11 +30,13 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     optical_flow   warping, occlusion masks, warping error, EPE, DIS, Farneback, Horn-Schunck, ReynoldsFlow
     video_edit     FlowVid, FlowV2V shape-calibrated flows, the flow-conditioned editor (``train-editor``)
     starflow       STARFlow-V: causal autoregressive affine flow over video tokens, Jacobi sampling, Gaussian CFG
-    cli_restore    ``flowzoo vision restore | invert | edit | video-edit``
+    cli_restore    ``flowzoo vision restore | measure-crw``; image reading and saving for the commands
+    cli_edit       ``flowzoo vision invert | edit | video-edit``
+    cli_symmflow   ``flowzoo vision sample | evaluate`` on SymmFlow runs (generate, segment, classify)
     cli            ``flowzoo vision train | sample | evaluate | restore | invert | edit | video-edit | train-editor``
 """
 
 __all__ = ["readers", "datasets", "metrics", "features", "vector_features", "nets", "sourcefm", "autoencoder", "latent",
            "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "sampling", "train_latent",
            "refiner", "train_symmflow", "operators",
-           "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli"]
+           "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli_edit", "cli_symmflow", "cli"]

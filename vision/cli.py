@@ -21,6 +21,18 @@
   (:class:`~flowzoo.vision.features.ImageEvaluator`), and writes them as JSON into the run directory.
   ``--data`` compares against another data spec; its image shape must be the checkpoint's. On a latent-FM run
   (``lfm``) it decodes the samples first and scores them against the data the run trained on.
+* On a SymmFlow run (``python -m flowzoo.vision.train symmflow``; Caetano et al., arXiv 2506.10634;
+  :mod:`flowzoo.vision.train_symmflow`) both work on the first ``--n`` items of the test split of the run's own
+  data. ``sample --task generate`` (the default) integrates the image's time t from 0 to 1 starting at the test
+  maps and writes map | image pairs; ``--task segment`` integrates from the test images at t = 1 back to t = 0 and
+  writes image | predicted map | true map; ``--task classify`` prints the classes voted by the pixels of a
+  ``--steps``-step Euler segmentation (``--steps 1``: the paper's one-step classification). Its ``.npz`` holds
+  ``images``, ``x``, ``maps``, ``labels``, ``multilabels`` and ``predicted_maps`` (segment) or ``predicted``
+  (classify). ``evaluate`` prints the segmentation mIoU (``--seg_steps`` steps, default 1), the one-step
+  classification accuracy and the generation FD (``--steps`` steps) and writes them as JSON into the run
+  directory. A SymmFlow run takes ``--task``, ``--n``, ``--steps``, ``--seg_steps``, ``--sampler`` euler, midpoint,
+  heun, rk4 or dopri5, ``--out``, ``--nrow``, ``--seed``, ``--overwrite`` and ``--progress``; any other option is an
+  error, and ``--task segment|classify`` or ``--seg_steps`` need a SymmFlow run.
 
 Rationale: sampling and evaluation rebuild the network from the checkpoint alone (its ``config.yaml`` records the
 data spec, image shape and class count), so a run directory is all a user needs to keep.
@@ -46,8 +58,6 @@ __all__ = ["SampleConfig", "EvaluateConfig", "sample_main", "evaluate_main", "co
 
 _SAMPLERS = ("euler", "midpoint", "heun", "rk4", "dopri5", "boss", "flowturbo")
 _GUIDANCES = ("cfg", "raag")
-
-
 def _check_sampler(cfg) -> None:
     if cfg.method not in _SAMPLERS:
         raise ConfigError(expected(f"--sampler in {_SAMPLERS}", repr(cfg.method), "pass e.g. --sampler heun"))
@@ -78,8 +88,9 @@ class SampleConfig:
     raag_alpha: float = field(default=1.0, metadata=option_help("RAAG's decay rate alpha of the scale with the velocity ratio"))
     label: int | None = field(default=None, metadata=option_help("class of every image (also --class; none: classes in turn)"))
     cfg_scale: float = field(default=1.0, metadata=option_help("classifier-free guidance scale (1: conditional only)"))
+    task: str = field(default="generate", metadata=option_help("SymmFlow runs: generate (maps -> images), segment (images -> maps) or classify"))
     out: str = field(default="samples.png", metadata=option_help("PNG grid to write; the .npz goes beside it"))
-    nrow: int = field(default=0, metadata=option_help("images per grid row (0: square-ish)"))
+    nrow: int = field(default=0, metadata=option_help("images (SymmFlow: image tuples) per grid row (0: square-ish)"))
     seed: int = field(default=0, metadata=option_help("seed of the noise"))
     prune: bool = field(default=False, metadata=option_help("SourceFM directional pruning of the initial noise"))
     prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D), raised until 5 % of draws pass)"))
@@ -98,6 +109,13 @@ class SampleConfig:
         check_probability(self.prune_tau, "--prune_tau")
         check_probability(self.prune_max_similarity, "--prune_max_similarity")
         _check_sampler(self)
+        from flowzoo.vision.cli_symmflow import check_symmflow_options
+        from flowzoo.vision.train_symmflow import SYMMFLOW_TASKS
+
+        if self.task not in SYMMFLOW_TASKS:
+            raise ConfigError(expected(f"--task in {SYMMFLOW_TASKS}", repr(self.task), "pass --task generate"))
+        if self.task != "generate":
+            check_symmflow_options(self, "sample")
 
 
 @dataclass
@@ -107,6 +125,7 @@ class EvaluateConfig:
     checkpoint: str = field(metadata=option_help("run directory (or checkpoint) of `python -m flowzoo.vision.train`"))
     n: int = field(default=500, metadata=option_help("number of samples scored"))
     steps: int = field(default=10, metadata=option_help("ODE steps"))
+    seg_steps: int = field(default=1, metadata=option_help("SymmFlow runs: steps of the segmentation scored by mIoU"))
     method: str = field(default="euler", metadata=option_help("sampler (also --sampler): euler, midpoint, heun, rk4, dopri5, boss, flowturbo"))
     guidance: str = field(default="cfg", metadata=option_help("cfg (constant --cfg_scale) or raag (ratio-aware, up to --cfg_scale)"))
     raag_alpha: float = field(default=1.0, metadata=option_help("RAAG's decay rate alpha of the scale with the velocity ratio"))
@@ -125,6 +144,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         check_int(self.n, "--n", low=2)
         check_positive_int(self.steps, "--steps")
+        check_positive_int(self.seg_steps, "--seg_steps")
         check_int(self.seed, "--seed", low=0)
         check_number(self.cfg_scale, "--cfg_scale")
         check_probability(self.prune_tau, "--prune_tau")
@@ -196,6 +216,8 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
     from flowzoo.vision.sampling import generate
     from flowzoo.vision.train import load_trained
     from flowzoo.vision.train_latent import is_latent_run, sample_latent_run
+    from flowzoo.vision.cli_symmflow import sample_symmflow_command
+    from flowzoo.vision.train_symmflow import is_symmflow_run
 
     cfg = parse_config(SampleConfig, _normalise(sys.argv[1:] if argv is None else argv), prog="flowzoo vision sample")
     out = Path(cfg.out)
@@ -203,6 +225,8 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
         raise ConfigError(expected("--out ending in .png", str(out), "name the grid e.g. samples.png"))
     arrays = out.with_suffix(".npz")
     check_new_outputs([out, arrays], cfg.overwrite)
+    if cfg.task != "generate" or is_symmflow_run(cfg.checkpoint):
+        return sample_symmflow_command(cfg, out, arrays)
     if is_latent_run(cfg.checkpoint):
         images, labels, nfe, shape = sample_latent_run(cfg.checkpoint, cfg.n, steps=cfg.steps, method=cfg.method,
                                                        label=cfg.label, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
@@ -239,9 +263,13 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     from flowzoo.vision.sampling import generate
     from flowzoo.vision.train import load_trained
     from flowzoo.vision.train_latent import is_latent_run
+    from flowzoo.vision.cli_symmflow import evaluate_symmflow_command
+    from flowzoo.vision.train_symmflow import is_symmflow_run
 
     cfg = parse_config(EvaluateConfig, _normalise(sys.argv[1:] if argv is None else argv),
                        prog="flowzoo vision evaluate")
+    if cfg.seg_steps != 1 or is_symmflow_run(cfg.checkpoint):
+        return evaluate_symmflow_command(cfg)
     if is_latent_run(cfg.checkpoint):
         return _evaluate_latent(cfg)
     run = load_trained(cfg.checkpoint)
@@ -341,7 +369,8 @@ def commands() -> dict[str, Callable[[Sequence[str]], int | None]]:
         >>> sorted(commands())
         ['edit', 'evaluate', 'invert', 'measure-crw', 'restore', 'sample', 'train', 'train-editor', 'video-edit']
     """
-    from flowzoo.vision.cli_restore import edit_main, invert_main, measure_crw_main, restore_main, video_edit_main
+    from flowzoo.vision.cli_edit import edit_main, invert_main, video_edit_main
+    from flowzoo.vision.cli_restore import measure_crw_main, restore_main
     from flowzoo.vision.video_edit import main as train_editor_main
 
     return {"train": _train, "sample": sample_main, "evaluate": evaluate_main, "restore": restore_main,

@@ -8,8 +8,8 @@ from PIL import Image
 from flowzoo.core.cli import run_main
 from flowzoo.vision import train as vision_train
 from flowzoo.vision import video_edit
-from flowzoo.vision.cli_restore import (edit_main, invert_main, measure_crw_main, read_image, restore_main,
-                                        video_edit_main)
+from flowzoo.vision.cli_edit import edit_main, invert_main, video_edit_main
+from flowzoo.vision.cli_restore import measure_crw_main, read_image, restore_main
 from flowzoo.vision.restoration import load_error_table
 from flowzoo.vision.video import moving_digits, read_video, write_video
 
