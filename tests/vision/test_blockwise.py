@@ -255,3 +255,17 @@ def test_the_benchmark_rows_on_a_tiny_setting(monkeypatch, tmp_path):
     assert "| blockwise | digits | monolithic |" in format_table(table)
     with pytest.raises(SystemExit):
         main(["--help"])
+
+
+def test_the_benchmark_command_takes_steps_and_variants(monkeypatch, tmp_path, capsys):
+    """--steps and --variants reach the rows; a subset without the monolithic baseline is refused."""
+    pytest.importorskip("sklearn")
+    from benchmarks import vision_bfm
+
+    seen = {}
+    monkeypatch.setattr(vision_bfm, "rows", lambda data, **kw: seen.update(kw) or [])
+    assert vision_bfm.main(["--data", "digits", "--steps", "7", "--variants", "monolithic,bfm_k2"]) == 0
+    assert seen["variants"] == ("monolithic", "bfm_k2") and seen["settings"][0] == 7
+    with pytest.raises(SystemExit):
+        vision_bfm.main(["--variants", "bfm_k2"])
+    assert "monolithic included" in capsys.readouterr().err
