@@ -20,8 +20,8 @@ their requested class. Rows (each with its baseline row and the FD ratio to it):
 * ``peer``: one training step of torchcfm's CIFAR U-Net recipe against flowzoo's U-Net at the same size and batch,
   and samples/s at 100 Euler steps (:mod:`benchmarks.vision_backbones`'s functions).
 
-``--sections`` also runs the sections other modules provide, ``benchmarks/vision_lfm.py``, ``vision_bfm.py`` and
-``vision_symmflow.py`` (each ``rows(quick=..., seed=...) -> list[dict]``, saved as ``vision_<section>``); a missing
+``--sections`` also runs the sections other modules provide, ``benchmarks/vision_lfm.py``, ``vision_bfm.py``,
+``vision_symmflow.py`` and ``vision_mfrae.py`` (each ``rows(quick=..., seed=...) -> list[dict]``, saved as ``vision_<section>``); a missing
 module is reported and skipped. NFE counts evaluations of the (guided) velocity or flow map per image; a guided
 evaluation batches the conditional and unconditional halves in one network call. ms per sample is the wall time
 of drawing the row's samples divided by their number (BOSS's grid search included), training ms per step the
@@ -70,7 +70,7 @@ __all__ = ["Setting", "SETTINGS", "SECTIONS", "OTHER_SECTIONS", "train_run", "sc
            "claims", "main"]
 
 SECTIONS = ("fm", "sourcefm", "fewstep", "peer")
-OTHER_SECTIONS = ("lfm", "bfm", "symmflow")
+OTHER_SECTIONS = ("lfm", "bfm", "symmflow", "mfrae")
 DOCS_FIGURES = Path(__file__).resolve().parent.parent / "docs" / "_static" / "vision"
 REFINER = (3, 0.25)  # FlowTurbo refiner steps after the pseudo-corrector ones, and the offsets it trains on
 RAAG = (7.0, 3.0)   # w_max, alpha: the best pair of benchmarks/guidance_raag.py on the digits

@@ -21,6 +21,10 @@ Eq. 25 of its appendix) divided by the number of pixel values, so that ``beta`` 
 reconstruction error. Time plays no part here. Rationale: the flow then runs in a space f² / (C/c) times smaller,
 so each training step and each sampling evaluation is cheaper.
 
+``AutoencoderConfig(kind="representation")`` trains RAE's representation autoencoder instead (a frozen
+representation encoder and a decoder, :mod:`flowzoo.vision.representation`) with the same loss and Trainer;
+:func:`load_autoencoder` rebuilds either kind from the ``kind`` its run recorded.
+
 Example:
     >>> ae = ConvAutoencoder((1, 28, 28), latent_channels=4, downsample=2, channels=8)
     >>> ae.latent_shape, ae.decode(ae.encode(torch.zeros(2, 1, 28, 28))).shape
@@ -42,16 +46,19 @@ import torch
 from torch import nn
 
 from flowzoo.core.config import config_to_dict, option_help
-from flowzoo.core.errors import ConfigError, ShapeError, expected
+from flowzoo.core.errors import CheckpointError, ConfigError, ShapeError, expected
 from flowzoo.core.training import Trainer, TrainerConfig, is_main_process, read_checkpoint_record
 from flowzoo.core.validation import check_bool, check_int, check_nonnegative, check_positive_int, check_tensor
-from flowzoo.vision.datasets import ImageBatchSampler, ImageData
+from flowzoo.vision.datasets import BUNDLED, ImageBatchSampler, ImageData
 from flowzoo.vision.metrics import save_image_grid
+from flowzoo.vision.representation import (REPRESENTATION_KIND, RepresentationAutoencoder,
+                                           check_representation_shape, load_representation_encoder)
 
-__all__ = ["AutoencoderConfig", "ConvAutoencoder", "AutoencoderLoss", "train_autoencoder", "load_autoencoder",
-           "AUTOENCODER_KEY", "shape_text"]
+__all__ = ["AutoencoderConfig", "ConvAutoencoder", "AutoencoderLoss", "build_representation_autoencoder",
+           "train_autoencoder", "load_autoencoder", "AUTOENCODER_KEY", "KINDS", "shape_text"]
 
 AUTOENCODER_KEY = "autoencoder"  # where config.yaml records the architecture and the data it was trained on
+KINDS = ("conv", REPRESENTATION_KIND)
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -61,8 +68,12 @@ def shape_text(shape: Sequence[int]) -> str:
 
 @dataclass
 class AutoencoderConfig:
-    """Architecture and loss of a :class:`ConvAutoencoder` run."""
+    """Architecture and loss of an autoencoder run: a :class:`ConvAutoencoder` (``kind="conv"``) or RAE's
+    :class:`~flowzoo.vision.representation.RepresentationAutoencoder` (``kind="representation"``, whose latent is
+    the frozen encoder's feature map: ``latent_channels``, ``downsample`` and the VAE options do not apply)."""
 
+    kind: Literal["conv", "representation"] = field(default="conv", metadata=option_help(
+        "conv (a conv AE / VAE) or representation (RAE: frozen feature-classifier encoder + trained decoder)"))
     latent_channels: int = field(default=4, metadata=option_help("channels of the latent"))
     downsample: int = field(default=2, metadata=option_help("stride-2 stages (latent side: image side / 2**n)"))
     channels: int = field(default=32, metadata=option_help("width of the first stage (doubled per stage)"))
@@ -71,8 +82,22 @@ class AutoencoderConfig:
     # l2 by default: on mostly-background images (digits) the L1 median sticks at the blank image for hundreds
     # of steps, while the squared error pulls the strokes in at once.
     reconstruction: Literal["l1", "l2"] = field(default="l2", metadata=option_help("reconstruction error"))
+    encoder_epochs: int = field(default=0, metadata=option_help(
+        "representation: epochs of the frozen feature classifier (0: BFM's guidance network's)"))
+    noise_tau: float = field(default=0.0, metadata=option_help(
+        "representation: RAE's latent noise while the decoder trains, sigma ~ U(0, tau) (RAE: 0.8)"))
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(expected(f"--ae.kind in {KINDS}", repr(self.kind), "pass --ae.kind conv"))
+        check_int(self.encoder_epochs, "encoder_epochs", low=0)
+        check_nonnegative(self.noise_tau, "noise_tau")
+        if self.kind == "conv" and self.noise_tau > 0:
+            raise ConfigError(expected("noise_tau = 0 for a conv autoencoder (RAE's latent noise)",
+                                       f"noise_tau={self.noise_tau}", "pass --ae.kind representation, or drop it"))
+        if self.kind == REPRESENTATION_KIND and self.variational:
+            raise ConfigError(expected("a deterministic representation autoencoder", "variational=True",
+                                       "drop --ae.variational, or use --ae.kind conv"))
         check_positive_int(self.latent_channels, "latent_channels")
         check_int(self.downsample, "downsample", low=0, high=4)
         check_positive_int(self.channels, "channels")
@@ -217,15 +242,42 @@ def _default_trainer(out_dir: str) -> TrainerConfig:
                          log_every=50, out_dir=out_dir)
 
 
+def build_representation_autoencoder(data: ImageData, config: AutoencoderConfig, *, spec: str | None = None,
+                                     load: Mapping[str, Any] | None = None,
+                                     cache_dir: str | None = None) -> RepresentationAutoencoder:
+    """RAE's autoencoder for ``data``: the frozen encoder of data set ``spec`` (default: ``data``'s bundled set)
+    loaded with ``load`` (``size``, ``pad``, ``channels``: those ``data`` was loaded with), its normalisation
+    measured on ``data``, and an untrained decoder of width ``config.channels``."""
+    check_representation_shape(data.shape)
+    kind = data.name.partition("/")[0]
+    if spec is None and kind not in BUNDLED:
+        raise ConfigError(expected("the data spec of a representation autoencoder (its encoder is that data set's "
+                                   "feature classifier)", f"{data.name} from {data.source}",
+                                   "pass spec= the spec the images were loaded with (folder:PATH, cifar10:PATH)"))
+    encoder, record = load_representation_encoder(spec or kind, epochs=config.encoder_epochs or None,
+                                                  load=load, cache_dir=cache_dir, verbose=True)
+    if tuple(record["shape"]) != tuple(data.shape):
+        raise ShapeError(expected(f"a feature classifier for the images' shape {shape_text(data.shape)}",
+                                  f"{spec or kind} loaded with {dict(load or {})} gives {shape_text(record['shape'])}",
+                                  "pass load= the size/pad/channels options the images were loaded with"))
+    model = RepresentationAutoencoder(encoder, data.shape, channels=config.channels, noise_tau=config.noise_tau,
+                                      encoder_record=record)
+    return model.fit_statistics(data.images)
+
+
 def train_autoencoder(data: ImageData, out_dir: str | Path, *, config: AutoencoderConfig | None = None,
-                      trainer: TrainerConfig | None = None) -> Path:
-    """Train a :class:`ConvAutoencoder` on ``data`` with the core Trainer; returns the run directory.
+                      trainer: TrainerConfig | None = None, spec: str | None = None,
+                      load: Mapping[str, Any] | None = None) -> Path:
+    """Train a :class:`ConvAutoencoder` (or, with ``config.kind="representation"``, the decoder of RAE's
+    representation autoencoder, :func:`build_representation_autoencoder`) on ``data`` with the core Trainer;
+    returns the run directory.
 
     ``trainer`` sets steps, batch size, learning rate, progress, ... (default: 2000 steps of 64 images at
     learning rate 1e-3, no EMA); its ``out_dir`` is replaced by ``out_dir``. The run's ``config.yaml`` records
     the architecture and the data under ``autoencoder`` so that :func:`load_autoencoder` can rebuild it; each
     evaluation reports the reconstruction MSE and PSNR of up to 256 training images, and ``reconstructions.png``
-    shows eight training images above their reconstructions.
+    shows eight training images above their reconstructions. ``spec`` and ``load``: the data spec and load options
+    of ``data``, which name the representation encoder (``kind="representation"`` only).
     """
     if not isinstance(data, ImageData):
         raise ConfigError(expected("data as an ImageData (load_images(...))", type(data).__name__,
@@ -233,8 +285,11 @@ def train_autoencoder(data: ImageData, out_dir: str | Path, *, config: Autoencod
     config = AutoencoderConfig() if config is None else config
     trainer = _default_trainer(str(out_dir)) if trainer is None else dataclasses.replace(trainer, out_dir=str(out_dir))
     torch.manual_seed(trainer.seed)
-    model = ConvAutoencoder(data.shape, config.latent_channels, config.downsample, config.channels,
-                            config.variational)
+    if config.kind == REPRESENTATION_KIND:
+        model: nn.Module = build_representation_autoencoder(data, config, spec=spec, load=load)
+    else:
+        model = ConvAutoencoder(data.shape, config.latent_channels, config.downsample, config.channels,
+                                config.variational)
     probe = data.images[:256]
 
     def evaluate(eval_model: nn.Module, step: int, eval_dir: Path) -> dict[str, float]:
@@ -258,8 +313,11 @@ def train_autoencoder(data: ImageData, out_dir: str | Path, *, config: Autoencod
     return Path(out_dir)
 
 
-def load_autoencoder(path: str | Path, *, shape: Sequence[int] | None = None) -> ConvAutoencoder:
-    """Rebuild the autoencoder of a :func:`train_autoencoder` run (its directory or a checkpoint), in eval mode.
+def load_autoencoder(path: str | Path, *, shape: Sequence[int] | None = None
+                     ) -> ConvAutoencoder | RepresentationAutoencoder:
+    """Rebuild the autoencoder of a :func:`train_autoencoder` run (its directory or a checkpoint), in eval mode:
+    the kind its record names (a conv autoencoder, or a representation autoencoder whose frozen encoder is rebuilt
+    from the feature cache and checked against the recorded checksum).
 
     ``shape``: the (C, H, W) of the images it will encode; a run trained on another shape raises a ShapeError
     naming the checkpoint and both shapes.
@@ -267,11 +325,20 @@ def load_autoencoder(path: str | Path, *, shape: Sequence[int] | None = None) ->
     checkpoint, record, _ = read_checkpoint_record(path, AUTOENCODER_KEY, run_of="train_autoencoder",
                                                    fix="pass the out_dir of train_autoencoder(data, out_dir)",
                                                    required="shape")
-    model = ConvAutoencoder.from_record(record)
-    if shape is not None and tuple(int(v) for v in shape) != model.shape:
+    stored = tuple(int(v) for v in record["shape"])
+    if shape is not None and tuple(int(v) for v in shape) != stored:
         raise ShapeError(expected(f"an autoencoder for images of shape {shape_text(shape)}",
                                   f"{checkpoint.path}, trained on {record.get('data', '?')} images of shape "
-                                  f"{shape_text(model.shape)}", "train an autoencoder on this data set "
+                                  f"{shape_text(stored)}", "train an autoencoder on this data set "
                                   "(train_autoencoder), or load the data with the shape it was trained on"))
+    kind = record.get("kind", "conv")
+    if kind not in KINDS:
+        raise CheckpointError(expected(f"an autoencoder kind in {KINDS}", f"{checkpoint.path}: {kind!r}",
+                                       "pass a run of this version of train_autoencoder"))
+    model: ConvAutoencoder | RepresentationAutoencoder
+    if kind == REPRESENTATION_KIND:
+        model = RepresentationAutoencoder.from_record(record, where=str(checkpoint.path))
+    else:
+        model = ConvAutoencoder.from_record(record)
     model.load_state_dict(checkpoint.inference_weights)
     return model.eval()

@@ -234,7 +234,8 @@ def sample_main(argv: Sequence[str] | None = None) -> int:
         payload = {"images": to_uint8(images).numpy(), "x": images.numpy(), "nfe": np.int64(nfe),
                    "labels": np.full(cfg.n, -1) if labels is None else labels.numpy()}
         atomic_write_with(arrays, lambda path: np.savez_compressed(path, **payload), suffix=".npz")
-        print(f"{cfg.n} decoded latent-FM images ({cfg.method}, {nfe} evaluations each): wrote {out} and {arrays}")
+        print(f"{cfg.n} decoded latent-FM images ({cfg.steps} steps or jumps, {nfe} evaluations each): wrote {out} "
+              f"and {arrays}")
         return 0
     run = load_trained(cfg.checkpoint)
     labels = _labels(run, cfg.n, cfg.label, cfg.cfg_scale, cfg.guidance)

@@ -77,7 +77,8 @@ def evaluate_symmflow_command(cfg) -> int:
     check_symmflow_options(cfg, "evaluate")
     run = load_symmflow(cfg.checkpoint)
     run_dir = run.checkpoint.parent.parent
-    out = Path(cfg.out) if cfg.out else run_dir / f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}_seg{cfg.seg_steps}_symmflow.json"
+    name = f"evaluate_{cfg.method}{cfg.steps}_n{cfg.n}_seg{cfg.seg_steps}_symmflow.json"
+    out = Path(cfg.out) if cfg.out else run_dir / name
     check_new_outputs([out], cfg.overwrite)
     test = symmflow_test_split(run, cfg.n)
     metrics = score_symmflow(run.model, run.config.load("train"), test, gen_steps=cfg.steps, seg_steps=cfg.seg_steps,

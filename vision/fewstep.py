@@ -13,8 +13,8 @@ Training objectives (:func:`flowmap_objective`, :func:`reflow_objective`, :class
   that a teacher run's ODE produced, fine-tuning the teacher's own network.
 * ``mfrae``: MF-RAE's path in pixel space (arXiv 2511.13019, §3): consistency mid-training on chords of the
   teacher's trajectories, then MeanFlow distillation with the teacher's velocity and a finite-difference
-  derivative. The representation autoencoder (a frozen DINOv2 encoder with a ViT decoder) is not part of this
-  path: flowzoo ships no DINOv2 weights, so the flow runs on pixels.
+  derivative, in pixel space here; the latent path in RAE's representation autoencoder is
+  :mod:`flowzoo.vision.latent` (``lfm --objective mfrae``, :mod:`flowzoo.vision.representation`).
 
 Samplers (:func:`sample_chunk`, used by :func:`flowzoo.vision.sampling.generate`): flow-map runs jump with
 :func:`~flowzoo.core.fewstep.flowmap_sample` (one evaluation per jump); velocity runs integrate with a core solver,

@@ -23,6 +23,20 @@ decoder's Jacobian at latents (a local estimate, hence a lower bound of the glob
 the exact empirical W2 (:func:`flowzoo.core.analysis.wasserstein2`), and puts the measured pixel W2 beside them.
 Rationale: the latent is several times smaller than the image, so each step and each ODE evaluation is cheaper.
 
+**Few-step objectives in the latent** (``train_latent_fm(objective=...)``): ``"meanflow"`` / ``"meanflow_fd"``
+train a two-time flow map :math:`u_\theta(z_s, s, t)` from scratch on MeanFlow's identity (Geng et al., arXiv
+2505.13447, Eq. 6, JVP or finite-difference target); ``"mfrae"`` is MF-RAE's path (Hu, Lai, Wu, Mitsufuji,
+Ermon, arXiv 2511.13019, §3) on the latents of an autoencoder run, meant for RAE's representation autoencoder
+(:mod:`flowzoo.vision.representation`): consistency mid-training on chords
+:math:`(z_{t_j} - z_{t_i})/(t_j - t_i)` of a latent FM teacher's Euler trajectories, then MeanFlow distillation
+:math:`u_{tgt} = v_\phi(z_s, s) + (t - s)\,du_\theta/ds` with the teacher's velocity and a central finite
+difference (:class:`flowzoo.vision.fewstep.MidTrainingThenDistillation`). The teacher is an ``"fm"`` latent run on
+the same autoencoder with the same scale (:func:`check_latent_teacher`). Flow-map runs sample by jumps
+:math:`z_{t_{k+1}} = z_{t_k} + (t_{k+1} - t_k)\,u_\theta(z_{t_k}, t_k, t_{k+1})` (:func:`generate_latent`).
+**Time**: MF-RAE's code puts noise at :math:`\tau = 1` and data at 0 and jumps :math:`z_r = z_\tau - (\tau - r)u`;
+flowzoo's :math:`t = 1 - \tau` puts noise at 0, so their :math:`u(z_\tau, r, \tau)` is our
+:math:`-u_\theta(z_s, s, t)` with :math:`s = 1 - \tau`, :math:`t = 1 - r`.
+
 Example:
     >>> from flowzoo.vision.autoencoder import ConvAutoencoder
     >>> ae = ConvAutoencoder((1, 8, 8), latent_channels=2, downsample=1, channels=4)
@@ -42,6 +56,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -50,20 +65,24 @@ from torch import nn
 from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.config import config_to_dict
 from flowzoo.core.errors import ConfigError, ShapeError, expected
-from flowzoo.core.nets import UNet
+from flowzoo.core.fewstep import flowmap_sample
+from flowzoo.core.nets import FlowMapUNet, UNet
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import ClassifierFreeGuidance, integrate
 from flowzoo.core.training import Trainer, TrainerConfig, read_checkpoint_record
 from flowzoo.core.validation import check_number, check_positive, check_positive_int, check_probability, check_tensor
 from flowzoo.vision.autoencoder import load_autoencoder, shape_text
 from flowzoo.vision.datasets import ImageBatchSampler, ImageData
-from flowzoo.vision.nets import DiT
+from flowzoo.vision.fewstep import FrozenTeacher, MidTrainingThenDistillation, flowmap_objective, is_flowmap
+from flowzoo.vision.nets import DiT, FlowMapDiT
 
 __all__ = ["LatentCodec", "load_codec", "encode_dataset", "build_latent_net", "TrainedLatentModel",
            "train_latent_fm", "load_latent_fm", "LatentSamples", "generate_latent", "decoder_lipschitz",
-           "LFMBound", "lfm_bound_terms", "LATENT_KEY"]
+           "LFMBound", "lfm_bound_terms", "LATENT_KEY", "LATENT_OBJECTIVES", "check_latent_teacher"]
 
 LATENT_KEY = "latent"  # where config.yaml records the codec (autoencoder path, scale) and the latent network
+LATENT_OBJECTIVES = ("fm", "meanflow", "meanflow_fd", "mfrae")
+"""``fm``: I-CFM (a velocity); the others train a flow map (module docstring); ``mfrae`` needs a teacher."""
 
 
 class LatentCodec:
@@ -147,24 +166,27 @@ def encode_dataset(codec: LatentCodec, data: ImageData) -> ImageData:
 
 
 def build_latent_net(latent_shape: Sequence[int], *, net: str = "unet", width: int = 64, res_blocks: int = 2,
-                     num_classes: int = 0) -> nn.Module:
+                     num_classes: int = 0, flowmap: bool = False) -> nn.Module:
     """A velocity network sized for latents (c, h, w): a two-level U-Net with ``res_blocks`` residual blocks per
     level (one level when a side is odd, e.g. the 7×7 latent of 28-px images) or a four-block DiT with patch 1
-    (``net="dit"``) of token width ``width``; ``num_classes`` 0 for unconditional."""
+    (``net="dit"``) of token width ``width``; ``num_classes`` 0 for unconditional; ``flowmap``: the same network as
+    a two-time flow map (:class:`~flowzoo.core.nets.FlowMapUNet`, :class:`~flowzoo.vision.nets.FlowMapDiT`)."""
     channels, height, width_px = (int(v) for v in latent_shape)
     width = check_positive_int(width, "width")
     if net == "dit":
-        return DiT.preset("dit_tiny", in_channels=channels, patch=1, hidden=width, num_classes=num_classes)
+        return (FlowMapDiT if flowmap else DiT).preset("dit_tiny", in_channels=channels, patch=1, hidden=width,
+                                                       num_classes=num_classes)
     if net != "unet":
         raise ConfigError(expected("net 'unet' or 'dit'", repr(net), "pass net='unet'"))
     multipliers = (1, 2) if height % 2 == 0 and width_px % 2 == 0 else (1,)
-    return UNet(channels, width, multipliers, check_positive_int(res_blocks, "res_blocks"), (), width,
-                num_classes=num_classes)
+    return (FlowMapUNet if flowmap else UNet)(channels, width, multipliers,
+                                              check_positive_int(res_blocks, "res_blocks"), (), width,
+                                              num_classes=num_classes)
 
 
 @dataclass
 class TrainedLatentModel:
-    """A latent velocity model (EMA weights when present, eval mode) with its codec."""
+    """A latent velocity model or flow map (EMA weights when present, eval mode) with its codec."""
 
     model: nn.Module
     codec: LatentCodec
@@ -172,6 +194,54 @@ class TrainedLatentModel:
     class_cond: bool
     run_dir: Path
     step: int
+    objective: str = "fm"
+
+    @property
+    def flowmap(self) -> bool:
+        """Whether the model is a two-time flow map (sampled by jumps)."""
+        return is_flowmap(self.model)
+
+
+def _same_autoencoder(a: LatentCodec, b: LatentCodec) -> bool:
+    """The same network object, or the same kind, shapes and weights (a run copied elsewhere is the same)."""
+    if a.autoencoder is b.autoencoder:
+        return True
+    if type(a.autoencoder) is not type(b.autoencoder) or a.latent_shape != b.latent_shape or a.shape != b.shape:
+        return False
+    mine, theirs = a.autoencoder.state_dict(), b.autoencoder.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[k].cpu(), theirs[k].cpu()) for k in mine)
+
+
+def check_latent_teacher(teacher: TrainedLatentModel, codec: LatentCodec, *, class_cond: bool, num_classes: int,
+                         where: str = "the teacher") -> None:
+    """Refuse a teacher that cannot teach a latent flow map on ``codec``: a flow map, another autoencoder (weights
+    compared), another latent scale, or another conditioning; ``where`` names the teacher run in the message."""
+    fix = "pass --teacher RUN of an lfm run (objective fm) on the same --autoencoder, --data and --class_cond"
+    if teacher.flowmap:
+        raise ConfigError(expected("a velocity teacher (an lfm run with objective fm)",
+                                   f"{where}: a {teacher.objective} flow map", fix))
+    if not _same_autoencoder(teacher.codec, codec):
+        raise ConfigError(expected(f"a teacher on the autoencoder {codec.source or '(in memory)'}",
+                                   f"{where}, trained on the autoencoder {teacher.codec.source or '(in memory)'} "
+                                   "(other weights)", fix))
+    if abs(teacher.codec.scale - codec.scale) > 1e-5 * codec.scale:
+        raise ConfigError(expected(f"a teacher with this run's latent scale {codec.scale:.6g}",
+                                   f"{where}: scale {teacher.codec.scale:.6g} (fitted on other images)", fix))
+    if teacher.class_cond != bool(class_cond) or (class_cond and teacher.num_classes != num_classes):
+        raise ConfigError(expected(f"a teacher with class_cond={bool(class_cond)} over {num_classes} classes",
+                                   f"{where}: class_cond={teacher.class_cond}, {teacher.num_classes} classes", fix))
+
+
+def _latent_objective(objective: str, *, class_cond: bool, cond_dropout: float, classes: int,
+                      teacher: TrainedLatentModel | None, mid_steps: int, teacher_steps: int) -> Callable:
+    null = {"y": classes} if class_cond else None
+    dropout = cond_dropout if class_cond else 0.0
+    if objective == "fm":
+        return FlowMatchingLoss(cond_dropout=dropout, null_cond=null)
+    if objective == "mfrae":
+        return MidTrainingThenDistillation(FrozenTeacher(teacher.model), mid_steps, teacher_steps=teacher_steps,
+                                           cond_dropout=dropout, null_cond=null)
+    return flowmap_objective(objective)(SimpleNamespace(class_cond=class_cond, cond_dropout=cond_dropout), classes)
 
 
 def _default_trainer(out_dir: str) -> TrainerConfig:
@@ -184,8 +254,11 @@ def train_latent_fm(data: ImageData, autoencoder: str | Path | LatentCodec, out_
                     cond_dropout: float = 0.1,
                     trainer: TrainerConfig | None = None,
                     evaluate: Callable[[nn.Module, int, Path], Mapping[str, float]] | None = None,
-                    callbacks: Sequence[Callable] = ()) -> TrainedLatentModel:
-    """Train I-CFM on the scaled latents of ``data`` (module docstring) with the core Trainer.
+                    callbacks: Sequence[Callable] = (), objective: str = "fm",
+                    teacher: str | Path | TrainedLatentModel | None = None, teacher_steps: int = 16,
+                    mid_fraction: float = 0.3) -> TrainedLatentModel:
+    """Train I-CFM (or a few-step flow map, ``objective``) on the scaled latents of ``data`` (module docstring)
+    with the core Trainer.
 
     Args:
         data: the training images (labelled for ``class_cond``).
@@ -197,29 +270,52 @@ def train_latent_fm(data: ImageData, autoencoder: str | Path | LatentCodec, out_
         trainer: steps, batch size, ... (its ``out_dir`` is replaced by ``out_dir``).
         evaluate, callbacks: passed to the Trainer (``evaluate`` receives the latent model; decode with
             :func:`generate_latent`).
+        objective: one of :data:`LATENT_OBJECTIVES` (``"fm"``: I-CFM; the others train a flow map).
+        teacher: ``"mfrae"``: the latent FM run (or :class:`TrainedLatentModel`) to distil, on the same codec.
+        teacher_steps, mid_fraction: ``"mfrae"``: Euler steps of the teacher's trajectories and the share of the
+            steps spent on consistency mid-training.
     """
+    if objective not in LATENT_OBJECTIVES:
+        raise ConfigError(expected(f"objective in {LATENT_OBJECTIVES}", repr(objective), "pass objective='fm'"))
+    if (objective == "mfrae") != (teacher is not None and teacher != ""):
+        raise ConfigError(expected("a teacher (a latent FM run) with objective mfrae, and only with it",
+                                   f"objective {objective!r}, teacher {str(teacher) or None!r}",
+                                   "train an lfm run first and pass --teacher RUN with --objective mfrae"))
+    teacher_steps = check_positive_int(teacher_steps, "teacher_steps")
+    mid_fraction = check_probability(mid_fraction, "mid_fraction")
     codec = autoencoder if isinstance(autoencoder, LatentCodec) else load_codec(autoencoder, data)
     latents = encode_dataset(codec, data)
     cond_dropout = check_probability(cond_dropout, "cond_dropout", inclusive_high=False)
     if class_cond and data.labels is None:
         raise ConfigError(expected("labelled images for class_cond", f"{data.name} has no labels",
                                    "pass class_cond=False"))
+    teacher_run = None
+    if objective == "mfrae":
+        teacher_run = teacher if isinstance(teacher, TrainedLatentModel) else load_latent_fm(teacher)
+        check_latent_teacher(teacher_run, codec, class_cond=class_cond, num_classes=int(data.num_classes),
+                             where=str(teacher_run.run_dir))
     trainer = _default_trainer(str(out_dir)) if trainer is None else dataclasses.replace(trainer, out_dir=str(out_dir))
     classes = data.num_classes if class_cond else 0
     torch.manual_seed(trainer.seed)
-    model = build_latent_net(codec.latent_shape, net=net, width=width, res_blocks=res_blocks, num_classes=classes)
-    objective = FlowMatchingLoss(cond_dropout=cond_dropout if class_cond else 0.0,
-                                 null_cond={"y": classes} if class_cond else None)
+    model = build_latent_net(codec.latent_shape, net=net, width=width, res_blocks=res_blocks, num_classes=classes,
+                             flowmap=objective != "fm")
+    loss = _latent_objective(objective, class_cond=class_cond, cond_dropout=cond_dropout, classes=classes,
+                             teacher=teacher_run, mid_steps=round(mid_fraction * trainer.steps),
+                             teacher_steps=teacher_steps)
     record = {**codec.record(), "data": data.name, "net": net, "width": width,
               "res_blocks": res_blocks, "class_cond": bool(class_cond),
-              "num_classes": int(data.num_classes)}
-    fitted = Trainer(model, objective, ImageBatchSampler(latents, trainer.batch_size, labels=class_cond), trainer,
+              "num_classes": int(data.num_classes), "objective": objective}
+    if teacher_run is not None:
+        record.update(teacher=str(teacher_run.run_dir), teacher_steps=teacher_steps, mid_fraction=mid_fraction)
+    fitted = Trainer(model, loss, ImageBatchSampler(latents, trainer.batch_size, labels=class_cond), trainer,
                      evaluate=evaluate, run_config={LATENT_KEY: record, "trainer": config_to_dict(trainer)},
                      callbacks=callbacks)
+    if isinstance(loss, MidTrainingThenDistillation):   # the phase follows the Trainer's update count
+        loss.step = lambda: fitted.step
     result = fitted.fit()
     final = fitted.ema.module if fitted.ema is not None else fitted.model
     return TrainedLatentModel(final.eval(), codec, int(data.num_classes), bool(class_cond), Path(out_dir),
-                              result.step)
+                              result.step, objective)
 
 
 def load_latent_fm(path: str | Path) -> TrainedLatentModel:
@@ -228,11 +324,13 @@ def load_latent_fm(path: str | Path) -> TrainedLatentModel:
                                                    fix="pass the out_dir of train_latent_fm(...)", required="scale")
     codec = LatentCodec.from_record(record)
     classes = int(record["num_classes"]) if record["class_cond"] else 0
+    objective = str(record.get("objective", "fm"))
     model = build_latent_net(codec.latent_shape, net=record["net"], width=int(record["width"]),
-                             res_blocks=int(record.get("res_blocks", 2)), num_classes=classes)
+                             res_blocks=int(record.get("res_blocks", 2)), num_classes=classes,
+                             flowmap=objective != "fm")
     model.load_state_dict(checkpoint.inference_weights)
     return TrainedLatentModel(model.eval(), codec, int(record["num_classes"]), bool(record["class_cond"]),
-                              Path(path), checkpoint.step)
+                              Path(path), checkpoint.step, objective)
 
 
 @dataclass
@@ -249,9 +347,16 @@ def generate_latent(model: nn.Module, codec: LatentCodec, n: int, *, steps: int 
                     null_class: int | None = None, generator: torch.Generator | None = None,
                     batch_size: int = 256, atol: float = 1e-5, rtol: float = 1e-5) -> LatentSamples:
     """Integrate ``n`` latents from N(0, I) at t = 0 to t = 1 (Euler, Heun, ... or dopri5 with ``atol`` /
-    ``rtol``: LFM's 1e-5) and decode them; ``labels`` and ``cfg_scale`` as :func:`flowzoo.vision.sampling.generate`."""
+    ``rtol``: LFM's 1e-5) and decode them; ``labels`` and ``cfg_scale`` as :func:`flowzoo.vision.sampling.generate`.
+    A flow map (:func:`~flowzoo.vision.fewstep.is_flowmap`) jumps ``steps`` uniform intervals instead (default 1,
+    one evaluation each; ``method`` must stay ``"euler"`` and ``cfg_scale`` 1: MF-RAE samples without guidance)."""
     n = check_positive_int(n, "n")
     cfg_scale = check_number(cfg_scale, "cfg_scale")
+    flowmap = is_flowmap(model)
+    if flowmap and (method != "euler" or cfg_scale != 1.0):
+        raise ConfigError(expected("a flow map sampled by jumps (--steps N) without guidance",
+                                   f"method {method!r}, cfg_scale {cfg_scale}",
+                                   "drop --sampler and --cfg_scale for a flow-map latent run"))
     velocity: Any = model
     if labels is not None and cfg_scale != 1.0:
         velocity = ClassifierFreeGuidance(model, scale=cfg_scale, null_cond={"y": null_class})
@@ -261,8 +366,11 @@ def generate_latent(model: nn.Module, codec: LatentCodec, n: int, *, steps: int 
     with torch.no_grad():
         for start in range(0, n, batch_size):
             cond = None if labels is None else {"y": labels[start:start + batch_size].to(device)}
-            result = integrate(velocity, noise[start:start + batch_size].to(device), method=method, steps=steps,
-                               cond=cond, atol=atol, rtol=rtol)
+            chunk = noise[start:start + batch_size].to(device)
+            if flowmap:
+                result = flowmap_sample(model, chunk, steps=steps or 1, cond=cond)
+            else:
+                result = integrate(velocity, chunk, method=method, steps=steps, cond=cond, atol=atol, rtol=rtol)
             latents.append(result.x.float().cpu())
             images.append(codec.decode(result.x.float()).cpu())
             calls += int(result.nfe) * len(result.x)
