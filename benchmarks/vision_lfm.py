@@ -46,8 +46,8 @@ from flowzoo.core.training import Trainer, TrainerConfig
 from flowzoo.vision.autoencoder import AutoencoderConfig, train_autoencoder
 from flowzoo.vision.datasets import ImageBatchSampler, ImageData, load_images
 from flowzoo.vision.features import ImageEvaluator
-from flowzoo.vision.latent import (LatentCodec, TrainedLatentModel, generate_latent, lfm_bound_terms, load_codec,
-                                   train_latent_fm)
+from flowzoo.vision.latent import LatentCodec, TrainedLatentModel, generate_latent, load_codec, train_latent_fm
+from flowzoo.vision.latent_bound import lfm_bound_terms
 
 __all__ = ["Settings", "SETTINGS", "FDTrace", "rows", "format_table", "main"]
 

@@ -12,7 +12,8 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     sourcefm       SourceFM: norm-aligned Gaussian source, PCA directional pruning (SourceFMSource, SourceFMLoss)
     representation RAE: frozen feature-classifier encoder, per-channel normalised latent, trained decoder (RepresentationAutoencoder)
     autoencoder    conv autoencoder / VAE for latent flow matching (ConvAutoencoder, AutoencoderLoss, train_autoencoder)
-    latent         LFM: LatentCodec (latent scale), train_latent_fm (fm, meanflow, MF-RAE's mfrae), generate_latent, lfm_bound_terms
+    latent         LFM: LatentCodec (latent scale), train_latent_fm (fm, meanflow, MF-RAE's mfrae), generate_latent
+    latent_bound   LFM's bound terms: decoder Lipschitz estimate, lfm_bound_terms (recon W2 + L_D x latent W2)
     blockwise_nets BFM network: BlockwiseVelocity (K segment blocks, feature guidance, feature residual net)
     blockwise      BFM losses (BlockwiseFlowMatchingLoss, FeatureResidualLoss), blockwise_sample, flops_per_sample
     segmentation   images with semantic maps: MNIST digit masks, synthetic shapes, MapCodec, mean_iou
@@ -37,7 +38,7 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     cli            ``flowzoo vision train | sample | evaluate | restore | invert | edit | video-edit | train-editor``
 """
 
-__all__ = ["readers", "datasets", "metrics", "features", "vector_features", "nets", "sourcefm", "representation", "autoencoder", "latent",
+__all__ = ["readers", "datasets", "metrics", "features", "vector_features", "nets", "sourcefm", "representation", "autoencoder", "latent", "latent_bound",
            "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "sampling", "train_latent",
            "refiner", "train_symmflow", "operators",
            "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli_edit", "cli_symmflow", "cli"]

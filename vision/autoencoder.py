@@ -5,7 +5,7 @@ et al., "High-Resolution Image Synthesis with Latent Diffusion Models", arXiv 21
 The encoder :math:`E` maps an image (C, H, W) to a latent (c, H/f, W/f) with ``f = 2 ** downsample`` (strided
 3×3 convolutions, SiLU); the decoder :math:`D` mirrors it (nearest upsampling + convolutions). No batch or group
 normalisation: every image is encoded and decoded on its own, so the decoder's Jacobian at one latent does not
-depend on the rest of the batch (the Lipschitz estimate of :func:`flowzoo.vision.latent.lfm_bound_terms` relies
+depend on the rest of the batch (the Lipschitz estimate of :func:`flowzoo.vision.latent_bound.lfm_bound_terms` relies
 on that). As a VAE the encoder outputs a mean and a log-variance and the training latent is
 :math:`z = \mu + \sigma\epsilon`; encoding for flow matching uses the mean (the posterior's mode), so it is
 deterministic.
@@ -72,8 +72,6 @@ class AutoencoderConfig:
     :class:`~flowzoo.vision.representation.RepresentationAutoencoder` (``kind="representation"``, whose latent is
     the frozen encoder's feature map: ``latent_channels``, ``downsample`` and the VAE options do not apply)."""
 
-    kind: Literal["conv", "representation"] = field(default="conv", metadata=option_help(
-        "conv (a conv AE / VAE) or representation (RAE: frozen feature-classifier encoder + trained decoder)"))
     latent_channels: int = field(default=4, metadata=option_help("channels of the latent"))
     downsample: int = field(default=2, metadata=option_help("stride-2 stages (latent side: image side / 2**n)"))
     channels: int = field(default=32, metadata=option_help("width of the first stage (doubled per stage)"))
@@ -82,6 +80,9 @@ class AutoencoderConfig:
     # l2 by default: on mostly-background images (digits) the L1 median sticks at the blank image for hundreds
     # of steps, while the squared error pulls the strokes in at once.
     reconstruction: Literal["l1", "l2"] = field(default="l2", metadata=option_help("reconstruction error"))
+    # last, so that the conv fields keep their positions for positional construction
+    kind: Literal["conv", "representation"] = field(default="conv", metadata=option_help(
+        "conv (a conv AE / VAE) or representation (RAE: frozen feature-classifier encoder + trained decoder)"))
     encoder_epochs: int = field(default=0, metadata=option_help(
         "representation: epochs of the frozen feature classifier (0: BFM's guidance network's)"))
     noise_tau: float = field(default=0.0, metadata=option_help(

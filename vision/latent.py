@@ -12,15 +12,7 @@ dropout for classifier-free guidance. **Time**: LFM's code puts data at 0 and no
 :math:`\sigma_{min} = 10^{-5}` and integrates from 1 to 0; flowzoo's :math:`t = 1 - t_{LFM}` puts noise at 0 and
 data at 1 and drops the :math:`10^{-5}` offset (σ = 0 I-CFM), a change of at most :math:`10^{-5}` in the path.
 
-**Bound** (LFM Theorem, the triangle inequality plus the decoder's Lipschitz constant :math:`L_D`):
-
-.. math::
-    W_2(p_{data}, D_\# \hat q) \le W_2(p_{data}, D_\# E_\# p_{data}) + L_D\, W_2(E_\# p_{data}, \hat q).
-
-:func:`lfm_bound_terms` estimates each term on samples: the reconstruction term by the root-mean-square
-reconstruction error (the identity coupling, an upper bound of that W2), :math:`L_D` by power iteration on the
-decoder's Jacobian at latents (a local estimate, hence a lower bound of the global constant), the latent term by
-the exact empirical W2 (:func:`flowzoo.core.analysis.wasserstein2`), and puts the measured pixel W2 beside them.
+LFM's bound on the decoded samples' W2 is :mod:`flowzoo.vision.latent_bound`'s.
 Rationale: the latent is several times smaller than the image, so each step and each ODE evaluation is cheaper.
 
 **Few-step objectives in the latent** (``train_latent_fm(objective=...)``): ``"meanflow"`` / ``"meanflow_fd"``
@@ -62,7 +54,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from flowzoo.core.analysis import wasserstein2
 from flowzoo.core.config import config_to_dict
 from flowzoo.core.errors import ConfigError, ShapeError, expected
 from flowzoo.core.fewstep import flowmap_sample
@@ -77,8 +68,8 @@ from flowzoo.vision.fewstep import FrozenTeacher, MidTrainingThenDistillation, f
 from flowzoo.vision.nets import DiT, FlowMapDiT
 
 __all__ = ["LatentCodec", "load_codec", "encode_dataset", "build_latent_net", "TrainedLatentModel",
-           "train_latent_fm", "load_latent_fm", "LatentSamples", "generate_latent", "decoder_lipschitz",
-           "LFMBound", "lfm_bound_terms", "LATENT_KEY", "LATENT_OBJECTIVES", "check_latent_teacher"]
+           "train_latent_fm", "load_latent_fm", "LatentSamples", "generate_latent",
+           "LATENT_KEY", "LATENT_OBJECTIVES", "check_latent_teacher"]
 
 LATENT_KEY = "latent"  # where config.yaml records the codec (autoencoder path, scale) and the latent network
 LATENT_OBJECTIVES = ("fm", "meanflow", "meanflow_fd", "mfrae")
@@ -375,59 +366,3 @@ def generate_latent(model: nn.Module, codec: LatentCodec, n: int, *, steps: int 
             images.append(codec.decode(result.x.float()).cpu())
             calls += int(result.nfe) * len(result.x)
     return LatentSamples(torch.cat(images), torch.cat(latents), calls // n)
-
-
-def decoder_lipschitz(codec: LatentCodec, latents: torch.Tensor, *, iterations: int = 20,
-                      generator: torch.Generator | None = None) -> float:
-    r"""The largest spectral norm :math:`\|J_D(z)\|_2` of the decoder's Jacobian (in scaled coordinates) over the
-    ``latents``, by power iteration on :math:`J^\top J` (forward- and reverse-mode products, one per latent)."""
-    z = check_tensor(latents, "latents", min_dim=2).detach().float().to(codec.device)
-    iterations = check_positive_int(iterations, "iterations")
-
-    def unit(v: torch.Tensor) -> torch.Tensor:
-        return v / v.flatten(1).norm(dim=1).clamp_min(1e-30).view(-1, *[1] * (v.dim() - 1))
-
-    v = unit(torch.randn(z.shape, generator=generator).to(z.device))
-    _, pullback = torch.func.vjp(codec.decode, z)
-    for _ in range(iterations):
-        _, jv = torch.func.jvp(codec.decode, (z,), (v,))
-        v = unit(pullback(jv)[0])
-    _, jv = torch.func.jvp(codec.decode, (z,), (v,))
-    return float(jv.detach().flatten(1).norm(dim=1).max())
-
-
-@dataclass
-class LFMBound:
-    """LFM's bound terms (module docstring) beside the measured pixel W2; all on ``n`` points."""
-
-    recon_w2: float
-    lipschitz: float
-    latent_w2: float
-    bound: float
-    measured_w2: float
-    n: int
-
-
-def lfm_bound_terms(codec: LatentCodec, data: ImageData | torch.Tensor, samples_latent: torch.Tensor, *,
-                    max_points: int = 500, lipschitz_points: int = 32, iterations: int = 20,
-                    generator: torch.Generator | None = None) -> LFMBound:
-    """Estimate recon W2 + L_D × latent W2 and the measured W2(data, decoded samples) on up to ``max_points``
-    images and generated latents (the first ones; pass them shuffled); :math:`L_D` from ``lipschitz_points``
-    encoded data latents."""
-    images = data.images if isinstance(data, ImageData) else check_tensor(data, "data", min_dim=4)
-    samples = check_tensor(samples_latent, "samples_latent", min_dim=4).detach().float().cpu()
-    if tuple(images.shape[1:]) != codec.shape or tuple(samples.shape[1:]) != codec.latent_shape:
-        raise ShapeError(expected(f"images {shape_text(codec.shape)} and latents {shape_text(codec.latent_shape)}",
-                                  f"{shape_text(images.shape[1:])} and {shape_text(samples.shape[1:])}",
-                                  "pass the codec's data and latents from generate_latent"))
-    n = min(check_positive_int(max_points, "max_points"), len(images), len(samples))
-    x, samples = images[:n].float(), samples[:n]
-    encoded = codec.encode(x)
-    with torch.no_grad():
-        reconstructed = torch.cat([codec.decode(encoded[s:s + 512]).cpu() for s in range(0, n, 512)])
-        decoded = torch.cat([codec.decode(samples[s:s + 512]).cpu() for s in range(0, n, 512)])
-    recon = float((x - reconstructed).flatten(1).pow(2).sum(1).mean().sqrt())
-    points = encoded[:check_positive_int(lipschitz_points, "lipschitz_points")]
-    lipschitz = decoder_lipschitz(codec, points, iterations=iterations, generator=generator)
-    latent = wasserstein2(encoded, samples)
-    return LFMBound(recon, lipschitz, latent, recon + lipschitz * latent, wasserstein2(x, decoded), n)

@@ -15,8 +15,9 @@ from flowzoo.core.training import TrainerConfig
 from flowzoo.vision.autoencoder import (AutoencoderConfig, AutoencoderLoss, ConvAutoencoder, load_autoencoder,
                                         train_autoencoder)
 from flowzoo.vision.datasets import load_images
-from flowzoo.vision.latent import (LatentCodec, build_latent_net, decoder_lipschitz, encode_dataset,
-                                   generate_latent, lfm_bound_terms, load_latent_fm, train_latent_fm)
+from flowzoo.vision.latent import (LatentCodec, build_latent_net, encode_dataset, generate_latent, load_latent_fm,
+                                   train_latent_fm)
+from flowzoo.vision.latent_bound import decoder_lipschitz, lfm_bound_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
