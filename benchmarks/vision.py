@@ -397,8 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"tiny U-Net ({args.width} channels), {args.steps} steps at batch {args.batch}, lr {args.lr:g}, EMA "
                 f"{args.ema:g}, class-conditional (10 % label dropout), sampled without guidance except RAAG; "
                 f"{args.n} samples per row; reflow: {args.pairs} pairs of the I-CFM run's 16-step Euler ODE, "
-                f"{max(1, args.steps // 2)} fine-tuning steps; MF-RAE's path in pixel space (no representation "
-                "autoencoder), 30 % of its steps consistency mid-training",
+                f"{max(1, args.steps // 2)} fine-tuning steps; MF-RAE's path in pixel space (the representation "
+                "autoencoder's latent path is the mfrae section), 30 % of its steps consistency mid-training",
                 "NFE: evaluations of the (guided) velocity or flow map per image; FlowTurbo needs 2 or more; its "
                 f"refiner (a conv net, offsets up to {REFINER[1]:g}, {args.steps} steps) adds {REFINER[0]} steps that "
                 "cost no evaluation of the velocity"]

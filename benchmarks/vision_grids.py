@@ -63,10 +63,13 @@ def save_method_grid(path: str | Path, entries: Sequence[tuple[str, torch.Tensor
               .permute(1, 2, 0).numpy() for _, images in entries]
     height, width = strips[0].shape[:2]
     row_inches, dpi = 0.42, 100
-    figure = plt.figure(figsize=(2.3 + row_inches * width / height, 0.25 + row_inches * len(entries)), dpi=dpi)
+    label_inches = max(2.2, 0.065 * max(len(label) for label, _ in entries))  # 7-point text: the longest label fits
+    figure = plt.figure(figsize=(label_inches + 0.1 + row_inches * width / height, 0.25 + row_inches * len(entries)),
+                        dpi=dpi)
     for i, ((label, _), strip) in enumerate(zip(entries, strips)):
-        axis = figure.add_axes((2.2 / figure.get_figwidth(), 1 - (0.25 + row_inches * (i + 1)) / figure.get_figheight(),
-                                1 - 2.25 / figure.get_figwidth(), row_inches * 0.94 / figure.get_figheight()))
+        axis = figure.add_axes((label_inches / figure.get_figwidth(),
+                                1 - (0.25 + row_inches * (i + 1)) / figure.get_figheight(),
+                                1 - (label_inches + 0.05) / figure.get_figwidth(), row_inches * 0.94 / figure.get_figheight()))
         axis.imshow(strip[..., 0] if strip.shape[-1] == 1 else strip, cmap="gray", vmin=0, vmax=255,
                     interpolation="nearest", aspect="auto")
         axis.set_xticks([])
