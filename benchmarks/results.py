@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["RESULTS_DIR", "results_dir", "machine_info", "reproduce_command", "markdown_tables", "save_table",
+__all__ = ["RESULTS_DIR", "results_dir", "machine_info", "reproduce_command", "markdown_table", "markdown_tables", "save_table",
            "save_markdown_tables", "tee_stdout"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -154,6 +154,28 @@ def save_table(name: str, rows: Iterable[Mapping | Sequence], *, columns: Sequen
     path = folder / f"{stem}.json"
     _write_atomic(path, json.dumps(record, indent=2, ensure_ascii=False, allow_nan=False) + "\n")
     return path
+
+
+def markdown_table(rows: Iterable[Mapping], columns: Sequence[str]) -> str:
+    """``rows`` as a Markdown pipe table of ``columns`` (floats to 4 significant digits, NaN as ``nan``, None as
+    ``-``), for a benchmark to print.
+
+    Example:
+        >>> print(markdown_table([{"method": "fm", "fd": 1.234567}], ["method", "fd"]))
+        | method | fd |
+        |---|---|
+        | fm | 1.235 |
+    """
+    def cell(value: object) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def _cell(text: str) -> object:

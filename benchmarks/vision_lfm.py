@@ -49,6 +49,8 @@ from flowzoo.vision.features import ImageEvaluator
 from flowzoo.vision.latent import LatentCodec, TrainedLatentModel, generate_latent, load_codec, train_latent_fm
 from flowzoo.vision.latent_bound import lfm_bound_terms
 
+from benchmarks.results import markdown_table
+
 __all__ = ["Settings", "SETTINGS", "FDTrace", "rows", "format_table", "main"]
 
 COLUMNS = ("section", "data", "method", "baseline", "nfe", "fd", "kid", "accuracy", "ms_per_sample",
@@ -265,17 +267,9 @@ def rows(data: str = "mnist", quick: bool = True, seed: int = 0, *, progress: bo
     return out
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
 def format_table(table: list[dict]) -> str:
     """The rows as a Markdown table (the common columns; bound values are in the note)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in table]
-    return "\n".join(lines)
+    return markdown_table(table, COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmarks.results import save_table
+from benchmarks.results import markdown_table, save_table
 from flowzoo.core.training import TrainerConfig
 from flowzoo.vision.autoencoder import AutoencoderConfig, train_autoencoder
 from flowzoo.vision.datasets import ImageData, load_images
@@ -245,17 +245,9 @@ def rows(quick: bool = True, seed: int = 0, samples: dict | None = None, *, data
     return out
 
 
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return "nan" if math.isnan(value) else f"{value:.4g}"
-    return str(value)
-
-
 def format_table(table: list[dict]) -> str:
     """The rows as a Markdown table (the common columns)."""
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in COLUMNS) + " |" for row in table]
-    return "\n".join(lines)
+    return markdown_table(table, COLUMNS)
 
 
 def main(argv: list[str] | None = None) -> int:
