@@ -1,4 +1,4 @@
-"""Commands of ``flowzoo vision ...`` for restoration, inversion and editing with a trained image flow.
+"""Commands of ``flowzoo vision ...`` for restoration with a trained image flow (``restore``, ``measure-crw``).
 
 * ``flowzoo vision restore --checkpoint RUN --task inpaint|inpaint_box|sr2|sr4|deblur|motion --input img.png
   --out out.png`` degrades the clean input image (resized to the run's size) with the task's operator (``--noise``
@@ -18,7 +18,9 @@
 * ``flowzoo vision measure-crw --checkpoint RUN --out crw.json`` measures the run's velocity error per time on
   held-out images of its data set (``--split test``; :func:`~flowzoo.vision.restoration.measure_velocity_error`)
   and saves the table that ``restore --crw`` reuses (FLAIR's calibrated regularisation weight).
-Outputs are never replaced without ``--overwrite``; bad input is one ``error:`` line.
+
+Inversion and editing (``invert``, ``edit``, ``video-edit``) are :mod:`flowzoo.vision.cli_edit`'s. Outputs are never
+replaced without ``--overwrite``; bad input is one ``error:`` line.
 """
 
 from __future__ import annotations
