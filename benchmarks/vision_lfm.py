@@ -139,10 +139,7 @@ def _pixel_sample(model: nn.Module, shape, n: int, seed: int, **options) -> tupl
 
 
 def _scores(evaluator: ImageEvaluator, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
-    size = min(len(images), len(evaluator.reference), 1000)
-    labels = _labels(len(images)) if labels is None else labels
-    return {"fd": evaluator.fd(images), "kid": evaluator.kid(images, subsets=20, subset_size=size),
-            "accuracy": evaluator.class_accuracy(images.clamp(-1, 1), labels)}
+    return evaluator.scores(images, _labels(len(images)) if labels is None else labels)
 
 
 def _row(data: str, method: str, baseline: str, nfe: float, scores: dict[str, float], ms_sample: float,

@@ -222,6 +222,13 @@ class ImageEvaluator:
         logits = torch.cat([self.classifier(samples[s:s + 512]) for s in range(0, len(samples), 512)])
         return float((logits.argmax(1) == labels).double().mean())
 
+    def scores(self, samples: torch.Tensor, labels: torch.Tensor, *, kid_subsets: int = 20) -> dict[str, float]:
+        """FD, KID (subsets of up to 1000 samples) and class accuracy of class-conditional ``samples`` in one dict
+        (``"fd"``, ``"kid"``, ``"accuracy"``), the three columns of the vision benchmarks' rows."""
+        size = min(len(samples), len(self.reference), 1000)
+        return {"fd": self.fd(samples), "kid": self.kid(samples, subsets=kid_subsets, subset_size=size),
+                "accuracy": self.class_accuracy(samples.clamp(-1, 1), labels)}
+
 
 def inception_features(images: torch.Tensor, weights: str | Path, batch_size: int = 64) -> torch.Tensor:
     """Inception-v3 pool features (N, 2048) of images in [−1, 1] for a real FID, from a local weights file.

@@ -115,6 +115,10 @@ def test_digits_classifier_is_cached_and_accurate(tmp_path):
     test = load_images("digits", split="test")
     assert evaluator.class_accuracy(test.images, test.labels) == pytest.approx(accuracy)
     assert evaluator.class_accuracy(test.images, (test.labels + 1) % 10) < 0.1
+    together = evaluator.scores(test.images, test.labels, kid_subsets=5)
+    assert together == {"fd": evaluator.fd(test.images),
+                        "kid": evaluator.kid(test.images, subsets=5, subset_size=len(test.images)),
+                        "accuracy": pytest.approx(accuracy)}
     with pytest.raises(ShapeError):
         evaluator.fd(torch.zeros(4, 1, 16, 16))
 
