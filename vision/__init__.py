@@ -8,7 +8,8 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     metrics        Frechet distance, KID, k-NN precision/recall, PSNR, SSIM, PNG sample grids, TensorBoard grids
     features       the per-data-set feature classifier (trained once, cached), ImageEvaluator, Inception features
     vector_features the digits-FID on flat rows: load_digits_vectors, cached vector classifier, VectorEvaluator (FD, KID, label KL)
-    nets           image backbones: DiT (velocity model and flow map); GPU helpers (prepare_for_training: channels_last, compile)
+    nets           image backbones: DiT (velocity model and flow map), adaLN-Zero, JVP-safe attention
+    acceleration   training-speed options: prepare_for_training (channels_last, torch.compile with eager fallback)
     sourcefm       SourceFM: norm-aligned Gaussian source, PCA directional pruning (SourceFMSource, SourceFMLoss)
     representation RAE: frozen feature-classifier encoder, per-channel normalised latent, trained decoder (RepresentationAutoencoder)
     autoencoder    conv autoencoder / VAE for latent flow matching (ConvAutoencoder, AutoencoderLoss, train_autoencoder)
@@ -38,7 +39,7 @@ Modules (imported on demand, so ``import flowzoo.vision`` loads neither scikit-i
     cli            ``flowzoo vision train | sample | evaluate | restore | invert | edit | video-edit | train-editor``
 """
 
-__all__ = ["readers", "datasets", "metrics", "features", "vector_features", "nets", "sourcefm", "representation", "autoencoder", "latent", "latent_bound",
+__all__ = ["readers", "datasets", "metrics", "features", "vector_features", "nets", "acceleration", "sourcefm", "representation", "autoencoder", "latent", "latent_bound",
            "blockwise_nets", "blockwise", "segmentation", "symmflow", "fewstep", "methods", "train", "sampling", "train_latent",
            "refiner", "train_symmflow", "operators",
            "restoration", "flowopt", "video", "optical_flow", "video_edit", "starflow", "cli_restore", "cli_edit", "cli_symmflow", "cli"]

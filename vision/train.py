@@ -25,7 +25,7 @@ labels is replaced by the null class (``num_classes``) for classifier-free guida
 2207.12598). The backbone is the core's ADM-style :class:`~flowzoo.core.nets.UNet` (``--net unet``) or a
 :class:`~flowzoo.vision.nets.DiT` (``--net dit``), sized by ``--net_size``; ``--grad_checkpoint``,
 ``--channels_last`` and ``--compile`` trade compute for memory or speed it up on a GPU
-(:func:`~flowzoo.vision.nets.prepare_for_training`), with ``--trainer.precision bf16`` and ``--trainer.fused``.
+(:func:`~flowzoo.vision.acceleration.prepare_for_training`), with ``--trainer.precision bf16`` and ``--trainer.fused``.
 
 The run directory (``--trainer.out_dir``) receives the Trainer's checkpoints (weights, EMA, ``config.yaml``,
 which also records the data spec, image shape and class count under ``image`` so that ``flowzoo vision sample``
@@ -59,7 +59,8 @@ from flowzoo.vision.fewstep import (FrozenTeacher, MidTrainingThenDistillation, 
                                     reflow_pairs)
 from flowzoo.vision.blockwise_nets import BlockwiseVelocity
 from flowzoo.vision.methods import METHODS, guidance_classifier
-from flowzoo.vision.nets import DiT, FlowMapDiT, prepare_for_training
+from flowzoo.vision.acceleration import prepare_for_training
+from flowzoo.vision.nets import DiT, FlowMapDiT
 from flowzoo.vision.refiner import ImageRefiner, refiner_velocity_error
 from flowzoo.vision.sampling import write_sample_grid
 from flowzoo.vision.sourcefm import SourceFMLoss, SourceFMSource, build_source

@@ -11,7 +11,7 @@ from flowzoo.core.config import parse_config
 from flowzoo.core.errors import ConfigError
 from flowzoo.core.nets import UNet
 from flowzoo.vision import train as vision_train
-from flowzoo.vision.nets import prepare_for_training
+from flowzoo.vision.acceleration import prepare_for_training
 from flowzoo.vision.sampling import write_sample_grid
 from flowzoo.vision.train import VisionTrainConfig, build_net, load_trained
 

@@ -13,8 +13,8 @@ from flowzoo.core.fewstep import FlowMapAsVelocity, MeanFlowLoss, flowmap_sample
 from flowzoo.core.nets import UNet
 from flowzoo.core.objectives import FlowMatchingLoss
 from flowzoo.core.sampling import integrate
-from flowzoo.vision.nets import (DIT_PRESETS, DiT, FlowMapDiT, compile_model, sincos_position_embedding,
-                                 to_channels_last)
+from flowzoo.vision.acceleration import compile_model, to_channels_last
+from flowzoo.vision.nets import DIT_PRESETS, DiT, FlowMapDiT, sincos_position_embedding
 
 SMALL = dict(patch=2, hidden=32, depth=2, heads=4)
 
