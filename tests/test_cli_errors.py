@@ -62,7 +62,7 @@ BAD_INPUTS: dict[tuple[str, str], list[list[str]]] = {
                             ["--task", "colourise"],
                             ["--checkpoint", MISSING, "--input", MISSING + ".png", "--measurement", MISSING + ".png"],
                             ["--checkpoint", MISSING],
-                            ["--checkpoint", MISSING, "--measurement", MISSING + ".png", "--noise", "0.1"],
+                            ["--checkpoint", MISSING, "--measurement", MISSING + ".png", "--noise", "-0.1"],
                             ["--checkpoint", MISSING, "--task", "sr4", "--input", MISSING + ".png", "--mask",
                              MISSING + ".png"],
                             ["--checkpoint", MISSING, "--task", "sr4", "--measurement", MISSING + ".png"],

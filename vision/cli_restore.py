@@ -13,8 +13,9 @@
   run's size, whose missing pixels (their values are ignored) are the black pixels of ``--mask mask.png`` (white:
   known; at the run's size), or without ``--mask`` the task's own mask (``inpaint``: 70 % random pixels drawn with
   ``--seed``; ``inpaint_box``: the centred box of half the height and width). No ground truth exists, so no PSNR
-  is printed and the panel shows the measurement and the methods only; ``--noise`` is refused (the file is used
-  as it is).
+  is printed and the panel shows the measurement and the methods only. ``--noise`` is then the noise level the
+  file already carries (nothing is added): it sets the deblurring pseudo-inverse's truncation
+  (:class:`~flowzoo.vision.operators.CircularBlur`), which divides by the blur's weak frequencies only above it.
 * ``flowzoo vision measure-crw --checkpoint RUN --out crw.json`` measures the run's velocity error per time on
   held-out images of its data set (``--split test``; :func:`~flowzoo.vision.restoration.measure_velocity_error`)
   and saves the table that ``restore --crw`` reuses (FLAIR's calibrated regularisation weight).
@@ -135,8 +136,8 @@ class RestoreConfig:
     out: str = field(default="restored.png", metadata=option_help("the restored image (PNG)"))
     method: str = field(default="flair", metadata=option_help("flair, dps, projection or pinv"))
     steps: int = field(default=50, metadata=option_help("model evaluations (NFE) of the solver"))
-    noise: float = field(default=0.01, metadata=option_help("measurement noise std σ_y added to --input (images in "
-                                                            "[-1, 1]); not with --measurement"))
+    noise: float = field(default=0.01, metadata=option_help("measurement noise std σ_y (images in [-1, 1]): added to "
+                                                            "--input; with --measurement, the level the file has"))
     crw: str = field(default="", metadata=option_help("FLAIR: velocity-error table for the calibrated weights "
                                                       "(written by flowzoo vision measure-crw)"))
     label: int = field(default=-1, metadata=option_help("class-conditional runs: the image's class (--class; -1: the "
@@ -188,7 +189,7 @@ def _restore_with(method: str, model, run, y, op, cfg: RestoreConfig) -> torch.T
                            generator=gen).x
 
 
-def _check_restore_options(cfg: RestoreConfig, argv: Sequence[str]) -> None:
+def _check_restore_options(cfg: RestoreConfig) -> None:
     from flowzoo.vision.operators import OPERATORS
     from flowzoo.vision.restoration import RESTORE_METHODS, load_error_table
 
@@ -201,9 +202,6 @@ def _check_restore_options(cfg: RestoreConfig, argv: Sequence[str]) -> None:
     if bool(cfg.input) == bool(cfg.measurement):
         raise ConfigError(expected("exactly one of --input (a clean image) and --measurement (a degraded one)",
                                    "both" if cfg.input else "neither", "pass --input img.png or --measurement y.png"))
-    if cfg.measurement and any(a == "--noise" or a.startswith("--noise=") for a in argv):
-        raise ConfigError(expected("--noise only with --input (it is added when degrading a clean image)",
-                                   "--noise with --measurement", "drop --noise: the measurement is used as it is"))
     if cfg.mask and not cfg.task.startswith("inpaint"):
         raise ConfigError(expected("--mask only with --task inpaint or inpaint_box", f"--task {cfg.task}",
                                    "drop --mask, or pass --task inpaint"))
@@ -215,7 +213,7 @@ def _measurement(cfg: RestoreConfig, run) -> tuple:
     """``(operator, y, ground truth or None)`` from --input (degraded here) or --measurement (taken as it is)."""
     from flowzoo.vision.operators import Inpainting, build_operator
 
-    op = build_operator(cfg.task, run.shape[-2:], noise_std=cfg.noise if cfg.input else 0.0, seed=cfg.seed)
+    op = build_operator(cfg.task, run.shape[-2:], noise_std=cfg.noise, seed=cfg.seed)
     if cfg.mask:
         known = read_measurement(cfg.mask, (1, *run.shape[-2:]), "--mask", ", the run's image size",
                                  "pass a mask of the run's size (white = known, black = missing)")
@@ -247,7 +245,7 @@ def restore_main(argv: Sequence[str] | None = None) -> int:
 
     argv = [("--label" if a == "--class" else a) for a in (argv or [])]
     cfg = parse_config(RestoreConfig, argv, prog="flowzoo vision restore")
-    _check_restore_options(cfg, argv)
+    _check_restore_options(cfg)
     out = Path(cfg.out)
     panel = out.with_name(out.stem + "_panel.png")
     check_new_outputs([out, *([panel] if cfg.panel else [])], cfg.overwrite)

@@ -182,6 +182,21 @@ def test_restore_takes_a_small_image_as_the_sr4_measurement(run_dir, tmp_path, c
     assert Image.open(tmp_path / "restored_panel.png").size[0] == 5 * (120 + 4) + 4
 
 
+def test_restore_noise_with_a_measurement_sets_the_deblur_truncation_and_adds_nothing(run_dir, digit_png, tmp_path,
+                                                                                     capsys):
+    """With --measurement, --noise is the level the file carries: the pseudo-inverse then drops more of the blur's
+    weak frequencies (a smoother result), and the same noise level gives the same output (nothing random added)."""
+    outs = {}
+    for name, noise in (("exact", "0"), ("noisy", "0.1"), ("again", "0.1")):
+        outs[name] = tmp_path / f"{name}.png"
+        code, _ = _restore(["--checkpoint", run_dir, "--task", "deblur", "--measurement", digit_png, "--out",
+                            outs[name], "--method", "pinv", "--noise", noise, "--seed", str(len(name))], capsys)
+        assert code == 0
+    exact, noisy, again = (_restored_pixels(outs[k]) for k in ("exact", "noisy", "again"))
+    assert np.array_equal(noisy, again)
+    assert np.abs(np.diff(noisy, axis=1)).mean() < np.abs(np.diff(exact, axis=1)).mean()
+
+
 def test_restore_inpaints_the_pixels_of_the_mask_whatever_the_file_holds_there(run_dir, tmp_path, capsys):
     mask = np.full((12, 12), 255, dtype=np.uint8)
     mask[4:8] = 0                                                    # rows 4..7 missing
@@ -242,7 +257,7 @@ def test_progress_bars_count_every_model_evaluation_and_can_be_turned_off(run_di
     (["--task", "sr2", "--measurement", "{small}"], "--measurement of 6x6 pixels"),      # 3x3 given
     (["--input", "{digit}", "--measurement", "{digit}"], "exactly one of --input"),
     ([], "exactly one of --input"),
-    (["--measurement", "{digit}", "--noise", "0.1"], "--noise only with --input"),
+    (["--measurement", "{digit}", "--noise", "-0.1"], "--noise"),
     (["--task", "sr4", "--input", "{digit}", "--mask", "{digit}"], "--mask only with"),
     (["--task", "inpaint", "--input", "{digit}", "--mask", "{small}"], "--mask of 12x12 pixels"),
     (["--measurement", "missing.png"], "not a file"),

@@ -9,7 +9,7 @@ from flowzoo.vision.operators import (OPERATORS, AveragePoolDownsample, Circular
                                       gaussian_kernel, has_pseudo_inverse, motion_kernel, random_inpainting)
 
 
-# the blurs' pseudo-inverse drops frequencies with |k| <= 1e-3, so the range is matched only to that level
+# the blurs' pseudo-inverse drops frequencies with |k| <= max(1e-3, noise_std), so the range is matched only to that level
 TOLERANCE = {"deblur": 2e-2, "motion": 2e-2}
 
 
@@ -78,6 +78,22 @@ def test_measure_adds_noise_of_the_stated_std():
     x = torch.zeros(64, 1, 16, 16)
     y = op.measure(x, generator=torch.Generator().manual_seed(0))
     assert abs(float(y.std()) - 0.1) < 0.01
+
+
+def test_blur_pseudo_inverse_truncates_at_the_noise_level_and_keeps_noisy_restorations_bounded():
+    kernel = gaussian_kernel(1.5)
+    noiseless, noisy = CircularBlur(kernel), CircularBlur(kernel, noise_std=0.01)
+    assert noiseless.eps == 1e-3 and noisy.eps == 0.01
+    assert CircularBlur(kernel, noise_std=0.01, eps=1e-3).eps == 1e-3   # an explicit eps wins
+    # the untruncated inverse divides 0.01 noise by |k| ~ 1e-3; the noise-level cut keeps it near the signal's scale
+    assert noisy.noise_gain(16, 16) * 0.01 < 0.5 < CircularBlur(kernel, eps=1e-3).noise_gain(16, 16) * 0.01
+    x = torch.tanh(3 * CircularBlur(gaussian_kernel(1.0)).forward(_images((8, 1, 16, 16))))   # smooth, like images
+    y = noisy.measure(x, generator=torch.Generator().manual_seed(1))
+    error = {eps: float((CircularBlur(kernel, eps=eps).pinv(y) - x).pow(2).mean()) for eps in (1e-3, 0.01)}
+    assert error[0.01] < 0.1 * error[1e-3]
+    # white noise through the pseudo-inverse has the std noise_gain states
+    noise = torch.randn(256, 1, 16, 16, generator=torch.Generator().manual_seed(2))
+    assert abs(float(noisy.pinv(noise).std()) / noisy.noise_gain(16, 16) - 1) < 0.05
 
 
 class WrongAdjoint(Operator):
