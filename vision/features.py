@@ -189,10 +189,27 @@ class ImageEvaluator:
 
     @classmethod
     def for_dataset(cls, spec: str, *, cache_dir: str | Path | None = None, verbose: bool = True,
-                    **load_kwargs) -> "ImageEvaluator":
-        """Evaluator of ``spec`` against its test split, with the cached (or freshly trained) classifier."""
+                    reference: str = "test", **load_kwargs) -> "ImageEvaluator":
+        """Evaluator of ``spec`` with the cached (or freshly trained) classifier, against ``reference``:
+
+        * ``"test"``: the test split (restorations of test images, and data sets whose two splits share one
+          distribution, such as MNIST);
+        * ``"train"``: the distribution the generator learns, as CIFAR-10's FID uses the training set. For
+          ``patches``, whose test crops come from other regions of the photographs (a content shift: the two
+          regions are further apart in these features than the training crops are from noisy copies of
+          themselves), a fresh draw of 1000 crops of the training region (seed + 1), not the training images
+          themselves; for the other data sets the training split.
+        """
+        if reference not in ("test", "train"):
+            raise ConfigError(expected("reference 'test' or 'train'", repr(reference),
+                                       "pass reference='train' to compare generated images with the training data"))
         classifier, accuracy = load_feature_classifier(spec, cache_dir=cache_dir, verbose=verbose, **load_kwargs)
-        return cls(classifier, load_images(spec, split="test", **load_kwargs).images, accuracy)
+        if reference == "test":
+            return cls(classifier, load_images(spec, split="test", **load_kwargs).images, accuracy)
+        options = dict(load_kwargs)
+        if spec.partition(":")[0] == "patches":
+            options.update(seed=options.get("seed", 0) + 1, count=1000)
+        return cls(classifier, load_images(spec, split="train", **options).images, accuracy)
 
     @torch.no_grad()
     def features(self, images: torch.Tensor) -> torch.Tensor:

@@ -134,3 +134,17 @@ def test_reuse_loads_a_finished_run_and_retrains_a_changed_one(_results_to_tmp, 
     with pytest.raises(SystemExit):
         bench._parse([*TINY, "--reuse"])
     assert "--reuse needs --work" in capsys.readouterr().err
+
+
+def test_quick_defaults_keep_the_smoke_run_to_the_main_table(monkeypatch, tmp_path):
+    """--quick alone: the main sections only, 50 samples, and no few-step rows on the second data set."""
+    quick, full = bench._parse(["--quick"]), bench._parse([])
+    assert quick.sections == set(bench.SECTIONS) and quick.n == 50
+    assert full.sections == set(bench.SECTIONS + bench.OTHER_SECTIONS) and full.n == 500
+    assert bench._parse(["--quick", "--sections", "fm,lfm"]).sections == {"fm", "lfm"}
+    seen = []
+    monkeypatch.setattr(bench, "dataset_rows", lambda setting, sections, *a: seen.append(set(sections)) or [])
+    monkeypatch.setattr(bench, "save_table", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "_save_grid", lambda *a, **k: None)
+    bench.main(["--quick", "--sections", "fm,fewstep", "--work", str(tmp_path), "--no-progress"])
+    assert seen == [{"fm", "fewstep"}, {"fm"}]

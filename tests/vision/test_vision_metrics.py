@@ -172,3 +172,23 @@ def test_grid_png_and_tensorboard(tmp_path):
     assert writer.seen == ("samples", (3, 14, 14), 7, "CHW")
     with pytest.raises(ConfigError):
         log_image_grid(object(), "samples", images, step=0)
+
+
+def test_evaluator_reference_sets_and_the_patches_training_region(monkeypatch):
+    """reference='test' is the test split; 'train' the training split, and for patches a fresh draw of the training
+    region (the test crops come from another region of the photographs), never the training images themselves."""
+    import flowzoo.vision.features as features
+
+    monkeypatch.setattr(features, "load_feature_classifier",
+                        lambda spec, size=None, **_: (FeatureClassifier(load_images(spec, size=size).shape, 10), 1.0))
+    seen = []
+    real_load = features.load_images
+    monkeypatch.setattr(features, "load_images", lambda spec, **kw: seen.append((spec, kw)) or real_load(spec, **kw))
+    ImageEvaluator.for_dataset("patches", size=8, reference="train")
+    assert seen[-1] == ("patches", {"split": "train", "size": 8, "seed": 1, "count": 1000})
+    ImageEvaluator.for_dataset("patches", size=8)
+    assert seen[-1] == ("patches", {"split": "test", "size": 8})
+    train = ImageEvaluator.for_dataset("digits", reference="train")
+    assert train.reference.shape[0] == len(load_images("digits", split="train"))
+    with pytest.raises(ConfigError, match="reference 'test' or 'train'"):
+        ImageEvaluator.for_dataset("digits", reference="validation")
