@@ -120,7 +120,7 @@ class SampleConfig:
 
 @dataclass
 class EvaluateConfig:
-    """Score samples of a trained vision run against its data set's test split."""
+    """Score samples of a trained vision run against its data set's real images (``--reference``)."""
 
     checkpoint: str = field(metadata=option_help("run directory (or checkpoint) of `python -m flowzoo.vision.train`"))
     n: int = field(default=500, metadata=option_help("number of samples scored"))
@@ -131,6 +131,9 @@ class EvaluateConfig:
     raag_alpha: float = field(default=1.0, metadata=option_help("RAAG's decay rate alpha of the scale with the velocity ratio"))
     cfg_scale: float = field(default=1.0, metadata=option_help("classifier-free guidance scale (class-conditional runs)"))
     data: str | None = field(default=None, metadata=option_help("data spec compared against (none: the run's)"))
+    reference: str = field(default="auto", metadata=option_help(
+        "real images compared against: test, train, or auto (train for patches, whose test crops come from another "
+        "region of the photographs; test otherwise)"))
     seed: int = field(default=0, metadata=option_help("seed of the noise"))
     prune: bool = field(default=False, metadata=option_help("SourceFM directional pruning of the initial noise"))
     prune_tau: float = field(default=0.0, metadata=option_help("pruning cosine threshold (0: 0.048*sqrt(3072/D), raised until 5 % of draws pass)"))
@@ -145,6 +148,8 @@ class EvaluateConfig:
         check_int(self.n, "--n", low=2)
         check_positive_int(self.steps, "--steps")
         check_positive_int(self.seg_steps, "--seg_steps")
+        if self.reference not in ("auto", "test", "train"):
+            raise ConfigError(expected("--reference auto, test or train", repr(self.reference), "pass --reference auto"))
         check_int(self.seed, "--seed", low=0)
         check_number(self.cfg_scale, "--cfg_scale")
         check_probability(self.prune_tau, "--prune_tau")
@@ -281,13 +286,14 @@ def evaluate_main(argv: Sequence[str] | None = None) -> int:
     refiner, refiner_steps = _refiner(run, cfg)
     spec = cfg.data or run.config.data
     evaluator = _evaluator(spec, run.config.load_options(), run.shape, f"{run.checkpoint} trained on "
-                           f"{run.config.data} images {run.shape}")
+                           f"{run.config.data} images {run.shape}", _reference(spec, cfg.reference))
     source = _source(run, cfg)
     images, nfe = generate(run.model, cfg.n, run.shape, steps=cfg.steps, method=cfg.method, labels=labels,
                            cfg_scale=cfg.cfg_scale, null_class=run.num_classes, guidance=cfg.guidance,
                            raag_alpha=cfg.raag_alpha, generator=torch.Generator().manual_seed(cfg.seed),
                            progress=cfg.progress, source=source, refiner=refiner, refiner_steps=refiner_steps)
-    record = {"checkpoint": str(run.checkpoint), "step": run.step, "data": spec, "n": cfg.n, "method": cfg.method,
+    record = {"checkpoint": str(run.checkpoint), "step": run.step, "data": spec,
+              "reference": _reference(spec, cfg.reference), "n": cfg.n, "method": cfg.method,
               "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "guidance": cfg.guidance,
               "source_scale": run.source_scale, "prune": cfg.prune, "refiner": cfg.refiner or None,
               "refiner_steps": refiner_steps,
@@ -302,8 +308,14 @@ def _evaluate_out(cfg, run_dir: Path, suffix: str = "") -> Path:
     return out
 
 
-def _evaluator(spec: str, load: dict, shape, what: str):
-    """The feature-space evaluator of ``spec``'s test split, refusing a run whose image shape differs."""
+def _reference(spec: str, reference: str) -> str:
+    """``--reference auto``: the training distribution for patches (test crops are another region), else test."""
+    return ("train" if spec.partition(":")[0] == "patches" else "test") if reference == "auto" else reference
+
+
+def _evaluator(spec: str, load: dict, shape, what: str, reference: str = "test"):
+    """The feature-space evaluator of ``spec`` against ``reference`` (``ImageEvaluator.for_dataset``), refusing a
+    run whose image shape differs."""
     from flowzoo.vision.datasets import load_images
     from flowzoo.vision.features import ImageEvaluator, load_feature_classifier
 
@@ -311,6 +323,8 @@ def _evaluator(spec: str, load: dict, shape, what: str):
     if tuple(test.shape) != tuple(shape):
         raise ShapeError(expected(f"a checkpoint of images shaped like {spec}'s {test.shape}", what,
                                   "pass the run's own data with --data, or a checkpoint trained on this data"))
+    if reference == "train":
+        return ImageEvaluator.for_dataset(spec, reference="train", **load)
     classifier, accuracy = load_feature_classifier(spec, **load)
     return ImageEvaluator(classifier, test.images, accuracy)
 
@@ -345,10 +359,11 @@ def _evaluate_latent(cfg) -> int:
 
     shape = tuple(yaml.safe_load((checkpoint / "config.yaml").read_text(encoding="utf-8"))["latent"]["shape"])
     spec = cfg.data or spec
-    evaluator = _evaluator(spec, load, shape, f"{checkpoint} decodes images {shape}")
+    evaluator = _evaluator(spec, load, shape, f"{checkpoint} decodes images {shape}", _reference(spec, cfg.reference))
     images, labels, nfe, _ = sample_latent_run(cfg.checkpoint, cfg.n, steps=cfg.steps, method=cfg.method,
                                                label=None, cfg_scale=cfg.cfg_scale, seed=cfg.seed)
-    record = {"checkpoint": str(checkpoint), "data": spec, "latent": True, "n": cfg.n, "method": cfg.method,
+    record = {"checkpoint": str(checkpoint), "data": spec, "reference": _reference(spec, cfg.reference),
+              "latent": True, "n": cfg.n, "method": cfg.method,
               "steps": cfg.steps, "nfe": nfe, "cfg_scale": cfg.cfg_scale, "guidance": "cfg"}
     _score_and_write(evaluator, images, labels, record, out, f"nfe {nfe}, decoded latent-FM samples")
     return 0

@@ -79,7 +79,15 @@ def test_evaluate_prints_and_writes_metrics(unet_run, capsys):
     assert "fd " in printed and "class_accuracy" in printed
     record = json.loads((unet_run / "evaluate_euler4_n60.json").read_text())
     assert set(record["metrics"]) == {"fd", "kid", "precision", "recall", "class_accuracy"}
-    assert record["step"] == 30 and record["nfe"] == 4
+    assert record["step"] == 30 and record["nfe"] == 4 and record["reference"] == "test"   # auto: test for digits
+
+
+def test_evaluate_against_the_training_distribution(unet_run, tmp_path, capsys):
+    out = tmp_path / "train_ref.json"
+    assert _vision("evaluate", "--checkpoint", str(unet_run), "--n", "40", "--steps", "2", "--reference", "train",
+                   "--out", str(out), "--progress", "false") == 0
+    record = json.loads(out.read_text())
+    assert record["reference"] == "train" and record["metrics"]["fd"] > 0
 
 
 def test_evaluate_refuses_data_of_another_shape(unet_run, tmp_path, capsys):
@@ -96,6 +104,7 @@ def test_evaluate_refuses_data_of_another_shape(unet_run, tmp_path, capsys):
     ("sample", ["--checkpoint", "does/not/exist", "--out", "s.png"]),
     ("sample", ["--checkpoint", "does/not/exist", "--out", "s.jpg"]),
     ("evaluate", ["--checkpoint", "does/not/exist"]),
+    ("evaluate", ["--checkpoint", "does/not/exist", "--reference", "validation"]),
 ])
 def test_bad_input_is_one_error_line_and_writes_nothing(command, argv, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
