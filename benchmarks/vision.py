@@ -33,10 +33,10 @@ with ``vision_<section>_samples.png`` when its ``rows`` accepts ``samples=``. ``
 ``docs/_static/vision`` for the full run and, for ``--quick``, to ``<--work>/figures`` (``benchmarks/results/
 figures_quick`` without ``--work``), so a smoke run never replaces the documentation's figures.
 
-``--quick`` is a smoke run of the issue's table under 10 minutes of one CPU thread: 40 training steps, 50
+``--quick`` is a smoke run of the issue's table (its measured time is in docs/vision.md): 40 training steps, 50
 samples per row, every row on MNIST but only the ``fm`` and ``sourcefm`` rows on the second data set, and, unless
 ``--sections`` names them, none of the composed sections (each has its own smoke run, ``python -m
-benchmarks.vision_lfm --quick`` and so on; all of them together took about 6 more minutes of CPU time).
+benchmarks.vision_lfm --quick`` and so on).
 
 ``--work FOLDER --reuse`` picks up an interrupted full run: a run that an earlier call finished with the same
 settings (recorded in ``<run>/benchmark_run.json``) is loaded rather than trained again, and its recorded training
@@ -66,7 +66,7 @@ from benchmarks.results import reproduce_command, results_dir, save_table
 from benchmarks.vision_grids import GRID_SAMPLES, grid_rows, save_method_grid
 from flowzoo.core.errors import ConfigError
 from flowzoo.core.training import TrainerConfig
-from flowzoo.vision.features import ImageEvaluator
+from flowzoo.vision.features import ImageEvaluator, generation_reference
 from flowzoo.vision.sourcefm import SourceFMSource
 from flowzoo.vision.sampling import generate
 from flowzoo.vision.train import TrainedImageModel, VisionTrainConfig, load_trained, run_source, train
@@ -89,12 +89,9 @@ class Setting:
     name: str
     data: str
     load: dict = field(default_factory=dict)
-    reference: str = "test"   # ImageEvaluator.for_dataset's reference set
 
 
-# patches: test crops come from other regions of the photographs, so FD compares with fresh training-region crops
-# (benchmarks/vision_metric_probe.py measures why)
-SETTINGS = {"mnist": Setting("mnist", "mnist"), "patches": Setting("patches", "patches", reference="train"),
+SETTINGS = {"mnist": Setting("mnist", "mnist"), "patches": Setting("patches", "patches"),
             "faces": Setting("faces", "faces", {"size": 32}), "digits": Setting("digits", "digits")}
 
 
@@ -169,7 +166,8 @@ def dataset_rows(setting: Setting, sections: set[str], args: argparse.Namespace,
                  samples: dict[str, torch.Tensor] | None = None) -> list[dict]:
     """Every row of ``sections`` (fm, sourcefm, fewstep) on one data set (module docstring); the first samples
     of each row go to ``samples["<method> <sampler>"]`` when given."""
-    evaluator = ImageEvaluator.for_dataset(setting.data, verbose=False, reference=setting.reference, **setting.load)
+    evaluator = ImageEvaluator.for_dataset(setting.data, verbose=False, reference=generation_reference(setting.data),
+                                           **setting.load)
     rows: list[dict] = []
     baseline = "I-CFM euler 100"
     runs = {}

@@ -19,7 +19,8 @@ saved beside the run and reused), then restores held-out images from each task's
    naive ODE reversal and backprop-through-the-solver at equal NFE; the convergence curves go to
    ``flowopt_convergence.png`` in ``--figures``.
 
-Run (``--quick``: 9 min 15 s on one quiet CPU thread from scratch, about 5 with ``--work`` holding the priors)::
+Run (``--quick``: minutes on one CPU thread, fewer with ``--work`` holding the priors; measured times in
+docs/vision.md)::
 
     .venv/bin/python -m benchmarks.vision_inverse --quick
     .venv/bin/python -m benchmarks.vision_inverse

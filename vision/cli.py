@@ -310,7 +310,9 @@ def _evaluate_out(cfg, run_dir: Path, suffix: str = "") -> Path:
 
 def _reference(spec: str, reference: str) -> str:
     """``--reference auto``: the training distribution for patches (test crops are another region), else test."""
-    return ("train" if spec.partition(":")[0] == "patches" else "test") if reference == "auto" else reference
+    from flowzoo.vision.features import generation_reference
+
+    return generation_reference(spec) if reference == "auto" else reference
 
 
 def _evaluator(spec: str, load: dict, shape, what: str, reference: str = "test"):

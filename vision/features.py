@@ -38,7 +38,7 @@ from flowzoo.vision.datasets import ImageData, load_images
 from flowzoo.vision.metrics import feature_statistics, frechet_distance, kid, precision_recall
 
 __all__ = ["FeatureClassifier", "train_feature_classifier", "load_feature_classifier", "default_cache_dir",
-           "ImageEvaluator", "inception_features", "FEATURE_VERSION"]
+           "ImageEvaluator", "generation_reference", "inception_features", "FEATURE_VERSION"]
 
 FEATURE_VERSION = 1
 
@@ -172,6 +172,12 @@ def load_feature_classifier(spec: str, *, cache_dir: str | Path | None = None, s
     return model, accuracy
 
 
+def generation_reference(spec: str) -> str:
+    """The reference set generated images of ``spec`` are scored against (:meth:`ImageEvaluator.for_dataset`):
+    ``"train"`` for ``patches``, whose test crops come from another region of the photographs, else ``"test"``."""
+    return "train" if spec.partition(":")[0] == "patches" else "test"
+
+
 class ImageEvaluator:
     """Compare generated images with a reference set in a :class:`FeatureClassifier`'s feature space.
 
@@ -207,7 +213,7 @@ class ImageEvaluator:
         if reference == "test":
             return cls(classifier, load_images(spec, split="test", **load_kwargs).images, accuracy)
         options = dict(load_kwargs)
-        if spec.partition(":")[0] == "patches":
+        if generation_reference(spec) == "train":   # patches: fresh crops, not the generator's training images
             options.update(seed=options.get("seed", 0) + 1, count=1000)
         return cls(classifier, load_images(spec, split="train", **options).images, accuracy)
 

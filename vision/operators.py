@@ -231,10 +231,10 @@ class CircularBlur(Operator):
 
     ``eps``: frequencies whose transfer function has :math:`|\hat k| \le` ``eps`` are treated as lost by
     :meth:`pinv` (the truncated pseudo-inverse), which keeps the inverse filter bounded. The default (``None``)
-    truncates at the noise level, :math:`\max(10^{-3}, \sigma_y)`: a Gaussian blur's transfer function falls to
-    :math:`10^{-3}` within the grid, and dividing :math:`\sigma_y = 0.01` noise by it buried a 16×16 digit under
-    noise of standard deviation ~1.5 (PSNR 7 dB); at :math:`\epsilon = \sigma_y` the same pseudo-inverse gives
-    19 dB. :meth:`noise_gain` reports the amplification a given ``eps`` leaves.
+    truncates at the noise level, :math:`\max(10^{-3}, \sigma_y)`: a Gaussian blur's transfer function falls far
+    below :math:`\sigma_y` within the grid, and dividing the noise by those gains buries the image (the measured
+    effect is in the vision docs' inverse-problem section). :meth:`noise_gain` reports the amplification a given
+    ``eps`` leaves.
     """
 
     name = "deblur"

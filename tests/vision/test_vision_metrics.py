@@ -192,3 +192,4 @@ def test_evaluator_reference_sets_and_the_patches_training_region(monkeypatch):
     assert train.reference.shape[0] == len(load_images("digits", split="train"))
     with pytest.raises(ConfigError, match="reference 'test' or 'train'"):
         ImageEvaluator.for_dataset("digits", reference="validation")
+    assert [features.generation_reference(s) for s in ("patches", "mnist", "folder:x")] == ["train", "test", "test"]
